@@ -1,0 +1,4 @@
+//! prodbg: a guarded admin HTTP server for debugging a Rust service in production.
+
+pub mod probes;
+pub mod render;
