@@ -2,3 +2,6 @@
 //!
 //! A probe knows nothing about HTTP, tokens or rendering; the `http` layer calls it and renders
 //! what it returns.
+
+pub mod health;
+pub mod process;

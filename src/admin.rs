@@ -1,0 +1,435 @@
+//! The builder, the running server's handle, and the server thread.
+
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::routing::MethodRouter;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::audit::AuditLog;
+use crate::auth::{parse_tokens, Scope, Token, TokenSet};
+use crate::http::metrics::ServerMetrics;
+use crate::http::routes::{self, CustomEndpoint, Endpoint};
+use crate::http::state::Shared;
+use crate::probes::health::ReadinessCheck;
+use crate::Error;
+
+/// Default listen address: loopback only.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:6060";
+
+/// Timeouts and caps that keep the admin server from hurting its host.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest a request may take from arrival to response, profiles included. Default 90 s.
+    pub request_timeout: Duration,
+    /// Longest a client may take to send the request line and headers (slowloris). Default 5 s.
+    pub header_read_timeout: Duration,
+    /// Longest a client may take to send the request body. Default 10 s.
+    pub body_read_timeout: Duration,
+    /// Largest request body accepted, in bytes. Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// Largest request head (line + headers) accepted, in bytes. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Requests answered at once; more get 429. Default 16.
+    pub max_concurrent_requests: usize,
+    /// Open connections at once; more are closed on accept. Default 64.
+    pub max_connections: usize,
+    /// Failed authentications per client IP per minute before it gets 429. `0` disables. Default 20.
+    pub auth_failures_per_minute: u32,
+    /// Longest `seconds=` a CPU or heap-growth profile may ask for. Default 60, and always less
+    /// than `request_timeout`.
+    pub max_profile_seconds: u64,
+    /// How long shutdown waits for in-flight requests. Default 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            request_timeout: Duration::from_secs(90),
+            header_read_timeout: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_concurrent_requests: 16,
+            max_connections: 64,
+            auth_failures_per_minute: 20,
+            max_profile_seconds: 60,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Entry point: `Admin::builder()…spawn()` or `…build()?.router()`.
+#[derive(Debug)]
+pub struct Admin {
+    shared: Arc<Shared>,
+    router: Router,
+    addr: String,
+}
+
+/// Configures an admin server. Errors in arguments are kept and returned by
+/// [`build`](AdminBuilder::build) / [`spawn`](AdminBuilder::spawn), so calls chain.
+#[derive(Debug)]
+pub struct AdminBuilder {
+    addr: String,
+    tokens: Vec<Token>,
+    audit_file: Option<PathBuf>,
+    service_name: String,
+    limits: Limits,
+    health_public: bool,
+    checks: Vec<ReadinessCheck>,
+    custom: Vec<CustomEndpoint>,
+    registry: Registry,
+    build_info: std::collections::BTreeMap<String, String>,
+    error: Option<Error>,
+}
+
+impl Admin {
+    /// A builder with secure defaults: loopback address, no tokens, no audit file.
+    pub fn builder() -> AdminBuilder {
+        AdminBuilder {
+            addr: DEFAULT_ADDR.to_string(),
+            tokens: Vec::new(),
+            audit_file: None,
+            service_name: default_service_name(),
+            limits: Limits::default(),
+            health_public: true,
+            checks: Vec::new(),
+            custom: Vec::new(),
+            registry: Registry::default(),
+            build_info: Default::default(),
+            error: None,
+        }
+    }
+
+    /// A builder configured from `PRODBG_ADDR`, `PRODBG_TOKENS` and `PRODBG_AUDIT_FILE`
+    /// (see [`AdminBuilder::env`]).
+    pub fn from_env() -> AdminBuilder {
+        Admin::builder().env()
+    }
+
+    /// The guarded router with every endpoint, to nest or merge into the host's own axum app
+    /// (`app.merge(admin.router())`). Requests then run on the host's runtime, not on the admin
+    /// server's own thread.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Binds the listen address and starts serving on a new OS thread with its own Tokio
+    /// runtime. Binding errors (address taken, not local) are returned here.
+    pub fn spawn(self) -> Result<AdminHandle, Error> {
+        let addr = resolve(&self.addr)?;
+        let listener = StdListener::bind(addr).map_err(|source| Error::Bind {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::Start(format!("cannot make the listener non-blocking: {e}")))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Start(format!("cannot read the bound address: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("prodbg-blocking")
+            .max_blocking_threads(4)
+            .build()
+            .map_err(|e| Error::Start(format!("cannot build the admin runtime: {e}")))?;
+        let (tx, rx) = watch::channel(false);
+        let limits = self.shared.limits.clone();
+        let router = self.router;
+        if self.shared.tokens.is_empty() {
+            tracing::warn!(target: "prodbg", "no token is configured: every endpoint but the health probes will answer 401");
+        }
+        let thread = std::thread::Builder::new()
+            .name("prodbg-admin".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => crate::http::server::serve(l, router, limits, rx).await,
+                        Err(e) => tracing::error!(target: "prodbg", error = %e, "cannot register the listener"),
+                    }
+                });
+                // Don't let a stuck blocking task (a long symbolization) hold the host's shutdown.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(|e| Error::Start(format!("cannot spawn the admin thread: {e}")))?;
+        tracing::info!(target: "prodbg", addr = %local_addr, "prodbg admin server listening");
+        Ok(AdminHandle {
+            local_addr,
+            shutdown: tx,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl AdminBuilder {
+    /// Listen address, `host:port`. Default `127.0.0.1:6060`; port 0 picks a free port.
+    /// A non-loopback address needs at least one token.
+    pub fn bind(mut self, addr: impl Into<String>) -> Self {
+        self.addr = addr.into();
+        self
+    }
+
+    /// Adds a token named `name` (what the audit log records) holding `scopes`.
+    /// The secret is kept only as a SHA-256 digest.
+    pub fn token(mut self, name: &str, scopes: &[Scope], secret: &str) -> Self {
+        match Token::new(name, scopes, secret) {
+            Ok(t) => self.add_tokens(vec![t]),
+            Err(e) => self.keep_error(e),
+        }
+        self
+    }
+
+    /// Adds tokens from the environment variable `var`, in the `PRODBG_TOKENS` format:
+    /// comma-separated `name:scope[+scope]:secret` entries, e.g.
+    /// `ops:admin:<secret>,grafana:read:<secret>`. An unset variable adds nothing.
+    pub fn tokens_from_env(mut self, var: &str) -> Self {
+        if let Ok(list) = std::env::var(var) {
+            match parse_tokens(&list) {
+                Ok(tokens) => self.add_tokens(tokens),
+                Err(e) => self.keep_error(Error::Config(format!("{var}: {e}"))),
+            }
+        }
+        self
+    }
+
+    /// Reads `PRODBG_ADDR` (listen address), `PRODBG_TOKENS` (see
+    /// [`tokens_from_env`](Self::tokens_from_env)) and `PRODBG_AUDIT_FILE` (audit file path).
+    /// Unset variables leave the current setting.
+    pub fn env(mut self) -> Self {
+        if let Ok(addr) = std::env::var("PRODBG_ADDR") {
+            self.addr = addr;
+        }
+        if let Ok(path) = std::env::var("PRODBG_AUDIT_FILE") {
+            if path.trim().is_empty() {
+                self.keep_error(Error::Config("PRODBG_AUDIT_FILE is set but empty".into()));
+            } else {
+                self.audit_file = Some(PathBuf::from(path));
+            }
+        }
+        self.tokens_from_env("PRODBG_TOKENS")
+    }
+
+    /// Appends one JSON line per request to `path` (created with mode 0600).
+    pub fn audit_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.audit_file = Some(path.into());
+        self
+    }
+
+    /// The service's name, shown in the index and flamegraph titles. Default: the executable's name.
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = name.into();
+        self
+    }
+
+    /// Adds a build fact shown by `/debug/process` and the bundle (e.g. `("git_sha", env!("GIT_SHA"))`).
+    pub fn build_info(mut self, key: &str, value: &str) -> Self {
+        self.build_info.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// The host's own Prometheus registry: `/metrics` encodes it alongside prodbg's numbers.
+    /// prodbg registers its server metrics (`prodbg_http_*`) into it.
+    pub fn metrics_registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Replaces the timeouts and caps.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Whether `/health/live` and `/health/ready` need a token (scope `read`). Default: open.
+    pub fn health_requires_token(mut self, required: bool) -> Self {
+        self.health_public = !required;
+        self
+    }
+
+    /// Adds a readiness check run by `/health/ready`: it fails when the closure returns `Err`
+    /// or takes longer than `timeout`.
+    pub fn readiness_check<F, Fut>(mut self, name: &str, timeout: Duration, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push(ReadinessCheck::new(name, timeout, check));
+        self
+    }
+
+    /// Adds a host endpoint at `path`, guarded by `scope` and audited like the built-in ones.
+    pub fn endpoint(
+        mut self,
+        path: &str,
+        scope: Scope,
+        summary: &'static str,
+        handler: MethodRouter<()>,
+    ) -> Self {
+        if !path.starts_with('/') {
+            self.keep_error(Error::Config(format!(
+                "endpoint path {path:?} must start with '/'"
+            )));
+            return self;
+        }
+        self.custom.push(CustomEndpoint {
+            endpoint: Endpoint {
+                method: "GET",
+                path: path.to_string(),
+                scope: Some(scope),
+                summary,
+                feature: None,
+                available: true,
+            },
+            handler,
+        });
+        self
+    }
+
+    /// Checks the configuration and assembles the server without binding it.
+    pub fn build(mut self) -> Result<Admin, Error> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let addr = resolve(&self.addr)?;
+        if !addr.ip().is_loopback() && self.tokens.is_empty() {
+            return Err(Error::Config(format!(
+                "refusing to listen on {}, which is not a loopback address, without a token: \
+                 add one with .token(..) or PRODBG_TOKENS",
+                self.addr
+            )));
+        }
+        let limits = self.limits;
+        if limits.max_profile_seconds == 0
+            || limits.max_profile_seconds >= limits.request_timeout.as_secs()
+        {
+            return Err(Error::Config(format!(
+                "max_profile_seconds ({}) must be at least 1 and below the request timeout ({} s)",
+                limits.max_profile_seconds,
+                limits.request_timeout.as_secs()
+            )));
+        }
+        if limits.max_concurrent_requests == 0 || limits.max_connections == 0 {
+            return Err(Error::Config(
+                "max_concurrent_requests and max_connections must be at least 1".into(),
+            ));
+        }
+        let audit = match &self.audit_file {
+            Some(path) => AuditLog::open(path).map_err(|source| Error::AuditFile {
+                path: path.display().to_string(),
+                source,
+            })?,
+            None => AuditLog::in_memory(),
+        };
+        let mut registry = self.registry;
+        let metrics = ServerMetrics::new(&mut registry);
+        let shared = Arc::new(Shared::new(
+            self.service_name,
+            TokenSet::new(self.tokens),
+            audit,
+            limits,
+            metrics,
+            registry,
+            self.health_public,
+            self.checks,
+            self.build_info,
+        ));
+        let router = routes::router(shared.clone(), self.custom);
+        Ok(Admin {
+            shared,
+            router,
+            addr: self.addr,
+        })
+    }
+
+    /// [`build`](Self::build), then [`Admin::spawn`].
+    pub fn spawn(self) -> Result<AdminHandle, Error> {
+        self.build()?.spawn()
+    }
+
+    fn add_tokens(&mut self, tokens: Vec<Token>) {
+        for t in tokens {
+            if self.tokens.iter().any(|o| o.name() == t.name()) {
+                self.keep_error(Error::Config(format!(
+                    "duplicate token name {:?}",
+                    t.name()
+                )));
+                return;
+            }
+            self.tokens.push(t);
+        }
+    }
+
+    fn keep_error(&mut self, e: Error) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+}
+
+/// A running admin server. Dropping it (or calling [`shutdown`](Self::shutdown)) stops the
+/// server gracefully and joins its thread.
+#[derive(Debug)]
+pub struct AdminHandle {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AdminHandle {
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://<addr>`, the base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), and joins the
+    /// server thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for AdminHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, Error> {
+    let mut addrs = addr.to_socket_addrs().map_err(|e| {
+        Error::Config(format!(
+            "listen address {addr:?} is not valid ({e}); expected host:port, e.g. {DEFAULT_ADDR}"
+        ))
+    })?;
+    addrs
+        .next()
+        .ok_or_else(|| Error::Config(format!("listen address {addr:?} resolves to nothing")))
+}
+
+fn default_service_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "service".to_string())
+}

@@ -1,0 +1,338 @@
+//! The middleware every request passes: admission (rate limit, concurrency cap),
+//! authentication, the request timeout, per-route authorization, JSON error bodies and the
+//! audit record.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::{Body, HttpBody};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::state::Shared;
+use crate::audit::{AuditRecord, Outcome};
+use crate::auth::{Scope, Token};
+
+/// Who is calling, as established by the `Authorization` header.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// No `Authorization` header.
+    Anonymous,
+    /// A valid token.
+    Token(Arc<Token>),
+}
+
+/// What a route needs, attached to each route when the router is built.
+#[derive(Debug, Clone)]
+pub struct RouteRule {
+    /// The route's path template (the metrics label).
+    pub template: Arc<str>,
+    /// The scope needed, or `None` for an open route (health probes when configured so).
+    pub scope: Option<Scope>,
+}
+
+/// Set on a response by the route that produced it: its template, for metrics.
+#[derive(Debug, Clone)]
+struct RouteLabel(Arc<str>);
+
+/// Outermost middleware: admits, authenticates, times out, audits and counts every request.
+pub async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let request_id = shared.next_request_id();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let method = req.method().as_str().to_string();
+    let path = clip(req.uri().path(), 512);
+    let query = req.uri().query().map(|q| clip(q, 512));
+
+    let mut token_id = None;
+    let mut response = match admit(&shared, peer, &req) {
+        Err(e) => e.into_response(),
+        Ok((identity, permit)) => {
+            if let Identity::Token(t) = &identity {
+                token_id = Some(t.name().to_string());
+            }
+            req.extensions_mut().insert(identity);
+            let timeout = shared.limits.request_timeout;
+            let answer = tokio::time::timeout(timeout, next.run(req)).await;
+            drop(permit);
+            answer.unwrap_or_else(|_| {
+                ApiError::unavailable(format!(
+                    "the request took longer than the server's request timeout of {} s",
+                    timeout.as_secs()
+                ))
+                .into_response()
+            })
+        }
+    };
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED {
+        shared.metrics.auth_failure();
+        if let Some(peer) = peer {
+            shared.failures.record(peer.ip());
+        }
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    let outcome = match status.as_u16() {
+        401 | 403 | 429 => Outcome::Denied,
+        s if s >= 400 => Outcome::Error,
+        _ => Outcome::Allowed,
+    };
+    let endpoint = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|l| l.0.to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let elapsed = start.elapsed();
+    shared.metrics.observe(
+        &endpoint,
+        metric_method(&method),
+        status.as_u16(),
+        elapsed.as_secs_f64(),
+    );
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    shared.audit.append(AuditRecord {
+        ts,
+        request_id,
+        client: peer.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+        token_id,
+        method,
+        path,
+        query,
+        status: status.as_u16(),
+        outcome,
+        duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        bytes: response.body().size_hint().exact().unwrap_or(0),
+        prev_hash: String::new(),
+        hash: String::new(),
+    });
+    response
+}
+
+fn admit(
+    shared: &Shared,
+    peer: Option<SocketAddr>,
+    req: &Request,
+) -> Result<(Identity, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    if let Some(peer) = peer {
+        if shared.failures.is_blocked(peer.ip()) {
+            return Err(ApiError::too_many(format!(
+                "too many failed authentication attempts from this client; retry after {} s",
+                FailureLimiter::WINDOW.as_secs()
+            )));
+        }
+    }
+    let permit = shared
+        .concurrency
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::too_many(format!(
+                "the admin server is already answering {} requests, its limit; retry shortly",
+                shared.limits.max_concurrent_requests
+            ))
+        })?;
+    let identity = match req.headers().get(header::AUTHORIZATION) {
+        None => Identity::Anonymous,
+        Some(value) => {
+            let secret = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, secret)| secret.trim());
+            let token = secret.and_then(|s| shared.tokens.verify(s.as_bytes()));
+            match token {
+                Some(t) => Identity::Token(Arc::new(t.clone())),
+                None => {
+                    return Err(ApiError::unauthorized(
+                        "the Authorization header does not hold a valid token: send `Authorization: Bearer <secret>`",
+                    ))
+                }
+            }
+        }
+    };
+    Ok((identity, permit))
+}
+
+/// Per-route middleware: checks the caller's scope against the route's rule.
+pub async fn authorize(State(rule): State<RouteRule>, req: Request, next: Next) -> Response {
+    let verdict = match (rule.scope, req.extensions().get::<Identity>()) {
+        (None, _) => Ok(()),
+        (Some(needed), Some(Identity::Token(t))) if t.allows(needed) => Ok(()),
+        (Some(needed), Some(Identity::Token(t))) => Err(ApiError::forbidden(format!(
+            "token {:?} holds scope {}; this endpoint needs {needed}",
+            t.name(),
+            t.scopes()
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("+"),
+        ))),
+        (Some(needed), _) => Err(ApiError::unauthorized(format!(
+            "this endpoint needs a token with scope {needed}: send `Authorization: Bearer <secret>`"
+        ))),
+    };
+    let mut response = match verdict {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    };
+    response.extensions_mut().insert(RouteLabel(rule.template));
+    response
+}
+
+/// Turns any error answer that is not already JSON (axum's 404/405, body-limit 413, …) into the
+/// documented `{"error", "message"}` body.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let (code, default) = match status.as_u16() {
+        400 => ("bad_request", "the request is malformed"),
+        404 => ("not_found", "no such endpoint; GET /debug/ lists them"),
+        405 => (
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        ),
+        408 => ("timeout", "the request was not received in time"),
+        413 => (
+            "payload_too_large",
+            "the request body is larger than the server accepts",
+        ),
+        415 => (
+            "unsupported_media_type",
+            "the request body's content type is not accepted",
+        ),
+        _ => ("error", "the request failed"),
+    };
+    let message = if text.is_empty() {
+        default.to_string()
+    } else {
+        format!("{default}: {text}")
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name == header::ALLOW {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    *out.extensions_mut() = parts.extensions;
+    out
+}
+
+/// The fallback for unknown paths: 401 without a valid token (paths are not disclosed), else 404.
+pub async fn not_found(req: Request<Body>) -> Response {
+    match req.extensions().get::<Identity>() {
+        Some(Identity::Token(_)) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; GET /debug/ lists them",
+        )
+        .into_response(),
+        _ => ApiError::unauthorized("send `Authorization: Bearer <secret>`").into_response(),
+    }
+}
+
+/// Counts failed authentications per client IP and refuses a client that failed too often.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    limit: u32,
+    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl FailureLimiter {
+    /// The window over which failures are counted.
+    pub const WINDOW: Duration = Duration::from_secs(60);
+    const MAX_CLIENTS: usize = 4096;
+
+    /// Refuses a client after `limit` failures within [`Self::WINDOW`]. `0` disables the limit.
+    pub fn new(limit: u32) -> FailureLimiter {
+        FailureLimiter {
+            limit,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (Instant, u32)>> {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `ip` has used up its failures in the current window.
+    pub fn is_blocked(&self, ip: IpAddr) -> bool {
+        if self.limit == 0 {
+            return false;
+        }
+        let map = self.lock();
+        map.get(&ip)
+            .is_some_and(|(start, n)| start.elapsed() < Self::WINDOW && *n >= self.limit)
+    }
+
+    /// Counts one failure for `ip`.
+    pub fn record(&self, ip: IpAddr) {
+        if self.limit == 0 {
+            return;
+        }
+        let mut map = self.lock();
+        if map.len() >= Self::MAX_CLIENTS {
+            map.retain(|_, (start, _)| start.elapsed() < Self::WINDOW);
+        }
+        if map.len() >= Self::MAX_CLIENTS {
+            return; // bounded memory wins over counting one more client
+        }
+        let entry = map.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= Self::WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+fn metric_method(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

@@ -1,0 +1,150 @@
+//! The one table of endpoints: it drives the router, the index page and the README check.
+//!
+//! An endpoint whose cargo feature is off stays in the table and answers 501 naming the feature.
+
+use std::sync::Arc;
+
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+
+use super::error::ApiError;
+use super::guard::{authorize, RouteRule};
+use super::handlers;
+use super::state::Shared;
+use crate::auth::Scope;
+
+/// One endpoint of the admin server.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// HTTP method(s), e.g. `GET` or `GET, PUT`.
+    pub method: &'static str,
+    /// Path template.
+    pub path: String,
+    /// Scope needed; `None` for the health probes (open unless configured otherwise).
+    pub scope: Option<Scope>,
+    /// One line on what it gives.
+    pub summary: &'static str,
+    /// The cargo feature it needs, if any.
+    pub feature: Option<&'static str>,
+    /// Whether its feature is compiled in.
+    pub available: bool,
+}
+
+/// Picks the handler when the feature is compiled in, `None` otherwise.
+#[allow(unused_macros)]
+macro_rules! with_feature {
+    ($feature:literal, $handler:expr) => {{
+        #[cfg(feature = $feature)]
+        let h = Some($handler);
+        #[cfg(not(feature = $feature))]
+        let h = None;
+        (Some($feature), h)
+    }};
+}
+
+type Handler = MethodRouter<Arc<Shared>>;
+
+fn always(h: Handler) -> (Option<&'static str>, Option<Handler>) {
+    (None, Some(h))
+}
+
+/// Every built-in endpoint with its handler (`None`: feature not compiled in).
+fn table() -> Vec<(Endpoint, Option<Handler>)> {
+    use Scope::*;
+    let rows: Vec<(&str, &str, Option<Scope>, &str, (Option<&'static str>, Option<Handler>))> = vec![
+        ("GET", "/debug/", Some(Read), "this index (JSON with Accept: application/json)", always(get(handlers::index::index))),
+        ("GET", "/health/live", None, "liveness: 200 while the admin server answers", always(get(handlers::health::live))),
+        ("GET", "/health/ready", None, "readiness: runs the registered checks, 503 if one fails", always(get(handlers::health::ready))),
+        ("GET", "/metrics", Some(Read), "Prometheus text (OpenMetrics with Accept): every numeric probe plus the server's own RED metrics", always(get(handlers::metrics::metrics))),
+        ("GET", "/debug/process", Some(Read), "pid, uptime, build info, command line, environment (secrets redacted), limits, open fds", always(get(handlers::process::process))),
+    ];
+    rows.into_iter()
+        .map(|(method, path, scope, summary, (feature, handler))| {
+            let endpoint = Endpoint {
+                method,
+                path: path.to_string(),
+                scope,
+                summary,
+                feature,
+                available: handler.is_some(),
+            };
+            (endpoint, handler)
+        })
+        .collect()
+}
+
+/// The built-in endpoints, for the index page and documentation.
+pub fn endpoints() -> Vec<Endpoint> {
+    table().into_iter().map(|(e, _)| e).collect()
+}
+
+/// A host-supplied endpoint, guarded and audited like the built-in ones.
+#[derive(Debug)]
+pub struct CustomEndpoint {
+    /// Its row in the index.
+    pub endpoint: Endpoint,
+    /// Its handler.
+    pub handler: MethodRouter<()>,
+}
+
+/// Builds the guarded router: every route with its scope check, then the shared layers.
+pub fn router(shared: Arc<Shared>, custom: Vec<CustomEndpoint>) -> Router {
+    let mut app: Router<Arc<Shared>> = Router::new();
+    for (endpoint, handler) in table() {
+        let rule = RouteRule {
+            template: Arc::from(endpoint.path.as_str()),
+            scope: if endpoint.scope.is_none() && !shared.health_public {
+                Some(Scope::Read)
+            } else {
+                endpoint.scope
+            },
+        };
+        let handler = handler.unwrap_or_else(|| not_compiled(endpoint.feature.unwrap_or("?")));
+        app = app.route(
+            &endpoint.path,
+            handler.layer(from_fn_with_state(rule, authorize)),
+        );
+    }
+    app = app.route(
+        "/debug",
+        get(|| async { axum::response::Redirect::permanent("debug/") }).layer(from_fn_with_state(
+            RouteRule {
+                template: Arc::from("/debug"),
+                scope: Some(Scope::Read),
+            },
+            authorize,
+        )),
+    );
+    let mut app: Router = app.with_state(shared.clone());
+    for c in custom {
+        let rule = RouteRule {
+            template: Arc::from(c.endpoint.path.as_str()),
+            scope: c.endpoint.scope,
+        };
+        app = app.route(
+            &c.endpoint.path,
+            c.handler.layer(from_fn_with_state(rule, authorize)),
+        );
+    }
+    let limits = &shared.limits;
+    app.fallback(super::guard::not_found)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_panic| {
+            axum::response::IntoResponse::into_response(ApiError::internal(
+                "the handler panicked; the admin server is still serving (the panic is in the host's stderr)",
+            ))
+        }))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_read_timeout))
+        .layer(axum::middleware::from_fn(super::guard::json_errors))
+        .layer(from_fn_with_state(shared, super::guard::guard))
+}
+
+fn not_compiled(feature: &'static str) -> Handler {
+    let answer = move || async move {
+        ApiError::not_compiled(format!(
+            "this endpoint is not compiled in: build prodbg with the `{feature}` cargo feature"
+        ))
+    };
+    get(answer).post(answer)
+}

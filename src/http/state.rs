@@ -1,0 +1,97 @@
+//! What every handler can reach: configuration, tokens, the audit log, metrics, probes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
+
+use super::guard::FailureLimiter;
+use super::metrics::ServerMetrics;
+use crate::admin::Limits;
+use crate::audit::AuditLog;
+use crate::auth::TokenSet;
+use crate::probes::health::ReadinessCheck;
+
+/// Shared state of one admin server (or one mounted router).
+pub struct Shared {
+    /// The host's name, shown in titles and the index.
+    pub service_name: String,
+    /// The configured tokens.
+    pub tokens: TokenSet,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Timeouts and caps.
+    pub limits: Limits,
+    /// Permits for concurrent requests.
+    pub concurrency: Arc<Semaphore>,
+    /// Per-client count of failed authentications.
+    pub failures: FailureLimiter,
+    /// The server's own RED metrics.
+    pub metrics: ServerMetrics,
+    /// Everything `/metrics` encodes.
+    pub registry: Registry,
+    /// Whether `/health/*` answers without a token.
+    pub health_public: bool,
+    /// Readiness checks run by `/health/ready`.
+    pub checks: Vec<ReadinessCheck>,
+    /// Version and build facts the host supplied (`git_sha`, `version`, …).
+    pub build_info: std::collections::BTreeMap<String, String>,
+    /// When the server was built.
+    pub started: Instant,
+    /// Wall-clock start, for uptime reports.
+    pub started_at: SystemTime,
+    boot: u32,
+    seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("service_name", &self.service_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Assembles the state; `registry` already holds `metrics`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        service_name: String,
+        tokens: TokenSet,
+        audit: AuditLog,
+        limits: Limits,
+        metrics: ServerMetrics,
+        registry: Registry,
+        health_public: bool,
+        checks: Vec<ReadinessCheck>,
+        build_info: std::collections::BTreeMap<String, String>,
+    ) -> Shared {
+        let mut boot = [0u8; 4];
+        let _ = getrandom::fill(&mut boot);
+        Shared {
+            service_name,
+            tokens,
+            audit,
+            concurrency: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            failures: FailureLimiter::new(limits.auth_failures_per_minute),
+            limits,
+            metrics,
+            registry,
+            health_public,
+            checks,
+            build_info,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            boot: u32::from_ne_bytes(boot),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// A new request id: this server's random boot id and a sequence number.
+    pub fn next_request_id(&self) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{:08x}-{n:06}", self.boot)
+    }
+}

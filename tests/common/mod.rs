@@ -1,0 +1,78 @@
+//! Shared test helpers: tokens, a spawned admin server, an HTTP client.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use prodbg::{Admin, AdminBuilder, AdminHandle, Scope};
+
+pub const ADMIN_SECRET: &str = "admin-secret-0123456789abcdef";
+pub const PROFILE_SECRET: &str = "profile-secret-0123456789abcdef";
+pub const READ_SECRET: &str = "read-secret-0123456789abcdef";
+
+/// A builder on a free loopback port with three tokens (ops/admin, prof/profile, viewer/read).
+pub fn builder() -> AdminBuilder {
+    Admin::builder()
+        .bind("127.0.0.1:0")
+        .service_name("test-service")
+        .token("ops", &[Scope::Admin], ADMIN_SECRET)
+        .token("prof", &[Scope::Profile], PROFILE_SECRET)
+        .token("viewer", &[Scope::Read], READ_SECRET)
+}
+
+/// A spawned server with an audit file in a fresh temp dir.
+pub struct Server {
+    pub handle: AdminHandle,
+    pub audit: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn spawn_with(f: impl FnOnce(AdminBuilder) -> AdminBuilder) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let handle = f(builder().audit_file(&audit)).spawn().unwrap();
+    Server { handle, audit, dir }
+}
+
+pub fn spawn() -> Server {
+    spawn_with(|b| b)
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.handle.url(), path)
+    }
+
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// GET with a bearer token; returns status and body text.
+pub async fn get(url: &str, secret: Option<&str>) -> (u16, String) {
+    let mut req = client().get(url);
+    if let Some(s) = secret {
+        req = req.bearer_auth(s);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+/// Asserts the documented error body and returns its message.
+pub fn error_message(body: &str, code: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    assert_eq!(v["error"], code, "{body}");
+    v["message"].as_str().unwrap().to_string()
+}
