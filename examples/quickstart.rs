@@ -1,0 +1,98 @@
+//! A small service doing real work, with the prodbg admin server up.
+//!
+//! ```text
+//! cargo run --release --example quickstart
+//! ```
+//!
+//! Configured from the environment (`PRODBG_ADDR`, `PRODBG_TOKENS`, `PRODBG_AUDIT_FILE`); when
+//! no token is given it generates an admin token and prints it once, with a ready-to-paste curl.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prodbg::{Admin, Scope};
+
+// jemalloc, with heap sampling compiled in but inactive until POST /debug/pprof/heap/activate.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\0";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    let mut builder = Admin::from_env()
+        .service_name("quickstart")
+        .build_info("version", env!("CARGO_PKG_VERSION"))
+        .readiness_check("work-loop", Duration::from_secs(1), || async { Ok(()) });
+    let generated = if std::env::var_os("PRODBG_TOKENS").is_none() {
+        let secret = prodbg::auth::generate_secret()?;
+        builder = builder.token("quickstart", &[Scope::Admin], &secret);
+        Some(secret)
+    } else {
+        None
+    };
+    if std::env::var_os("PRODBG_AUDIT_FILE").is_none() {
+        builder = builder.audit_file(std::env::temp_dir().join("prodbg-quickstart-audit.jsonl"));
+    }
+    let admin = builder.spawn()?;
+
+    println!("prodbg admin server: {}/debug/", admin.url());
+    match &generated {
+        Some(secret) => {
+            println!("generated admin token (shown once): {secret}");
+            println!("try:  curl -s -H 'Authorization: Bearer {secret}' {}/debug/memory", admin.url());
+            println!("      curl -s -H 'Authorization: Bearer {secret}' '{}/debug/pprof/profile?seconds=5&format=svg' -o cpu.svg", admin.url());
+        }
+        None => println!("try:  curl -s -H \"Authorization: Bearer $SECRET\" {}/debug/", admin.url()),
+    }
+
+    let work = Arc::new(AtomicU64::new(0));
+    // Two plain threads doing CPU work.
+    for i in 0..2 {
+        let work = work.clone();
+        std::thread::Builder::new()
+            .name(format!("cruncher-{i}"))
+            .spawn(move || loop {
+                work.fetch_add(crunch(20_000), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            })?;
+    }
+    runtime.block_on(async move {
+        // Several async tasks that allocate: a small cache that churns.
+        for t in 0..4 {
+            let work = work.clone();
+            tokio::spawn(async move {
+                let mut cache: HashMap<u64, Vec<u8>> = HashMap::new();
+                let mut n = 0u64;
+                loop {
+                    n += 1;
+                    cache.insert(n % 512, vec![t as u8; 1024 + (n % 4096) as usize]);
+                    if n % 64 == 0 {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        work.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        tokio::signal::ctrl_c().await.ok();
+    });
+    admin.shutdown();
+    Ok(())
+}
+
+#[inline(never)]
+fn crunch(n: u64) -> u64 {
+    (0..n).fold(0u64, |acc, x| std::hint::black_box(acc.wrapping_mul(31).wrapping_add(x)))
+}
