@@ -44,15 +44,19 @@ macro_rules! with_feature {
 }
 
 type Handler = MethodRouter<Arc<Shared>>;
+/// A handler and the feature it needs; `None` handler when the feature is off.
+type Gated = (Option<&'static str>, Option<Handler>);
+/// One row of the table: method, path, scope, summary, gated handler.
+type Row = (&'static str, &'static str, Option<Scope>, &'static str, Gated);
 
-fn always(h: Handler) -> (Option<&'static str>, Option<Handler>) {
+fn always(h: Handler) -> Gated {
     (None, Some(h))
 }
 
 /// Every built-in endpoint with its handler (`None`: feature not compiled in).
 fn table() -> Vec<(Endpoint, Option<Handler>)> {
     use Scope::*;
-    let rows: Vec<(&str, &str, Option<Scope>, &str, (Option<&'static str>, Option<Handler>))> = vec![
+    let rows: Vec<Row> = vec![
         ("GET", "/debug/", Some(Read), "this index (JSON with Accept: application/json)", always(get(handlers::index::index))),
         ("GET", "/health/live", None, "liveness: 200 while the admin server answers", always(get(handlers::health::live))),
         ("GET", "/health/ready", None, "readiness: runs the registered checks, 503 if one fails", always(get(handlers::health::ready))),

@@ -52,7 +52,7 @@ fn scope_name(e: &Endpoint, health_public: bool) -> &'static str {
 /// Links are relative to `/debug/`, so the page works under any mount prefix.
 fn relative_link(path: &str) -> String {
     match path.strip_prefix("/debug/") {
-        Some(rest) if rest.is_empty() => "./".to_string(),
+        Some("") => "./".to_string(),
         Some(rest) => rest.to_string(),
         None => format!("..{path}"),
     }

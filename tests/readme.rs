@@ -1,0 +1,25 @@
+//! The README's endpoint table and set-up commands match the code.
+
+#[test]
+fn readme_endpoint_table_lists_every_endpoint() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for e in prodbg::http::routes::endpoints() {
+        let method = e.method.split(',').next().unwrap().trim();
+        let row = format!("| `{method} {}", e.path);
+        assert!(readme.contains(&row), "README endpoint table lacks {row}");
+    }
+}
+
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let ci = std::fs::read_to_string(format!("{root}/.ci/run")).unwrap();
+    let test_cmd = readme
+        .lines()
+        .find(|l| l.contains("# the tests"))
+        .and_then(|l| l.split('#').next())
+        .map(str::trim)
+        .expect("README has a test command line");
+    assert!(ci.lines().any(|l| l.trim() == test_cmd), "{test_cmd:?} not in .ci/run");
+}
