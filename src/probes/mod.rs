@@ -2,3 +2,5 @@
 //!
 //! A probe knows nothing about HTTP, tokens or rendering; the `http` layer calls it and renders
 //! what it returns.
+
+pub mod pools;
