@@ -3,4 +3,6 @@
 //! A probe knows nothing about HTTP, tokens or rendering; the `http` layer calls it and renders
 //! what it returns.
 
+#[cfg(feature = "deadlock")]
+pub mod deadlock;
 pub mod pools;
