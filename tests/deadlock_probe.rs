@@ -100,6 +100,7 @@ fn detector_reports_the_cycle_and_keeps_running() {
     }
 
     let text = report.to_text();
+    eprintln!("{text}");
     for needle in [
         "deadlock-alpha",
         "deadlock-beta",
