@@ -1,4 +1,14 @@
 //! Pool probe against real pools: sqlx (SQLite in memory), deadpool, bb8 and r2d2.
+// The helpers serve the adapter tests, which each need their `pools-*` feature.
+#![cfg_attr(
+    not(any(
+        feature = "pools-sqlx",
+        feature = "pools-deadpool",
+        feature = "pools-bb8",
+        feature = "pools-r2d2"
+    )),
+    allow(dead_code, unused_imports)
+)]
 
 use prodbg::probes::pools::{PoolRegistry, PoolSnapshot};
 use std::sync::Arc;

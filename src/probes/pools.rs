@@ -5,8 +5,10 @@
 //! `0`. Adapters for sqlx, deadpool, bb8 and r2d2 sit behind the `pools-*` cargo features; any
 //! other pool can implement the trait in a few lines.
 //!
-//! Pools are named in a [`PoolRegistry`]. The registry never keeps a pool's connections open on
-//! its own: it holds weak references, and forgets a pool once the host drops it (or closes it).
+//! Pools are named in a [`PoolRegistry`], which forgets a pool once the host drops it (or closes
+//! it): [`PoolRegistry::register`] keeps only a weak reference and hands the host a
+//! [`Registration`] to keep next to the pool. See [`PoolRegistry`] for why, and for the one
+//! exception ([`PoolRegistry::register_static`]).
 //!
 //! ```
 //! use prodbg::probes::pools::{PoolRegistry, PoolSnapshot, PoolStats};
@@ -163,10 +165,12 @@ pub struct Bucket {
 /// Cheap to clone (an `Arc` inside) and `Send + Sync`: register pools at build time or at any
 /// time later from any thread. Registering a name again replaces the earlier pool of that name.
 ///
-/// **Lifetime.** [`register`](Self::register) returns a [`Registration`]; the registry itself
-/// holds only a weak reference, so the pool is listed exactly as long as the host keeps the
+/// **Lifetime.** sqlx, bb8 and r2d2 pools are `Arc` handles with no weak form, so their
+/// adapters must hold a clone, and whoever owns the adapter keeps the pool's connections open.
+/// Hence [`register`](Self::register) gives the adapter to the host as a [`Registration`] and the
+/// registry keeps only a weak reference: the pool is listed exactly as long as the host keeps the
 /// `Registration` — keep it next to the pool (e.g. in the same app-state struct) and both go away
-/// together. [`register_static`](Self::register_static) is for pools that live as long as the
+/// together. (The deadpool adapter holds a `WeakPool` and never keeps its pool alive.) [`register_static`](Self::register_static) is for pools that live as long as the
 /// process. Either way a source whose [`PoolStats::is_gone`] turns `true` (a closed sqlx or
 /// deadpool pool, or a dropped deadpool pool) is forgotten at the next snapshot.
 #[derive(Clone, Default)]
@@ -256,22 +260,25 @@ impl PoolRegistry {
 
     /// Every live pool's numbers, sorted by name. Forgets pools that are gone.
     pub fn snapshot(&self) -> Vec<(String, PoolSnapshot)> {
-        // Collect the live sources under the lock, call into the pools outside it.
+        // Collect the live sources under the lock (forgetting dead ones), read them outside it.
         let live: Vec<(String, Arc<dyn PoolStats>, Option<AcquireRecorder>)> = {
             let mut inner = self.lock();
-            inner.pools.retain(|_, source| source.get().is_some());
-            inner.recorders.retain(|_, weak| weak.strong_count() > 0);
-            let Inner { pools, recorders } = &*inner;
-            pools
-                .iter()
-                .filter_map(|(name, source)| {
-                    let recorder = recorders
-                        .get(name)
-                        .and_then(Weak::upgrade)
-                        .map(AcquireRecorder::from_shared);
-                    Some((name.clone(), source.get()?, recorder))
-                })
-                .collect()
+            let Inner { pools, recorders } = &mut *inner;
+            recorders.retain(|_, weak| weak.strong_count() > 0);
+            let mut live = Vec::with_capacity(pools.len());
+            pools.retain(|name, source| {
+                let Some(stats) = source.get() else {
+                    return false;
+                };
+                let recorder = recorders.get(name).and_then(Weak::upgrade);
+                live.push((
+                    name.clone(),
+                    stats,
+                    recorder.map(AcquireRecorder::from_shared),
+                ));
+                true
+            });
+            live
         };
         live.into_iter()
             .map(|(name, stats, recorder)| {
