@@ -3,5 +3,8 @@
 //! A probe knows nothing about HTTP, tokens or rendering; the `http` layer calls it and renders
 //! what it returns.
 
+#[cfg(feature = "deadlock")]
+pub mod deadlock;
 pub mod health;
+pub mod pools;
 pub mod process;

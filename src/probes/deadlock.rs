@@ -1,0 +1,372 @@
+//! Deadlock probe: a background thread that asks parking_lot for lock cycles.
+//!
+//! **Only parking_lot locks are seen** (`parking_lot::Mutex`, `RwLock`, `ReentrantMutex`,
+//! `Condvar` waits, and anything built on `parking_lot_core`); `std::sync`, `tokio::sync` and
+//! futex-based locks of other crates are invisible to it. The `deadlock` feature turns on
+//! parking_lot's `deadlock_detection` for every parking_lot user in the build, which adds a small
+//! bookkeeping cost to each lock operation of the whole process while the feature is compiled in.
+//!
+//! parking_lot reports each cycle once: [`DeadlockDetector`] keeps what it found, counts it,
+//! and logs it as a `tracing` error with target `prodbg::deadlock`.
+//!
+//! ```no_run
+//! use prodbg::probes::deadlock::DeadlockDetector;
+//!
+//! let detector = DeadlockDetector::start(DeadlockDetector::DEFAULT_INTERVAL, 8)?;
+//! for report in detector.reports() {
+//!     eprintln!("{}", report.to_text());
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use serde::{Serialize, Serializer};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One detection: every lock cycle found by one check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadlockReport {
+    /// When the check found the cycles. Serialized as RFC 3339 in UTC with milliseconds,
+    /// e.g. `"2025-01-31T03:04:05.678Z"`.
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub detected_at: SystemTime,
+    /// The cycles; each lists the threads that wait on each other, in parking_lot's order.
+    pub cycles: Vec<Vec<DeadlockedThread>>,
+}
+
+/// A thread stuck in a lock cycle.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadlockedThread {
+    /// Rust's `std::thread::ThreadId` as a number (what parking_lot reports). It is not the OS
+    /// thread id (`gettid`), and std offers no way to map one to the other.
+    pub thread_id: u64,
+    /// The thread's name, if the thread called [`name_current_thread`] before it deadlocked;
+    /// otherwise `None` (parking_lot reports only the `ThreadId`; see [`name_current_thread`]).
+    pub name: Option<String>,
+    /// The thread's stack, innermost frame first, starting at the parking_lot lock call (the
+    /// detection machinery above it — `backtrace::` and `parking_lot_core::` frames — is cut).
+    pub frames: Vec<Frame>,
+}
+
+/// One stack frame (one per inlined function, so a machine frame may give several).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    /// Demangled function path without the hash suffix, if symbols are available.
+    pub function: Option<String>,
+    /// Source file, if debug info is available.
+    pub file: Option<String>,
+    /// Source line, if debug info is available.
+    pub line: Option<u32>,
+}
+
+impl DeadlockReport {
+    /// A multi-line report for a terminal: one block per cycle, one stack per thread.
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "deadlock detected at {}: {} cycle(s)\n",
+            rfc3339(self.detected_at),
+            self.cycles.len()
+        );
+        for (i, cycle) in self.cycles.iter().enumerate() {
+            let _ = writeln!(out, "\ncycle {} ({} threads):", i + 1, cycle.len());
+            for thread in cycle {
+                let name = thread.name.as_deref().unwrap_or("<unnamed>");
+                let _ = writeln!(out, "  thread {:?} (ThreadId {}):", name, thread.thread_id);
+                for (n, frame) in thread.frames.iter().enumerate() {
+                    let function = frame.function.as_deref().unwrap_or("<unknown>");
+                    let _ = write!(out, "    {n:>3}: {function}");
+                    if let Some(file) = &frame.file {
+                        let _ = write!(out, "\n           at {file}");
+                        if let Some(line) = frame.line {
+                            let _ = write!(out, ":{line}");
+                        }
+                    }
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Records the current thread's name so deadlock reports can show it.
+///
+/// parking_lot identifies a deadlocked thread only by its `std::thread::ThreadId`, and std cannot
+/// look up another thread's name from that id. Call this once at the start of each thread you
+/// want named — e.g. `tokio::runtime::Builder::on_thread_start(name_current_thread)` — costing
+/// one small map insert; the entry is removed when the thread exits. Threads without a name are
+/// skipped.
+pub fn name_current_thread() {
+    let current = std::thread::current();
+    let Some(name) = current.name() else { return };
+    let id = thread_id_number(current.id());
+    names().insert(id, name.to_owned());
+    NAME_GUARD.with(|guard| guard.0.set(Some(id)));
+}
+
+static NAMES: Mutex<BTreeMap<u64, String>> = Mutex::new(BTreeMap::new());
+
+fn names() -> MutexGuard<'static, BTreeMap<u64, String>> {
+    NAMES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Removes the thread's entry from [`NAMES`] when the thread exits.
+struct NameGuard(std::cell::Cell<Option<u64>>);
+
+impl Drop for NameGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.0.get() {
+            names().remove(&id);
+        }
+    }
+}
+
+thread_local! {
+    static NAME_GUARD: NameGuard = const { NameGuard(std::cell::Cell::new(None)) };
+}
+
+/// `ThreadId` as a number, from its `Debug` form `ThreadId(N)` (`as_u64` is unstable); 0 if
+/// std ever changes that form.
+fn thread_id_number(id: std::thread::ThreadId) -> u64 {
+    let text = format!("{id:?}");
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or(0)
+}
+
+/// Handle to the background deadlock detector thread. Stops the thread on drop or [`stop`].
+///
+/// [`stop`]: DeadlockDetector::stop
+#[derive(Debug)]
+pub struct DeadlockDetector {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    keep_last: usize,
+    stop: Mutex<bool>,
+    wake: Condvar,
+    checks: AtomicU64,
+    detected: AtomicU64,
+    reports: Mutex<VecDeque<DeadlockReport>>,
+}
+
+impl DeadlockDetector {
+    /// Check interval to use when the host has no opinion: 10 seconds.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+
+    /// Starts the detector thread (named `prodbg-deadlock`): every `interval` it runs
+    /// `parking_lot::deadlock::check_deadlock()` and keeps the last `keep_last` reports.
+    /// Nothing runs until this is called. Fails only if the OS cannot spawn a thread.
+    pub fn start(interval: Duration, keep_last: usize) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            keep_last,
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            checks: AtomicU64::new(0),
+            detected: AtomicU64::new(0),
+            reports: Mutex::new(VecDeque::new()),
+        });
+        let thread = std::thread::Builder::new()
+            .name("prodbg-deadlock".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || shared.run(interval)
+            })?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs one check now on the calling thread, recording it like a background check.
+    /// Returns the report if it found cycles (cycles already reported are not found again).
+    pub fn check(&self) -> Option<DeadlockReport> {
+        self.shared.check()
+    }
+
+    /// Lock cycles found since start (each cycle counts once). A counter: it only goes up.
+    pub fn detected_total(&self) -> u64 {
+        self.shared.detected.load(Relaxed)
+    }
+
+    /// Checks run since start, background and [`check`](Self::check) together.
+    pub fn checks_total(&self) -> u64 {
+        self.shared.checks.load(Relaxed)
+    }
+
+    /// The last `keep_last` reports, oldest first.
+    pub fn reports(&self) -> Vec<DeadlockReport> {
+        lock(&self.shared.reports).iter().cloned().collect()
+    }
+
+    /// Whether the detector thread is still running.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops the detector thread and waits for it (at most one check in progress).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        *lock(&self.shared.stop) = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for DeadlockDetector {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Shared {
+    fn run(&self, interval: Duration) {
+        let mut stop = lock(&self.stop);
+        loop {
+            stop = match self.wake.wait_timeout(stop, interval) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+            if *stop {
+                return;
+            }
+            drop(stop);
+            self.check();
+            stop = lock(&self.stop);
+        }
+    }
+
+    fn check(&self) -> Option<DeadlockReport> {
+        let found = parking_lot::deadlock::check_deadlock();
+        self.checks.fetch_add(1, Relaxed);
+        if found.is_empty() {
+            return None;
+        }
+        let names = names().clone();
+        let cycles: Vec<Vec<DeadlockedThread>> = found
+            .iter()
+            .map(|cycle| {
+                cycle
+                    .iter()
+                    .map(|thread| {
+                        let thread_id = thread_id_number(thread.thread_id());
+                        DeadlockedThread {
+                            thread_id,
+                            name: names.get(&thread_id).cloned(),
+                            frames: frames(thread.backtrace()),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let report = DeadlockReport {
+            detected_at: SystemTime::now(),
+            cycles,
+        };
+        self.detected.fetch_add(report.cycles.len() as u64, Relaxed);
+        tracing::error!(
+            target: "prodbg::deadlock",
+            cycles = report.cycles.len(),
+            report = %report.to_text(),
+            "deadlock detected"
+        );
+        let mut reports = lock(&self.reports);
+        if self.keep_last > 0 {
+            if reports.len() == self.keep_last {
+                reports.pop_front();
+            }
+            reports.push_back(report.clone());
+        }
+        Some(report)
+    }
+}
+
+/// The thread's frames from the lock call outward, without the detector's own machinery.
+fn frames(backtrace: &backtrace::Backtrace) -> Vec<Frame> {
+    let all = backtrace.frames().iter().flat_map(|frame| {
+        let symbols = frame.symbols();
+        if symbols.is_empty() {
+            return vec![Frame {
+                function: None,
+                file: None,
+                line: None,
+            }];
+        }
+        symbols
+            .iter()
+            .map(|symbol| Frame {
+                function: symbol.name().map(|name| format!("{name:#}")),
+                file: symbol.filename().map(|f| f.display().to_string()),
+                line: symbol.lineno(),
+            })
+            .collect()
+    });
+    all.skip_while(|frame| {
+        frame
+            .function
+            .as_deref()
+            .is_some_and(|f| f.starts_with("backtrace::") || f.starts_with("parking_lot_core::"))
+    })
+    .collect()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn serialize_rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&rfc3339(*time))
+}
+
+/// `time` as RFC 3339 in UTC with milliseconds; times before 1970 print as the epoch.
+fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(951_782_400_123); // leap day 2000
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_738_292_645); // 2025-01-31T03:04:05Z
+        assert_eq!(rfc3339(t), "2025-01-31T03:04:05.000Z");
+    }
+}

@@ -1,0 +1,52 @@
+//! r2d2 adapter (`pools-r2d2`): `r2d2::Pool<M>`.
+
+use super::{AcquireRecorder, PoolSnapshot, PoolStats};
+use r2d2::event::{CheckoutEvent, HandleEvent, TimeoutEvent};
+use r2d2::{ManageConnection, Pool};
+
+/// [`PoolStats`] for an r2d2 pool, read from `Pool::state()` and `Pool::max_size()`.
+///
+/// What r2d2 0.8 tells: `max_size`, `size` (`connections`, open ones only), `idle`
+/// (`idle_connections`), `in_use` (`size - idle`). It does not tell `waiting`,
+/// `acquire_timeouts_total` or `acquire_wait`. Pass an [`AcquireRecorder`] registered under the
+/// same name to `r2d2::Builder::event_handler` to get the last two (r2d2 reports checkouts and
+/// timeouts as events, but not when a wait starts, so `waiting` stays unknown).
+///
+/// **Keeps the pool alive.** `r2d2::Pool` has no weak form, so this holds a clone: keep the
+/// [`Registration`](super::Registration) next to the pool so both go away together.
+pub struct R2d2Stats<M: ManageConnection> {
+    pool: Pool<M>,
+}
+
+/// Stats source for an r2d2 pool; holds a clone of the handle (see [`R2d2Stats`]).
+pub fn r2d2<M: ManageConnection>(pool: &Pool<M>) -> R2d2Stats<M> {
+    R2d2Stats { pool: pool.clone() }
+}
+
+impl<M: ManageConnection> PoolStats for R2d2Stats<M> {
+    fn snapshot(&self) -> PoolSnapshot {
+        let state = self.pool.state();
+        PoolSnapshot {
+            max_size: Some(u64::from(self.pool.max_size())),
+            size: Some(u64::from(state.connections)),
+            idle: Some(u64::from(state.idle_connections)),
+            in_use: Some(u64::from(
+                state.connections.saturating_sub(state.idle_connections),
+            )),
+            ..PoolSnapshot::default()
+        }
+    }
+}
+
+/// Feeds r2d2's checkout and timeout events into the recorder: acquire wait and timeouts only
+/// (`waiting` stays unknown, as r2d2 does not say when a wait starts).
+impl HandleEvent for AcquireRecorder {
+    fn handle_checkout(&self, event: CheckoutEvent) {
+        self.observe(event.duration());
+    }
+
+    fn handle_timeout(&self, event: TimeoutEvent) {
+        self.observe(event.timeout());
+        self.record_timeout();
+    }
+}

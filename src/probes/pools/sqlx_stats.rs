@@ -1,0 +1,43 @@
+//! sqlx adapter (`pools-sqlx`): any `sqlx::Pool<DB>`.
+
+use super::{PoolSnapshot, PoolStats};
+use sqlx::{Database, Pool};
+
+/// [`PoolStats`] for a sqlx pool of any database.
+///
+/// What sqlx 0.8 tells: `max_size` (options), `size` (`Pool::size`, which also counts connections
+/// being opened), `idle` (`Pool::num_idle`); `in_use` is `size - idle`. It does not tell
+/// `waiting`, `acquire_timeouts_total` or `acquire_wait`: they are `None` unless the pool has an
+/// [`AcquireRecorder`](super::AcquireRecorder) under the same name.
+///
+/// **Keeps the pool alive.** `sqlx::Pool` is an `Arc` handle with no weak form, so this holds a
+/// clone: the pool's connections stay open while this value lives, even after the host drops its
+/// own handles. Register it with [`PoolRegistry::register`](super::PoolRegistry::register) and
+/// keep the `Registration` next to the pool, or call `Pool::close`, after which the registry
+/// forgets it and drops the clone.
+pub struct SqlxStats<DB: Database> {
+    pool: Pool<DB>,
+}
+
+/// Stats source for a sqlx pool; holds a clone of the handle (see [`SqlxStats`]).
+pub fn sqlx<DB: Database>(pool: &Pool<DB>) -> SqlxStats<DB> {
+    SqlxStats { pool: pool.clone() }
+}
+
+impl<DB: Database> PoolStats for SqlxStats<DB> {
+    fn snapshot(&self) -> PoolSnapshot {
+        let size = u64::from(self.pool.size());
+        let idle = self.pool.num_idle() as u64;
+        PoolSnapshot {
+            max_size: Some(u64::from(self.pool.options().get_max_connections())),
+            size: Some(size),
+            idle: Some(idle),
+            in_use: Some(size.saturating_sub(idle)),
+            ..PoolSnapshot::default()
+        }
+    }
+
+    fn is_gone(&self) -> bool {
+        self.pool.is_closed()
+    }
+}
