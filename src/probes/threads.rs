@@ -36,10 +36,10 @@
 //! 5. Symbolization ([`backtrace::resolve`]) runs afterwards on the dumping thread, outside any
 //!    signal context. The calling thread walks its own stack directly.
 //!
-//! Threads whose `/proc/self/task/<tid>/status` shows the signal blocked (or still pending from
-//! an earlier dump), and stopped or dead threads, are not signalled: they are reported with an
-//! `error` and no frames at once instead of costing a timeout, and no signals pile up in their
-//! queues.
+//! Threads whose `/proc/self/task/<tid>/status` shows the signal blocked, and stopped or dead
+//! threads, are not signalled: they are reported with an `error` and no frames at once instead
+//! of costing a timeout, and no signals pile up in their queues. A thread that still has a
+//! signal queued from an earlier timed-out request is not sent another: the queued one answers.
 //!
 //! # Why the handler is safe
 //!
@@ -449,14 +449,21 @@ fn capture_remote(
     slot.pc.store(0, Ordering::Relaxed);
     slot.state.store(generation | ARMED, Ordering::Release);
 
-    // SAFETY: tgkill with plain integer arguments; the handler for `sig` is installed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_tgkill,
-            pid as libc::pid_t,
-            tid as libc::pid_t,
-            sig,
-        )
+    // A signal still queued from an earlier, timed-out request answers this one just as well
+    // (the handler only checks the slot, read after arming): sending another would only grow
+    // the thread's signal queue.
+    let rc = if signal_mask_has(tid, "SigPnd:", sig) {
+        0
+    } else {
+        // SAFETY: tgkill with plain integer arguments; the handler for `sig` is installed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_tgkill,
+                pid as libc::pid_t,
+                tid as libc::pid_t,
+                sig,
+            )
+        }
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
@@ -534,13 +541,16 @@ fn capture_self(max_frames: usize) -> Vec<Frame> {
         },
         usize::MAX,
     );
-    let ours = |f: &Frame| {
-        f.function.as_deref().is_some_and(|name| {
-            name.starts_with("backtrace::") || name.starts_with(concat!(module_path!(), "::"))
-        })
-    };
-    if let Some(first_theirs) = frames.iter().position(|f| !ours(f)) {
-        frames.drain(..first_theirs);
+    // Code in this module never calls back into the caller's code, so everything up to the
+    // last frame of this module is the capture itself; the caller of `dump` follows.
+    let ours = concat!(module_path!(), "::");
+    let last_ours = frames.iter().rposition(|f| {
+        f.function
+            .as_deref()
+            .is_some_and(|name| name.starts_with(ours))
+    });
+    if let Some(last_ours) = last_ours {
+        frames.drain(..=last_ours);
     }
     // Keep `max_frames` machine frames, each with the frames inlined into it.
     let mut outer_frames_before = 0;
@@ -554,7 +564,9 @@ fn capture_self(max_frames: usize) -> Vec<Frame> {
 
 fn symbolize(raw: &RawStack, max_frames: usize) -> Vec<Frame> {
     let mut frames = Vec::new();
-    for (i, &ip) in raw.ips.iter().take(max_frames).enumerate() {
+    // A zero address marks the end of the stack (the outermost frame's return address).
+    let ips = raw.ips.iter().filter(|&&ip| ip != 0);
+    for (i, &ip) in ips.take(max_frames).enumerate() {
         let first = frames.len();
         // `resolve` looks up `addr - 1` (right for return addresses); undo that for an exact pc.
         let addr = if i == 0 && raw.exact_first {
@@ -604,9 +616,8 @@ struct TaskInfo {
     name: String,
     state: char,
     cpu_seconds: f64,
-    /// Bit `sig - 1` of the thread's blocked and pending signal masks.
+    /// Whether the thread blocks the stack-capture signal.
     sig_blocked: bool,
-    sig_pending: bool,
 }
 
 impl TaskInfo {
@@ -619,9 +630,6 @@ impl TaskInfo {
                     .to_string(),
             ),
             _ if self.sig_blocked => Some("thread blocks the stack-capture signal".to_string()),
-            _ if self.sig_pending => {
-                Some("an earlier stack request is still pending in this thread".to_string())
-            }
             _ => None,
         }
     }
@@ -647,22 +655,23 @@ fn read_task(tid: u32, sig: Option<c_int>) -> TaskInfo {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = if hz > 0 { hz as f64 } else { 100.0 };
 
-    let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
-    let has_sig = |key: &str| -> bool {
-        let Some(sig) = sig else { return false };
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(key))
-            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-            .is_some_and(|mask| mask & (1u64 << (sig - 1)) != 0)
-    };
     TaskInfo {
         name,
         state,
         cpu_seconds: ticks as f64 / hz,
-        sig_blocked: has_sig("SigBlk:"),
-        sig_pending: has_sig("SigPnd:"),
+        sig_blocked: sig.is_some_and(|sig| signal_mask_has(tid, "SigBlk:", sig)),
     }
+}
+
+/// Whether `sig` is in the mask on line `key` (`SigBlk:`, `SigPnd:`) of the thread's status.
+fn signal_mask_has(tid: u32, key: &str, sig: c_int) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status"));
+    status
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (sig - 1)) != 0)
 }
 
 fn state_name(state: char) -> String {
