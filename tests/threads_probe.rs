@@ -154,13 +154,18 @@ fn prodbg_test_churn_allocations(stop: &AtomicBool) -> usize {
 #[test]
 fn allocating_thread_survives_fifty_dumps_in_a_row() {
     let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
     let churn = {
         let stop = stop.clone();
         thread::Builder::new()
             .name("alloc-churn".into())
-            .spawn(move || prodbg_test_churn_allocations(&stop))
+            .spawn(move || {
+                ready_tx.send(()).unwrap(); // the name is set before the closure runs
+                prodbg_test_churn_allocations(&stop)
+            })
             .unwrap()
     };
+    ready_rx.recv().unwrap();
     let mut captured = 0;
     let mut seen = 0;
     let mut misses = Vec::new();
@@ -334,24 +339,31 @@ fn threads_that_block_the_signal_get_an_error_not_a_hang() {
 }
 
 #[inline(never)]
-fn prodbg_test_idle_worker(rx: mpsc::Receiver<()>) {
+fn prodbg_test_idle_worker(ready: mpsc::Sender<()>, rx: mpsc::Receiver<()>) {
+    ready.send(()).unwrap();
     let _ = rx.recv();
 }
 
-/// Not an assertion: prints how long one dump of ~20 threads takes (`--nocapture` to see it).
+/// Every one of 19 idle threads is captured; prints how long one dump of them takes
+/// (`--nocapture` to see it; the time is not asserted).
 #[test]
 fn measure_dump_time_of_twenty_threads() {
     let mut senders = Vec::new();
     let mut workers = Vec::new();
+    let (ready_tx, ready_rx) = mpsc::channel();
     for i in 0..19 {
+        let ready = ready_tx.clone();
         let (tx, rx) = mpsc::channel();
         senders.push(tx);
         workers.push(
             thread::Builder::new()
                 .name(format!("idle-{i}"))
-                .spawn(move || prodbg_test_idle_worker(rx))
+                .spawn(move || prodbg_test_idle_worker(ready, rx))
                 .unwrap(),
         );
+    }
+    for _ in 0..19 {
+        ready_rx.recv().unwrap();
     }
     dump(opts()); // warm-up: loads debug info for symbolization
     let mut times = Vec::new();
@@ -361,13 +373,19 @@ fn measure_dump_time_of_twenty_threads() {
         let d = dump(opts());
         times.push(start.elapsed());
         threads = d.threads.len();
-        assert!(
-            d.threads
-                .iter()
-                .filter(|t| t.name.starts_with("idle-"))
-                .count()
-                == 19
-        );
+        let idle: Vec<_> = d
+            .threads
+            .iter()
+            .filter(|t| t.name.starts_with("idle-"))
+            .collect();
+        assert_eq!(idle.len(), 19, "{}", d.to_text());
+        for t in idle {
+            assert!(
+                has_function(t, "prodbg_test_idle_worker"),
+                "{}",
+                d.to_text()
+            );
+        }
     }
     drop(senders);
     for w in workers {

@@ -193,24 +193,28 @@ pub fn dump(opts: DumpOptions) -> ThreadDump {
     let signal = install_handler();
     let pid = std::process::id();
     let me = current_tid();
-    let threads = list_threads()
+    // Take every raw stack first and symbolize afterwards, so the stacks are close in time.
+    let raw: Vec<(u32, TaskInfo, Result<RawStack, String>)> = list_threads()
         .into_iter()
         .map(|tid| {
             let info = read_task(tid, signal.as_ref().ok().copied());
-            let stack = if tid as i32 == me {
-                Ok(capture_self(max_frames))
-            } else {
-                match (&signal, info.refusal()) {
-                    (Err(e), _) => Err(e.clone()),
-                    (Ok(_), Some(refusal)) => Err(refusal),
-                    (Ok(sig), None) => {
-                        capture_remote(*sig, pid, tid, max_frames, opts.per_thread_timeout)
-                            .map(|raw| symbolize(&raw, max_frames))
-                    }
+            let stack = match (&signal, info.refusal()) {
+                _ if tid as i32 == me => Ok(capture_self(max_frames)),
+                (Err(e), _) => Err(e.clone()),
+                (Ok(_), Some(refusal)) => Err(refusal),
+                (Ok(sig), None) => {
+                    capture_remote(*sig, pid, tid, max_frames, opts.per_thread_timeout)
                 }
             };
+            (tid, info, stack)
+        })
+        .collect();
+    let threads = raw
+        .into_iter()
+        .map(|(tid, info, stack)| {
             let (frames, error) = match stack {
-                Ok(frames) => (frames, None),
+                Ok(raw) if raw.is_self => (symbolize_self(&raw, max_frames), None),
+                Ok(raw) => (symbolize(&raw, max_frames), None),
                 Err(e) => (Vec::new(), Some(e)),
             };
             ThreadStack {
@@ -429,6 +433,8 @@ struct RawStack {
     ips: Vec<usize>,
     /// True if `ips[0]` is the exact interrupted address rather than a return address.
     exact_first: bool,
+    /// True for the calling thread's own stack, which starts with the capture's own frames.
+    is_self: bool,
 }
 
 /// Asks thread `tid` for its stack by signal and waits for the answer.
@@ -524,23 +530,30 @@ fn capture_remote(
         }
         None => false,
     };
-    Ok(RawStack { ips, exact_first })
+    Ok(RawStack {
+        ips,
+        exact_first,
+        is_self: false,
+    })
 }
 
-/// The calling thread's own stack, starting at the caller of [`dump`].
-fn capture_self(max_frames: usize) -> Vec<Frame> {
+/// The calling thread's own stack, walked directly (no signal).
+fn capture_self(max_frames: usize) -> RawStack {
     let mut ips = Vec::new();
     backtrace::trace(|frame| {
         ips.push(frame.ip() as usize);
         ips.len() < max_frames + HANDLER_FRAMES
     });
-    let mut frames = symbolize(
-        &RawStack {
-            ips,
-            exact_first: false,
-        },
-        usize::MAX,
-    );
+    RawStack {
+        ips,
+        exact_first: false,
+        is_self: true,
+    }
+}
+
+/// Symbolizes the calling thread's stack, starting at the caller of [`dump`].
+fn symbolize_self(raw: &RawStack, max_frames: usize) -> Vec<Frame> {
+    let mut frames = symbolize(raw, usize::MAX);
     // Code in this module never calls back into the caller's code, so everything up to the
     // last frame of this module is the capture itself; the caller of `dump` follows.
     let ours = concat!(module_path!(), "::");
