@@ -8,3 +8,5 @@ pub mod deadlock;
 pub mod health;
 pub mod pools;
 pub mod process;
+#[cfg(feature = "threads")]
+pub mod threads;
