@@ -24,7 +24,9 @@ pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -52,10 +54,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match &generated {
         Some(secret) => {
             println!("generated admin token (shown once): {secret}");
-            println!("try:  curl -s -H 'Authorization: Bearer {secret}' {}/debug/memory", admin.url());
+            println!(
+                "try:  curl -s -H 'Authorization: Bearer {secret}' {}/debug/memory",
+                admin.url()
+            );
             println!("      curl -s -H 'Authorization: Bearer {secret}' '{}/debug/pprof/profile?seconds=5&format=svg' -o cpu.svg", admin.url());
         }
-        None => println!("try:  curl -s -H \"Authorization: Bearer $SECRET\" {}/debug/", admin.url()),
+        None => println!(
+            "try:  curl -s -H \"Authorization: Bearer $SECRET\" {}/debug/",
+            admin.url()
+        ),
     }
 
     let work = Arc::new(AtomicU64::new(0));
@@ -94,5 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 #[inline(never)]
 fn crunch(n: u64) -> u64 {
-    (0..n).fold(0u64, |acc, x| std::hint::black_box(acc.wrapping_mul(31).wrapping_add(x)))
+    (0..n).fold(0u64, |acc, x| {
+        std::hint::black_box(acc.wrapping_mul(31).wrapping_add(x))
+    })
 }

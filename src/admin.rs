@@ -15,7 +15,7 @@ use crate::audit::AuditLog;
 use crate::auth::{parse_tokens, Scope, Token, TokenSet};
 use crate::http::metrics::ServerMetrics;
 use crate::http::routes::{self, CustomEndpoint, Endpoint};
-use crate::http::state::Shared;
+use crate::http::state::{Probes, Shared};
 use crate::probes::health::ReadinessCheck;
 use crate::Error;
 
@@ -87,6 +87,9 @@ pub struct AdminBuilder {
     custom: Vec<CustomEndpoint>,
     registry: Registry,
     build_info: std::collections::BTreeMap<String, String>,
+    probes: Probes,
+    #[cfg(feature = "deadlock")]
+    deadlock_interval: Option<Duration>,
     error: Option<Error>,
 }
 
@@ -104,6 +107,9 @@ impl Admin {
             custom: Vec::new(),
             registry: Registry::default(),
             build_info: Default::default(),
+            probes: Probes::default(),
+            #[cfg(feature = "deadlock")]
+            deadlock_interval: None,
             error: None,
         }
     }
@@ -242,6 +248,35 @@ impl AdminBuilder {
         self
     }
 
+    /// Lists a connection pool under `name` in `/debug/pools` and `/metrics`, e.g.
+    /// `.pool("primary-db", prodbg::probes::pools::sqlx(&pool))`. The registry keeps the adapter
+    /// (and so the pool) until the pool is closed; for pools that come and go use
+    /// [`pool_registry`](Self::pool_registry) and [`PoolRegistry::register`](crate::probes::pools::PoolRegistry::register).
+    pub fn pool(self, name: &str, stats: impl crate::probes::pools::PoolStats) -> Self {
+        self.probes.pools.register_static(name, stats);
+        self
+    }
+
+    /// Uses `registry` for pools, so the host can register and drop pools at run time.
+    pub fn pool_registry(mut self, registry: crate::probes::pools::PoolRegistry) -> Self {
+        self.probes.pools = registry;
+        self
+    }
+
+    /// Starts parking_lot's deadlock detector, checking every `interval` (10 s is a good
+    /// default), keeping the last 16 reports for `/debug/deadlocks`. Off unless called.
+    #[cfg(feature = "deadlock")]
+    pub fn deadlock_detection(mut self, interval: Duration) -> Self {
+        if interval.is_zero() {
+            self.keep_error(Error::Config(
+                "the deadlock check interval must be above zero".into(),
+            ));
+        } else {
+            self.deadlock_interval = Some(interval);
+        }
+        self
+    }
+
     /// Replaces the timeouts and caps.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -328,6 +363,14 @@ impl AdminBuilder {
             })?,
             None => AuditLog::in_memory(),
         };
+        #[allow(unused_mut)]
+        let mut probes = self.probes;
+        #[cfg(feature = "deadlock")]
+        if let Some(interval) = self.deadlock_interval {
+            let detector = crate::probes::deadlock::DeadlockDetector::start(interval, 16)
+                .map_err(|e| Error::Start(format!("cannot start the deadlock detector: {e}")))?;
+            probes.deadlock = Some(Arc::new(detector));
+        }
         let mut registry = self.registry;
         let metrics = ServerMetrics::new(&mut registry);
         let shared = Arc::new(Shared::new(
@@ -340,6 +383,7 @@ impl AdminBuilder {
             self.health_public,
             self.checks,
             self.build_info,
+            probes,
         ));
         let router = routes::router(shared.clone(), self.custom);
         Ok(Admin {

@@ -2,7 +2,8 @@
 
 #[test]
 fn readme_endpoint_table_lists_every_endpoint() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for e in prodbg::http::routes::endpoints() {
         let method = e.method.split(',').next().unwrap().trim();
         let row = format!("| `{method} {}", e.path);
@@ -21,5 +22,8 @@ fn ci_runs_the_readme_test_command() {
         .and_then(|l| l.split('#').next())
         .map(str::trim)
         .expect("README has a test command line");
-    assert!(ci.lines().any(|l| l.trim() == test_cmd), "{test_cmd:?} not in .ci/run");
+    assert!(
+        ci.lines().any(|l| l.trim() == test_cmd),
+        "{test_cmd:?} not in .ci/run"
+    );
 }

@@ -32,7 +32,6 @@ pub struct Endpoint {
 }
 
 /// Picks the handler when the feature is compiled in, `None` otherwise.
-#[allow(unused_macros)]
 macro_rules! with_feature {
     ($feature:literal, $handler:expr) => {{
         #[cfg(feature = $feature)]
@@ -47,7 +46,13 @@ type Handler = MethodRouter<Arc<Shared>>;
 /// A handler and the feature it needs; `None` handler when the feature is off.
 type Gated = (Option<&'static str>, Option<Handler>);
 /// One row of the table: method, path, scope, summary, gated handler.
-type Row = (&'static str, &'static str, Option<Scope>, &'static str, Gated);
+type Row = (
+    &'static str,
+    &'static str,
+    Option<Scope>,
+    &'static str,
+    Gated,
+);
 
 fn always(h: Handler) -> Gated {
     (None, Some(h))
@@ -61,6 +66,9 @@ fn table() -> Vec<(Endpoint, Option<Handler>)> {
         ("GET", "/health/live", None, "liveness: 200 while the admin server answers", always(get(handlers::health::live))),
         ("GET", "/health/ready", None, "readiness: runs the registered checks, 503 if one fails", always(get(handlers::health::ready))),
         ("GET", "/metrics", Some(Read), "Prometheus text (OpenMetrics with Accept): every numeric probe plus the server's own RED metrics", always(get(handlers::metrics::metrics))),
+        ("GET", "/debug/pools", Some(Read), "every registered connection pool: max, size, idle, in use, waiting, utilisation, saturated", always(get(handlers::pools::pools))),
+        ("GET", "/debug/threads", Some(Profile), "stack of every OS thread with name, state and CPU time (?format=text for a jstack-like dump)", with_feature!("threads", get(handlers::threads::threads))),
+        ("GET", "/debug/deadlocks", Some(Read), "parking_lot deadlock reports: cycles, threads, backtraces (?format=text)", with_feature!("deadlock", get(handlers::deadlocks::deadlocks))),
         ("GET", "/debug/process", Some(Read), "pid, uptime, build info, command line, environment (secrets redacted), limits, open fds", always(get(handlers::process::process))),
     ];
     rows.into_iter()

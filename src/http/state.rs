@@ -14,6 +14,16 @@ use crate::audit::AuditLog;
 use crate::auth::TokenSet;
 use crate::probes::health::ReadinessCheck;
 
+/// The probes a host configured.
+#[derive(Debug, Clone, Default)]
+pub struct Probes {
+    /// Registered connection pools.
+    pub pools: crate::probes::pools::PoolRegistry,
+    /// The deadlock detector, when enabled.
+    #[cfg(feature = "deadlock")]
+    pub deadlock: Option<Arc<crate::probes::deadlock::DeadlockDetector>>,
+}
+
 /// Shared state of one admin server (or one mounted router).
 pub struct Shared {
     /// The host's name, shown in titles and the index.
@@ -36,6 +46,8 @@ pub struct Shared {
     pub health_public: bool,
     /// Readiness checks run by `/health/ready`.
     pub checks: Vec<ReadinessCheck>,
+    /// The configured probes.
+    pub probes: Probes,
     /// Version and build facts the host supplied (`git_sha`, `version`, …).
     pub build_info: std::collections::BTreeMap<String, String>,
     /// When the server was built.
@@ -67,6 +79,7 @@ impl Shared {
         health_public: bool,
         checks: Vec<ReadinessCheck>,
         build_info: std::collections::BTreeMap<String, String>,
+        probes: Probes,
     ) -> Shared {
         let mut boot = [0u8; 4];
         let _ = getrandom::fill(&mut boot);
@@ -82,6 +95,7 @@ impl Shared {
             health_public,
             checks,
             build_info,
+            probes,
             started: Instant::now(),
             started_at: SystemTime::now(),
             boot: u32::from_ne_bytes(boot),

@@ -1,6 +1,7 @@
 //! Probe data → Prometheus samples, with the documented metric names.
 
 use super::prometheus::Scrape;
+use crate::probes::pools::PoolSnapshot;
 use crate::probes::process::ProcessStats;
 
 /// The standard `process_*` metrics (same names as the Prometheus client libraries).
@@ -39,5 +40,99 @@ pub fn process(s: &mut Scrape, p: &ProcessStats) {
         "process_start_time_seconds",
         "Start time of the process since the Unix epoch in seconds",
         p.start_time_seconds,
+    );
+}
+
+/// `prodbg_pool_*` gauges and counters, one sample per pool (label `pool`). A number the pool
+/// cannot tell has no sample.
+pub fn pools(s: &mut Scrape, pools: &[(String, PoolSnapshot)]) {
+    type Field = fn(&PoolSnapshot) -> Option<f64>;
+    let gauges: [(&str, &str, Field); 7] = [
+        (
+            "prodbg_pool_max_connections",
+            "Most connections the pool will open",
+            |p| p.max_size.map(|v| v as f64),
+        ),
+        (
+            "prodbg_pool_connections",
+            "Connections the pool holds, idle plus in use",
+            |p| p.size.map(|v| v as f64),
+        ),
+        (
+            "prodbg_pool_idle_connections",
+            "Open connections idle in the pool",
+            |p| p.idle.map(|v| v as f64),
+        ),
+        (
+            "prodbg_pool_in_use_connections",
+            "Connections checked out by the application",
+            |p| p.in_use.map(|v| v as f64),
+        ),
+        (
+            "prodbg_pool_waiting_acquirers",
+            "Callers waiting for a connection",
+            |p| p.waiting.map(|v| v as f64),
+        ),
+        (
+            "prodbg_pool_utilisation_ratio",
+            "In-use connections divided by the maximum",
+            |p| p.utilisation(),
+        ),
+        (
+            "prodbg_pool_saturated",
+            "1 when every connection is in use and callers wait",
+            |p| p.saturated().map(|b| if b { 1.0 } else { 0.0 }),
+        ),
+    ];
+    let label = |name: &str| vec![("pool".to_string(), name.to_string())];
+    for (metric, help, field) in gauges {
+        let samples: Vec<_> = pools
+            .iter()
+            .filter_map(|(n, p)| Some((label(n), field(p)?)))
+            .collect();
+        if !samples.is_empty() {
+            s.gauges(metric, help, samples);
+        }
+    }
+    let timeouts: Vec<_> = pools
+        .iter()
+        .filter_map(|(n, p)| Some((label(n), p.acquire_timeouts_total? as f64)))
+        .collect();
+    if !timeouts.is_empty() {
+        s.counters(
+            "prodbg_pool_acquire_timeouts",
+            "Acquires that timed out",
+            timeouts,
+        );
+    }
+    let waits: Vec<_> = pools
+        .iter()
+        .filter_map(|(n, p)| Some((n, p.acquire_wait.as_ref()?)))
+        .collect();
+    if !waits.is_empty() {
+        s.counters(
+            "prodbg_pool_acquire_wait_seconds",
+            "Total time acquires waited for a connection, in seconds",
+            waits.iter().map(|(n, h)| (label(n), h.sum_seconds)),
+        );
+        s.counters(
+            "prodbg_pool_acquires",
+            "Acquires whose wait was recorded",
+            waits.iter().map(|(n, h)| (label(n), h.count as f64)),
+        );
+    }
+}
+
+/// `prodbg_deadlocks_detected_total` and `prodbg_deadlock_checks_total`.
+pub fn deadlocks(s: &mut Scrape, detected: u64, checks: u64) {
+    s.counter(
+        "prodbg_deadlocks_detected",
+        "parking_lot lock cycles found since start",
+        detected as f64,
+    );
+    s.counter(
+        "prodbg_deadlock_checks",
+        "Deadlock checks run since start",
+        checks as f64,
     );
 }

@@ -24,6 +24,11 @@ pub async fn metrics(
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     let mut scrape = Scrape::new();
     crate::render::metrics::process(&mut scrape, &crate::probes::process::stats());
+    crate::render::metrics::pools(&mut scrape, &shared.probes.pools.snapshot());
+    #[cfg(feature = "deadlock")]
+    if let Some(d) = &shared.probes.deadlock {
+        crate::render::metrics::deadlocks(&mut scrape, d.detected_total(), d.checks_total());
+    }
     scrape.counter(
         "prodbg_audit_records",
         "Audit records appended since start",
