@@ -1,0 +1,253 @@
+//! A service with four faults from production life, switchable at run time, to practise
+//! diagnosing each with curl alone (see the README's walkthrough).
+//!
+//! ```text
+//! cargo run --release --example incident_demo
+//! # then, with the printed token in $T:
+//! curl -s -XPOST -H "Authorization: Bearer $T" 'http://127.0.0.1:6060/demo/fault?name=cpu'
+//! ```
+//!
+//! Faults (`name=`): `cpu` (a hot loop in `pricing::recompute_all_quotes`), `leak` (a cache in
+//! `sessions::remember_forever` that never evicts), `pool` (the database pool's max drops from 16
+//! to 2 under load), `deadlock` (two threads take two parking_lot locks in opposite order).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Query;
+use axum::routing::post;
+use prodbg::probes::pools::PoolRegistry;
+use prodbg::{Admin, Scope};
+use sqlx::sqlite::SqlitePoolOptions;
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\0";
+
+static CPU_FAULT: AtomicBool = AtomicBool::new(false);
+static LEAK_FAULT: AtomicBool = AtomicBool::new(false);
+static DEADLOCK_STARTED: AtomicBool = AtomicBool::new(false);
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let pools = PoolRegistry::new();
+    let (pool_tx, pool_rx) = tokio::sync::watch::channel(16u32);
+
+    let secret = match std::env::var("DEMO_TOKEN") {
+        Ok(s) => s,
+        Err(_) => prodbg::auth::generate_secret()?,
+    };
+    let admin = Admin::from_env()
+        .service_name("incident-demo")
+        .token("oncall", &[Scope::Admin], &secret)
+        .pool_registry(pools.clone())
+        .deadlock_detection(Duration::from_secs(2))
+        .endpoint(
+            "/demo/fault",
+            Scope::Admin,
+            "switch a fault on: ?name=cpu|leak|pool|deadlock",
+            post(
+                move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                    let pool_tx = pool_tx.clone();
+                    async move {
+                        switch_fault(q.get("name").map(String::as_str).unwrap_or(""), &pool_tx)
+                    }
+                },
+            ),
+        )
+        .spawn()?;
+    let url = admin.url();
+    println!("incident demo: admin server on {url}/debug/");
+    println!("token (admin scope): {secret}");
+    println!("switch a fault on:  curl -s -XPOST -H 'Authorization: Bearer {secret}' '{url}/demo/fault?name=cpu'   (cpu|leak|pool|deadlock)");
+
+    // The healthy background: request handlers that price quotes and remember sessions.
+    std::thread::Builder::new()
+        .name("pricing-worker".into())
+        .spawn(pricing::run)?;
+    std::thread::Builder::new()
+        .name("session-cache".into())
+        .spawn(sessions::run)?;
+    runtime.block_on(async move {
+        let handle = tokio::spawn(database::run(pools, pool_rx));
+        tokio::signal::ctrl_c().await.ok();
+        handle.abort();
+    });
+    admin.shutdown();
+    Ok(())
+}
+
+fn switch_fault(
+    name: &str,
+    pool_tx: &tokio::sync::watch::Sender<u32>,
+) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    match name {
+        "cpu" => CPU_FAULT.store(true, Ordering::SeqCst),
+        "leak" => LEAK_FAULT.store(true, Ordering::SeqCst),
+        "pool" => {
+            let _ = pool_tx.send(2);
+        }
+        "deadlock" => {
+            if !DEADLOCK_STARTED.swap(true, Ordering::SeqCst) {
+                locks::start_deadlock();
+            }
+        }
+        other => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("unknown fault {other:?}; choose cpu, leak, pool or deadlock\n"),
+            )
+        }
+    }
+    (StatusCode::OK, format!("fault {name} is on\n"))
+}
+
+mod pricing {
+    use super::*;
+
+    pub fn run() {
+        loop {
+            if CPU_FAULT.load(Ordering::Relaxed) {
+                recompute_all_quotes();
+            } else {
+                std::hint::black_box(quote(7));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// The fault: recomputes every quote on each tick instead of the changed ones.
+    #[inline(never)]
+    pub fn recompute_all_quotes() {
+        let mut acc = 0u64;
+        for i in 0..5_000_000u64 {
+            acc = acc.wrapping_add(quote(i));
+        }
+        std::hint::black_box(acc);
+    }
+
+    #[inline(never)]
+    fn quote(i: u64) -> u64 {
+        std::hint::black_box(i.wrapping_mul(2_654_435_761) >> 7)
+    }
+}
+
+mod sessions {
+    use super::*;
+
+    pub fn run() {
+        let mut cache: Vec<Vec<u8>> = Vec::new();
+        loop {
+            if LEAK_FAULT.load(Ordering::Relaxed) {
+                remember_forever(&mut cache);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The fault: 64 KiB per tick into a cache nothing ever evicts (~6 MB/s).
+    #[inline(never)]
+    pub fn remember_forever(cache: &mut Vec<Vec<u8>>) {
+        cache.push(vec![0xAB; 64 * 1024]);
+    }
+}
+
+mod database {
+    use super::*;
+
+    /// Load: 8 request handlers each holding a connection for 50 ms. When the pool's max drops
+    /// from 16 to 2 (the fault), handlers queue in acquire and time out.
+    pub async fn run(pools: PoolRegistry, mut max: tokio::sync::watch::Receiver<u32>) {
+        loop {
+            let size = *max.borrow_and_update();
+            let Ok(pool) = SqlitePoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(Duration::from_millis(500))
+                .connect("sqlite::memory:")
+                .await
+            else {
+                return;
+            };
+            let _registration = pools.register("orders-db", prodbg::probes::pools::sqlx(&pool));
+            let load: Vec<_> = (0..8)
+                .map(|_| {
+                    let pool = pool.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            match pool.acquire().await {
+                                Ok(conn) => {
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    drop(conn);
+                                }
+                                Err(e) => tracing::warn!("orders-db: {e}"),
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    })
+                })
+                .collect();
+            if max.changed().await.is_err() {
+                return;
+            }
+            load.iter().for_each(|h| h.abort());
+            pool.close().await;
+        }
+    }
+}
+
+mod locks {
+    use super::*;
+    use parking_lot::Mutex;
+    use std::sync::Barrier;
+
+    /// The fault: a transfer thread locks accounts then ledger; an audit thread the reverse.
+    pub fn start_deadlock() {
+        let accounts = Arc::new(Mutex::new(0u64));
+        let ledger = Arc::new(Mutex::new(0u64));
+        let both = Arc::new(Barrier::new(2));
+        let (a, l, b) = (accounts.clone(), ledger.clone(), both.clone());
+        let _ = std::thread::Builder::new()
+            .name("transfer".into())
+            .spawn(move || {
+                prodbg::probes::deadlock::name_current_thread();
+                transfer_funds(&a, &l, &b)
+            });
+        let _ = std::thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || {
+                prodbg::probes::deadlock::name_current_thread();
+                reconcile_ledger(&accounts, &ledger, &both)
+            });
+    }
+
+    #[inline(never)]
+    fn transfer_funds(accounts: &Mutex<u64>, ledger: &Mutex<u64>, both: &Barrier) {
+        let mut a = accounts.lock();
+        both.wait();
+        let mut l = ledger.lock();
+        *a += 1;
+        *l += 1;
+    }
+
+    #[inline(never)]
+    fn reconcile_ledger(accounts: &Mutex<u64>, ledger: &Mutex<u64>, both: &Barrier) {
+        let mut l = ledger.lock();
+        both.wait();
+        let mut a = accounts.lock();
+        *a += 1;
+        *l += 1;
+    }
+}
