@@ -44,8 +44,11 @@ pub struct DeadlockedThread {
     /// Rust's `std::thread::ThreadId` as a number (what parking_lot reports). It is not the OS
     /// thread id (`gettid`), and std offers no way to map one to the other.
     pub thread_id: u64,
-    /// The thread's name, if the thread called [`name_current_thread`] before it deadlocked;
-    /// otherwise `None` (parking_lot reports only the `ThreadId`; see [`name_current_thread`]).
+    /// The OS thread id (`gettid`), found by matching this backtrace against a stack dump of
+    /// every thread (feature `threads`); `None` when no thread's stack matched.
+    pub tid: Option<u32>,
+    /// The thread's name: from [`name_current_thread`] if the thread called it, else from the
+    /// matched OS thread (feature `threads`); `None` when neither is known.
     pub name: Option<String>,
     /// The thread's stack, innermost frame first, starting at the parking_lot lock call (the
     /// detection machinery above it — `backtrace::` and `parking_lot_core::` frames — is cut).
@@ -75,7 +78,14 @@ impl DeadlockReport {
             let _ = writeln!(out, "\ncycle {} ({} threads):", i + 1, cycle.len());
             for thread in cycle {
                 let name = thread.name.as_deref().unwrap_or("<unnamed>");
-                let _ = writeln!(out, "  thread {:?} (ThreadId {}):", name, thread.thread_id);
+                let tid = thread
+                    .tid
+                    .map_or_else(|| "?".to_string(), |t| t.to_string());
+                let _ = writeln!(
+                    out,
+                    "  thread {:?} (tid {tid}, ThreadId {}):",
+                    name, thread.thread_id
+                );
                 for (n, frame) in thread.frames.iter().enumerate() {
                     let function = frame.function.as_deref().unwrap_or("<unknown>");
                     let _ = write!(out, "    {n:>3}: {function}");
@@ -256,6 +266,8 @@ impl Shared {
             return None;
         }
         let names = names().clone();
+        #[cfg(feature = "threads")]
+        let stacks = crate::probes::threads::dump(crate::probes::threads::DumpOptions::default());
         let cycles: Vec<Vec<DeadlockedThread>> = found
             .iter()
             .map(|cycle| {
@@ -263,11 +275,19 @@ impl Shared {
                     .iter()
                     .map(|thread| {
                         let thread_id = thread_id_number(thread.thread_id());
-                        DeadlockedThread {
+                        #[allow(unused_mut)]
+                        let mut t = DeadlockedThread {
                             thread_id,
+                            tid: None,
                             name: names.get(&thread_id).cloned(),
                             frames: frames(thread.backtrace()),
+                        };
+                        #[cfg(feature = "threads")]
+                        if let Some(os) = matching_thread(&stacks, thread.backtrace()) {
+                            t.tid = Some(os.tid);
+                            t.name = t.name.or_else(|| Some(os.name.clone()));
                         }
+                        t
                     })
                     .collect()
             })
@@ -292,6 +312,40 @@ impl Shared {
         }
         Some(report)
     }
+}
+
+/// The OS thread whose current stack holds this backtrace's frames from the lock call outward:
+/// a deadlocked thread is still parked exactly where parking_lot took its backtrace, so the
+/// return addresses from the lock call to the thread's entry are the same in both.
+#[cfg(feature = "threads")]
+fn matching_thread<'a>(
+    dump: &'a crate::probes::threads::ThreadDump,
+    backtrace: &backtrace::Backtrace,
+) -> Option<&'a crate::probes::threads::ThreadStack> {
+    let ips: Vec<usize> = backtrace
+        .frames()
+        .iter()
+        .skip_while(|f| {
+            f.symbols().first().and_then(|s| s.name()).is_some_and(|n| {
+                let n = format!("{n:#}");
+                n.starts_with("backtrace::") || n.starts_with("parking_lot_core::")
+            })
+        })
+        .map(|f| f.ip() as usize)
+        .take(8)
+        .collect();
+    if ips.len() < 3 {
+        return None;
+    }
+    dump.threads.iter().find(|t| {
+        let own: Vec<usize> = t
+            .frames
+            .iter()
+            .filter(|f| !f.inlined)
+            .map(|f| f.ip)
+            .collect();
+        own.windows(ips.len()).any(|w| w == ips.as_slice())
+    })
 }
 
 /// The thread's frames from the lock call outward, without the detector's own machinery.
@@ -333,28 +387,9 @@ fn serialize_rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<
     serializer.serialize_str(&rfc3339(*time))
 }
 
-/// `time` as RFC 3339 in UTC with milliseconds; times before 1970 print as the epoch.
+/// `time` as RFC 3339 in UTC with milliseconds.
 fn rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    humantime::format_rfc3339_millis(time).to_string()
 }
 
 #[cfg(test)]
@@ -366,7 +401,5 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(951_782_400_123); // leap day 2000
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_738_292_645); // 2025-01-31T03:04:05Z
-        assert_eq!(rfc3339(t), "2025-01-31T03:04:05.000Z");
     }
 }
