@@ -1,0 +1,188 @@
+//! Admin-server costs, measured side by side in one run:
+//! - idle overhead: a CPU-bound host workload with the admin server spawned ÷ without it;
+//! - `/health/live` and `/metrics` latency (p50/p99) and requests/s, with the host idle and with
+//!   the host saturating both cores;
+//! - RSS the admin server adds when idle.
+//!
+//! `cargo bench --bench server_overhead`
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prodbg::{Admin, Scope};
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const SECRET: &str = "bench-secret-0123456789abcdef";
+const ROUND: Duration = Duration::from_millis(1500);
+const ROUNDS: usize = 9;
+
+fn main() {
+    let rss_before = rss_bytes();
+    let admin = spawn();
+    // Warm it up: a few requests of each kind, so lazily built state is counted.
+    for path in ["/health/live", "/metrics", "/debug/"] {
+        let mut c = Client::connect(admin.local_addr());
+        for _ in 0..20 {
+            c.get(path);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_after = rss_bytes();
+    admin.shutdown();
+    println!(
+        "admin server RSS when idle: +{:.1} MB (process {:.1} → {:.1} MB)",
+        (rss_after as f64 - rss_before as f64) / 1e6,
+        rss_before as f64 / 1e6,
+        rss_after as f64 / 1e6
+    );
+
+    // Idle overhead: interleave rounds without / with an idle admin server.
+    let mut ratios = Vec::new();
+    for _ in 0..ROUNDS {
+        let without = workload(ROUND);
+        let admin = spawn();
+        let with = workload(ROUND);
+        drop(admin);
+        ratios.push(with / without);
+    }
+    println!(
+        "idle overhead: host throughput with admin server ÷ without = {:.4} (median of {ROUNDS} interleaved {:?} rounds; min {:.4}, max {:.4})",
+        median(&mut ratios),
+        ROUND,
+        ratios.iter().cloned().fold(f64::MAX, f64::min),
+        ratios.iter().cloned().fold(0.0, f64::max)
+    );
+
+    let admin = spawn();
+    for (label, busy) in [("host idle", false), ("host saturating both cores", true)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let burners: Vec<_> = (0..if busy { 2 } else { 0 })
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let done = AtomicU64::new(0);
+                    while !stop.load(Ordering::Relaxed) {
+                        done.fetch_add(spin(10_000), Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for path in ["/health/live", "/metrics"] {
+            let mut c = Client::connect(admin.local_addr());
+            let mut lat = Vec::new();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3) {
+                let t = Instant::now();
+                c.get(path);
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
+            lat.sort_by(f64::total_cmp);
+            println!(
+                "{path:<13} ({label}): p50 {:>7.0} µs, p99 {:>7.0} µs, {:>6.0} req/s (one keep-alive client, sequential)",
+                lat[lat.len() / 2],
+                lat[lat.len() * 99 / 100],
+                rps
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        burners.into_iter().for_each(|b| b.join().unwrap());
+    }
+}
+
+fn spawn() -> prodbg::AdminHandle {
+    Admin::builder()
+        .bind("127.0.0.1:0")
+        .token("bench", &[Scope::Admin], SECRET)
+        .spawn()
+        .unwrap()
+}
+
+/// Two threads of CPU-bound work for `d`; returns units of work per second.
+fn workload(d: Duration) -> f64 {
+    let total = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let total = total.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while start.elapsed() < d {
+                    std::hint::black_box(spin(10_000));
+                    n += 1;
+                }
+                total.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+#[inline(never)]
+fn spin(n: u64) -> u64 {
+    (0..n).fold(1u64, |a, x| {
+        std::hint::black_box(a.wrapping_mul(6364136223846793005).wrapping_add(x))
+    })
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A minimal keep-alive HTTP/1.1 client, so the client's own cost stays small and steady.
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(s),
+        }
+    }
+
+    fn get(&mut self, path: &str) -> usize {
+        write!(
+            self.reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {SECRET}\r\n\r\n"
+        )
+        .unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        let mut len = 0;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).unwrap();
+        len
+    }
+}
