@@ -2,3 +2,6 @@
 //!
 //! A probe knows nothing about HTTP, tokens or rendering; the `http` layer calls it and renders
 //! what it returns.
+
+#[cfg(feature = "cpu")]
+pub mod cpu;

@@ -5,3 +5,5 @@
 #[cfg(any(feature = "cpu", feature = "heap"))]
 pub mod flamegraph;
 pub mod gzip;
+#[cfg(feature = "cpu")]
+pub mod pprof;
