@@ -56,10 +56,13 @@
 //! so totals stay right when fewer samples arrive than asked for.
 //!
 //! # Memory
-//! pprof-rs keeps a fixed table of 4096 × 4 stacks of up to 128 frames, allocated the first
-//! time a profile starts and replaced by a fresh one when it stops: about 70 MB of RSS that
-//! stays for the life of the process. Symbolization also keeps the parsed debug info of the
-//! binary cached (tens of MB) so the next profile does not parse it again.
+//! pprof-rs keeps a fixed table of 4096 × 4 stacks of up to 128 frames (~70 MB), allocated
+//! the first time a profile starts and replaced by a fresh one when it stops, so it stays
+//! resident for the life of the process once a profile has been taken; [`RunningProfile::stop`]
+//! calls `malloc_trim` so at least the old table goes back to the kernel on glibc. The first
+//! profile also parses the binary's debug info (pprof-rs does it when it starts, we reuse it
+//! when symbolizing) and the `backtrace` crate keeps it cached (tens of MB) so later profiles
+//! symbolize in milliseconds. `benches/cpu_overhead.rs` measures both.
 //!
 //! [pprof-rs]: https://github.com/tikv/pprof-rs
 
@@ -75,6 +78,9 @@ pub const MAX_FREQUENCY_HZ: u32 = 1000;
 
 /// Shared objects whose samples are dropped before unwinding; see the module docs.
 const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso"];
+
+/// Function name of a frame whose address has no symbol.
+const UNKNOWN: &str = "[unknown]";
 
 /// What to profile and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +237,7 @@ impl RunningProfile {
             builder.build_unresolved()
         };
         drop(guard); // stop the timer before the slow part
+        release_freed_memory();
         let report = report.map_err(|e| CpuError::Report(format!("pprof-rs: {e}")))?;
         let cpu_time = match (self.cpu_start, process_cpu_time()) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
@@ -377,7 +384,7 @@ impl CpuProfile {
         let empty: u64 = self
             .stacks
             .iter()
-            .filter(|s| s.frames.iter().all(|f| f.function == "[unknown]"))
+            .filter(|s| s.frames.iter().all(|f| f.function == UNKNOWN))
             .map(|s| s.samples)
             .sum();
         if empty * 2 > self.samples {
@@ -537,7 +544,12 @@ impl Symbolizer {
             })
             .map_or(0, |i| i + 2);
         let mut out = Vec::new();
+        // Outermost first; the unwinder often reports one unsymbolizable frame past the
+        // thread's entry (`clone3`): drop leading unknowns, they are noise in every stack.
         for frames in resolved.iter().skip(skip).rev() {
+            if out.is_empty() && frames.iter().all(|f| f.function == UNKNOWN) {
+                continue;
+            }
             out.extend(frames.iter().cloned());
         }
         out
@@ -554,7 +566,7 @@ impl Symbolizer {
                         format!("{n:#}"),
                         String::from_utf8_lossy(n.as_bytes()).into_owned(),
                     ),
-                    None => ("[unknown]".to_string(), "[unknown]".to_string()),
+                    None => (UNKNOWN.to_string(), UNKNOWN.to_string()),
                 };
                 fs.push(CpuFrame {
                     function,
@@ -567,8 +579,8 @@ impl Symbolizer {
             });
             if fs.is_empty() {
                 fs.push(CpuFrame {
-                    function: "[unknown]".into(),
-                    system_name: "[unknown]".into(),
+                    function: UNKNOWN.into(),
+                    system_name: UNKNOWN.into(),
                     file: None,
                     line: None,
                     address: ip as u64,
@@ -597,4 +609,14 @@ fn process_cpu_time() -> Option<Duration> {
         u64::try_from(ts.tv_sec).ok()?,
         u32::try_from(ts.tv_nsec).ok()?,
     ))
+}
+
+/// pprof-rs replaces its ~70 MB sample table with a fresh one when a profile stops; glibc
+/// keeps the old one's pages unless asked. (A host on jemalloc returns them by decay.)
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
