@@ -134,7 +134,7 @@ fn long_profile(label: &str) -> CpuProfile {
     let svg = profile.svg("cpu").expect("svg");
     let svg_ms = t0.elapsed().as_secs_f64() * 1e3;
     println!(
-        "{label}: {:.0} s x 99 Hz x {THREADS} threads: {} samples, {} stacks, stop+symbolize {:.0} ms, \
+        "{label}: {:.0} s x 99 Hz x {THREADS} threads: {} samples, {} stacks, stop() {:.0} ms, \
          pprof {pprof_ms:.1} ms ({} B), svg {svg_ms:.1} ms ({} B)",
         profile.duration.as_secs_f64(),
         profile.samples,
@@ -161,6 +161,11 @@ fn long_profile(label: &str) -> CpuProfile {
 }
 
 fn main() {
+    // `RUST_LOG=prodbg=debug` shows the probe's symbolize/trim/render timings.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     // cargo bench passes `--bench`; ignore arguments.
     println!(
         "cpu_overhead: {THREADS} busy threads, {} CPUs",
@@ -206,7 +211,12 @@ fn main() {
         median(a999)
     );
     println!(
-        "median stop+symbolize time of a {} s profile: {:.1} ms",
+        "median samples / (process CPU s x Hz): 99 Hz {:.3}, 999 Hz {:.3}",
+        median(c99),
+        median(c999)
+    );
+    println!(
+        "median stop() time (incl. malloc_trim) of a {} s profile: {:.1} ms",
         ROUND.as_secs(),
         median(stops)
     );

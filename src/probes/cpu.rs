@@ -237,7 +237,12 @@ impl RunningProfile {
             builder.build_unresolved()
         };
         drop(guard); // stop the timer before the slow part
+        let t_trim = Instant::now();
         release_freed_memory();
+        tracing::debug!(
+            trim_ms = t_trim.elapsed().as_secs_f64() * 1e3,
+            "released the profiler's old sample table"
+        );
         let report = report.map_err(|e| CpuError::Report(format!("pprof-rs: {e}")))?;
         let cpu_time = match (self.cpu_start, process_cpu_time()) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
@@ -248,7 +253,7 @@ impl RunningProfile {
             samples = profile.samples,
             stacks = profile.stacks.len(),
             effective_rate_hz = profile.effective_rate_hz,
-            symbolize_ms = t0.elapsed().as_secs_f64() * 1e3,
+            stop_ms = t0.elapsed().as_secs_f64() * 1e3,
             "cpu profile stopped"
         );
         Ok(profile)
