@@ -3,6 +3,8 @@
 //! A probe knows nothing about HTTP, tokens or rendering; the `http` layer calls it and renders
 //! what it returns.
 
+#[cfg(feature = "cpu")]
+pub mod cpu;
 #[cfg(feature = "deadlock")]
 pub mod deadlock;
 pub mod health;

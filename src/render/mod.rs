@@ -6,4 +6,6 @@
 pub mod flamegraph;
 pub mod gzip;
 pub mod metrics;
+#[cfg(feature = "cpu")]
+pub mod pprof;
 pub mod prometheus;

@@ -1,0 +1,627 @@
+//! CPU profiling: sample the stack of whichever thread is on the CPU, many times a second,
+//! for a while; then symbolize the stacks into a [`CpuProfile`] that renders as pprof, folded
+//! text or an SVG flamegraph.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use prodbg::probes::cpu::{self, CpuProfileOptions};
+//!
+//! let running = cpu::start(CpuProfileOptions { duration: Duration::from_secs(10), frequency_hz: 99 })?;
+//! std::thread::sleep(Duration::from_secs(10)); // an async caller sleeps with tokio instead
+//! let profile = running.stop()?;                // CPU-heavy: run it in spawn_blocking
+//! std::fs::write("cpu.pb.gz", profile.pprof_gz()?)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # How sampling works
+//! [pprof-rs] arms `setitimer(ITIMER_PROF)`: the kernel sends `SIGPROF` to the process every
+//! `1/frequency` seconds of *process CPU time*, to a thread that is running. The signal handler
+//! unwinds that thread's stack and counts it in a fixed-size table. Only one profile can run
+//! per process (the timer and pprof-rs's table are process-global); [`start`] enforces that
+//! with an RAII guard ([`RunningProfile`]) that clears the "busy" flag when dropped, also when
+//! the caller's future is dropped because the client went away.
+//!
+//! # Unwinder choice and why a sample cannot hang or crash the host
+//! We use pprof-rs's default DWARF unwinder (libgcc's `_Unwind_Backtrace`, via the
+//! `backtrace` crate), not its `frame-pointer` feature: Rust builds omit frame pointers unless
+//! the host sets `-C force-frame-pointers=yes`, and without them the frame-pointer unwinder
+//! returns empty stacks with no error. DWARF unwinding needs only the `.eh_frame` tables that
+//! every Rust binary has (they are what makes panics unwind).
+//!
+//! Its dangers, and what stops each:
+//! - *Re-entering a lock the interrupted code holds.* The unwinder finds `.eh_frame` through
+//!   `dl_iterate_phdr`, which takes the loader lock; libgcc has its own object lock. Samples
+//!   whose interrupted instruction lies in `libc`, `libgcc` or `libpthread` are dropped
+//!   (pprof-rs's blocklist, checked before unwinding), so the handler never unwinds from
+//!   inside those locks. glibc's loader lock is recursive, so a thread interrupted inside a
+//!   Rust `dl_iterate_phdr` callback can still take it.
+//! - *Wrong unwind tables.* The vDSO's CFI is wrong on some distributions, so samples landing
+//!   in `vdso` (`clock_gettime`, `gettimeofday`) are dropped too.
+//! - *The allocator.* The handler does not allocate: the stack goes into a stack buffer of
+//!   128 frames and then into the preallocated table (overflow is written to a temp file with
+//!   `write(2)`), the thread name comes from `prctl`. So a sample that interrupts `malloc`
+//!   — glibc's (dropped by the blocklist anyway) or jemalloc linked into the binary (unwound)
+//!   — cannot deadlock on the allocator's locks. `tests/cpu_probe.rs` stresses this.
+//! - *Concurrent reporting.* The handler only `try_write`s pprof-rs's spin lock, so a sample
+//!   taken while [`RunningProfile::stop`] reads the table is skipped, never waited for.
+//!
+//! The price of the blocklist: time spent in libc (memcpy, syscalls wrappers, glibc malloc) is
+//! not attributed; it is missing from the profile rather than shown under its caller.
+//!
+//! # Rate cap
+//! The kernel checks CPU-time timers on its scheduler tick (`CONFIG_HZ`, often 250 Hz), so it
+//! delivers at most about one signal per tick for the whole process: asking for 999 Hz on a
+//! busy process yields ~250 samples/s in total. [`CpuProfile::effective_rate_hz`] reports what
+//! was delivered, and the pprof `cpu` values are scaled by the process CPU time actually used,
+//! so totals stay right when fewer samples arrive than asked for.
+//!
+//! # Memory
+//! pprof-rs keeps a fixed table of 4096 × 4 stacks of up to 128 frames (~70 MB), allocated
+//! the first time a profile starts and replaced by a fresh one when it stops, so it stays
+//! resident for the life of the process once a profile has been taken; [`RunningProfile::stop`]
+//! calls `malloc_trim` so at least the old table goes back to the kernel on glibc. The first
+//! profile also parses the binary's debug info (pprof-rs does it when it starts, we reuse it
+//! when symbolizing) and the `backtrace` crate keeps it cached (tens of MB) so later profiles
+//! symbolize in milliseconds. `benches/cpu_overhead.rs` measures both.
+//!
+//! [pprof-rs]: https://github.com/tikv/pprof-rs
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::render::{flamegraph, pprof as pb};
+
+/// Highest sampling rate [`start`] accepts, in Hz.
+pub const MAX_FREQUENCY_HZ: u32 = 1000;
+
+/// Shared objects whose samples are dropped before unwinding; see the module docs.
+const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso"];
+
+/// Function name of a frame whose address has no symbol.
+const UNKNOWN: &str = "[unknown]";
+
+/// What to profile and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuProfileOptions {
+    /// How long the caller intends to sample (it sleeps this long, then calls
+    /// [`RunningProfile::stop`]). Used to tell a second caller how long to wait.
+    pub duration: Duration,
+    /// Samples per second of process CPU time, 1..=[`MAX_FREQUENCY_HZ`]. 99 (not 100) avoids
+    /// sampling in lockstep with periodic work.
+    pub frequency_hz: u32,
+}
+
+impl Default for CpuProfileOptions {
+    /// 30 seconds at 99 Hz, like `go tool pprof`'s default.
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(30),
+            frequency_hz: 99,
+        }
+    }
+}
+
+/// Why a CPU profile could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuError {
+    /// Another CPU profile is running; it is due to finish in `remaining`.
+    Busy {
+        /// Time until the running profile's requested duration ends.
+        remaining: Duration,
+    },
+    /// The profiler could not be started (bad options, or pprof-rs refused).
+    Start(String),
+    /// Sampling ran but the report could not be built or rendered.
+    Report(String),
+}
+
+impl fmt::Display for CpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CpuError::Busy { remaining } => write!(
+                f,
+                "a CPU profile is already running (one per process); it ends in {:.1} s",
+                remaining.as_secs_f64()
+            ),
+            CpuError::Start(msg) => write!(f, "could not start the CPU profiler: {msg}"),
+            CpuError::Report(msg) => write!(f, "could not build the CPU profile: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for CpuError {}
+
+/// End of the running profile's requested duration; `Some` while a profile runs.
+static ACTIVE: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Whether a CPU profile is running in this process now.
+pub fn running() -> bool {
+    ACTIVE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_some()
+}
+
+/// Holds the process-wide "busy" flag; clears it on drop.
+#[derive(Debug)]
+struct Busy;
+
+impl Busy {
+    fn acquire(duration: Duration) -> Result<Self, CpuError> {
+        let mut active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(deadline) = *active {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            return Err(CpuError::Busy { remaining });
+        }
+        *active = Some(Instant::now() + duration);
+        Ok(Busy)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *ACTIVE.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+/// Starts sampling every thread of the process.
+///
+/// Only one CPU profile may run per process: while one runs this returns
+/// [`CpuError::Busy`] with the time left. Sampling stops when the returned
+/// [`RunningProfile`] is stopped or dropped.
+pub fn start(opts: CpuProfileOptions) -> Result<RunningProfile, CpuError> {
+    if !(1..=MAX_FREQUENCY_HZ).contains(&opts.frequency_hz) {
+        return Err(CpuError::Start(format!(
+            "frequency_hz must be 1..={MAX_FREQUENCY_HZ}, got {}",
+            opts.frequency_hz
+        )));
+    }
+    let busy = Busy::acquire(opts.duration)?;
+    let cpu_start = process_cpu_time();
+    let frequency = i32::try_from(opts.frequency_hz).unwrap_or(99); // bounded above
+    let guard = pprof::ProfilerGuardBuilder::default()
+        .frequency(frequency)
+        .blocklist(BLOCKLIST)
+        .build()
+        .map_err(|e| CpuError::Start(format!("pprof-rs: {e}")))?;
+    tracing::info!(
+        frequency_hz = opts.frequency_hz,
+        duration_s = opts.duration.as_secs_f64(),
+        "cpu profile started"
+    );
+    Ok(RunningProfile {
+        guard: Some(guard),
+        opts,
+        cpu_start,
+        _busy: busy,
+    })
+}
+
+/// A CPU profile being taken. Dropping it stops sampling and frees the "busy" flag.
+pub struct RunningProfile {
+    // Field order matters: the guard (which stops the timer) drops before the busy flag.
+    guard: Option<pprof::ProfilerGuard<'static>>,
+    opts: CpuProfileOptions,
+    cpu_start: Option<Duration>,
+    _busy: Busy,
+}
+
+impl fmt::Debug for RunningProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningProfile")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningProfile {
+    /// The options this profile was started with.
+    pub fn options(&self) -> CpuProfileOptions {
+        self.opts
+    }
+
+    /// Stops sampling and symbolizes the stacks.
+    ///
+    /// CPU-heavy and synchronous (tens of ms; the first call in a process also parses the
+    /// binary's debug info): async callers run it in `spawn_blocking`.
+    pub fn stop(mut self) -> Result<CpuProfile, CpuError> {
+        let t0 = Instant::now();
+        let guard = self
+            .guard
+            .take()
+            .ok_or_else(|| CpuError::Report("profile already stopped".into()))?;
+        let report = {
+            let builder = guard.report();
+            builder.build_unresolved()
+        };
+        drop(guard); // stop the timer before the slow part
+        let t_trim = Instant::now();
+        release_freed_memory();
+        tracing::debug!(
+            trim_ms = t_trim.elapsed().as_secs_f64() * 1e3,
+            "released the profiler's old sample table"
+        );
+        let report = report.map_err(|e| CpuError::Report(format!("pprof-rs: {e}")))?;
+        let cpu_time = match (self.cpu_start, process_cpu_time()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        let profile = CpuProfile::from_report(report, self.opts.frequency_hz, cpu_time);
+        tracing::info!(
+            samples = profile.samples,
+            stacks = profile.stacks.len(),
+            effective_rate_hz = profile.effective_rate_hz,
+            stop_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "cpu profile stopped"
+        );
+        Ok(profile)
+    }
+}
+
+/// One frame of a stack: a function, where in it, and the code address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CpuFrame {
+    /// Demangled function name without the hash, e.g. `my_app::handler::parse`;
+    /// `[unknown]` when the address has no symbol.
+    pub function: String,
+    /// Raw symbol name as in the binary (mangled); equals `function` when unknown.
+    pub system_name: String,
+    /// Source file, when debug info has it.
+    pub file: Option<String>,
+    /// Line in `file` (1-based), when debug info has it.
+    pub line: Option<u32>,
+    /// Code address of the physical frame this function runs in (inlined functions share it).
+    pub address: u64,
+    /// `true` when this function was inlined into the frame before it (its caller).
+    pub inlined: bool,
+}
+
+/// A distinct stack and how often it was sampled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuStack {
+    /// Name of the sampled thread (or its pthread id when unnamed); at most 15 bytes,
+    /// the kernel's limit.
+    pub thread: String,
+    /// Frames, outermost (`main`, thread start) first, the running function last.
+    pub frames: Vec<CpuFrame>,
+    /// Number of samples that saw this stack on this thread.
+    pub samples: u64,
+}
+
+/// A finished, symbolized CPU profile.
+///
+/// Render it with [`pprof_gz`](Self::pprof_gz) (for `go tool pprof`, Parca, Pyroscope),
+/// [`folded`](Self::folded) (one line per stack) or [`svg`](Self::svg) (a flamegraph). In the
+/// folded and SVG forms the thread name is the root frame; in pprof it is the `thread` label.
+#[derive(Debug, Clone)]
+pub struct CpuProfile {
+    /// Wall-clock time sampling started.
+    pub start_time: SystemTime,
+    /// How long sampling ran (wall clock).
+    pub duration: Duration,
+    /// Requested sampling rate, Hz of process CPU time.
+    pub frequency_hz: u32,
+    /// Samples recorded (all stacks; samples dropped by the blocklist are not counted).
+    pub samples: u64,
+    /// Samples actually recorded per wall-clock second (`samples / duration`). With `n` busy
+    /// threads the ideal is `n × frequency_hz`; the kernel caps it near `CONFIG_HZ`.
+    pub effective_rate_hz: f64,
+    /// CPU time the whole process used while sampling; `None` if the clock was unavailable.
+    pub cpu_time: Option<Duration>,
+    /// Distinct stacks, most-sampled first.
+    pub stacks: Vec<CpuStack>,
+    /// Problems worth telling the reader (empty stacks, rate far below the request, no samples).
+    pub warnings: Vec<String>,
+}
+
+impl CpuProfile {
+    fn from_report(
+        report: pprof::UnresolvedReport,
+        frequency_hz: u32,
+        cpu_time: Option<Duration>,
+    ) -> Self {
+        let t0 = Instant::now();
+        let mut symbols = Symbolizer::default();
+        let mut merged: HashMap<(String, Vec<CpuFrame>), u64> = HashMap::new();
+        for (frames, count) in &report.data {
+            let count = u64::try_from(*count).unwrap_or(0);
+            let name =
+                &frames.thread_name[..frames.thread_name_length.min(frames.thread_name.len())];
+            let thread = match String::from_utf8_lossy(name) {
+                n if n.is_empty() => format!("thread-{}", frames.thread_id),
+                n => n.into_owned(),
+            };
+            let stack = symbols.stack(&frames.frames);
+            *merged.entry((thread, stack)).or_default() += count;
+        }
+        let mut stacks: Vec<CpuStack> = merged
+            .into_iter()
+            .map(|((thread, frames), samples)| CpuStack {
+                thread,
+                frames,
+                samples,
+            })
+            .collect();
+        stacks.sort_by(|a, b| {
+            b.samples
+                .cmp(&a.samples)
+                .then_with(|| a.thread.cmp(&b.thread))
+        });
+        let samples: u64 = stacks.iter().map(|s| s.samples).sum();
+        let duration = report.timing.duration;
+        let secs = duration.as_secs_f64();
+        let effective_rate_hz = if secs > 0.0 {
+            samples as f64 / secs
+        } else {
+            0.0
+        };
+        let mut profile = CpuProfile {
+            start_time: report.timing.start_time,
+            duration,
+            frequency_hz,
+            samples,
+            effective_rate_hz,
+            cpu_time,
+            stacks,
+            warnings: Vec::new(),
+        };
+        profile.warnings = profile.diagnose();
+        tracing::debug!(
+            unique_addresses = symbols.cache.len(),
+            symbolize_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "cpu profile symbolized"
+        );
+        profile
+    }
+
+    fn diagnose(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.samples == 0 {
+            warnings.push(
+                "no samples were collected: the process used (almost) no CPU outside libc \
+                 while profiling, or the profile was too short"
+                    .to_string(),
+            );
+            return warnings;
+        }
+        let empty: u64 = self
+            .stacks
+            .iter()
+            .filter(|s| s.frames.iter().all(|f| f.function == UNKNOWN))
+            .map(|s| s.samples)
+            .sum();
+        if empty * 2 > self.samples {
+            warnings.push(format!(
+                "{empty} of {} samples have no symbolized frames: the stacks could not be \
+                 unwound or the binary is stripped (keep debug info or at least symbols)",
+                self.samples
+            ));
+        }
+        if let Some(cpu) = self.cpu_time {
+            let expected = cpu.as_secs_f64() * f64::from(self.frequency_hz);
+            if expected >= 10.0 && (self.samples as f64) < expected * 0.5 {
+                warnings.push(format!(
+                    "only {} samples for {:.2} s of CPU time at {} Hz (expected ~{expected:.0}): \
+                     the kernel delivers profiling signals at most about once per tick; \
+                     CPU values are scaled by the measured CPU time, counts are not",
+                    self.samples,
+                    cpu.as_secs_f64(),
+                    self.frequency_hz
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// CPU nanoseconds one sample stands for: the measured process CPU time divided by the
+    /// samples when available, else the sampling period.
+    pub fn nanos_per_sample(&self) -> f64 {
+        match self.cpu_time {
+            Some(cpu) if self.samples > 0 && !cpu.is_zero() => {
+                cpu.as_nanos() as f64 / self.samples as f64
+            }
+            _ => 1e9 / f64::from(self.frequency_hz.max(1)),
+        }
+    }
+
+    /// Gzipped `profile.proto`: sample types `samples/count` and `cpu/nanoseconds`, period
+    /// `1e9 / frequency_hz` ns of `cpu`, function names, files and lines (inlined functions as
+    /// extra lines of their location), and a `thread` label on every sample.
+    pub fn pprof_gz(&self) -> Result<Vec<u8>, CpuError> {
+        let t0 = Instant::now();
+        let period = 1_000_000_000 / i64::from(self.frequency_hz.max(1));
+        let mut b = pb::ProfileBuilder::new(
+            &[("samples", "count"), ("cpu", "nanoseconds")],
+            ("cpu", "nanoseconds"),
+            period,
+        );
+        let nanos = self.nanos_per_sample();
+        for stack in &self.stacks {
+            let mut locations = Vec::new();
+            // Group frames into physical frames (a real frame plus the functions inlined into
+            // it), leaf first, each group's lines innermost first.
+            let mut end = stack.frames.len();
+            while end > 0 {
+                let start = stack.frames[..end]
+                    .iter()
+                    .rposition(|f| !f.inlined)
+                    .unwrap_or(0);
+                let group = &stack.frames[start..end];
+                let lines: Vec<pb::LineSpec<'_>> = group
+                    .iter()
+                    .rev()
+                    .map(|f| pb::LineSpec {
+                        function: &f.function,
+                        system_name: &f.system_name,
+                        file: f.file.as_deref().unwrap_or(""),
+                        line: f.line.unwrap_or(0),
+                    })
+                    .collect();
+                locations.push(b.location(group[0].address, &lines));
+                end = start;
+            }
+            let samples = i64::try_from(stack.samples).unwrap_or(i64::MAX);
+            let cpu = (stack.samples as f64 * nanos).round() as i64;
+            b.sample(locations, vec![samples, cpu], &[("thread", &stack.thread)]);
+        }
+        let start = self
+            .start_time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let profile = b.finish(
+            i64::try_from(start.as_nanos()).unwrap_or(0),
+            i64::try_from(self.duration.as_nanos()).unwrap_or(i64::MAX),
+        );
+        let out = pb::encode_gz(&profile);
+        tracing::debug!(
+            bytes = out.len(),
+            render_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "cpu profile rendered as pprof"
+        );
+        Ok(out)
+    }
+
+    /// Folded stacks, one `thread;outer;…;leaf count` line per stack: the text inferno,
+    /// flamegraph.pl and speedscope read.
+    pub fn folded(&self) -> String {
+        flamegraph::folded_text(&self.folded_stacks())
+    }
+
+    /// An SVG flamegraph titled `title`; the thread name is the root frame.
+    pub fn svg(&self, title: &str) -> Result<Vec<u8>, CpuError> {
+        let t0 = Instant::now();
+        let svg =
+            flamegraph::svg(&self.folded_stacks(), title, "samples").map_err(CpuError::Report)?;
+        tracing::debug!(
+            bytes = svg.len(),
+            render_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "cpu profile rendered as svg"
+        );
+        Ok(svg)
+    }
+
+    fn folded_stacks(&self) -> Vec<flamegraph::FoldedStack> {
+        self.stacks
+            .iter()
+            .map(|s| {
+                let frames = std::iter::once(s.thread.clone())
+                    .chain(s.frames.iter().map(|f| f.function.clone()))
+                    .collect();
+                (frames, s.samples)
+            })
+            .collect()
+    }
+}
+
+/// Resolves code addresses to frames, each address once per profile. The `backtrace` crate
+/// underneath keeps the parsed debug info of each binary for the life of the process, so the
+/// second profile skips the expensive parse.
+#[derive(Default)]
+struct Symbolizer {
+    /// Address → the functions at it, outermost first (the physical function, then inlined).
+    cache: HashMap<usize, Vec<CpuFrame>>,
+}
+
+impl Symbolizer {
+    /// Symbolizes one sampled stack (leaf first, as unwound) into frames outermost first,
+    /// without the profiler's own signal-handling frames.
+    fn stack(&mut self, raw: &[backtrace::Frame]) -> Vec<CpuFrame> {
+        for f in raw {
+            self.resolve(f);
+        }
+        let resolved: Vec<&[CpuFrame]> = raw
+            .iter()
+            .map(|f| {
+                self.cache
+                    .get(&(f.ip() as usize))
+                    .map_or(&[][..], Vec::as_slice)
+            })
+            .collect();
+        // The unwind starts inside the signal handler: skip up to and including it, and the
+        // kernel's signal trampoline (`__restore_rt`) that follows.
+        let skip = resolved
+            .iter()
+            .position(|fs| {
+                fs.iter()
+                    .any(|f| f.function.ends_with("perf_signal_handler"))
+            })
+            .map_or(0, |i| i + 2);
+        let mut out = Vec::new();
+        // Outermost first; the unwinder often reports one unsymbolizable frame past the
+        // thread's entry (`clone3`): drop leading unknowns, they are noise in every stack.
+        for frames in resolved.iter().skip(skip).rev() {
+            if out.is_empty() && frames.iter().all(|f| f.function == UNKNOWN) {
+                continue;
+            }
+            out.extend(frames.iter().cloned());
+        }
+        out
+    }
+
+    fn resolve(&mut self, frame: &backtrace::Frame) {
+        let ip = frame.ip() as usize;
+        self.cache.entry(ip).or_insert_with(|| {
+            let mut fs = Vec::new();
+            // Calls back innermost inlined function first, the physical function last.
+            backtrace::resolve_frame(frame, |sym| {
+                let (function, system_name) = match sym.name() {
+                    Some(n) => (
+                        format!("{n:#}"),
+                        String::from_utf8_lossy(n.as_bytes()).into_owned(),
+                    ),
+                    None => (UNKNOWN.to_string(), UNKNOWN.to_string()),
+                };
+                fs.push(CpuFrame {
+                    function,
+                    system_name,
+                    file: sym.filename().map(|p| p.display().to_string()),
+                    line: sym.lineno(),
+                    address: ip as u64,
+                    inlined: true,
+                });
+            });
+            if fs.is_empty() {
+                fs.push(CpuFrame {
+                    function: UNKNOWN.into(),
+                    system_name: UNKNOWN.into(),
+                    file: None,
+                    line: None,
+                    address: ip as u64,
+                    inlined: false,
+                });
+            }
+            fs.reverse();
+            fs[0].inlined = false;
+            fs
+        });
+    }
+}
+
+/// CPU time used by all threads of this process so far.
+fn process_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    ))
+}
+
+/// pprof-rs replaces its ~70 MB sample table with a fresh one when a profile stops; glibc
+/// keeps the old one's pages unless asked. (A host on jemalloc returns them by decay.)
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
