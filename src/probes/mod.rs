@@ -6,6 +6,8 @@
 #[cfg(feature = "deadlock")]
 pub mod deadlock;
 pub mod health;
+pub mod log_level;
+pub mod overrides;
 pub mod pools;
 pub mod process;
 #[cfg(feature = "threads")]
