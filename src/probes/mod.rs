@@ -8,6 +8,8 @@ pub mod cpu;
 #[cfg(feature = "deadlock")]
 pub mod deadlock;
 pub mod health;
+pub mod log_level;
+pub mod overrides;
 pub mod pools;
 pub mod process;
 #[cfg(feature = "threads")]
