@@ -65,6 +65,7 @@ fn table() -> Vec<(Endpoint, Option<Handler>)> {
         ("GET", "/debug/", Some(Read), "this index (JSON with Accept: application/json)", always(get(handlers::index::index))),
         ("GET", "/health/live", None, "liveness: 200 while the admin server answers", always(get(handlers::health::live))),
         ("GET", "/health/ready", None, "readiness: runs the registered checks, 503 if one fails", always(get(handlers::health::ready))),
+        ("GET", "/debug/pprof/profile", Some(Profile), "CPU profile: ?seconds=1..60 (30) &frequency=1..1000 (99) &format=pprof|svg|folded; gzipped profile.proto by default, like Go", with_feature!("cpu", get(handlers::cpu::profile))),
         ("GET", "/metrics", Some(Read), "Prometheus text (OpenMetrics with Accept): every numeric probe plus the server's own RED metrics", always(get(handlers::metrics::metrics))),
         ("GET", "/debug/pools", Some(Read), "every registered connection pool: max, size, idle, in use, waiting, utilisation, saturated", always(get(handlers::pools::pools))),
         ("GET", "/debug/threads", Some(Profile), "stack of every OS thread with name, state and CPU time (?format=text for a jstack-like dump)", with_feature!("threads", get(handlers::threads::threads))),

@@ -1,5 +1,7 @@
 //! One module per endpoint group: parse and bound parameters, call the probe, render.
 
+#[cfg(feature = "cpu")]
+pub mod cpu;
 #[cfg(feature = "deadlock")]
 pub mod deadlocks;
 pub mod health;
