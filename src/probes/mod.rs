@@ -2,3 +2,7 @@
 //!
 //! A probe knows nothing about HTTP, tokens or rendering; the `http` layer calls it and renders
 //! what it returns.
+
+#[cfg(feature = "heap")]
+pub mod heap;
+pub mod memory;
