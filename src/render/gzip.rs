@@ -18,9 +18,7 @@ mod tests {
         let gz = super::gzip(b"hello profile");
         assert_eq!(&gz[..2], &[0x1f, 0x8b]);
         let mut out = String::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_string(&mut out)
-            .unwrap();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut out).unwrap();
         assert_eq!(out, "hello profile");
     }
 }
