@@ -459,7 +459,8 @@ impl Symbols {
     }
 }
 
-/// jemalloc's sampling and allocation path, libgcc's unwinder, and Rust's allocator shims.
+/// jemalloc's sampling and allocation path, libgcc's unwinder, Rust's allocator shims and
+/// `RawVec`'s growth plumbing: frames that say nothing about who wanted the memory.
 fn is_allocator_frame(name: &str) -> bool {
     const C: &[&str] = &[
         "prof_",
@@ -481,7 +482,10 @@ fn is_allocator_frame(name: &str) -> bool {
         "__rg_",
     ];
     const RUST: &[&str] = &[
+        "__rustc::",
         "alloc::alloc::",
+        "alloc::raw_vec::",
+        "<alloc::raw_vec::",
         "<alloc::alloc::Global as ",
         "std::alloc::",
         "<std::alloc::System as ",
