@@ -41,34 +41,18 @@ fn hold(count: usize, size: usize) -> Vec<Vec<u8>> {
         .unwrap()
 }
 
-/// Bytes attributed to stacks that contain the leaker (anywhere) and whose leaf is the leaker
-/// or the Vec code it calls (allocator frames stripped).
+/// (bytes of stacks that contain the leaker, bytes of those whose leaf — pprof's flat — is it).
 fn leaker_bytes_folded(p: &heap::HeapProfile) -> (u64, u64) {
-    let (mut cum, mut leaf_ok) = (0, 0);
+    let (mut cum, mut flat) = (0, 0);
     for (frames, bytes) in p.stacks() {
         if frames.iter().any(|f| f.contains(LEAKER)) {
             cum += bytes;
-            let leaf = frames.last().unwrap();
-            if !is_allocator_plumbing(leaf) {
-                leaf_ok += bytes;
+            if frames.last().is_some_and(|leaf| leaf.contains(LEAKER)) {
+                flat += bytes;
             }
         }
     }
-    (cum, leaf_ok)
-}
-
-fn is_allocator_plumbing(frame: &str) -> bool {
-    [
-        "alloc::alloc",
-        "raw_vec",
-        "__rust",
-        "jemalloc",
-        "prof_",
-        "malloc",
-        "calloc",
-    ]
-    .iter()
-    .any(|p| frame.contains(p))
+    (cum, flat)
 }
 
 fn decode(gz: &[u8]) -> pprof::protos::Profile {
@@ -80,12 +64,12 @@ fn decode(gz: &[u8]) -> pprof::protos::Profile {
     pprof::protos::Profile::decode(raw.as_slice()).unwrap()
 }
 
-/// (bytes in samples whose stack contains the leaker, names of the leaf functions of samples).
-fn leaker_bytes_pprof(p: &pprof::protos::Profile) -> (i64, Vec<String>) {
+/// (bytes of samples whose stack contains the leaker, bytes of those whose leaf is the leaker).
+fn leaker_bytes_pprof(p: &pprof::protos::Profile) -> (i64, i64) {
     let s = |i: i64| p.string_table[i as usize].clone();
     let func = |id: u64| p.function.iter().find(|f| f.id == id).unwrap();
     let loc = |id: u64| p.location.iter().find(|l| l.id == id).unwrap();
-    let (mut bytes, mut leaves) = (0, Vec::new());
+    let (mut cum, mut flat) = (0, 0);
     for sample in &p.sample {
         let names: Vec<String> = sample
             .location_id
@@ -98,11 +82,13 @@ fn leaker_bytes_pprof(p: &pprof::protos::Profile) -> (i64, Vec<String>) {
             })
             .collect();
         if names.iter().any(|n| n.contains(LEAKER)) {
-            bytes += sample.value[1];
-            leaves.push(names[0].clone());
+            cum += sample.value[1];
+            if names[0].contains(LEAKER) {
+                flat += sample.value[1];
+            }
         }
     }
-    (bytes, leaves)
+    (cum, flat)
 }
 
 #[test]
@@ -148,22 +134,22 @@ fn snapshot_attributes_live_bytes_to_the_allocating_function() {
     heap::set_active(false).unwrap();
     let held_bytes = (held.len() * held[0].len()) as u64;
 
-    let (cum, leaf_ok) = leaker_bytes_folded(&profile);
+    let (cum, flat) = leaker_bytes_folded(&profile);
     assert!(
         cum >= held_bytes / 2,
         "folded: {cum} of {held_bytes}\n{}",
         profile.folded()
     );
     assert!(cum <= held_bytes * 2, "folded: {cum} of {held_bytes}");
-    assert_eq!(
-        leaf_ok,
-        cum,
-        "allocator frames left on top:\n{}",
-        profile.folded()
-    );
+    // Allocator and std frames are cut off the top: the leaker itself is the leaf.
+    assert_eq!(flat, cum, "leaf is not the leaker:\n{}", profile.folded());
     assert!(profile.total_bytes() >= cum && profile.total_objects() > 0);
 
-    let pprof = decode(&profile.pprof_gz().unwrap());
+    let gz = profile.pprof_gz().unwrap();
+    if let Some(path) = std::env::var_os("PRODBG_HEAP_PPROF_OUT") {
+        std::fs::write(path, &gz).unwrap(); // to inspect with `go tool pprof -top <path>`
+    }
+    let pprof = decode(&gz);
     let st = |i: i64| pprof.string_table[i as usize].as_str();
     let types: Vec<(&str, &str)> = pprof
         .sample_type
@@ -175,15 +161,10 @@ fn snapshot_attributes_live_bytes_to_the_allocating_function() {
         [("inuse_objects", "count"), ("inuse_space", "bytes")]
     );
     assert_eq!(pprof.period, 1 << 14);
-    let (bytes, leaves) = leaker_bytes_pprof(&pprof);
-    assert!(
-        bytes as u64 >= held_bytes / 2,
-        "pprof: {bytes} of {held_bytes}"
-    );
-    for leaf in &leaves {
-        // What `go tool pprof -top` shows as flat: user or collection code, not the allocator.
-        assert!(!is_allocator_plumbing(leaf), "{leaf}");
-    }
+    // `go tool pprof -top` shows the leaf as flat: it must be the leaker.
+    let (cum, flat) = leaker_bytes_pprof(&pprof);
+    assert!(cum as u64 >= held_bytes / 2, "pprof: {cum} of {held_bytes}");
+    assert_eq!(flat, cum, "pprof leaf is not the leaker");
 
     let svg = String::from_utf8(profile.svg("heap").unwrap()).unwrap();
     assert!(svg.contains(LEAKER));
@@ -207,8 +188,8 @@ fn growth_attributes_new_allocations() {
         grown.folded()
     );
     assert!(grown.duration().is_some());
-    let (bytes, _) = leaker_bytes_pprof(&decode(&grown.pprof_gz().unwrap()));
-    assert!(bytes as u64 >= held_bytes / 2);
+    let (cum, flat) = leaker_bytes_pprof(&decode(&grown.pprof_gz().unwrap()));
+    assert!(cum as u64 >= held_bytes / 2 && flat == cum);
     drop(held);
 }
 

@@ -438,29 +438,35 @@ impl Symbols {
         self.0.get(&pc).map_or(&[], |f| f.as_slice())
     }
 
-    /// The stack as `(pc, inlined frames to skip)`, leaf first, without the allocator's frames
-    /// on top, so that the leaf is the code that asked for memory.
+    /// The stack as `(pc, inlined frames to skip)`, leaf first, with the allocator's frames and
+    /// the standard library's allocation plumbing (`Vec::push`, `format!`, `HashMap::insert`…)
+    /// cut off the top, so that the leaf — pprof's "flat" — is the code that asked for memory.
+    /// A stack made only of such frames loses only the allocator's.
     fn trimmed(&self, addrs: &[u64]) -> Vec<(u64, usize)> {
         let pcs: Vec<u64> = addrs.iter().map(|a| a.saturating_sub(1)).collect();
-        for (i, &pc) in pcs.iter().enumerate() {
-            let frames = self.frames(pc);
-            // An unknown frame stops the trimming: it may be the caller.
-            let keep = match frames {
-                [] => Some(0),
-                _ => frames.iter().position(|f| !is_allocator_frame(&f.name)),
-            };
-            if let Some(skip) = keep {
-                let rest = pcs[i + 1..].iter().map(|&pc| (pc, 0));
-                return std::iter::once((pc, skip)).chain(rest).collect();
-            }
-        }
-        // Nothing but allocator frames: keep them rather than show an empty stack.
-        pcs.iter().map(|&pc| (pc, 0)).collect()
+        let cut = |strip: &dyn Fn(&str) -> bool| {
+            pcs.iter().enumerate().find_map(|(i, &pc)| {
+                let frames = self.frames(pc);
+                // An unknown frame stops the cutting: it may be the caller.
+                let keep = match frames {
+                    [] => Some(0),
+                    _ => frames.iter().position(|f| !strip(&f.name)),
+                };
+                keep.map(|skip| (i, skip))
+            })
+        };
+        let (i, skip) = cut(&|n| is_allocator_frame(n) || is_std_frame(n))
+            .or_else(|| cut(&is_allocator_frame))
+            .unwrap_or((0, 0));
+        pcs.iter()
+            .enumerate()
+            .skip(i)
+            .map(|(j, &pc)| (pc, if j == i { skip } else { 0 }))
+            .collect()
     }
 }
 
-/// jemalloc's sampling and allocation path, libgcc's unwinder, Rust's allocator shims and
-/// `RawVec`'s growth plumbing: frames that say nothing about who wanted the memory.
+/// jemalloc's sampling and allocation path, libgcc's unwinder and Rust's allocator shims.
 fn is_allocator_frame(name: &str) -> bool {
     const C: &[&str] = &[
         "prof_",
@@ -484,8 +490,6 @@ fn is_allocator_frame(name: &str) -> bool {
     const RUST: &[&str] = &[
         "__rustc::",
         "alloc::alloc::",
-        "alloc::raw_vec::",
-        "<alloc::raw_vec::",
         "<alloc::alloc::Global as ",
         "std::alloc::",
         "<std::alloc::System as ",
@@ -494,6 +498,23 @@ fn is_allocator_frame(name: &str) -> bool {
     ];
     let prefixes = if name.contains("::") { RUST } else { C };
     prefixes.iter().any(|p| name.starts_with(p))
+}
+
+/// Code of Rust's standard library (`alloc`, `core`, `std`, and `hashbrown` behind `HashMap`),
+/// including std trait impls for primitives (`<str as alloc::string::ToString>::to_string`).
+fn is_std_frame(name: &str) -> bool {
+    let is_std = |path: &str| {
+        ["alloc::", "core::", "std::", "hashbrown::"]
+            .iter()
+            .any(|p| path.starts_with(p))
+    };
+    let Some(qualified) = name.strip_prefix('<') else {
+        return is_std(name);
+    };
+    // "<Self as Trait>::f" or "<Self>::f": the impl is std's if Self is a std type, or a
+    // primitive (no path) implementing a std trait.
+    let (self_ty, rest) = qualified.split_once(" as ").unwrap_or((qualified, ""));
+    is_std(self_ty) || (!self_ty.contains("::") && is_std(rest))
 }
 
 /// Parses jemalloc's `heap_v2` dump (jemalloc 5.3).
