@@ -19,6 +19,11 @@ use serde::Serialize;
 pub struct ProcessMemory {
     /// Resident set size, bytes: physical memory in use now (`VmRSS`).
     pub rss_bytes: Option<u64>,
+    /// Resident anonymous memory, bytes: heap, stacks, private mappings (`RssAnon`).
+    pub rss_anon_bytes: Option<u64>,
+    /// Resident file-backed memory, bytes: the binary, libraries, mapped files; the kernel can
+    /// drop these pages and read them back (`RssFile`).
+    pub rss_file_bytes: Option<u64>,
     /// Peak resident set size since start, bytes (`VmHWM`).
     pub rss_peak_bytes: Option<u64>,
     /// Virtual memory size, bytes: everything mapped, resident or not (`VmSize`).
@@ -42,6 +47,8 @@ fn parse_status(status: &str) -> ProcessMemory {
         };
         let field = match key {
             "VmRSS" => &mut mem.rss_bytes,
+            "RssAnon" => &mut mem.rss_anon_bytes,
+            "RssFile" => &mut mem.rss_file_bytes,
             "VmHWM" => &mut mem.rss_peak_bytes,
             "VmSize" => &mut mem.vm_bytes,
             "VmPeak" => &mut mem.vm_peak_bytes,
@@ -139,10 +146,12 @@ mod tests {
     #[test]
     fn parses_proc_status() {
         let s =
-            "Name:\tx\nVmPeak:\t   200 kB\nVmSize:\t   100 kB\nVmHWM:\t  50 kB\nVmRSS:\t  40 kB\n";
+            "Name:\tx\nVmPeak:\t   200 kB\nVmSize:\t   100 kB\nVmHWM:\t  50 kB\nVmRSS:\t  40 kB\nRssAnon:\t  30 kB\nRssFile:\t  10 kB\n";
         let m = parse_status(s);
         assert_eq!(m.rss_bytes, Some(40 * 1024));
         assert_eq!(m.rss_peak_bytes, Some(50 * 1024));
+        assert_eq!(m.rss_anon_bytes, Some(30 * 1024));
+        assert_eq!(m.rss_file_bytes, Some(10 * 1024));
         assert_eq!(m.vm_bytes, Some(100 * 1024));
         assert_eq!(m.vm_peak_bytes, Some(200 * 1024));
     }
