@@ -8,7 +8,10 @@ pub mod cpu;
 #[cfg(feature = "deadlock")]
 pub mod deadlock;
 pub mod health;
+#[cfg(feature = "heap")]
+pub mod heap;
 pub mod log_level;
+pub mod memory;
 pub mod overrides;
 pub mod pools;
 pub mod process;
