@@ -263,6 +263,14 @@ impl AdminBuilder {
         self
     }
 
+    /// Lets `PUT /debug/log-level` change the host's tracing filter at run time. Install with
+    /// `let (filter, control) = prodbg::probes::log_level::reloadable(EnvFilter::from_default_env());`
+    /// then `tracing_subscriber::registry().with(filter).with(fmt::layer()).init();`.
+    pub fn log_control(mut self, control: crate::probes::log_level::LogControl) -> Self {
+        self.probes.log = Some(control);
+        self
+    }
+
     /// Starts parking_lot's deadlock detector, checking every `interval` (10 s is a good
     /// default), keeping the last 16 reports for `/debug/deadlocks`. Off unless called.
     #[cfg(feature = "deadlock")]
@@ -363,8 +371,10 @@ impl AdminBuilder {
             })?,
             None => AuditLog::in_memory(),
         };
-        #[allow(unused_mut)]
         let mut probes = self.probes;
+        probes.log = probes
+            .log
+            .map(|c| c.with_overrides(probes.overrides.clone()));
         #[cfg(feature = "deadlock")]
         if let Some(interval) = self.deadlock_interval {
             let detector = crate::probes::deadlock::DeadlockDetector::start(interval, 16)

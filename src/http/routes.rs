@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, MethodRouter};
+use axum::routing::{delete, get, on, post, put, MethodFilter, MethodRouter};
 use axum::Router;
 
 use super::error::ApiError;
@@ -66,6 +66,15 @@ fn table() -> Vec<(Endpoint, Option<Handler>)> {
         ("GET", "/health/live", None, "liveness: 200 while the admin server answers", always(get(handlers::health::live))),
         ("GET", "/health/ready", None, "readiness: runs the registered checks, 503 if one fails", always(get(handlers::health::ready))),
         ("GET", "/debug/pprof/profile", Some(Profile), "CPU profile: ?seconds=1..60 (30) &frequency=1..1000 (99) &format=pprof|svg|folded; gzipped profile.proto by default, like Go", with_feature!("cpu", get(handlers::cpu::profile))),
+        ("GET", "/debug/pprof/heap", Some(Profile), "heap profile of sampled live allocations: ?format=pprof|svg|folded; ?seconds=1..60 gives the growth over that window (the leak finder)", with_feature!("heap", get(handlers::heap::profile))),
+        ("GET", "/debug/pprof/allocs", Some(Profile), "alias of /debug/pprof/heap: the path Grafana Alloy and Pyroscope scrape", with_feature!("heap", get(handlers::heap::profile))),
+        ("POST", "/debug/pprof/heap/activate", Some(Admin), "start sampling allocations (jemalloc prof.active)", with_feature!("heap", post(handlers::heap::activate))),
+        ("POST", "/debug/pprof/heap/deactivate", Some(Admin), "stop sampling allocations", with_feature!("heap", post(handlers::heap::deactivate))),
+        ("GET", "/debug/memory", Some(Read), "jemalloc allocated/active/resident/mapped/retained/metadata, fragmentation, heap-profiling state, process RSS/VM", always(get(handlers::memory::memory))),
+        ("GET", "/debug/log-level", Some(Read), "the current tracing filter and any run-time override", always(get(handlers::log_level::show))),
+        ("PUT", "/debug/log-level", Some(Admin), "replace the tracing filter (body: directives, e.g. info,my_app::db=debug) for ?ttl= (default 15m; ttl=0: until reset)", always(put(handlers::log_level::set))),
+        ("DELETE", "/debug/log-level", Some(Admin), "revert the tracing filter to the host's own now", always(delete(handlers::log_level::reset))),
+        ("GET", "/debug/overrides", Some(Read), "run-time changes still in force (log level, heap sampling): who made them and when they expire", always(get(handlers::log_level::overrides))),
         ("GET", "/metrics", Some(Read), "Prometheus text (OpenMetrics with Accept): every numeric probe plus the server's own RED metrics", always(get(handlers::metrics::metrics))),
         ("GET", "/debug/pools", Some(Read), "every registered connection pool: max, size, idle, in use, waiting, utilisation, saturated", always(get(handlers::pools::pools))),
         ("GET", "/debug/threads", Some(Profile), "stack of every OS thread with name, state and CPU time (?format=text for a jstack-like dump)", with_feature!("threads", get(handlers::threads::threads))),
@@ -113,7 +122,8 @@ pub fn router(shared: Arc<Shared>, custom: Vec<CustomEndpoint>) -> Router {
                 endpoint.scope
             },
         };
-        let handler = handler.unwrap_or_else(|| not_compiled(endpoint.feature.unwrap_or("?")));
+        let handler = handler
+            .unwrap_or_else(|| not_compiled(endpoint.method, endpoint.feature.unwrap_or("?")));
         app = app.route(
             &endpoint.path,
             handler.layer(from_fn_with_state(rule, authorize)),
@@ -153,11 +163,17 @@ pub fn router(shared: Arc<Shared>, custom: Vec<CustomEndpoint>) -> Router {
         .layer(from_fn_with_state(shared, super::guard::guard))
 }
 
-fn not_compiled(feature: &'static str) -> Handler {
+fn not_compiled(method: &str, feature: &'static str) -> Handler {
     let answer = move || async move {
         ApiError::not_compiled(format!(
             "this endpoint is not compiled in: build prodbg with the `{feature}` cargo feature"
         ))
     };
-    get(answer).post(answer)
+    let filter = match method {
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        _ => MethodFilter::GET,
+    };
+    on(filter, answer)
 }

@@ -19,6 +19,10 @@ use crate::probes::health::ReadinessCheck;
 pub struct Probes {
     /// Registered connection pools.
     pub pools: crate::probes::pools::PoolRegistry,
+    /// Run-time changes still in force (log level, heap sampling).
+    pub overrides: crate::probes::overrides::Overrides,
+    /// The host's reloadable log filter, when installed.
+    pub log: Option<crate::probes::log_level::LogControl>,
     /// The deadlock detector, when enabled.
     #[cfg(feature = "deadlock")]
     pub deadlock: Option<Arc<crate::probes::deadlock::DeadlockDetector>>,

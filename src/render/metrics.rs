@@ -136,3 +136,58 @@ pub fn deadlocks(s: &mut Scrape, detected: u64, checks: u64) {
         checks as f64,
     );
 }
+
+/// `prodbg_jemalloc_*_bytes` gauges and the heap-profiling state.
+#[cfg(feature = "heap")]
+pub fn jemalloc(s: &mut Scrape, j: &crate::probes::memory::JemallocStats) {
+    let bytes = [
+        (
+            "allocated",
+            "Bytes allocated by the application and not yet freed",
+            j.allocated_bytes,
+        ),
+        (
+            "active",
+            "Bytes in pages holding at least one live allocation",
+            j.active_bytes,
+        ),
+        (
+            "resident",
+            "Bytes of physical memory jemalloc holds",
+            j.resident_bytes,
+        ),
+        (
+            "mapped",
+            "Bytes in chunks jemalloc has mapped and uses",
+            j.mapped_bytes,
+        ),
+        (
+            "retained",
+            "Bytes of virtual memory kept mapped but returned to the OS",
+            j.retained_bytes,
+        ),
+        (
+            "metadata",
+            "Bytes jemalloc uses for its own bookkeeping",
+            j.metadata_bytes,
+        ),
+    ];
+    for (name, help, v) in bytes {
+        s.gauge(&format!("prodbg_jemalloc_{name}_bytes"), help, v as f64);
+    }
+    s.gauge(
+        "prodbg_jemalloc_fragmentation_ratio",
+        "(resident - allocated) / resident: share of jemalloc's memory not holding live data",
+        j.fragmentation_ratio,
+    );
+    s.gauge(
+        "prodbg_heap_profiling_enabled",
+        "1 when jemalloc was started with prof:true",
+        f64::from(u8::from(j.profiling.opt_prof)),
+    );
+    s.gauge(
+        "prodbg_heap_profiling_active",
+        "1 while jemalloc samples allocations (prof.active)",
+        f64::from(u8::from(j.profiling.active)),
+    );
+}

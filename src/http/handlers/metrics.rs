@@ -25,6 +25,10 @@ pub async fn metrics(
     let mut scrape = Scrape::new();
     crate::render::metrics::process(&mut scrape, &crate::probes::process::stats());
     crate::render::metrics::pools(&mut scrape, &shared.probes.pools.snapshot());
+    #[cfg(feature = "heap")]
+    if let Ok(j) = crate::probes::memory::jemalloc_stats() {
+        crate::render::metrics::jemalloc(&mut scrape, &j);
+    }
     #[cfg(feature = "deadlock")]
     if let Some(d) = &shared.probes.deadlock {
         crate::render::metrics::deadlocks(&mut scrape, d.detected_total(), d.checks_total());

@@ -5,7 +5,11 @@ pub mod cpu;
 #[cfg(feature = "deadlock")]
 pub mod deadlocks;
 pub mod health;
+#[cfg(feature = "heap")]
+pub mod heap;
 pub mod index;
+pub mod log_level;
+pub mod memory;
 pub mod metrics;
 pub mod pools;
 pub mod process;
