@@ -75,6 +75,7 @@ fn table() -> Vec<(Endpoint, Option<Handler>)> {
         ("PUT", "/debug/log-level", Some(Admin), "replace the tracing filter (body: directives, e.g. info,my_app::db=debug) for ?ttl= (default 15m; ttl=0: until reset)", always(put(handlers::log_level::set))),
         ("DELETE", "/debug/log-level", Some(Admin), "revert the tracing filter to the host's own now", always(delete(handlers::log_level::reset))),
         ("GET", "/debug/overrides", Some(Read), "run-time changes still in force (log level, heap sampling): who made them and when they expire", always(get(handlers::log_level::overrides))),
+        ("GET", "/debug/bundle", Some(Profile), "one tar.gz of everything (CPU profile for ?seconds=1..60, default 10; heap, memory, threads, deadlocks, pools, metrics, process) with a manifest", always(get(handlers::bundle::bundle))),
         ("GET", "/metrics", Some(Read), "Prometheus text (OpenMetrics with Accept): every numeric probe plus the server's own RED metrics", always(get(handlers::metrics::metrics))),
         ("GET", "/debug/pools", Some(Read), "every registered connection pool: max, size, idle, in use, waiting, utilisation, saturated", always(get(handlers::pools::pools))),
         ("GET", "/debug/threads", Some(Profile), "stack of every OS thread with name, state and CPU time (?format=text for a jstack-like dump)", with_feature!("threads", get(handlers::threads::threads))),

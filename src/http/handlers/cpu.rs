@@ -36,16 +36,10 @@ pub async fn profile(
         duration: Duration::from_secs(seconds),
         frequency_hz: frequency as u32,
     };
-    // The first start reads the binary's debug info: keep it off the admin runtime's thread.
-    let running = tokio::task::spawn_blocking(move || cpu::start(opts))
-        .await
-        .map_err(|e| ApiError::internal(format!("starting the profiler failed: {e}")))?
-        .map_err(cpu_error)?;
-    tokio::time::sleep(opts.duration).await;
+    let profile = take(opts).await?;
     let service = shared.service_name.clone();
     let format = format.to_string();
     let (profile, body, render_ms) = tokio::task::spawn_blocking(move || {
-        let profile = running.stop()?;
         let start = Instant::now();
         let body = match format.as_str() {
             "svg" => profile.svg(&title(&service, &profile))?,
@@ -103,7 +97,23 @@ pub async fn profile(
     Ok(response)
 }
 
-fn title(service: &str, p: &CpuProfile) -> String {
+/// Samples for `opts.duration` and returns the symbolized profile. Dropping the future stops
+/// sampling.
+pub async fn take(opts: CpuProfileOptions) -> Result<CpuProfile, ApiError> {
+    // The first start reads the binary's debug info: keep it off the admin runtime's thread.
+    let running = tokio::task::spawn_blocking(move || cpu::start(opts))
+        .await
+        .map_err(|e| ApiError::internal(format!("starting the profiler failed: {e}")))?
+        .map_err(cpu_error)?;
+    tokio::time::sleep(opts.duration).await;
+    tokio::task::spawn_blocking(move || running.stop())
+        .await
+        .map_err(|e| ApiError::internal(format!("stopping the profiler failed: {e}")))?
+        .map_err(cpu_error)
+}
+
+/// The flamegraph title: service, length, rate and sample count.
+pub fn title(service: &str, p: &CpuProfile) -> String {
     format!(
         "{service}: CPU {} s at {} Hz, {} samples",
         p.duration.as_secs(),

@@ -9,6 +9,7 @@ use axum::Json;
 use crate::http::error::ApiError;
 use crate::http::params::Params;
 use crate::http::state::Shared;
+use crate::probes::deadlock::DeadlockDetector;
 
 /// Runs one check now, then returns the last reports as JSON (or text with `?format=text`).
 pub async fn deadlocks(
@@ -44,11 +45,15 @@ pub async fn deadlocks(
         }
         return Ok(text.into_response());
     }
-    Ok(Json(serde_json::json!({
+    Ok(Json(report(&detector)).into_response())
+}
+
+/// The `/debug/deadlocks` JSON body (also a part of the bundle).
+pub fn report(detector: &DeadlockDetector) -> serde_json::Value {
+    serde_json::json!({
         "checks_total": detector.checks_total(),
         "detected_total": detector.detected_total(),
-        "reports": reports,
+        "reports": detector.reports(),
         "note": "only parking_lot locks are seen",
-    }))
-    .into_response())
+    })
 }

@@ -164,6 +164,11 @@ async fn switch(
     Ok(Json(serde_json::json!({ "profiling": state })))
 }
 
+/// A snapshot of the live heap, taken off the admin runtime's thread.
+pub async fn snapshot() -> Result<HeapProfile, ApiError> {
+    blocking(heap::snapshot).await
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, HeapError> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -13,14 +13,27 @@ use crate::probes::memory::process_memory;
 /// not there, 503 with the reason, and the process numbers still come back.
 pub async fn memory(RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     Params::parse(q.as_deref(), &[])?;
+    let (ok, body) = report();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+/// The `/debug/memory` body, and whether jemalloc's part is there (also a part of the bundle).
+pub fn report() -> (bool, serde_json::Value) {
     let process = process_memory();
     match jemalloc() {
-        Ok(jemalloc) => Ok(Json(serde_json::json!({ "process": process, "jemalloc": jemalloc })).into_response()),
-        Err(message) => Ok((
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "error": "unavailable", "message": message, "process": process })),
-        )
-            .into_response()),
+        Ok(jemalloc) => (
+            true,
+            serde_json::json!({ "process": process, "jemalloc": jemalloc }),
+        ),
+        Err(message) => (
+            false,
+            serde_json::json!({ "error": "unavailable", "message": message, "process": process }),
+        ),
     }
 }
 

@@ -22,6 +22,17 @@ pub async fn metrics(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let body = render(&shared, openmetrics)?;
+    let content_type = if openmetrics {
+        OPENMETRICS_CONTENT_TYPE
+    } else {
+        TEXT_CONTENT_TYPE
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// The `/metrics` body (also a part of the bundle).
+pub fn render(shared: &Shared, openmetrics: bool) -> Result<String, ApiError> {
     let mut scrape = Scrape::new();
     crate::render::metrics::process(&mut scrape, &crate::probes::process::stats());
     crate::render::metrics::pools(&mut scrape, &shared.probes.pools.snapshot());
@@ -43,13 +54,7 @@ pub async fn metrics(
         "Audit records that could not be written to the audit file",
         shared.audit.write_errors() as f64,
     );
-    let body = scrape
+    scrape
         .encode(&[&shared.registry], openmetrics)
-        .map_err(|_| ApiError::internal("cannot encode the metrics"))?;
-    let content_type = if openmetrics {
-        OPENMETRICS_CONTENT_TYPE
-    } else {
-        TEXT_CONTENT_TYPE
-    };
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+        .map_err(|_| ApiError::internal("cannot encode the metrics"))
 }

@@ -1,5 +1,6 @@
 //! One module per endpoint group: parse and bound parameters, call the probe, render.
 
+pub mod bundle;
 #[cfg(feature = "cpu")]
 pub mod cpu;
 #[cfg(feature = "deadlock")]

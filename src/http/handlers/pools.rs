@@ -15,6 +15,11 @@ pub async fn pools(
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Params::parse(q.as_deref(), &[])?;
+    Ok(Json(report(&shared)))
+}
+
+/// The `/debug/pools` body (also a part of the bundle).
+pub fn report(shared: &Shared) -> serde_json::Value {
     let pools: Vec<_> = shared
         .probes
         .pools
@@ -28,5 +33,5 @@ pub async fn pools(
             v
         })
         .collect();
-    Ok(Json(serde_json::json!({ "pools": pools })))
+    serde_json::json!({ "pools": pools })
 }

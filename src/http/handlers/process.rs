@@ -18,10 +18,15 @@ pub async fn process(
     let info = tokio::task::spawn_blocking(crate::probes::process::info)
         .await
         .map_err(|e| ApiError::internal(format!("the process probe failed: {e}")))?;
-    Ok(Json(serde_json::json!({
+    Ok(Json(report(&shared, info)))
+}
+
+/// The `/debug/process` body (also a part of the bundle).
+pub fn report(shared: &Shared, info: crate::probes::process::ProcessInfo) -> serde_json::Value {
+    serde_json::json!({
         "service": shared.service_name,
         "build": shared.build_info,
         "prodbg_version": env!("CARGO_PKG_VERSION"),
         "process": info,
-    })))
+    })
 }
