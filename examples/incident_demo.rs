@@ -20,6 +20,9 @@ use axum::routing::post;
 use prodbg::probes::pools::PoolRegistry;
 use prodbg::{Admin, Scope};
 use sqlx::sqlite::SqlitePoolOptions;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -33,10 +36,11 @@ static LEAK_FAULT: AtomicBool = AtomicBool::new(false);
 static DEADLOCK_STARTED: AtomicBool = AtomicBool::new(false);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, log_control) = prodbg::probes::log_level::reloadable(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer())
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -53,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .service_name("incident-demo")
         .token("oncall", &[Scope::Admin], &secret)
         .pool_registry(pools.clone())
+        .log_control(log_control)
         .deadlock_detection(Duration::from_secs(2))
         .endpoint(
             "/demo/fault",
@@ -182,12 +187,16 @@ mod database {
                 return;
             };
             let _registration = pools.register("orders-db", prodbg::probes::pools::sqlx(&pool));
+            // sqlx does not count waiters or timeouts: the recorder does, for /debug/pools.
+            let recorder = pools.instrument("orders-db");
             let load: Vec<_> = (0..8)
                 .map(|_| {
-                    let pool = pool.clone();
+                    let (pool, recorder) = (pool.clone(), recorder.clone());
                     tokio::spawn(async move {
                         loop {
-                            match pool.acquire().await {
+                            let acquire = recorder
+                                .time(pool.acquire(), |e| matches!(e, sqlx::Error::PoolTimedOut));
+                            match acquire.await {
                                 Ok(conn) => {
                                     tokio::time::sleep(Duration::from_millis(50)).await;
                                     drop(conn);

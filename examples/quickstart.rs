@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prodbg::{Admin, Scope};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::EnvFilter;
 
 // jemalloc, with heap sampling compiled in but inactive until POST /debug/pprof/heap/activate.
 #[global_allocator]
@@ -23,10 +26,12 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\0";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+    // The host's log filter, wrapped so PUT /debug/log-level can change it for a while.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, log_control) = prodbg::probes::log_level::reloadable(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer())
         .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -37,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = Admin::from_env()
         .service_name("quickstart")
         .build_info("version", env!("CARGO_PKG_VERSION"))
+        .log_control(log_control)
         .readiness_check("work-loop", Duration::from_secs(1), || async { Ok(()) });
     let generated = if std::env::var_os("PRODBG_TOKENS").is_none() {
         let secret = prodbg::auth::generate_secret()?;
