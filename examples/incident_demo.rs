@@ -173,14 +173,14 @@ mod sessions {
 mod database {
     use super::*;
 
-    /// Load: 8 request handlers each holding a connection for 50 ms. When the pool's max drops
-    /// from 16 to 2 (the fault), handlers queue in acquire and time out.
+    /// Load: 8 request handlers each holding a connection for 100 ms. When the pool's max drops
+    /// from 16 to 2 (the fault), handlers queue in acquire and some time out (300 ms).
     pub async fn run(pools: PoolRegistry, mut max: tokio::sync::watch::Receiver<u32>) {
         loop {
             let size = *max.borrow_and_update();
             let Ok(pool) = SqlitePoolOptions::new()
                 .max_connections(size)
-                .acquire_timeout(Duration::from_millis(500))
+                .acquire_timeout(Duration::from_millis(300))
                 .connect("sqlite::memory:")
                 .await
             else {
@@ -198,7 +198,7 @@ mod database {
                                 .time(pool.acquire(), |e| matches!(e, sqlx::Error::PoolTimedOut));
                             match acquire.await {
                                 Ok(conn) => {
-                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
                                     drop(conn);
                                 }
                                 Err(e) => tracing::warn!("orders-db: {e}"),
