@@ -1,5 +1,5 @@
 //! Heap probes against a real jemalloc with profiling enabled at start-up.
-#![cfg(all(feature = "heap", feature = "cpu"))]
+#![cfg(feature = "heap")]
 
 use std::hint::black_box;
 use std::sync::Mutex;

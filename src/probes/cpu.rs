@@ -71,6 +71,7 @@ use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::symbols::{ResolvedFrame, SymbolCache};
 use crate::render::{flamegraph, pprof as pb};
 
 /// Highest sampling rate [`start`] accepts, in Hz.
@@ -323,7 +324,7 @@ impl CpuProfile {
         cpu_time: Option<Duration>,
     ) -> Self {
         let t0 = Instant::now();
-        let mut symbols = Symbolizer::default();
+        let mut symbols = SymbolCache::default();
         let mut merged: HashMap<(String, Vec<CpuFrame>), u64> = HashMap::new();
         for (frames, count) in &report.data {
             let count = u64::try_from(*count).unwrap_or(0);
@@ -333,7 +334,7 @@ impl CpuProfile {
                 n if n.is_empty() => format!("thread-{}", frames.thread_id),
                 n => n.into_owned(),
             };
-            let stack = symbols.stack(&frames.frames);
+            let stack = symbolize_stack(&mut symbols, &frames.frames);
             *merged.entry((thread, stack)).or_default() += count;
         }
         let mut stacks: Vec<CpuStack> = merged
@@ -369,7 +370,7 @@ impl CpuProfile {
         };
         profile.warnings = profile.diagnose();
         tracing::debug!(
-            unique_addresses = symbols.cache.len(),
+            unique_addresses = symbols.len(),
             symbolize_ms = t0.elapsed().as_secs_f64() * 1e3,
             "cpu profile symbolized"
         );
@@ -437,6 +438,11 @@ impl CpuProfile {
             ("cpu", "nanoseconds"),
             period,
         );
+        // One mapping covering every address: the locations carry their own symbols.
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        b.mapping(0, u64::MAX, 0, &exe);
         let nanos = self.nanos_per_sample();
         for stack in &self.stacks {
             let mut locations = Vec::new();
@@ -515,88 +521,66 @@ impl CpuProfile {
     }
 }
 
-/// Resolves code addresses to frames, each address once per profile. The `backtrace` crate
-/// underneath keeps the parsed debug info of each binary for the life of the process, so the
-/// second profile skips the expensive parse.
-#[derive(Default)]
-struct Symbolizer {
-    /// Address → the functions at it, outermost first (the physical function, then inlined).
-    cache: HashMap<usize, Vec<CpuFrame>>,
+/// Symbolizes one sampled stack (leaf first, as unwound) into frames outermost first,
+/// without the profiler's own signal-handling frames.
+fn symbolize_stack(symbols: &mut SymbolCache, raw: &[backtrace::Frame]) -> Vec<CpuFrame> {
+    for f in raw {
+        symbols.resolve(f.ip() as usize);
+    }
+    let resolved: Vec<(usize, &[ResolvedFrame])> = raw
+        .iter()
+        .map(|f| (f.ip() as usize, symbols.get(f.ip() as usize)))
+        .collect();
+    // The unwind starts inside the signal handler: skip up to and including it, and the
+    // kernel's signal trampoline (`__restore_rt`) that follows.
+    let skip = resolved
+        .iter()
+        .position(|(_, fs)| {
+            fs.iter().any(|f| {
+                f.function
+                    .as_deref()
+                    .is_some_and(|n| n.ends_with("perf_signal_handler"))
+            })
+        })
+        .map_or(0, |i| i + 2);
+    let mut out = Vec::new();
+    // Outermost first; the unwinder often reports one unsymbolizable frame past the
+    // thread's entry (`clone3`): drop leading unknowns, they are noise in every stack.
+    for &(ip, frames) in resolved.iter().skip(skip).rev() {
+        if out.is_empty() && frames.iter().all(|f| f.function.is_none()) {
+            continue;
+        }
+        out.extend(cpu_frames(ip as u64, frames));
+    }
+    out
 }
 
-impl Symbolizer {
-    /// Symbolizes one sampled stack (leaf first, as unwound) into frames outermost first,
-    /// without the profiler's own signal-handling frames.
-    fn stack(&mut self, raw: &[backtrace::Frame]) -> Vec<CpuFrame> {
-        for f in raw {
-            self.resolve(f);
-        }
-        let resolved: Vec<&[CpuFrame]> = raw
-            .iter()
-            .map(|f| {
-                self.cache
-                    .get(&(f.ip() as usize))
-                    .map_or(&[][..], Vec::as_slice)
-            })
-            .collect();
-        // The unwind starts inside the signal handler: skip up to and including it, and the
-        // kernel's signal trampoline (`__restore_rt`) that follows.
-        let skip = resolved
-            .iter()
-            .position(|fs| {
-                fs.iter()
-                    .any(|f| f.function.ends_with("perf_signal_handler"))
-            })
-            .map_or(0, |i| i + 2);
-        let mut out = Vec::new();
-        // Outermost first; the unwinder often reports one unsymbolizable frame past the
-        // thread's entry (`clone3`): drop leading unknowns, they are noise in every stack.
-        for frames in resolved.iter().skip(skip).rev() {
-            if out.is_empty() && frames.iter().all(|f| f.function == UNKNOWN) {
-                continue;
-            }
-            out.extend(frames.iter().cloned());
-        }
-        out
+/// The frames at `address` outermost first (the physical function, then those inlined into
+/// it); a single [`UNKNOWN`] frame when nothing is known about it.
+fn cpu_frames(address: u64, frames: &[ResolvedFrame]) -> Vec<CpuFrame> {
+    if frames.is_empty() {
+        return vec![CpuFrame {
+            function: UNKNOWN.into(),
+            system_name: UNKNOWN.into(),
+            file: None,
+            line: None,
+            address,
+            inlined: false,
+        }];
     }
-
-    fn resolve(&mut self, frame: &backtrace::Frame) {
-        let ip = frame.ip() as usize;
-        self.cache.entry(ip).or_insert_with(|| {
-            let mut fs = Vec::new();
-            // Calls back innermost inlined function first, the physical function last.
-            backtrace::resolve_frame(frame, |sym| {
-                let (function, system_name) = match sym.name() {
-                    Some(n) => (
-                        format!("{n:#}"),
-                        String::from_utf8_lossy(n.as_bytes()).into_owned(),
-                    ),
-                    None => (UNKNOWN.to_string(), UNKNOWN.to_string()),
-                };
-                fs.push(CpuFrame {
-                    function,
-                    system_name,
-                    file: sym.filename().map(|p| p.display().to_string()),
-                    line: sym.lineno(),
-                    address: ip as u64,
-                    inlined: true,
-                });
-            });
-            if fs.is_empty() {
-                fs.push(CpuFrame {
-                    function: UNKNOWN.into(),
-                    system_name: UNKNOWN.into(),
-                    file: None,
-                    line: None,
-                    address: ip as u64,
-                    inlined: false,
-                });
-            }
-            fs.reverse();
-            fs[0].inlined = false;
-            fs
-        });
-    }
+    let unknown = || UNKNOWN.to_string();
+    frames
+        .iter()
+        .rev()
+        .map(|f| CpuFrame {
+            function: f.function.clone().unwrap_or_else(unknown),
+            system_name: f.system_name.clone().unwrap_or_else(unknown),
+            file: f.file.clone(),
+            line: f.line,
+            address,
+            inlined: f.inlined,
+        })
+        .collect()
 }
 
 /// CPU time used by all threads of this process so far.

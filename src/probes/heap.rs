@@ -79,7 +79,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tikv_jemalloc_ctl::raw;
 
+use super::symbols::{ResolvedFrame, SymbolCache};
 use crate::render::flamegraph::{self, FoldedStack};
+use crate::render::pprof as pb;
 
 /// The `malloc_conf` value prodbg recommends: profiling enabled, sampling off until
 /// [`set_active`], one sample per 512 KiB allocated on average.
@@ -281,9 +283,9 @@ impl HeapProfile {
         for s in &self.stacks {
             let mut names = Vec::new();
             for &(addr, skip) in syms.trimmed(&s.addrs).iter().rev() {
-                match syms.frames(addr) {
+                match syms.frames(addr).as_slice() {
                     [] => names.push(format!("{addr:#x}")),
-                    frames => names.extend(frames.iter().skip(skip).rev().map(|f| f.name.clone())),
+                    frames => names.extend(frames.iter().skip(skip).rev().map(|f| f.0.to_owned())),
                 }
             }
             *merged.entry(names).or_default() += s.bytes;
@@ -306,156 +308,70 @@ impl HeapProfile {
     /// (the default), symbolized in-process (function names, files, lines, inlined frames), so
     /// `go tool pprof` needs no binary.
     pub fn pprof_gz(&self) -> Result<Vec<u8>, HeapError> {
-        Ok(crate::render::gzip::gzip(&self.pprof_proto()))
+        Ok(pb::encode_gz(&self.pprof_proto()))
     }
 
-    fn pprof_proto(&self) -> Vec<u8> {
+    fn pprof_proto(&self) -> pb::Profile {
         let syms = Symbols::resolve(self);
-        let mut strings = Strings::default();
-        let mut p = pb::Writer::default();
-        for (ty, unit) in [("inuse_objects", "count"), ("inuse_space", "bytes")] {
-            let (ty, unit) = (strings.id(ty), strings.id(unit));
-            p.message(1, |m| {
-                m.int(1, ty);
-                m.int(2, unit);
-            });
+        let mut b = pb::ProfileBuilder::new(
+            &[("inuse_objects", "count"), ("inuse_space", "bytes")],
+            ("space", "bytes"),
+            i64::try_from(self.sample_interval_bytes).unwrap_or(i64::MAX),
+        );
+        b.default_sample_type("inuse_space");
+        for m in &self.mappings {
+            b.mapping(m.start, m.limit, m.offset, &m.path);
         }
-        let mut locations: HashMap<(u64, usize), u64> = HashMap::new();
-        let mut functions: HashMap<&str, u64> = HashMap::new();
-        let (mut locs, mut funcs) = (pb::Writer::default(), pb::Writer::default());
+        let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for s in &self.stacks {
             let mut ids = Vec::new();
-            for (addr, skip) in syms.trimmed(&s.addrs) {
-                let next = locations.len() as u64 + 1;
-                let id = *locations.entry((addr, skip)).or_insert(next);
-                ids.push(id);
-                if id != next {
-                    continue;
-                }
-                let mut lines = Vec::new();
-                for f in syms.frames(addr).iter().skip(skip) {
-                    let next = functions.len() as u64 + 1;
-                    let fid = *functions.entry(&f.name).or_insert(next);
-                    if fid == next {
-                        let (n, sys, file) = (
-                            strings.id(&f.name),
-                            strings.id(&f.system_name),
-                            strings.id(&f.file),
-                        );
-                        funcs.message(5, |m| {
-                            m.uint(1, fid);
-                            m.int(2, n);
-                            m.int(3, sys);
-                            m.int(4, file);
-                        });
-                    }
-                    lines.push((fid, f.line));
-                }
-                let mapping = self.mapping_id(addr);
-                locs.message(4, |m| {
-                    m.uint(1, id);
-                    m.uint(2, mapping);
-                    m.uint(3, addr);
-                    for (fid, line) in &lines {
-                        m.message(4, |l| {
-                            l.uint(1, *fid);
-                            l.uint(2, *line);
-                        });
-                    }
-                });
+            for (pc, skip) in syms.trimmed(&s.addrs) {
+                let frames = syms.frames(pc);
+                let lines: Vec<pb::LineSpec<'_>> = frames
+                    .iter()
+                    .skip(skip)
+                    .map(|&(function, f)| pb::LineSpec {
+                        function,
+                        system_name: f.system_name.as_deref().unwrap_or_default(),
+                        file: f.file.as_deref().unwrap_or_default(),
+                        line: f.line.unwrap_or(0),
+                    })
+                    .collect();
+                ids.push(b.location(pc, &lines));
             }
-            p.message(2, |m| {
-                m.packed(1, &ids);
-                m.packed(2, &[s.objects, s.bytes]);
-            });
+            b.sample(ids, vec![to_i64(s.objects), to_i64(s.bytes)], &[]);
         }
-        for (i, map) in self.mappings.iter().enumerate() {
-            let file = strings.id(&map.path);
-            p.message(3, |m| {
-                m.uint(1, i as u64 + 1);
-                m.uint(2, map.start);
-                m.uint(3, map.limit);
-                m.uint(4, map.offset);
-                m.int(5, file);
-                m.uint(7, 1); // has_functions
-                m.uint(8, 1); // has_filenames
-                m.uint(9, 1); // has_line_numbers
-                m.uint(10, 1); // has_inline_frames
-            });
-        }
-        p.raw(&locs.0);
-        p.raw(&funcs.0);
-        let (space, bytes, inuse_space) = (
-            strings.id("space"),
-            strings.id("bytes"),
-            strings.id("inuse_space"),
-        );
-        for s in &strings.list {
-            p.bytes(6, s.as_bytes());
-        }
-        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         let start = (self.time.checked_sub(self.duration.unwrap_or_default())).unwrap_or(self.time);
-        p.uint(9, start.duration_since(UNIX_EPOCH).map(nanos).unwrap_or(0));
-        p.uint(10, self.duration.map(nanos).unwrap_or(0));
-        p.message(11, |m| {
-            m.int(1, space);
-            m.int(2, bytes);
-        });
-        p.uint(12, self.sample_interval_bytes);
-        p.int(14, inuse_space);
-        p.0
-    }
-
-    fn mapping_id(&self, addr: u64) -> u64 {
-        self.mappings
-            .iter()
-            .position(|m| (m.start..m.limit).contains(&addr))
-            .map_or(0, |i| i as u64 + 1)
+        b.finish(
+            start.duration_since(UNIX_EPOCH).map(nanos).unwrap_or(0),
+            self.duration.map(nanos).unwrap_or(0),
+        )
     }
 }
 
-/// One (possibly inlined) function at an address.
-struct Frame {
-    name: String,
-    system_name: String,
-    file: String,
-    line: u64,
-}
-
-/// Symbols of every address of a profile, innermost (inlined) frame first. Addresses are
-/// return addresses minus one, so they point into the call instruction.
-struct Symbols(HashMap<u64, Vec<Frame>>);
+/// Symbols of every address of a profile. Addresses are return addresses minus one, so they
+/// point into the call instruction.
+struct Symbols(SymbolCache);
 
 impl Symbols {
-    /// Resolves with the `backtrace` crate, whose parsed debug info stays cached in the process
-    /// (bounded by the size of the binary's debug info), so later profiles are cheap.
     fn resolve(profile: &HeapProfile) -> Self {
-        let mut map = HashMap::new();
+        let mut cache = SymbolCache::default();
         for s in &profile.stacks {
             for &addr in &s.addrs {
-                map.entry(addr.saturating_sub(1)).or_insert_with_key(|&pc| {
-                    let mut frames = Vec::new();
-                    backtrace::resolve(pc as *mut std::ffi::c_void, |sym| {
-                        let Some(name) = sym.name() else { return };
-                        frames.push(Frame {
-                            name: format!("{name:#}"),
-                            system_name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
-                            file: sym
-                                .filename()
-                                .map(|p| p.display().to_string())
-                                .unwrap_or_default(),
-                            line: sym.lineno().map_or(0, u64::from),
-                        });
-                    });
-                    frames
-                });
+                cache.resolve(addr.saturating_sub(1) as usize);
             }
         }
-        Symbols(map)
+        Symbols(cache)
     }
 
-    fn frames(&self, pc: u64) -> &[Frame] {
-        self.0.get(&pc).map_or(&[], |f| f.as_slice())
+    /// The functions at `pc` that have a name, with that name, innermost (inlined) first.
+    fn frames(&self, pc: u64) -> Vec<(&str, &ResolvedFrame)> {
+        self.0
+            .get(pc as usize)
+            .iter()
+            .filter_map(|f| Some((f.function.as_deref()?, f)))
+            .collect()
     }
 
     /// The stack as `(pc, inlined frames to skip)`, leaf first, with the allocator's frames and
@@ -468,9 +384,9 @@ impl Symbols {
             pcs.iter().enumerate().find_map(|(i, &pc)| {
                 let frames = self.frames(pc);
                 // An unknown frame stops the cutting: it may be the caller.
-                let keep = match frames {
+                let keep = match frames.as_slice() {
                     [] => Some(0),
-                    _ => frames.iter().position(|f| !strip(&f.name)),
+                    _ => frames.iter().position(|(name, _)| !strip(name)),
                 };
                 keep.map(|skip| (i, skip))
             })
@@ -615,81 +531,6 @@ fn parse_map_line(line: &str) -> Option<Mapping> {
         offset: u64::from_str_radix(offset, 16).ok()?,
         path: path.to_string(),
     })
-}
-
-/// pprof's string table: index 0 is "".
-struct Strings {
-    list: Vec<String>,
-    ids: HashMap<String, i64>,
-}
-
-impl Default for Strings {
-    fn default() -> Self {
-        Strings {
-            list: vec![String::new()],
-            ids: HashMap::from([(String::new(), 0)]),
-        }
-    }
-}
-
-impl Strings {
-    fn id(&mut self, s: &str) -> i64 {
-        if let Some(&id) = self.ids.get(s) {
-            return id;
-        }
-        let id = self.list.len() as i64;
-        self.list.push(s.to_string());
-        self.ids.insert(s.to_string(), id);
-        id
-    }
-}
-
-/// The few protobuf encodings `profile.proto` needs.
-mod pb {
-    #[derive(Default)]
-    pub struct Writer(pub Vec<u8>);
-
-    impl Writer {
-        fn varint(&mut self, mut v: u64) {
-            while v >= 0x80 {
-                self.0.push(v as u8 | 0x80);
-                v >>= 7;
-            }
-            self.0.push(v as u8);
-        }
-        fn key(&mut self, field: u64, wire_type: u64) {
-            self.varint(field << 3 | wire_type);
-        }
-        /// A varint field; zero is the default and is left out.
-        pub fn uint(&mut self, field: u64, v: u64) {
-            if v != 0 {
-                self.key(field, 0);
-                self.varint(v);
-            }
-        }
-        pub fn int(&mut self, field: u64, v: i64) {
-            self.uint(field, v as u64);
-        }
-        pub fn bytes(&mut self, field: u64, b: &[u8]) {
-            self.key(field, 2);
-            self.varint(b.len() as u64);
-            self.0.extend_from_slice(b);
-        }
-        pub fn packed(&mut self, field: u64, vs: &[u64]) {
-            let mut w = Writer::default();
-            vs.iter().for_each(|&v| w.varint(v));
-            self.bytes(field, &w.0);
-        }
-        pub fn message(&mut self, field: u64, build: impl FnOnce(&mut Writer)) {
-            let mut w = Writer::default();
-            build(&mut w);
-            self.bytes(field, &w.0);
-        }
-        /// Already-encoded fields.
-        pub fn raw(&mut self, encoded: &[u8]) {
-            self.0.extend_from_slice(encoded);
-        }
-    }
 }
 
 /// A private directory for one dump, removed on drop.
@@ -853,13 +694,6 @@ MAPPED_LIBRARIES:
         ] {
             assert!(!is_allocator_frame(name), "{name}");
         }
-    }
-
-    #[test]
-    fn protobuf_varints() {
-        let mut w = pb::Writer::default();
-        w.uint(1, 300);
-        assert_eq!(w.0, [0x08, 0xac, 0x02]);
     }
 
     /// The library's own tests run on the system allocator.

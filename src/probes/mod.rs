@@ -15,5 +15,7 @@ pub mod memory;
 pub mod overrides;
 pub mod pools;
 pub mod process;
+#[cfg(any(feature = "cpu", feature = "heap", feature = "threads"))]
+mod symbols;
 #[cfg(feature = "threads")]
 pub mod threads;

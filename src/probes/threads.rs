@@ -96,6 +96,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
+use super::symbols;
+
 /// The most frames [`dump`] records per thread; larger [`DumpOptions::max_frames`] are capped.
 pub const MAX_FRAMES: usize = 256;
 
@@ -580,27 +582,14 @@ fn symbolize(raw: &RawStack, max_frames: usize) -> Vec<Frame> {
     // A zero address marks the end of the stack (the outermost frame's return address).
     let ips = raw.ips.iter().filter(|&&ip| ip != 0);
     for (i, &ip) in ips.take(max_frames).enumerate() {
-        let first = frames.len();
         // `resolve` looks up `addr - 1` (right for return addresses); undo that for an exact pc.
         let addr = if i == 0 && raw.exact_first {
             ip + 1
         } else {
             ip
         };
-        backtrace::resolve(addr as *mut c_void, |symbol| {
-            frames.push(Frame {
-                ip,
-                function: symbol.name().map(|name| format!("{name:#}")),
-                file: symbol.filename().map(|path| path.display().to_string()),
-                line: symbol.lineno(),
-                inlined: true,
-            });
-        });
-        if frames.len() > first {
-            if let Some(last) = frames.last_mut() {
-                last.inlined = false;
-            }
-        } else {
+        let resolved = symbols::resolve(addr);
+        if resolved.is_empty() {
             frames.push(Frame {
                 ip,
                 function: None,
@@ -609,6 +598,13 @@ fn symbolize(raw: &RawStack, max_frames: usize) -> Vec<Frame> {
                 inlined: false,
             });
         }
+        frames.extend(resolved.into_iter().map(|f| Frame {
+            ip,
+            function: f.function,
+            file: f.file,
+            line: f.line,
+            inlined: f.inlined,
+        }));
     }
     frames
 }

@@ -6,6 +6,6 @@
 pub mod flamegraph;
 pub mod gzip;
 pub mod metrics;
-#[cfg(feature = "cpu")]
+#[cfg(any(feature = "cpu", feature = "heap"))]
 pub mod pprof;
 pub mod prometheus;
