@@ -20,7 +20,7 @@
 //!
 //! In `main.rs`:
 //!
-//! ```ignore
+//! ```no_run
 //! #[global_allocator]
 //! static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 //!
@@ -28,6 +28,7 @@
 //! #[allow(non_upper_case_globals)]
 //! #[export_name = "_rjem_malloc_conf"]
 //! pub static _rjem_malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\0";
+//! # fn main() {}
 //! ```
 //!
 //! Instead of the static, the process may be started with
