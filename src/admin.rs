@@ -83,6 +83,7 @@ pub struct AdminBuilder {
     service_name: String,
     limits: Limits,
     health_public: bool,
+    metrics_public: bool,
     checks: Vec<ReadinessCheck>,
     custom: Vec<CustomEndpoint>,
     registry: Registry,
@@ -103,6 +104,7 @@ impl Admin {
             service_name: default_service_name(),
             limits: Limits::default(),
             health_public: true,
+            metrics_public: false,
             checks: Vec::new(),
             custom: Vec::new(),
             registry: Registry::default(),
@@ -297,6 +299,13 @@ impl AdminBuilder {
         self
     }
 
+    /// Whether `/metrics` needs a token (scope `read`). Default: yes. Open it only where the
+    /// network already keeps strangers out, for scrapers that cannot send a bearer token.
+    pub fn metrics_requires_token(mut self, required: bool) -> Self {
+        self.metrics_public = !required;
+        self
+    }
+
     /// Adds a readiness check run by `/health/ready`: it fails when the closure returns `Err`
     /// or takes longer than `timeout`.
     pub fn readiness_check<F, Fut>(mut self, name: &str, timeout: Duration, check: F) -> Self
@@ -391,6 +400,7 @@ impl AdminBuilder {
             metrics,
             registry,
             self.health_public,
+            self.metrics_public,
             self.checks,
             self.build_info,
             probes,

@@ -646,3 +646,38 @@ async fn audit_write_failure_does_not_take_the_host_down() {
     let n: f64 = line.split_whitespace().last().unwrap().parse().unwrap();
     assert!(n >= 3.0, "{line}");
 }
+
+#[tokio::test]
+async fn metrics_need_a_token_unless_opened() {
+    let server = spawn();
+    assert_eq!(get(&server.url("/metrics"), None).await.0, 401);
+    let open = spawn_with(|b| b.metrics_requires_token(false));
+    assert_eq!(get(&open.url("/metrics"), None).await.0, 200);
+    assert_eq!(
+        get(&open.url("/debug/memory"), None).await.0,
+        401,
+        "only /metrics opens"
+    );
+}
+
+/// Run by CI with `--no-default-features`: an endpoint whose feature is off answers 501.
+#[cfg(not(feature = "cpu"))]
+#[tokio::test]
+async fn endpoints_not_compiled_in_answer_501_naming_the_feature() {
+    let server = spawn();
+    let (s, body) = get(
+        &server.url("/debug/pprof/profile?seconds=1"),
+        Some(PROFILE_SECRET),
+    )
+    .await;
+    assert_eq!(s, 501, "{body}");
+    assert!(
+        error_message(&body, "not_compiled_in").contains("`cpu`"),
+        "{body}"
+    );
+    let (_, html) = get(&server.url("/debug/"), Some(READ_SECRET)).await;
+    assert!(
+        html.contains("enable the <code>cpu</code> feature"),
+        "{html}"
+    );
+}

@@ -117,11 +117,7 @@ pub fn router(shared: Arc<Shared>, custom: Vec<CustomEndpoint>) -> Router {
     for (endpoint, handler) in table() {
         let rule = RouteRule {
             template: Arc::from(endpoint.path.as_str()),
-            scope: if endpoint.scope.is_none() && !shared.health_public {
-                Some(Scope::Read)
-            } else {
-                endpoint.scope
-            },
+            scope: shared.scope_for(&endpoint),
         };
         let handler = handler
             .unwrap_or_else(|| not_compiled(endpoint.method, endpoint.feature.unwrap_or("?")));

@@ -48,6 +48,8 @@ pub struct Shared {
     pub registry: Registry,
     /// Whether `/health/*` answers without a token.
     pub health_public: bool,
+    /// Whether `/metrics` answers without a token.
+    pub metrics_public: bool,
     /// Readiness checks run by `/health/ready`.
     pub checks: Vec<ReadinessCheck>,
     /// The configured probes.
@@ -81,6 +83,7 @@ impl Shared {
         metrics: ServerMetrics,
         registry: Registry,
         health_public: bool,
+        metrics_public: bool,
         checks: Vec<ReadinessCheck>,
         build_info: std::collections::BTreeMap<String, String>,
         probes: Probes,
@@ -97,6 +100,7 @@ impl Shared {
             metrics,
             registry,
             health_public,
+            metrics_public,
             checks,
             build_info,
             probes,
@@ -104,6 +108,20 @@ impl Shared {
             started_at: SystemTime::now(),
             boot: u32::from_ne_bytes(boot),
             seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The scope `endpoint` needs on this server: `None` when it is open (the health probes by
+    /// default, `/metrics` when configured so).
+    pub fn scope_for(&self, endpoint: &super::routes::Endpoint) -> Option<crate::auth::Scope> {
+        let open = match endpoint.scope {
+            None => self.health_public,
+            Some(_) => endpoint.path == "/metrics" && self.metrics_public,
+        };
+        if open {
+            None
+        } else {
+            Some(endpoint.scope.unwrap_or(crate::auth::Scope::Read))
         }
     }
 

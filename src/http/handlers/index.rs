@@ -24,7 +24,7 @@ pub async fn index(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Res
                 serde_json::json!({
                     "method": e.method,
                     "path": e.path,
-                    "scope": scope_name(e, shared.health_public),
+                    "scope": scope_name(shared.scope_for(e)),
                     "summary": e.summary,
                     "available": e.available,
                     "feature": e.feature,
@@ -38,15 +38,11 @@ pub async fn index(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Res
         }))
         .into_response();
     }
-    Html(html(&shared.service_name, &list, shared.health_public)).into_response()
+    Html(html(&shared, &list)).into_response()
 }
 
-fn scope_name(e: &Endpoint, health_public: bool) -> &'static str {
-    match e.scope {
-        Some(s) => s.as_str(),
-        None if health_public => "none",
-        None => "read",
-    }
+fn scope_name(scope: Option<crate::auth::Scope>) -> &'static str {
+    scope.map_or("none", |s| s.as_str())
 }
 
 /// Links are relative to `/debug/`, so the page works under any mount prefix.
@@ -58,7 +54,8 @@ fn relative_link(path: &str) -> String {
     }
 }
 
-fn html(service: &str, list: &[Endpoint], health_public: bool) -> String {
+fn html(shared: &Shared, list: &[Endpoint]) -> String {
+    let service = &shared.service_name;
     let mut rows = String::new();
     for e in list {
         let path = escape(&e.path);
@@ -76,7 +73,7 @@ fn html(service: &str, list: &[Endpoint], health_public: bool) -> String {
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{link}</td><td>{}</td><td>{}{note}</td></tr>\n",
             e.method,
-            scope_name(e, health_public),
+            scope_name(shared.scope_for(e)),
             escape(e.summary),
         ));
     }
