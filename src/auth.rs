@@ -138,8 +138,14 @@ pub fn parse_token_entry(entry: &str, index: usize) -> Result<Token, Error> {
         .map(|s| s.trim().parse::<Scope>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Config(format!("token entry #{} ({name:?}): {e}", index + 1)))?;
-    Token::new(name, &scopes, secret)
-        .map_err(|e| Error::Config(format!("token entry #{}: {e}", index + 1)))
+    Token::new(name, &scopes, secret).map_err(|e| {
+        // Keep one "invalid prodbg configuration: " prefix, not one per level.
+        let why = match e {
+            Error::Config(why) => why,
+            other => other.to_string(),
+        };
+        Error::Config(format!("token entry #{}: {why}", index + 1))
+    })
 }
 
 /// Parses a comma-separated list of `name:scope[+scope]:secret` entries (the `PRODBG_TOKENS`

@@ -2,21 +2,28 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::http::error::ApiError;
+use crate::http::params::Params;
 use crate::http::state::Shared;
 use crate::probes::health::{run_checks, CheckStatus};
 
-/// 200 while the admin server's own thread answers.
-pub async fn live() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// 200 while the admin server's own thread answers. Takes no parameters.
+pub async fn live(RawQuery(q): RawQuery) -> Result<Json<serde_json::Value>, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
 }
 
-/// Runs every readiness check; 200 when all pass, 503 listing each check otherwise.
-pub async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+/// Runs every readiness check; 200 when all pass, 503 listing each check otherwise. Takes no
+/// parameters.
+pub async fn ready(State(shared): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Response {
+    if let Err(e) = Params::parse(q.as_deref(), &[]) {
+        return e.into_response();
+    }
     let results = run_checks(&shared.checks).await;
     let failed: Vec<&str> = results
         .iter()

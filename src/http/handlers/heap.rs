@@ -129,7 +129,9 @@ fn render(p: &HeapProfile, format: &str, title: &str) -> Result<Vec<u8>, HeapErr
 pub async fn activate(
     State(shared): State<Arc<Shared>>,
     identity: Extension<Identity>,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
     switch(&shared, &identity, true).await
 }
 
@@ -137,7 +139,9 @@ pub async fn activate(
 pub async fn deactivate(
     State(shared): State<Arc<Shared>>,
     identity: Extension<Identity>,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
     switch(&shared, &identity, false).await
 }
 

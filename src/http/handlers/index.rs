@@ -2,16 +2,24 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 
+use crate::http::params::Params;
 use crate::http::routes::{endpoints, Endpoint};
 use crate::http::state::Shared;
 
 /// HTML page linking every endpoint, or JSON with `Accept: application/json`.
-pub async fn index(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+pub async fn index(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = Params::parse(q.as_deref(), &[]) {
+        return e.into_response();
+    }
     let list = endpoints();
     let wants_json = headers
         .get(header::ACCEPT)

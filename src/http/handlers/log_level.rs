@@ -54,7 +54,9 @@ pub async fn set(
 pub async fn reset(
     State(shared): State<Arc<Shared>>,
     identity: Extension<Identity>,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
     let control = control(&shared)?;
     control.reset(&who(&identity)).map_err(log_error)?;
     Ok(Json(
