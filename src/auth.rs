@@ -133,11 +133,19 @@ pub fn parse_token_entry(entry: &str, index: usize) -> Result<Token, Error> {
             index + 1
         )));
     };
+    // The scope text is not quoted back: in an entry that lacks its scope, it is part of the
+    // secret.
     let scopes = scopes
         .split('+')
         .map(|s| s.trim().parse::<Scope>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Config(format!("token entry #{} ({name:?}): {e}", index + 1)))?;
+        .map_err(|_| {
+            Error::Config(format!(
+                "token entry #{} ({}): unknown scope; expected read, profile or admin, joined by '+' (name:scope[+scope]:secret)",
+                index + 1,
+                if validate_name(name).is_ok() { format!("{name:?}") } else { "name not shown".into() }
+            ))
+        })?;
     Token::new(name, &scopes, secret).map_err(|e| {
         // Keep one "invalid prodbg configuration: " prefix, not one per level.
         let why = match e {
@@ -297,7 +305,15 @@ mod tests {
         let err = parse_tokens(&format!("a:read:{SECRET},b:wrong:{SECRET}"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("#2") && err.contains("wrong"), "{err}");
+        assert!(err.contains("#2") && err.contains("unknown scope"), "{err}");
+        // A forgotten scope: the secret's first part is not quoted back as a scope.
+        let err = parse_tokens("ops:abcdefghij:klmnopqrstuvwxyz0123")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("abcdefghij") && err.contains("unknown scope"),
+            "{err}"
+        );
     }
 
     #[test]

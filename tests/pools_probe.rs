@@ -11,7 +11,6 @@
 )]
 
 use prodbg::probes::pools::{PoolRegistry, PoolSnapshot};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Generous bound for "eventually"; never a timing assertion, only a hang guard.
@@ -205,7 +204,7 @@ mod sqlx_pool {
     feature = "pools-r2d2"
 ))]
 #[derive(Clone, Default)]
-struct Alive(Arc<()>);
+struct Alive(std::sync::Arc<()>);
 
 #[cfg(any(
     feature = "pools-deadpool",
@@ -214,7 +213,7 @@ struct Alive(Arc<()>);
 ))]
 impl Alive {
     fn pools(&self) -> usize {
-        Arc::strong_count(&self.0) - 1
+        std::sync::Arc::strong_count(&self.0) - 1
     }
 }
 

@@ -581,7 +581,7 @@ fn from_env_reads_address_tokens_and_audit_file() {
 
     let bad = [
         (format!("ops:admin:{ADMIN_SECRET},broken-entry"), "#2"),
-        (format!("ops:superuser:{ADMIN_SECRET}"), "superuser"),
+        (format!("ops:superuser:{ADMIN_SECRET}"), "unknown scope"),
         ("ops:admin:tooshort".to_string(), "16-512 bytes"),
     ];
     for (value, expect) in bad {
