@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, on, post, put, MethodFilter, MethodRouter};
+use axum::routing::{delete, get, on, put, MethodFilter, MethodRouter};
 use axum::Router;
 
 use super::error::ApiError;
@@ -68,8 +68,8 @@ fn table() -> Vec<(Endpoint, Option<Handler>)> {
         ("GET", "/debug/pprof/profile", Some(Profile), "CPU profile: ?seconds=1..60 (30) &frequency=1..1000 (99) &format=pprof|svg|folded; gzipped profile.proto by default, like Go", with_feature!("cpu", get(handlers::cpu::profile))),
         ("GET", "/debug/pprof/heap", Some(Profile), "heap profile of sampled live allocations: ?format=pprof|svg|folded; ?seconds=1..60 gives the growth over that window (the leak finder)", with_feature!("heap", get(handlers::heap::profile))),
         ("GET", "/debug/pprof/allocs", Some(Profile), "alias of /debug/pprof/heap: the path Grafana Alloy and Pyroscope scrape", with_feature!("heap", get(handlers::heap::profile))),
-        ("POST", "/debug/pprof/heap/activate", Some(Admin), "start sampling allocations (jemalloc prof.active)", with_feature!("heap", post(handlers::heap::activate))),
-        ("POST", "/debug/pprof/heap/deactivate", Some(Admin), "stop sampling allocations", with_feature!("heap", post(handlers::heap::deactivate))),
+        ("POST", "/debug/pprof/heap/activate", Some(Admin), "start sampling allocations (jemalloc prof.active)", with_feature!("heap", axum::routing::post(handlers::heap::activate))),
+        ("POST", "/debug/pprof/heap/deactivate", Some(Admin), "stop sampling allocations", with_feature!("heap", axum::routing::post(handlers::heap::deactivate))),
         ("GET", "/debug/memory", Some(Read), "jemalloc allocated/active/resident/mapped/retained/metadata, fragmentation, heap-profiling state, process RSS/VM", always(get(handlers::memory::memory))),
         ("GET", "/debug/log-level", Some(Read), "the current tracing filter and any run-time override", always(get(handlers::log_level::show))),
         ("PUT", "/debug/log-level", Some(Admin), "replace the tracing filter (body: directives, e.g. info,my_app::db=debug) for ?ttl= (default 15m; ttl=0: until reset)", always(put(handlers::log_level::set))),
