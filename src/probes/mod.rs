@@ -3,6 +3,8 @@
 //! A probe knows nothing about HTTP, tokens or rendering; the `http` layer calls it and renders
 //! what it returns.
 
+#[cfg(feature = "console")]
+pub mod console;
 #[cfg(feature = "deadlock")]
 pub mod deadlock;
 pub mod health;
@@ -10,3 +12,4 @@ pub mod pools;
 pub mod process;
 #[cfg(feature = "threads")]
 pub mod threads;
+pub mod tokio_rt;
