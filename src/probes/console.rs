@@ -21,7 +21,8 @@
 //!
 //! Tokio emits the task spans tokio-console shows only when the host is compiled with
 //! `RUSTFLAGS="--cfg tokio_unstable"` (console-subscriber turns on tokio's `tracing` feature).
-//! Without it the console connects and stays empty.
+//! console-subscriber panics when built without it; [`spawn_console`] returns
+//! [`ConsoleError::NotCompiled`] instead, so a host can log that and carry on.
 //!
 //! # Why a dedicated thread
 //!
@@ -49,8 +50,7 @@ use tracing_subscriber::Layer;
 
 /// Where the console server listens unless told otherwise: `127.0.0.1:6669`, tokio-console's
 /// default.
-pub const DEFAULT_CONSOLE_ADDR: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6669);
+pub const DEFAULT_CONSOLE_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6669);
 
 /// Settings for [`spawn_console`].
 #[derive(Debug, Clone)]
@@ -89,10 +89,22 @@ impl ConsoleConfig {
     }
 }
 
+/// Whether this build can serve tokio-console: console-subscriber refuses (panics) unless the
+/// build has `--cfg tokio_unstable` (or its escape hatch `--cfg console_without_tokio_unstable`),
+/// so [`spawn_console`] checks this first and returns [`ConsoleError::NotCompiled`] instead.
+pub const CONSOLE_COMPILED: bool = cfg!(any(tokio_unstable, console_without_tokio_unstable));
+
 /// Why the console server did not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConsoleError {
+    /// The build lacks `--cfg tokio_unstable`, without which tokio emits no task data and
+    /// console-subscriber refuses to start.
+    #[error(
+        "tokio-console needs the host built with RUSTFLAGS=\"--cfg tokio_unstable\" \
+         (tokio emits no task data without it)"
+    )]
+    NotCompiled,
     /// The address is not loopback and [`ConsoleConfig::allow_non_loopback`] is not set.
     #[error(
         "refusing to serve tokio-console on non-loopback address {0}: the console protocol has \
@@ -122,14 +134,17 @@ pub enum ConsoleError {
 /// filter (an `EnvFilter` added with `.with(filter)` rather than `fmt::layer().with_filter(..)`)
 /// at a level above `trace` would hide tokio's spans from it: put filters on the other layers.
 ///
-/// Needs the host built with `RUSTFLAGS="--cfg tokio_unstable"` for tasks to show up. The
-/// server thread (`prodbg-console`) runs for the rest of the process.
+/// Needs the host built with `RUSTFLAGS="--cfg tokio_unstable"`; without it returns
+/// [`ConsoleError::NotCompiled`] (see [`CONSOLE_COMPILED`]). The server thread (`prodbg-console`) runs for the rest of the process.
 pub fn spawn_console<S>(
     config: ConsoleConfig,
 ) -> Result<(impl Layer<S> + Send + Sync + 'static, SocketAddr), ConsoleError>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    if !CONSOLE_COMPILED {
+        return Err(ConsoleError::NotCompiled);
+    }
     if !config.addr.ip().is_loopback() && !config.allow_non_loopback {
         return Err(ConsoleError::NonLoopback(config.addr));
     }
@@ -157,7 +172,8 @@ where
         .spawn(move || {
             let served = {
                 // Don't record the server's own tokio spans into the console it serves.
-                let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+                let _quiet =
+                    tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
                     let ServerParts {
@@ -231,6 +247,7 @@ mod tests {
         );
     }
 
+    #[cfg(any(tokio_unstable, console_without_tokio_unstable))]
     #[test]
     fn refuses_non_loopback() {
         let config = ConsoleConfig::with_addr("0.0.0.0:0".parse().unwrap());

@@ -775,7 +775,13 @@ mod dump {
             Ok(Ok(Ok(dump))) => {
                 let mut out = String::new();
                 for (n, task) in dump.tasks().iter().enumerate() {
-                    let _ = writeln!(out, "Task {} (id {}):\n{}\n", n + 1, task.id(), task.trace());
+                    let _ = writeln!(
+                        out,
+                        "Task {} (id {}):\n{}\n",
+                        n + 1,
+                        task.id(),
+                        task.trace()
+                    );
                 }
                 Ok(out)
             }
