@@ -21,7 +21,7 @@ fn without_tokio_unstable_spawn_console_says_what_to_turn_on() {
             .contains("RUSTFLAGS=\"--cfg tokio_unstable\""),
         "{err}"
     );
-    assert!(!prodbg::probes::console::CONSOLE_COMPILED);
+    const { assert!(!prodbg::probes::console::CONSOLE_COMPILED) };
     assert_eq!(
         console_command("127.0.0.1:6669".parse().expect("addr")),
         "tokio-console http://127.0.0.1:6669"

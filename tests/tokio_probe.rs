@@ -286,5 +286,5 @@ fn task_dump_says_what_to_compile_in() {
             .contains("RUSTFLAGS=\"--cfg tokio_unstable --cfg tokio_taskdump\""),
         "{err}"
     );
-    assert!(!prodbg::probes::tokio_rt::TASK_DUMP_COMPILED);
+    const { assert!(!prodbg::probes::tokio_rt::TASK_DUMP_COMPILED) };
 }
