@@ -238,7 +238,7 @@ fn task_dump_of_a_current_thread_runtime_from_another_runtime() {
 
 #[cfg(all(tokio_unstable, tokio_taskdump))]
 #[test]
-fn task_dump_of_a_runtime_that_never_yields_times_out() {
+fn task_dump_of_a_runtime_that_never_yields_is_refused_and_works_once_it_yields() {
     let host = host_runtime();
     let spinning = spawn_spinner(&host);
     let admin = admin_runtime();
@@ -246,31 +246,68 @@ fn task_dump_of_a_runtime_that_never_yields_times_out() {
         let err = task_dump(host.handle(), Duration::from_millis(500))
             .await
             .expect_err("a spinning worker cannot be dumped");
-        assert!(matches!(err, TaskDumpError::Timeout { .. }), "{err:?}");
         assert!(
-            err.to_string().contains("did not finish within 500ms"),
+            matches!(&err, TaskDumpError::WorkerBlocked { workers, .. } if workers.len() == 1),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("did not yield to the scheduler"),
             "{err}"
         );
-        // The abandoned dump still waits for the spinning worker.
-        let again = task_dump(host.handle(), Duration::from_millis(100)).await;
-        assert!(
-            matches!(again, Err(TaskDumpError::AlreadyRunning)),
-            "{again:?}"
-        );
 
-        // Once the worker yields, the abandoned dump ends and a new one works.
+        // The refused dump did not touch tokio's dump machinery: once the worker yields, a
+        // dump works.
         drop(spinning);
         let deadline = Instant::now() + PATIENCE;
         loop {
             match task_dump(host.handle(), PATIENCE).await {
                 Ok(_) => break,
-                Err(TaskDumpError::AlreadyRunning) if Instant::now() < deadline => {
+                Err(TaskDumpError::WorkerBlocked { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await
                 }
                 Err(e) => panic!("dump after the worker yielded: {e}"),
             }
         }
     });
+}
+
+#[cfg(all(tokio_unstable, tokio_taskdump))]
+#[test]
+fn task_dump_of_a_wedged_current_thread_runtime_times_out() {
+    // A current-thread runtime whose only thread is stuck in a poll: the dump (spawned onto
+    // it) never runs.
+    let host = Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let handle = host.handle().clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop = StopOnDrop(stop.clone());
+    let driver = std::thread::spawn(move || {
+        host.block_on(async move {
+            while !stop.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        })
+    });
+    let admin = admin_runtime();
+    admin.block_on(async {
+        let err = task_dump(&handle, Duration::from_millis(300))
+            .await
+            .expect_err("a wedged runtime cannot be dumped");
+        assert!(matches!(err, TaskDumpError::Timeout { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("did not finish within 300ms"),
+            "{err}"
+        );
+        let again = task_dump(&handle, Duration::from_millis(100)).await;
+        assert!(
+            matches!(again, Err(TaskDumpError::AlreadyRunning)),
+            "{again:?}"
+        );
+    });
+    drop(_stop);
+    let _ = driver.join();
 }
 
 #[cfg(not(all(tokio_unstable, tokio_taskdump)))]

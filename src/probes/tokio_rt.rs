@@ -672,6 +672,22 @@ pub enum TaskDumpError {
          for a blocked worker); try again later"
     )]
     AlreadyRunning,
+    /// A worker of the (multi-thread) runtime did not yield during the pre-check, so no dump was
+    /// attempted: tokio would wait for that worker, and in tokio 1.54 a dump that waits on a
+    /// blocked worker leaves the runtime unable to complete any later dump.
+    #[error(
+        "worker(s) {workers:?} of this runtime did not yield to the scheduler for {}: they are \
+         blocked in a poll or in a busy loop, so the task dump was not attempted (it would hang \
+         and break later dumps of this runtime); take a thread dump (/debug/threads) to see where \
+         they are",
+        humantime::format_duration(*checked_for)
+    )]
+    WorkerBlocked {
+        /// Indexes of the workers that looked blocked.
+        workers: Vec<usize>,
+        /// How long they were watched.
+        checked_for: Duration,
+    },
     /// The dump task failed: the runtime shut down or the dump panicked.
     #[error("the task dump failed: {0}")]
     Failed(String),
@@ -688,15 +704,25 @@ pub enum TaskDumpError {
 /// Call it from a task on *another* runtime (the admin server's): a multi-thread runtime is
 /// dumped from a helper thread, and a current-thread runtime — which tokio can only dump from
 /// inside itself — gets the dump spawned onto it. Tokio pauses every worker and re-polls every
-/// task in tracing mode, which is expensive: don't poll this. If a worker does not yield within
-/// `timeout` (it is blocked or spinning), returns [`TaskDumpError::Timeout`]; the abandoned dump
-/// completes once the worker yields, and until then another dump of the same runtime answers
-/// [`TaskDumpError::AlreadyRunning`].
+/// task in tracing mode, which is expensive: don't poll this.
+///
+/// A multi-thread runtime is first watched for [`DUMP_PRECHECK`] (300 ms, longer than the
+/// 250 ms tokio's workers wait for each other): if a worker stays in one poll all that time,
+/// returns [`TaskDumpError::WorkerBlocked`] without asking tokio for a dump, because in tokio
+/// 1.54 a dump that waits on a blocked worker corrupts the runtime's dump barrier and no later
+/// dump of that runtime ever completes. If the dump still does not finish within `timeout`
+/// (a worker blocked after the pre-check, or a wedged current-thread runtime), returns
+/// [`TaskDumpError::Timeout`]; until the abandoned dump ends, another dump of the same runtime
+/// answers [`TaskDumpError::AlreadyRunning`].
 ///
 /// Must be awaited inside a Tokio runtime with the time driver enabled.
 pub async fn task_dump(handle: &Handle, timeout: Duration) -> Result<String, TaskDumpError> {
     dump::task_dump(handle, timeout).await
 }
+
+/// How long [`task_dump`] watches a multi-thread runtime's workers for a blocked one before
+/// asking tokio for a dump.
+pub const DUMP_PRECHECK: Duration = Duration::from_millis(300);
 
 /// Whether this build can take task dumps (see [`task_dump`]).
 pub const TASK_DUMP_COMPILED: bool = dump::COMPILED;
@@ -752,6 +778,28 @@ mod dump {
         timeout: Duration,
     ) -> Result<String, TaskDumpError> {
         let guard = InFlight::acquire(handle.id()).ok_or(TaskDumpError::AlreadyRunning)?;
+        if handle.runtime_flavor() != RuntimeFlavor::CurrentThread {
+            let m = handle.metrics();
+            let before = super::sample(&m);
+            let started = std::time::Instant::now();
+            tokio::time::sleep(super::DUMP_PRECHECK).await;
+            let elapsed = started.elapsed();
+            let workers: Vec<usize> = super::sample(&m)
+                .iter()
+                .enumerate()
+                .filter(|(i, now)| {
+                    let prev = before.get(*i).map(|p| (p, elapsed));
+                    super::worker_report(*i, now, prev).likely_blocked == Some(true)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if !workers.is_empty() {
+                return Err(TaskDumpError::WorkerBlocked {
+                    workers,
+                    checked_for: elapsed,
+                });
+            }
+        }
         let target = handle.clone();
         // Runs on the caller's runtime, so the guard outlives a timed-out request until the
         // dump really ends.
