@@ -559,7 +559,7 @@ mod gated {
             parks: i.total_park_count,
             polls: Some(i.total_polls_count),
             polls_per_second: Some(super::per_second(i.total_polls_count, i.elapsed)),
-            mean_poll_time_seconds: polled.then(|| i.mean_poll_duration.as_secs_f64()),
+            mean_poll_time_seconds: polled.then_some(i.mean_poll_duration.as_secs_f64()),
             steals: Some(i.total_steal_count),
             overflows: Some(i.total_overflow_count),
             remote_schedules: Some(i.num_remote_schedules),
