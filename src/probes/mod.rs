@@ -3,6 +3,8 @@
 //! A probe knows nothing about HTTP, tokens or rendering; the `http` layer calls it and renders
 //! what it returns.
 
+#[cfg(feature = "console")]
+pub mod console;
 #[cfg(feature = "cpu")]
 pub mod cpu;
 #[cfg(feature = "deadlock")]
@@ -19,3 +21,4 @@ pub mod process;
 mod symbols;
 #[cfg(feature = "threads")]
 pub mod threads;
+pub mod tokio_rt;
