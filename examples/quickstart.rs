@@ -16,6 +16,7 @@ use prodbg::{Admin, Scope};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 
 // jemalloc, with heap sampling compiled in but inactive until POST /debug/pprof/heap/activate.
 #[global_allocator]
@@ -26,12 +27,14 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\0";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The host's log filter, wrapped so PUT /debug/log-level can change it for a while.
+    // The host's log filter, wrapped so PUT /debug/log-level can change it for a while. It
+    // filters the fmt layer only, so tokio-console (when on) still sees tokio's spans.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, log_control) = prodbg::probes::log_level::reloadable(filter);
+    let (console_layer, console_addr) = console();
     tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer())
+        .with(console_layer)
+        .with(tracing_subscriber::fmt::layer().with_filter(filter))
         .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -40,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     let mut builder = Admin::from_env()
+        .tokio_runtime("main", runtime.handle().clone())
         .service_name("quickstart")
         .build_info("version", env!("CARGO_PKG_VERSION"))
         .log_control(log_control)
@@ -53,6 +57,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     if std::env::var_os("PRODBG_AUDIT_FILE").is_none() {
         builder = builder.audit_file(std::env::temp_dir().join("prodbg-quickstart-audit.jsonl"));
+    }
+    if let Some(addr) = console_addr {
+        builder = builder.tokio_console(addr);
     }
     let admin = builder.spawn()?;
 
@@ -104,6 +111,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     admin.shutdown();
     Ok(())
+}
+
+/// tokio-console's layer and address, with the `console` feature in a `--cfg tokio_unstable`
+/// build (`RUSTFLAGS="--cfg tokio_unstable" cargo run --example quickstart --features console`).
+#[cfg(feature = "console")]
+fn console<S>() -> (
+    Option<impl tracing_subscriber::Layer<S>>,
+    Option<std::net::SocketAddr>,
+)
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    match prodbg::probes::console::spawn_console(Default::default()) {
+        Ok((layer, addr)) => (Some(layer), Some(addr)),
+        Err(e) => {
+            eprintln!("tokio-console is off: {e}");
+            (None, None)
+        }
+    }
+}
+
+#[cfg(not(feature = "console"))]
+fn console() -> (
+    Option<tracing_subscriber::layer::Identity>,
+    Option<std::net::SocketAddr>,
+) {
+    (None, None)
 }
 
 #[inline(never)]

@@ -265,6 +265,21 @@ impl AdminBuilder {
         self
     }
 
+    /// Lists a Tokio runtime under `name` in `/debug/tokio`, `/debug/tokio/tasks` and `/metrics`,
+    /// e.g. `.tokio_runtime("main", tokio::runtime::Handle::current())`.
+    pub fn tokio_runtime(self, name: &str, handle: tokio::runtime::Handle) -> Self {
+        self.probes.runtimes.register(name, handle);
+        self
+    }
+
+    /// Shows the tokio-console command for `addr` on the index page and in `/debug/tokio`.
+    /// Start the console server and get its layer with
+    /// [`spawn_console`](crate::probes::console::spawn_console) (feature `console`).
+    pub fn tokio_console(mut self, addr: std::net::SocketAddr) -> Self {
+        self.probes.console_addr = Some(addr);
+        self
+    }
+
     /// Lets `PUT /debug/log-level` change the host's tracing filter at run time. Install with
     /// `let (filter, control) = prodbg::probes::log_level::reloadable(EnvFilter::from_default_env());`
     /// then `tracing_subscriber::registry().with(filter).with(fmt::layer()).init();`.

@@ -78,6 +78,8 @@ fn table() -> Vec<(Endpoint, Option<Handler>)> {
         ("GET", "/debug/bundle", Some(Profile), "one tar.gz of everything (CPU profile for ?seconds=1..60, default 10; heap, memory, threads, deadlocks, pools, metrics, process) with a manifest", always(get(handlers::bundle::bundle))),
         ("GET", "/metrics", Some(Read), "Prometheus text (OpenMetrics with Accept): every numeric probe plus the server's own RED metrics", always(get(handlers::metrics::metrics))),
         ("GET", "/debug/pools", Some(Read), "every registered connection pool: max, size, idle, in use, waiting, utilisation, saturated", always(get(handlers::pools::pools))),
+        ("GET", "/debug/tokio", Some(Read), "every registered Tokio runtime: workers, tasks, queues, per-worker busy ratio, polls, steals, with per-second rates over ?window_ms=0..10000 (1000)", always(get(handlers::tokio_rt::metrics))),
+        ("GET", "/debug/tokio/tasks", Some(Profile), "async task dump, one trace per task (?runtime=, ?timeout_ms=); needs --cfg tokio_unstable", always(get(handlers::tokio_rt::tasks))),
         ("GET", "/debug/threads", Some(Profile), "stack of every OS thread with name, state and CPU time (?format=text for a jstack-like dump)", with_feature!("threads", get(handlers::threads::threads))),
         ("GET", "/debug/deadlocks", Some(Read), "parking_lot deadlock reports: cycles, threads, backtraces (?format=text)", with_feature!("deadlock", get(handlers::deadlocks::deadlocks))),
         ("GET", "/debug/process", Some(Read), "pid, uptime, build info, command line, environment (secrets redacted), limits, open fds", always(get(handlers::process::process))),

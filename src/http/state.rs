@@ -19,6 +19,10 @@ use crate::probes::health::ReadinessCheck;
 pub struct Probes {
     /// Registered connection pools.
     pub pools: crate::probes::pools::PoolRegistry,
+    /// Registered Tokio runtimes.
+    pub runtimes: crate::probes::tokio_rt::RuntimeRegistry,
+    /// Where the tokio-console gRPC server listens, when the host started one.
+    pub console_addr: Option<std::net::SocketAddr>,
     /// Run-time changes still in force (log level, heap sampling).
     pub overrides: crate::probes::overrides::Overrides,
     /// The host's reloadable log filter, when installed.

@@ -191,3 +191,112 @@ pub fn jemalloc(s: &mut Scrape, j: &crate::probes::memory::JemallocStats) {
         f64::from(u8::from(j.profiling.active)),
     );
 }
+
+/// `prodbg_tokio_*`: per runtime (label `runtime`) and per worker (labels `runtime`, `worker`).
+/// A metric this build cannot read (it needs `--cfg tokio_unstable`) has no samples.
+pub fn tokio(s: &mut Scrape, runtimes: &[crate::probes::tokio_rt::RuntimeReport]) {
+    use crate::probes::tokio_rt::{RuntimeReport, WorkerReport};
+    if runtimes.is_empty() {
+        return;
+    }
+    let rt = |r: &RuntimeReport| vec![("runtime".to_string(), r.name.clone())];
+    type RtField = fn(&RuntimeReport) -> Option<f64>;
+    let per_runtime: [(&str, &str, RtField); 4] = [
+        (
+            "prodbg_tokio_workers",
+            "Worker threads of the runtime",
+            |r| Some(r.workers as f64),
+        ),
+        (
+            "prodbg_tokio_alive_tasks",
+            "Tasks spawned and not yet finished",
+            |r| Some(r.alive_tasks as f64),
+        ),
+        (
+            "prodbg_tokio_global_queue_depth",
+            "Tasks waiting in the runtime's global queue",
+            |r| Some(r.global_queue_depth as f64),
+        ),
+        (
+            "prodbg_tokio_blocking_threads",
+            "Threads of the blocking pool",
+            |r| r.blocking_threads.map(|v| v as f64),
+        ),
+    ];
+    for (name, help, field) in per_runtime {
+        let samples: Vec<_> = runtimes
+            .iter()
+            .filter_map(|r| Some((rt(r), field(r)?)))
+            .collect();
+        if !samples.is_empty() {
+            s.gauges(name, help, samples);
+        }
+    }
+    let workers = || {
+        runtimes.iter().flat_map(|r| {
+            r.per_worker.iter().map(move |w| {
+                let labels = vec![
+                    ("runtime".to_string(), r.name.clone()),
+                    ("worker".to_string(), w.index.to_string()),
+                ];
+                (labels, w)
+            })
+        })
+    };
+    type WField = fn(&WorkerReport) -> Option<f64>;
+    let counters: [(&str, &str, WField); 5] = [
+        (
+            "prodbg_tokio_worker_busy_seconds",
+            "Time the worker spent polling tasks, in seconds",
+            |w| Some(w.busy_seconds_total),
+        ),
+        (
+            "prodbg_tokio_worker_parks",
+            "Times the worker parked (went idle)",
+            |w| Some(w.park_count as f64),
+        ),
+        (
+            "prodbg_tokio_worker_polls",
+            "Task polls by the worker",
+            |w| w.poll_count.map(|v| v as f64),
+        ),
+        (
+            "prodbg_tokio_worker_steals",
+            "Tasks the worker stole from other workers",
+            |w| w.steal_count.map(|v| v as f64),
+        ),
+        (
+            "prodbg_tokio_worker_overflows",
+            "Times the worker's local queue overflowed into the global queue",
+            |w| w.overflow_count.map(|v| v as f64),
+        ),
+    ];
+    for (name, help, field) in counters {
+        let samples: Vec<_> = workers()
+            .filter_map(|(l, w)| Some((l, field(w)?)))
+            .collect();
+        if !samples.is_empty() {
+            s.counters(name, help, samples);
+        }
+    }
+    let gauges: [(&str, &str, WField); 2] = [
+        (
+            "prodbg_tokio_worker_local_queue_depth",
+            "Tasks in the worker's local queue",
+            |w| w.local_queue_depth.map(|v| v as f64),
+        ),
+        (
+            "prodbg_tokio_worker_mean_poll_time_seconds",
+            "Exponentially weighted mean poll time, in seconds",
+            |w| w.mean_poll_time_seconds,
+        ),
+    ];
+    for (name, help, field) in gauges {
+        let samples: Vec<_> = workers()
+            .filter_map(|(l, w)| Some((l, field(w)?)))
+            .collect();
+        if !samples.is_empty() {
+            s.gauges(name, help, samples);
+        }
+    }
+}

@@ -84,6 +84,7 @@ pub async fn bundle(
 
     let started = Instant::now();
     let metrics = super::metrics::render(&shared, false)
+        .await
         .map(String::into_bytes)
         .map_err(|e| e.message);
     b.add("metrics.txt", started, metrics);
@@ -198,9 +199,44 @@ async fn quick_parts(shared: Arc<Shared>) -> Vec<PartResult> {
     json("memory.json", t, Ok(super::memory::report().1));
     let t = Instant::now();
     json("pools.json", t, Ok(super::pools::report(&shared)));
+    out.extend(tokio_parts(&shared).await);
     out.push(deadlocks(&shared).await);
     out.push(threads().await);
     out.push(heap().await);
+    out
+}
+
+/// Runtime metrics over a short window, and a task dump of each runtime (when compiled in).
+async fn tokio_parts(shared: &Shared) -> Vec<PartResult> {
+    let t = Instant::now();
+    if shared.probes.runtimes.names().is_empty() {
+        let why = "no Tokio runtime is registered (.tokio_runtime(..))".to_string();
+        return vec![
+            ("tokio.json".into(), t, Err(why.clone())),
+            ("tasks.txt".into(), t, Err(why)),
+        ];
+    }
+    let metrics = super::tokio_rt::report(shared, Duration::from_millis(500)).await;
+    let mut out = vec![(
+        "tokio.json".to_string(),
+        t,
+        serde_json::to_vec_pretty(&metrics).map_err(|e| e.to_string()),
+    )];
+    let t = Instant::now();
+    let mut text = String::new();
+    let mut failures = Vec::new();
+    for name in shared.probes.runtimes.names() {
+        match super::tokio_rt::dump(shared, &name, Duration::from_secs(5)).await {
+            Ok(dump) => text.push_str(&dump),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    let result = if text.is_empty() {
+        Err(failures.join("; "))
+    } else {
+        Ok(text.into_bytes())
+    };
+    out.push(("tasks.txt".into(), t, result));
     out
 }
 

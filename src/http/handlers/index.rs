@@ -89,8 +89,13 @@ fn html(shared: &Shared, list: &[Endpoint]) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>prodbg: {s}</title>\
 <style>body{{font-family:sans-serif;margin:2em}}td{{padding:.2em .8em}}em{{color:#888}}</style></head>\
 <body><h1>prodbg: {s}</h1><p>Send <code>Authorization: Bearer &lt;token&gt;</code> with every request.</p>\
-<table><tr><th>method</th><th>path</th><th>scope</th><th>what</th></tr>\n{rows}</table></body></html>\n",
-        s = escape(service)
+{console}<table><tr><th>method</th><th>path</th><th>scope</th><th>what</th></tr>\n{rows}</table></body></html>\n",
+        s = escape(service),
+        console = shared
+            .probes
+            .console_addr
+            .map(|a| format!("<p>tokio-console: <code>tokio-console http://{a}</code></p>"))
+            .unwrap_or_default(),
     )
 }
 

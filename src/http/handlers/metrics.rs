@@ -22,7 +22,7 @@ pub async fn metrics(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let body = render(&shared, openmetrics)?;
+    let body = render(&shared, openmetrics).await?;
     let content_type = if openmetrics {
         OPENMETRICS_CONTENT_TYPE
     } else {
@@ -32,8 +32,14 @@ pub async fn metrics(
 }
 
 /// The `/metrics` body (also a part of the bundle).
-pub fn render(shared: &Shared, openmetrics: bool) -> Result<String, ApiError> {
+pub async fn render(shared: &Shared, openmetrics: bool) -> Result<String, ApiError> {
+    let runtimes = shared
+        .probes
+        .runtimes
+        .snapshot(std::time::Duration::ZERO)
+        .await;
     let mut scrape = Scrape::new();
+    crate::render::metrics::tokio(&mut scrape, &runtimes);
     crate::render::metrics::process(&mut scrape, &crate::probes::process::stats());
     crate::render::metrics::pools(&mut scrape, &shared.probes.pools.snapshot());
     #[cfg(feature = "heap")]

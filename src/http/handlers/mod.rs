@@ -16,3 +16,4 @@ pub mod pools;
 pub mod process;
 #[cfg(feature = "threads")]
 pub mod threads;
+pub mod tokio_rt;

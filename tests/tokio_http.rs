@@ -1,0 +1,124 @@
+//! `/debug/tokio`, `/debug/tokio/tasks` and the Tokio part of `/metrics` over real HTTP, on a
+//! real host runtime. Run in both builds: plain, and `--cfg tokio_unstable --cfg tokio_taskdump`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[inline(never)]
+async fn prodbg_http_parked_task_w4(rx: tokio::sync::oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
+fn host_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn runtime_metrics_tasks_and_prometheus() {
+    let host = host_runtime();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    host.spawn(prodbg_http_parked_task_w4(rx));
+    for _ in 0..8 {
+        host.spawn(async { tokio::time::sleep(Duration::from_secs(600)).await });
+    }
+    let server = spawn_with(|b| b.tokio_runtime("host", host.handle().clone()));
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    client_rt.block_on(async {
+        let (s, body) = get(&server.url("/debug/tokio?window_ms=200"), Some(READ_SECRET)).await;
+        assert_eq!(s, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let rt = &v["runtimes"][0];
+        assert_eq!(rt["name"], "host");
+        assert_eq!(rt["workers"], 2);
+        assert!(rt["alive_tasks"].as_u64().unwrap() >= 9, "{rt}");
+        assert_eq!(rt["per_worker"].as_array().unwrap().len(), 2);
+        assert!(rt["per_worker"][0]["busy_seconds_total"].as_f64().is_some());
+        let unavailable = rt["unavailable"].to_string();
+        if cfg!(tokio_unstable) {
+            assert!(rt["per_worker"][0]["poll_count"].as_u64().is_some(), "{rt}");
+        } else {
+            assert!(
+                rt["per_worker"][0]["poll_count"].is_null(),
+                "absent, not 0: {rt}"
+            );
+            assert!(unavailable.contains("tokio_unstable"), "{unavailable}");
+        }
+
+        let (s, metrics) = get(&server.url("/metrics"), Some(READ_SECRET)).await;
+        assert_eq!(s, 200);
+        assert!(
+            metrics.contains("prodbg_tokio_workers{runtime=\"host\"} 2"),
+            "{metrics}"
+        );
+        assert!(
+            metrics
+                .contains("prodbg_tokio_worker_busy_seconds_total{runtime=\"host\",worker=\"0\"}"),
+            "{metrics}"
+        );
+
+        for (q, expect) in [
+            ("window_ms=20000", "from 0 to 10000"),
+            ("window_ms=-5", "from 0 to 10000"),
+        ] {
+            let (s, body) = get(&server.url(&format!("/debug/tokio?{q}")), Some(READ_SECRET)).await;
+            assert_eq!(s, 400);
+            assert!(
+                error_message(&body, "bad_parameter").contains(expect),
+                "{body}"
+            );
+        }
+        let (s, body) = get(
+            &server.url("/debug/tokio/tasks?runtime=nope"),
+            Some(PROFILE_SECRET),
+        )
+        .await;
+        assert_eq!(s, 400);
+        assert!(
+            error_message(&body, "bad_parameter").contains("registered: host"),
+            "{body}"
+        );
+        assert_eq!(
+            get(&server.url("/debug/tokio/tasks"), Some(READ_SECRET))
+                .await
+                .0,
+            403
+        );
+
+        let (s, body) = get(&server.url("/debug/tokio/tasks"), Some(PROFILE_SECRET)).await;
+        if prodbg::probes::tokio_rt::TASK_DUMP_COMPILED {
+            assert_eq!(s, 200, "{body}");
+            assert!(body.contains("prodbg_http_parked_task_w4"), "{body}");
+            assert!(body.starts_with("runtime \"host\""), "{body}");
+        } else {
+            assert_eq!(s, 501, "{body}");
+            assert!(
+                error_message(&body, "not_compiled_in").contains("--cfg tokio_unstable"),
+                "{body}"
+            );
+        }
+    });
+    let _ = tx.send(());
+    drop(server);
+    host.shutdown_background();
+}
+
+#[tokio::test]
+async fn without_a_runtime_the_endpoints_say_how_to_register_one() {
+    let server = spawn();
+    let (s, body) = get(&server.url("/debug/tokio"), Some(READ_SECRET)).await;
+    assert_eq!(s, 503);
+    assert!(
+        error_message(&body, "unavailable").contains(".tokio_runtime("),
+        "{body}"
+    );
+}
