@@ -78,6 +78,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             admin.url()
         ),
     }
+    if let Some(addr) = console_addr {
+        println!("tokio-console:  tokio-console http://{addr}");
+    }
 
     let work = Arc::new(AtomicU64::new(0));
     // Two plain threads doing CPU work.
