@@ -5,6 +5,10 @@ mod common;
 
 use common::*;
 
+// On jemalloc, so the allocator's series are checked too.
+#[global_allocator]
+static A: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn promtool() -> Option<std::path::PathBuf> {
     let found = std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
@@ -30,7 +34,14 @@ async fn metrics_pass_promtool_and_have_the_documented_names() {
         .connect("sqlite::memory:")
         .await
         .unwrap();
-    let server = spawn_with(|b| b.pool("db", prodbg::probes::pools::sqlx(&pool)));
+    let server = spawn_with(|b| {
+        let b = b
+            .pool("db", prodbg::probes::pools::sqlx(&pool))
+            .tokio_runtime("main", tokio::runtime::Handle::current());
+        #[cfg(feature = "deadlock")]
+        let b = b.deadlock_detection(std::time::Duration::from_secs(60));
+        b
+    });
     get(&server.url("/debug/"), None).await; // one auth failure
     let (s, text) = get(&server.url("/metrics"), Some(READ_SECRET)).await;
     assert_eq!(s, 200);
@@ -45,8 +56,16 @@ async fn metrics_pass_promtool_and_have_the_documented_names() {
         "prodbg_auth_failures_total 1",
         "prodbg_audit_write_errors_total 0",
         "prodbg_pool_max_connections{pool=\"db\"} 2",
+        "prodbg_tokio_workers{runtime=\"main\"} 1",
+        "prodbg_tokio_worker_busy_seconds_total{runtime=\"main\",worker=\"0\"}",
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    if cfg!(feature = "heap") {
+        assert!(text.contains("prodbg_jemalloc_allocated_bytes "), "{text}");
+    }
+    if cfg!(feature = "deadlock") {
+        assert!(text.contains("prodbg_deadlocks_detected_total 0"), "{text}");
     }
     let r = client()
         .get(server.url("/metrics"))

@@ -86,41 +86,35 @@ pub fn pools(s: &mut Scrape, pools: &[(String, PoolSnapshot)]) {
     ];
     let label = |name: &str| vec![("pool".to_string(), name.to_string())];
     for (metric, help, field) in gauges {
-        let samples: Vec<_> = pools
-            .iter()
-            .filter_map(|(n, p)| Some((label(n), field(p)?)))
-            .collect();
-        if !samples.is_empty() {
-            s.gauges(metric, help, samples);
-        }
-    }
-    let timeouts: Vec<_> = pools
-        .iter()
-        .filter_map(|(n, p)| Some((label(n), p.acquire_timeouts_total? as f64)))
-        .collect();
-    if !timeouts.is_empty() {
-        s.counters(
-            "prodbg_pool_acquire_timeouts",
-            "Acquires that timed out",
-            timeouts,
+        s.gauges(
+            metric,
+            help,
+            pools
+                .iter()
+                .filter_map(|(n, p)| Some((label(n), field(p)?))),
         );
     }
+    s.counters(
+        "prodbg_pool_acquire_timeouts",
+        "Acquires that timed out",
+        pools
+            .iter()
+            .filter_map(|(n, p)| Some((label(n), p.acquire_timeouts_total? as f64))),
+    );
     let waits: Vec<_> = pools
         .iter()
         .filter_map(|(n, p)| Some((n, p.acquire_wait.as_ref()?)))
         .collect();
-    if !waits.is_empty() {
-        s.counters(
-            "prodbg_pool_acquire_wait_seconds",
-            "Total time acquires waited for a connection, in seconds",
-            waits.iter().map(|(n, h)| (label(n), h.sum_seconds)),
-        );
-        s.counters(
-            "prodbg_pool_acquires",
-            "Acquires whose wait was recorded",
-            waits.iter().map(|(n, h)| (label(n), h.count as f64)),
-        );
-    }
+    s.counters(
+        "prodbg_pool_acquire_wait_seconds",
+        "Total time acquires waited for a connection, in seconds",
+        waits.iter().map(|(n, h)| (label(n), h.sum_seconds)),
+    );
+    s.counters(
+        "prodbg_pool_acquires",
+        "Acquires whose wait was recorded",
+        waits.iter().map(|(n, h)| (label(n), h.count as f64)),
+    );
 }
 
 /// `prodbg_deadlocks_detected_total` and `prodbg_deadlock_checks_total`.
@@ -196,9 +190,6 @@ pub fn jemalloc(s: &mut Scrape, j: &crate::probes::memory::JemallocStats) {
 /// A metric this build cannot read (it needs `--cfg tokio_unstable`) has no samples.
 pub fn tokio(s: &mut Scrape, runtimes: &[crate::probes::tokio_rt::RuntimeReport]) {
     use crate::probes::tokio_rt::{RuntimeReport, WorkerReport};
-    if runtimes.is_empty() {
-        return;
-    }
     let rt = |r: &RuntimeReport| vec![("runtime".to_string(), r.name.clone())];
     type RtField = fn(&RuntimeReport) -> Option<f64>;
     let per_runtime: [(&str, &str, RtField); 4] = [
@@ -224,13 +215,11 @@ pub fn tokio(s: &mut Scrape, runtimes: &[crate::probes::tokio_rt::RuntimeReport]
         ),
     ];
     for (name, help, field) in per_runtime {
-        let samples: Vec<_> = runtimes
-            .iter()
-            .filter_map(|r| Some((rt(r), field(r)?)))
-            .collect();
-        if !samples.is_empty() {
-            s.gauges(name, help, samples);
-        }
+        s.gauges(
+            name,
+            help,
+            runtimes.iter().filter_map(|r| Some((rt(r), field(r)?))),
+        );
     }
     let workers = || {
         runtimes.iter().flat_map(|r| {
@@ -272,12 +261,11 @@ pub fn tokio(s: &mut Scrape, runtimes: &[crate::probes::tokio_rt::RuntimeReport]
         ),
     ];
     for (name, help, field) in counters {
-        let samples: Vec<_> = workers()
-            .filter_map(|(l, w)| Some((l, field(w)?)))
-            .collect();
-        if !samples.is_empty() {
-            s.counters(name, help, samples);
-        }
+        s.counters(
+            name,
+            help,
+            workers().filter_map(|(l, w)| Some((l, field(w)?))),
+        );
     }
     let gauges: [(&str, &str, WField); 2] = [
         (
@@ -292,11 +280,10 @@ pub fn tokio(s: &mut Scrape, runtimes: &[crate::probes::tokio_rt::RuntimeReport]
         ),
     ];
     for (name, help, field) in gauges {
-        let samples: Vec<_> = workers()
-            .filter_map(|(l, w)| Some((l, field(w)?)))
-            .collect();
-        if !samples.is_empty() {
-            s.gauges(name, help, samples);
-        }
+        s.gauges(
+            name,
+            help,
+            workers().filter_map(|(l, w)| Some((l, field(w)?))),
+        );
     }
 }

@@ -35,10 +35,15 @@ impl Scrape {
         samples: impl IntoIterator<Item = (Labels, f64)>,
     ) {
         let family: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
+        let mut any = false;
         for (labels, v) in samples {
             family.get_or_create(&labels).set(v);
+            any = true;
         }
-        self.registry.register(name, help, family);
+        // A family without samples is left out.
+        if any {
+            self.registry.register(name, help, family);
+        }
     }
 
     /// Adds one unlabelled gauge.
@@ -54,10 +59,15 @@ impl Scrape {
         samples: impl IntoIterator<Item = (Labels, f64)>,
     ) {
         let family: Family<Labels, Counter<f64, AtomicU64>> = Family::default();
+        let mut any = false;
         for (labels, v) in samples {
             family.get_or_create(&labels).inc_by(v);
+            any = true;
         }
-        self.registry.register(name, help, family);
+        // A family without samples is left out.
+        if any {
+            self.registry.register(name, help, family);
+        }
     }
 
     /// Adds one unlabelled counter (`name` without `_total`).
