@@ -74,11 +74,10 @@ use std::time::{Duration, Instant, SystemTime};
 use super::symbols::{ResolvedFrame, SymbolCache};
 use crate::render::{flamegraph, pprof as pb};
 
+mod sampler;
+
 /// Highest sampling rate [`start`] accepts, in Hz.
 pub const MAX_FREQUENCY_HZ: u32 = 1000;
-
-/// Shared objects whose samples are dropped before unwinding; see the module docs.
-const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso"];
 
 /// Function name of a frame whose address has no symbol.
 const UNKNOWN: &str = "[unknown]";
@@ -181,31 +180,32 @@ pub fn start(opts: CpuProfileOptions) -> Result<RunningProfile, CpuError> {
     }
     let busy = Busy::acquire(opts.duration)?;
     let cpu_start = process_cpu_time();
-    let frequency = i32::try_from(opts.frequency_hz).unwrap_or(99); // bounded above
-    let guard = pprof::ProfilerGuardBuilder::default()
-        .frequency(frequency)
-        .blocklist(BLOCKLIST)
-        .build()
-        .map_err(|e| CpuError::Start(format!("pprof-rs: {e}")))?;
+    let start_time = SystemTime::now();
+    let started = Instant::now();
+    let sampler = sampler::Sampler::start(opts.frequency_hz).map_err(CpuError::Start)?;
     tracing::info!(
         frequency_hz = opts.frequency_hz,
         duration_s = opts.duration.as_secs_f64(),
         "cpu profile started"
     );
     Ok(RunningProfile {
-        guard: Some(guard),
+        sampler: Some(sampler),
         opts,
         cpu_start,
+        start_time,
+        started,
         _busy: busy,
     })
 }
 
 /// A CPU profile being taken. Dropping it stops sampling and frees the "busy" flag.
 pub struct RunningProfile {
-    // Field order matters: the guard (which stops the timer) drops before the busy flag.
-    guard: Option<pprof::ProfilerGuard<'static>>,
+    // Field order matters: the sampler (which stops the timers) drops before the busy flag.
+    sampler: Option<sampler::Sampler>,
     opts: CpuProfileOptions,
     cpu_start: Option<Duration>,
+    start_time: SystemTime,
+    started: Instant,
     _busy: Busy,
 }
 
@@ -229,27 +229,31 @@ impl RunningProfile {
     /// binary's debug info): async callers run it in `spawn_blocking`.
     pub fn stop(mut self) -> Result<CpuProfile, CpuError> {
         let t0 = Instant::now();
-        let guard = self
-            .guard
+        let sampler = self
+            .sampler
             .take()
             .ok_or_else(|| CpuError::Report("profile already stopped".into()))?;
-        let report = {
-            let builder = guard.report();
-            builder.build_unresolved()
-        };
-        drop(guard); // stop the timer before the slow part
-        let t_trim = Instant::now();
-        release_freed_memory();
-        tracing::debug!(
-            trim_ms = t_trim.elapsed().as_secs_f64() * 1e3,
-            "released the profiler's old sample table"
-        );
-        let report = report.map_err(|e| CpuError::Report(format!("pprof-rs: {e}")))?;
+        let collected = sampler.stop();
+        let duration = self.started.elapsed();
         let cpu_time = match (self.cpu_start, process_cpu_time()) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
         };
-        let profile = CpuProfile::from_report(report, self.opts.frequency_hz, cpu_time);
+        tracing::debug!(
+            signals = collected.signals,
+            dropped = collected.dropped,
+            overflow = collected.overflow,
+            slots = collected.stacks.len(),
+            sample_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "cpu sampler stopped"
+        );
+        let timing = Timing {
+            start_time: self.start_time,
+            duration,
+            frequency_hz: self.opts.frequency_hz,
+            cpu_time,
+        };
+        let profile = CpuProfile::from_collected(collected, timing);
         tracing::info!(
             samples = profile.samples,
             stacks = profile.stacks.len(),
@@ -318,24 +322,17 @@ pub struct CpuProfile {
 }
 
 impl CpuProfile {
-    fn from_report(
-        report: pprof::UnresolvedReport,
-        frequency_hz: u32,
-        cpu_time: Option<Duration>,
-    ) -> Self {
+    fn from_collected(collected: sampler::Collected, timing: Timing) -> Self {
         let t0 = Instant::now();
         let mut symbols = SymbolCache::default();
         let mut merged: HashMap<(String, Vec<CpuFrame>), u64> = HashMap::new();
-        for (frames, count) in &report.data {
-            let count = u64::try_from(*count).unwrap_or(0);
-            let name =
-                &frames.thread_name[..frames.thread_name_length.min(frames.thread_name.len())];
-            let thread = match String::from_utf8_lossy(name) {
-                n if n.is_empty() => format!("thread-{}", frames.thread_id),
-                n => n.into_owned(),
+        for raw in &collected.stacks {
+            let thread = match collected.names.get(&raw.tid) {
+                Some(n) if !n.is_empty() => n.clone(),
+                _ => format!("thread-{}", raw.tid),
             };
-            let stack = symbolize_stack(&mut symbols, &frames.frames);
-            *merged.entry((thread, stack)).or_default() += count;
+            let stack = symbolize_stack(&mut symbols, &raw.ips, raw.exact);
+            *merged.entry((thread, stack)).or_default() += raw.count;
         }
         let mut stacks: Vec<CpuStack> = merged
             .into_iter()
@@ -351,7 +348,12 @@ impl CpuProfile {
                 .then_with(|| a.thread.cmp(&b.thread))
         });
         let samples: u64 = stacks.iter().map(|s| s.samples).sum();
-        let duration = report.timing.duration;
+        let Timing {
+            start_time,
+            duration,
+            frequency_hz,
+            cpu_time,
+        } = timing;
         let secs = duration.as_secs_f64();
         let effective_rate_hz = if secs > 0.0 {
             samples as f64 / secs
@@ -359,7 +361,7 @@ impl CpuProfile {
             0.0
         };
         let mut profile = CpuProfile {
-            start_time: report.timing.start_time,
+            start_time,
             duration,
             frequency_hz,
             samples,
@@ -368,7 +370,7 @@ impl CpuProfile {
             stacks,
             warnings: Vec::new(),
         };
-        profile.warnings = profile.diagnose();
+        profile.warnings = profile.diagnose(&collected);
         tracing::debug!(
             unique_addresses = symbols.len(),
             symbolize_ms = t0.elapsed().as_secs_f64() * 1e3,
@@ -377,8 +379,38 @@ impl CpuProfile {
         profile
     }
 
-    fn diagnose(&self) -> Vec<String> {
+    fn diagnose(&self, collected: &sampler::Collected) -> Vec<String> {
         let mut warnings = Vec::new();
+        if collected.overflow > 0 {
+            warnings.push(format!(
+                "{} samples were lost because the sample table ({} distinct thread+stack \
+                 pairs) was full",
+                collected.overflow,
+                sampler::SLOTS
+            ));
+        }
+        if collected.arm_failures > 0 {
+            warnings.push(format!(
+                "{} threads could not be given a CPU timer (timer_create failed; see \
+                 RLIMIT_SIGPENDING) and were not sampled",
+                collected.arm_failures
+            ));
+        }
+        if collected.stuck {
+            warnings.push(
+                "a signal handler did not finish within 1 s; its sample table was leaked"
+                    .to_string(),
+            );
+        }
+        let seen = self.samples + collected.dropped;
+        if collected.dropped * 10 > seen {
+            warnings.push(format!(
+                "{} of {seen} samples interrupted libc, libgcc, the dynamic loader or the vDSO \
+                 and were dropped (they cannot be unwound safely from a signal handler): \
+                 time spent there is missing from the profile",
+                collected.dropped
+            ));
+        }
         if self.samples == 0 {
             warnings.push(
                 "no samples were collected: the process used (almost) no CPU outside libc \
@@ -405,8 +437,9 @@ impl CpuProfile {
             if expected >= 10.0 && (self.samples as f64) < expected * 0.5 {
                 warnings.push(format!(
                     "only {} samples for {:.2} s of CPU time at {} Hz (expected ~{expected:.0}): \
-                     the kernel delivers profiling signals at most about once per tick; \
-                     CPU values are scaled by the measured CPU time, counts are not",
+                     threads that block SIGPROF, samples dropped in libc, or CPU used by \
+                     threads that exited between scans; CPU values are scaled by the \
+                     measured CPU time, counts are not",
                     self.samples,
                     cpu.as_secs_f64(),
                     self.frequency_hz
@@ -521,28 +554,38 @@ impl CpuProfile {
     }
 }
 
-/// Symbolizes one sampled stack (leaf first, as unwound) into frames outermost first,
-/// without the profiler's own signal-handling frames.
-fn symbolize_stack(symbols: &mut SymbolCache, raw: &[backtrace::Frame]) -> Vec<CpuFrame> {
-    for f in raw {
-        symbols.resolve(f.ip() as usize);
+/// Symbolizes one sampled stack (leaf first, as unwound) into frames outermost first.
+///
+/// When `exact`, `raw[0]` is the interrupted instruction itself (looked up as is, not as a
+/// return address); else the stack still starts with the signal handler's frames, which are
+/// cut here by name.
+fn symbolize_stack(symbols: &mut SymbolCache, raw: &[usize], exact: bool) -> Vec<CpuFrame> {
+    // `resolve` looks up `addr - 1`, right for return addresses; `pc + 1` finds `pc` itself.
+    let lookup = |i: usize, ip: usize| if i == 0 && exact { ip + 1 } else { ip };
+    for (i, &ip) in raw.iter().enumerate() {
+        symbols.resolve(lookup(i, ip));
     }
     let resolved: Vec<(usize, &[ResolvedFrame])> = raw
         .iter()
-        .map(|f| (f.ip() as usize, symbols.get(f.ip() as usize)))
+        .enumerate()
+        .map(|(i, &ip)| (ip, symbols.get(lookup(i, ip))))
         .collect();
-    // The unwind starts inside the signal handler: skip up to and including it, and the
-    // kernel's signal trampoline (`__restore_rt`) that follows.
-    let skip = resolved
-        .iter()
-        .position(|(_, fs)| {
-            fs.iter().any(|f| {
-                f.function
-                    .as_deref()
-                    .is_some_and(|n| n.ends_with("perf_signal_handler"))
+    // Without the interrupted pc: skip up to and including the handler and the kernel's
+    // signal trampoline (`__restore_rt`) that follows it.
+    let skip = if exact {
+        0
+    } else {
+        resolved
+            .iter()
+            .position(|(_, fs)| {
+                fs.iter().any(|f| {
+                    f.function
+                        .as_deref()
+                        .is_some_and(|n| n.ends_with("on_sigprof"))
+                })
             })
-        })
-        .map_or(0, |i| i + 2);
+            .map_or(0, |i| i + 2)
+    };
     let mut out = Vec::new();
     // Outermost first; the unwinder often reports one unsymbolizable frame past the
     // thread's entry (`clone3`): drop leading unknowns, they are noise in every stack.
@@ -600,12 +643,10 @@ fn process_cpu_time() -> Option<Duration> {
     ))
 }
 
-/// pprof-rs replaces its ~70 MB sample table with a fresh one when a profile stops; glibc
-/// keeps the old one's pages unless asked. (A host on jemalloc returns them by decay.)
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap memory to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+/// When and how long a profile sampled, for [`CpuProfile::from_collected`].
+struct Timing {
+    start_time: SystemTime,
+    duration: Duration,
+    frequency_hz: u32,
+    cpu_time: Option<Duration>,
 }
