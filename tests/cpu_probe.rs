@@ -290,7 +290,11 @@ fn dropping_a_running_profile_stops_it_and_frees_the_slot() {
     }
     drop(running); // e.g. the HTTP client disconnected and the handler's future was dropped
     assert!(!cpu::running());
-    assert_eq!(sigprof_timers().unwrap_or(0), 0, "SIGPROF timer outlived the profile");
+    assert_eq!(
+        sigprof_timers().unwrap_or(0),
+        0,
+        "SIGPROF timer outlived the profile"
+    );
     assert!(!itimer_prof_armed(), "process-wide ITIMER_PROF armed");
 
     let again = profile_for(Duration::from_millis(200), 99);

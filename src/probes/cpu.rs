@@ -14,57 +14,81 @@
 //! ```
 //!
 //! # How sampling works
-//! [pprof-rs] arms `setitimer(ITIMER_PROF)`: the kernel sends `SIGPROF` to the process every
-//! `1/frequency` seconds of *process CPU time*, to a thread that is running. The signal handler
-//! unwinds that thread's stack and counts it in a fixed-size table. Only one profile can run
-//! per process (the timer and pprof-rs's table are process-global); [`start`] enforces that
-//! with an RAII guard ([`RunningProfile`]) that clears the "busy" flag when dropped, also when
-//! the caller's future is dropped because the client went away.
+//! Each thread gets its own POSIX timer on *its own CPU-time clock* (`timer_create` on the
+//! thread's CPU clock with `SIGEV_THREAD_ID`): every `1/frequency` seconds of CPU that thread
+//! uses, the kernel sends `SIGPROF` to that thread. A small scanner thread
+//! (`prodbg-cpu-scan`) re-reads `/proc/self/task` every 20 ms while profiling (less often when
+//! there are so many threads that a scan would cost more than 1 % of a core) to arm timers
+//! for new threads and delete those of exited ones: a thread's first 20 ms are not sampled.
+//! The signal handler unwinds the interrupted thread's stack and counts it in a
+//! preallocated table, with the thread's name (`PR_GET_NAME`) when the stack is new.
+//! [`RunningProfile::stop`] deletes the timers, restores the previous `SIGPROF` disposition
+//! (`SIG_IGN` if it was the default, so a signal still queued cannot terminate the process),
+//! reads the table and frees it, then symbolizes.
+//!
+//! Only one profile can run per process (the signal and the table are process-global);
+//! [`start`] enforces that with an RAII guard ([`RunningProfile`]) that stops sampling and
+//! clears the "busy" flag when dropped, also when the caller's future is dropped because the
+//! client went away.
+//!
+//! # The sample table
+//! 16384 slots of (hash, count, thread id, depth, name, 64 addresses) ≈ 8.6 MB of address space,
+//! allocated zeroed at start (untouched pages cost no RSS: a profile with a few hundred
+//! distinct stacks touches a few hundred KB) and freed at stop. A slot is keyed by the
+//! thread and the stack; the handler finds it by open addressing (at most 64 probes), claims
+//! an empty one with a compare-and-swap, or adds to a matching one's count. A slot that
+//! another thread is still writing is skipped, not waited for (the two are merged when the
+//! table is read). When no slot is free the sample is counted as overflow and reported in
+//! [`CpuProfile::warnings`].
 //!
 //! # Unwinder choice and why a sample cannot hang or crash the host
-//! We use pprof-rs's default DWARF unwinder (libgcc's `_Unwind_Backtrace`, via the
-//! `backtrace` crate), not its `frame-pointer` feature: Rust builds omit frame pointers unless
-//! the host sets `-C force-frame-pointers=yes`, and without them the frame-pointer unwinder
-//! returns empty stacks with no error. DWARF unwinding needs only the `.eh_frame` tables that
-//! every Rust binary has (they are what makes panics unwind).
+//! The handler unwinds with libgcc's `_Unwind_Backtrace` (DWARF `.eh_frame`, via
+//! [`backtrace::trace_unsynchronized`]), not frame pointers: Rust builds omit frame pointers
+//! unless the host sets `-C force-frame-pointers=yes`, and without them a frame-pointer
+//! unwinder returns empty stacks with no error. `.eh_frame` is in every Rust binary (it is
+//! what makes panics unwind).
 //!
-//! Its dangers, and what stops each:
-//! - *Re-entering a lock the interrupted code holds.* The unwinder finds `.eh_frame` through
-//!   `dl_iterate_phdr`, which takes the loader lock; libgcc has its own object lock. Samples
-//!   whose interrupted instruction lies in `libc`, `libgcc` or `libpthread` are dropped
-//!   (pprof-rs's blocklist, checked before unwinding), so the handler never unwinds from
-//!   inside those locks. glibc's loader lock is recursive, so a thread interrupted inside a
-//!   Rust `dl_iterate_phdr` callback can still take it.
-//! - *Wrong unwind tables.* The vDSO's CFI is wrong on some distributions, so samples landing
-//!   in `vdso` (`clock_gettime`, `gettimeofday`) are dropped too.
-//! - *The allocator.* The handler does not allocate: the stack goes into a stack buffer of
-//!   128 frames and then into the preallocated table (overflow is written to a temp file with
-//!   `write(2)`), the thread name comes from `prctl`. So a sample that interrupts `malloc`
-//!   — glibc's (dropped by the blocklist anyway) or jemalloc linked into the binary (unwound)
-//!   — cannot deadlock on the allocator's locks. `tests/cpu_probe.rs` stresses this.
-//! - *Concurrent reporting.* The handler only `try_write`s pprof-rs's spin lock, so a sample
-//!   taken while [`RunningProfile::stop`] reads the table is skipped, never waited for.
+//! The handler may interrupt any code, holding any lock. What stops each danger:
+//! - *The allocator and our own locks.* The handler allocates nothing and takes no lock: the
+//!   stack goes into a stack array, the table is preallocated and all its fields are atomics,
+//!   the thread id comes from `gettid`. A sample that interrupts `malloc` (jemalloc linked
+//!   into the binary is unwound; glibc's is blocklisted) cannot deadlock.
+//!   `tests/cpu_probe.rs` stresses this at 999 Hz.
+//! - *Locks of libc, libgcc and the loader.* Samples whose interrupted instruction lies in
+//!   `libc`, `libgcc_s`, `libpthread`, the dynamic loader (`ld-linux`) or the vDSO are dropped
+//!   before unwinding; their address ranges are found with `dl_iterate_phdr` at start, never
+//!   in the handler. The unwinder finds `.eh_frame` through glibc's lock-free
+//!   `_dl_find_object` (libgcc ≥ 12, glibc ≥ 2.35) or `dl_iterate_phdr`, whose lock is
+//!   recursive. libgcc's one-time initialisation is done by a warm-up walk before any timer
+//!   is armed, and Rust links with `-z now`, so the handler never binds a symbol lazily.
+//!   `trace_unsynchronized` skips the `backtrace` crate's own global lock.
+//! - *Wrong unwind tables.* The vDSO's CFI is wrong on some distributions: blocklisted too.
+//! - *Use after free.* Timers are deleted before the table is read; the table pointer is
+//!   cleared and [`RunningProfile::stop`] waits for the handlers already running (an atomic
+//!   in-handler counter) before it reads and frees the table; a handler that arrives later
+//!   sees no table and returns. `errno` is saved and restored.
 //!
-//! The price of the blocklist: time spent in libc (memcpy, syscalls wrappers, glibc malloc) is
-//! not attributed; it is missing from the profile rather than shown under its caller.
+//! The price of the blocklist: time spent in libc (memcpy, syscall wrappers, glibc malloc) is
+//! not attributed; it is missing from the profile rather than shown under its caller. The
+//! number of such samples is logged, and a warning is added when it exceeds 10 %.
 //!
-//! # Rate cap
-//! The kernel checks CPU-time timers on its scheduler tick (`CONFIG_HZ`, often 250 Hz), so it
-//! delivers at most about one signal per tick for the whole process: asking for 999 Hz on a
-//! busy process yields ~250 samples/s in total. [`CpuProfile::effective_rate_hz`] reports what
-//! was delivered, and the pprof `cpu` values are scaled by the process CPU time actually used,
-//! so totals stay right when fewer samples arrive than asked for.
+//! # Rate
+//! The kernel checks CPU-time timers on its scheduler tick (`CONFIG_HZ`, often 250 Hz), so a
+//! thread's timer fires at most about once per tick *per thread*; the process-wide
+//! `ITIMER_PROF` that pprof-rs used is limited to about once per tick for the *whole process*
+//! (~290 samples/s in all). Above `CONFIG_HZ` a signal arrives with the timer's overrun
+//! count (expirations missed since the last one), and the sample is counted `1 + overrun`
+//! times, so counts stay proportional to CPU time (999 Hz on 2 busy threads: ~500 signals/s
+//! carrying ~2000 samples/s); the stacks themselves are still taken at most once per tick
+//! per thread. [`CpuProfile::effective_rate_hz`] reports what was recorded, and the pprof
+//! `cpu` values are scaled by the process CPU time actually used.
 //!
 //! # Memory
-//! pprof-rs keeps a fixed table of 4096 × 4 stacks of up to 128 frames (~70 MB), allocated
-//! the first time a profile starts and replaced by a fresh one when it stops, so it stays
-//! resident for the life of the process once a profile has been taken; [`RunningProfile::stop`]
-//! calls `malloc_trim` so at least the old table goes back to the kernel on glibc. The first
-//! profile also parses the binary's debug info (pprof-rs does it when it starts, we reuse it
-//! when symbolizing) and the `backtrace` crate keeps it cached (tens of MB) so later profiles
-//! symbolize in milliseconds. `benches/cpu_overhead.rs` measures both.
-//!
-//! [pprof-rs]: https://github.com/tikv/pprof-rs
+//! While sampling: the table's touched pages (well under 1 MB for hundreds of stacks; at most
+//! ~8.6 MB), a timer per thread and one scanner thread; all of it is freed at stop. The first
+//! profile's [`RunningProfile::stop`] also parses the binary's debug info to symbolize, and
+//! the `backtrace` crate keeps it cached (tens of MB for a large binary) so that later
+//! profiles symbolize in milliseconds. `benches/cpu_overhead.rs` measures both.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -88,7 +112,7 @@ pub struct CpuProfileOptions {
     /// How long the caller intends to sample (it sleeps this long, then calls
     /// [`RunningProfile::stop`]). Used to tell a second caller how long to wait.
     pub duration: Duration,
-    /// Samples per second of process CPU time, 1..=[`MAX_FREQUENCY_HZ`]. 99 (not 100) avoids
+    /// Samples per second of each thread's CPU time, 1..=[`MAX_FREQUENCY_HZ`]. 99 (not 100) avoids
     /// sampling in lockstep with periodic work.
     pub frequency_hz: u32,
 }
@@ -111,7 +135,7 @@ pub enum CpuError {
         /// Time until the running profile's requested duration ends.
         remaining: Duration,
     },
-    /// The profiler could not be started (bad options, or pprof-rs refused).
+    /// The profiler could not be started (bad options, or the signal handler could not be installed).
     Start(String),
     /// Sampling ran but the report could not be built or rendered.
     Report(String),
@@ -308,10 +332,13 @@ pub struct CpuProfile {
     pub duration: Duration,
     /// Requested sampling rate, Hz of process CPU time.
     pub frequency_hz: u32,
-    /// Samples recorded (all stacks; samples dropped by the blocklist are not counted).
+    /// Samples recorded (all stacks; samples dropped by the blocklist are not counted). A
+    /// signal that arrives with timer overruns counts as `1 + overrun` samples (see the
+    /// module docs' *Rate*).
     pub samples: u64,
     /// Samples actually recorded per wall-clock second (`samples / duration`). With `n` busy
-    /// threads the ideal is `n × frequency_hz`; the kernel caps it near `CONFIG_HZ`.
+    /// threads the ideal is `n × frequency_hz`; each thread's signals are capped near `CONFIG_HZ`,
+    /// the overrun count makes up the difference.
     pub effective_rate_hz: f64,
     /// CPU time the whole process used while sampling; `None` if the clock was unavailable.
     pub cpu_time: Option<Duration>,
@@ -327,9 +354,9 @@ impl CpuProfile {
         let mut symbols = SymbolCache::default();
         let mut merged: HashMap<(String, Vec<CpuFrame>), u64> = HashMap::new();
         for raw in &collected.stacks {
-            let thread = match collected.names.get(&raw.tid) {
-                Some(n) if !n.is_empty() => n.clone(),
-                _ => format!("thread-{}", raw.tid),
+            let thread = match &raw.thread {
+                n if n.is_empty() => format!("thread-{}", raw.tid),
+                n => n.clone(),
             };
             let stack = symbolize_stack(&mut symbols, &raw.ips, raw.exact);
             *merged.entry((thread, stack)).or_default() += raw.count;

@@ -14,15 +14,16 @@ use std::time::{Duration, Instant};
 pub(super) const MAX_DEPTH: usize = 64;
 /// Room for the handler's own frames (handler, trampoline), cut before storing.
 const HANDLER_FRAMES: usize = 32;
-/// Distinct (thread, stack) pairs the table holds: 16384 × 536 B ≈ 8.4 MB of address space,
+/// Distinct (thread, stack) pairs the table holds: 16384 × 552 B ≈ 8.6 MB of address space,
 /// of which only the touched pages become resident.
 pub(super) const SLOTS: usize = 16384;
 /// Slots tried (open addressing, linear probing) before a sample counts as overflow.
 const MAX_PROBES: usize = 64;
 /// Executable segments of blocklisted objects remembered.
 const MAX_BLOCKED: usize = 32;
-/// How often the scanner arms timers for new threads and deletes those of exited ones.
-const RESCAN: Duration = Duration::from_millis(100);
+/// How often the scanner arms timers for new threads and deletes those of exited ones, at
+/// least; with many threads the pause grows so that scanning takes ≤ 1 % of a core.
+const RESCAN: Duration = Duration::from_millis(20);
 /// Shared objects whose samples are dropped before unwinding (substrings of the file name).
 const BLOCKLIST: &[&str] = &[
     "libc.so",
@@ -52,6 +53,8 @@ struct Slot {
     tid: AtomicI32,
     /// Number of addresses in `ips`, plus [`EXACT`].
     depth: AtomicU32,
+    /// The thread's name when the slot was written (`PR_GET_NAME`, NUL-padded 16 bytes).
+    name: [AtomicU64; 2],
     /// Addresses, leaf first.
     ips: [AtomicUsize; MAX_DEPTH],
 }
@@ -86,17 +89,41 @@ struct Table {
 }
 
 impl Table {
-    fn alloc() -> Box<Table> {
-        let layout = std::alloc::Layout::new::<Table>();
-        // SAFETY: `Table` is not zero-sized. Every field is an atomic integer, an integer
-        // array or a tuple of integers, for which all-zero bytes are a valid value.
-        unsafe {
-            let p = std::alloc::alloc_zeroed(layout).cast::<Table>();
-            if p.is_null() {
-                std::alloc::handle_alloc_error(layout);
-            }
-            Box::from_raw(p)
+    /// Maps a fresh, zeroed table straight from the kernel: untouched pages cost no RSS, and
+    /// [`Table::free`] gives all of it back. (Through the allocator, glibc would serve the
+    /// second profile's table from its heap after raising its mmap threshold, zero all of it
+    /// by hand, and keep it after the free.)
+    fn alloc() -> Result<*mut Table, String> {
+        // SAFETY: an anonymous private mapping with no address hint; checked below.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                std::mem::size_of::<Table>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!(
+                "mapping the {} MB sample table: {}",
+                std::mem::size_of::<Table>() >> 20,
+                std::io::Error::last_os_error()
+            ));
         }
+        // The mapping is zero-filled and page-aligned; every field of `Table` is an atomic
+        // integer, an integer array or a tuple of integers, valid as all-zero bytes.
+        Ok(p.cast::<Table>())
+    }
+
+    /// Unmaps a table from [`Table::alloc`].
+    ///
+    /// # Safety
+    /// No reference to the table may be used afterwards (no handler may be running on it).
+    unsafe fn free(table: *mut Table) {
+        // SAFETY: the caller's contract; `table` is a mapping of exactly this size.
+        unsafe { libc::munmap(table.cast(), std::mem::size_of::<Table>()) };
     }
 
     fn is_blocked(&self, pc: usize) -> bool {
@@ -142,11 +169,12 @@ fn weight(info: *mut libc::siginfo_t) -> u64 {
         if (*info).si_code != libc::SI_TIMER {
             return 1;
         }
-        let union_at = if cfg!(target_pointer_width = "64") { 16 } else { 12 };
-        let overrun = *info
-            .cast::<u8>()
-            .add(union_at + 4)
-            .cast::<c_int>();
+        let union_at = if cfg!(target_pointer_width = "64") {
+            16
+        } else {
+            12
+        };
+        let overrun = *info.cast::<u8>().add(union_at + 4).cast::<c_int>();
         1 + u64::try_from(overrun).unwrap_or(0)
     }
 }
@@ -206,6 +234,14 @@ fn record(table: &Table, weight: u64, context: *mut c_void) {
                 .is_ok()
         {
             slot.tid.store(tid, Ordering::Relaxed);
+            let mut name = [0u8; 16];
+            // SAFETY: PR_GET_NAME writes at most 16 bytes into `name`; a plain system call.
+            unsafe { libc::syscall(libc::SYS_prctl, libc::PR_GET_NAME, name.as_mut_ptr()) };
+            for (cell, chunk) in slot.name.iter().zip(name.chunks_exact(8)) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                cell.store(u64::from_ne_bytes(word), Ordering::Relaxed);
+            }
             slot.depth.store(depth, Ordering::Relaxed);
             for (cell, &ip) in slot.ips.iter().zip(stack) {
                 cell.store(ip, Ordering::Relaxed);
@@ -267,7 +303,11 @@ fn current_tid() -> i32 {
 
 /// Fills `table.blocked` with the executable segments of the blocklisted shared objects.
 fn find_blocked(table: &mut Table) {
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
         // SAFETY: dl_iterate_phdr passes a valid info and our `&mut Table` as `data`.
         let (info, table) = unsafe { (&*info, &mut *data.cast::<Table>()) };
         let name = if info.dlpi_name.is_null() {
@@ -305,8 +345,6 @@ fn find_blocked(table: &mut Table) {
 struct Threads {
     /// tid → timer id (`timer_t` as an address, so the struct is `Send`).
     timers: HashMap<i32, usize>,
-    /// tid → name from `/proc/self/task/<tid>/comm`; kept after the thread exits.
-    names: HashMap<i32, String>,
     /// Threads whose timer could not be created (other than because they had just exited).
     arm_failures: u64,
     period: Duration,
@@ -323,7 +361,6 @@ impl Threads {
             match arm_timer(tid, self.period) {
                 Ok(timer) => {
                     self.timers.insert(tid, timer);
-                    self.names.insert(tid, thread_name(tid));
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {} // exited meanwhile
                 Err(e) => {
@@ -351,12 +388,6 @@ fn list_threads() -> Vec<i32> {
         .collect();
     tids.sort_unstable();
     tids
-}
-
-fn thread_name(tid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
-        .map(|s| s.trim_end_matches('\n').to_string())
-        .unwrap_or_default()
 }
 
 /// A timer on thread `tid`'s CPU clock that sends it `SIGPROF` every `period` of its CPU time.
@@ -398,6 +429,8 @@ fn delete_timer(timer: usize) {
 /// One distinct (thread, stack) read from the table.
 pub(super) struct RawStack {
     pub tid: i32,
+    /// The thread's name when it was first sampled with this stack (empty if unnamed).
+    pub thread: String,
     /// Addresses, leaf first.
     pub ips: Vec<usize>,
     /// Whether `ips[0]` is the exact interrupted instruction (else the handler's own frames
@@ -409,7 +442,6 @@ pub(super) struct RawStack {
 /// What a finished sampling run collected.
 pub(super) struct Collected {
     pub stacks: Vec<RawStack>,
-    pub names: HashMap<i32, String>,
     /// Samples dropped because they interrupted a blocklisted object.
     pub dropped: u64,
     /// Samples lost because the table was full.
@@ -441,9 +473,10 @@ impl Sampler {
         }
         // libgcc's one-time unwinder initialisation, outside any signal handler.
         backtrace::trace(|_| true);
-        let mut table = Table::alloc();
-        find_blocked(&mut table);
-        TABLE.store(Box::into_raw(table), Ordering::SeqCst);
+        let table = Table::alloc()?;
+        // SAFETY: freshly mapped, valid as all-zero (see `Table::alloc`), not yet shared.
+        find_blocked(unsafe { &mut *table });
+        TABLE.store(table, Ordering::SeqCst);
 
         // SAFETY: zeroed is a valid sigaction; the fields we rely on are set below.
         let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -472,13 +505,22 @@ impl Sampler {
             old_action,
             stopped: false,
         };
-        threads.lock().unwrap_or_else(PoisonError::into_inner).scan();
+        threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .scan();
         let (tx, rx) = mpsc::channel::<()>();
         let scanner = std::thread::Builder::new()
             .name("prodbg-cpu-scan".into())
             .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(RESCAN) {
-                    threads.lock().unwrap_or_else(PoisonError::into_inner).scan();
+                let mut pause = RESCAN;
+                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(pause) {
+                    let t0 = Instant::now();
+                    threads
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .scan();
+                    pause = RESCAN.max(t0.elapsed() * 100);
                 }
             })
             .map_err(|e| format!("spawning the thread scanner: {e}"))?;
@@ -500,13 +542,6 @@ impl Sampler {
         let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
         for (_, timer) in threads.timers.drain() {
             delete_timer(timer);
-        }
-        // Names as they are now: a thread names itself after it starts, maybe after the scan.
-        let live = list_threads();
-        for tid in live {
-            if let Some(name) = threads.names.get_mut(&tid) {
-                *name = thread_name(tid);
-            }
         }
         let table = TABLE.swap(ptr::null_mut(), Ordering::SeqCst);
         // A handler that loaded the table before the swap is counted in IN_HANDLER.
@@ -530,7 +565,6 @@ impl Sampler {
 
         let mut out = Collected {
             stacks: Vec::new(),
-            names: std::mem::take(&mut threads.names),
             dropped: 0,
             overflow: 0,
             signals: 0,
@@ -542,7 +576,8 @@ impl Sampler {
             return out;
         }
         // SAFETY: TABLE was nulled and no handler runs, so we own the table again.
-        let table = unsafe { Box::from_raw(table) };
+        let mapped = table;
+        let table = unsafe { &*mapped };
         out.dropped = table.dropped.load(Ordering::Relaxed);
         out.overflow = table.overflow.load(Ordering::Relaxed);
         out.signals = table.signals.load(Ordering::Relaxed);
@@ -555,6 +590,15 @@ impl Sampler {
             let n = ((depth & !EXACT) as usize).min(MAX_DEPTH);
             out.stacks.push(RawStack {
                 tid: slot.tid.load(Ordering::Relaxed),
+                thread: {
+                    let bytes: Vec<u8> = slot
+                        .name
+                        .iter()
+                        .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
+                        .take_while(|&b| b != 0)
+                        .collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                },
                 ips: slot.ips[..n]
                     .iter()
                     .map(|ip| ip.load(Ordering::Relaxed))
@@ -563,7 +607,8 @@ impl Sampler {
                 count: slot.count.load(Ordering::Relaxed),
             });
         }
-        drop(table);
+        // SAFETY: `table` is not used after this; no handler can reach it (see above).
+        unsafe { Table::free(mapped) };
         out
     }
 }
@@ -580,7 +625,7 @@ impl Drop for Sampler {
 fn free_table() {
     let table = TABLE.swap(ptr::null_mut(), Ordering::SeqCst);
     if !table.is_null() {
-        // SAFETY: no handler is installed for this table, and it came from Box::into_raw.
-        drop(unsafe { Box::from_raw(table) });
+        // SAFETY: no handler is installed for this table, and it came from `Table::alloc`.
+        unsafe { Table::free(table) };
     }
 }
