@@ -278,6 +278,7 @@ impl RunningProfile {
             cpu_time,
         };
         let profile = CpuProfile::from_collected(collected, timing);
+        release_freed_memory();
         tracing::info!(
             samples = profile.samples,
             stacks = profile.stacks.len(),
@@ -676,4 +677,14 @@ struct Timing {
     duration: Duration,
     frequency_hz: u32,
     cpu_time: Option<Duration>,
+}
+
+/// Symbolizing allocates and frees a few MB of temporaries; glibc keeps freed heap pages
+/// unless asked. (A host on jemalloc returns them by decay.)
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
