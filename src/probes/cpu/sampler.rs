@@ -286,8 +286,8 @@ fn interrupted_pc(context: *mut c_void) -> usize {
     unsafe { (*(context as *const libc::ucontext_t)).uc_mcontext.pc as usize }
 }
 
-/// Unknown on this platform: no sample is dropped by the blocklist, and the handler's frames
-/// are cut by name when symbolizing.
+/// Unknown on this platform: the blocklist could not be applied, so [`Sampler::start`]
+/// refuses to run (see [`PC_KNOWN`]).
 #[cfg(not(all(
     any(target_arch = "x86_64", target_arch = "aarch64"),
     target_env = "gnu"
@@ -295,6 +295,13 @@ fn interrupted_pc(context: *mut c_void) -> usize {
 fn interrupted_pc(_context: *mut c_void) -> usize {
     0
 }
+
+/// Whether [`interrupted_pc`] works here; without it the blocklist cannot be checked and a
+/// sample could unwind from inside libc's or the loader's locks.
+const PC_KNOWN: bool = cfg!(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_env = "gnu"
+));
 
 fn current_tid() -> i32 {
     // SAFETY: gettid takes no arguments, cannot fail and is async-signal-safe.
@@ -468,6 +475,13 @@ impl Sampler {
     /// Warms up the unwinder, allocates the table, installs the handler, arms a timer on every
     /// thread and starts the scanner thread.
     pub fn start(frequency_hz: u32) -> Result<Sampler, String> {
+        if !PC_KNOWN {
+            return Err(
+                "CPU profiling needs Linux with glibc on x86_64 or aarch64 (the signal \
+                        handler reads the interrupted instruction from the ucontext)"
+                    .into(),
+            );
+        }
         if !TABLE.load(Ordering::SeqCst).is_null() {
             return Err("a sampler is already running".into());
         }
