@@ -14,57 +14,81 @@
 //! ```
 //!
 //! # How sampling works
-//! [pprof-rs] arms `setitimer(ITIMER_PROF)`: the kernel sends `SIGPROF` to the process every
-//! `1/frequency` seconds of *process CPU time*, to a thread that is running. The signal handler
-//! unwinds that thread's stack and counts it in a fixed-size table. Only one profile can run
-//! per process (the timer and pprof-rs's table are process-global); [`start`] enforces that
-//! with an RAII guard ([`RunningProfile`]) that clears the "busy" flag when dropped, also when
-//! the caller's future is dropped because the client went away.
+//! Each thread gets its own POSIX timer on *its own CPU-time clock* (`timer_create` on the
+//! thread's CPU clock with `SIGEV_THREAD_ID`): every `1/frequency` seconds of CPU that thread
+//! uses, the kernel sends `SIGPROF` to that thread. A small scanner thread
+//! (`prodbg-cpu-scan`) re-reads `/proc/self/task` every 20 ms while profiling (less often when
+//! there are so many threads that a scan would cost more than 1 % of a core) to arm timers
+//! for new threads and delete those of exited ones: a thread's first 20 ms are not sampled.
+//! The signal handler unwinds the interrupted thread's stack and counts it in a
+//! preallocated table, with the thread's name (`PR_GET_NAME`) when the stack is new.
+//! [`RunningProfile::stop`] deletes the timers, restores the previous `SIGPROF` disposition
+//! (`SIG_IGN` if it was the default, so a signal still queued cannot terminate the process),
+//! reads the table and frees it, then symbolizes.
+//!
+//! Only one profile can run per process (the signal and the table are process-global);
+//! [`start`] enforces that with an RAII guard ([`RunningProfile`]) that stops sampling and
+//! clears the "busy" flag when dropped, also when the caller's future is dropped because the
+//! client went away.
+//!
+//! # The sample table
+//! 16384 slots of (hash, count, thread id, depth, name, 64 addresses) ≈ 8.6 MB of address space,
+//! allocated zeroed at start (untouched pages cost no RSS: a profile with a few hundred
+//! distinct stacks touches a few hundred KB) and freed at stop. A slot is keyed by the
+//! thread and the stack; the handler finds it by open addressing (at most 64 probes), claims
+//! an empty one with a compare-and-swap, or adds to a matching one's count. A slot that
+//! another thread is still writing is skipped, not waited for (the two are merged when the
+//! table is read). When no slot is free the sample is counted as overflow and reported in
+//! [`CpuProfile::warnings`].
 //!
 //! # Unwinder choice and why a sample cannot hang or crash the host
-//! We use pprof-rs's default DWARF unwinder (libgcc's `_Unwind_Backtrace`, via the
-//! `backtrace` crate), not its `frame-pointer` feature: Rust builds omit frame pointers unless
-//! the host sets `-C force-frame-pointers=yes`, and without them the frame-pointer unwinder
-//! returns empty stacks with no error. DWARF unwinding needs only the `.eh_frame` tables that
-//! every Rust binary has (they are what makes panics unwind).
+//! The handler unwinds with libgcc's `_Unwind_Backtrace` (DWARF `.eh_frame`, via
+//! [`backtrace::trace_unsynchronized`]), not frame pointers: Rust builds omit frame pointers
+//! unless the host sets `-C force-frame-pointers=yes`, and without them a frame-pointer
+//! unwinder returns empty stacks with no error. `.eh_frame` is in every Rust binary (it is
+//! what makes panics unwind).
 //!
-//! Its dangers, and what stops each:
-//! - *Re-entering a lock the interrupted code holds.* The unwinder finds `.eh_frame` through
-//!   `dl_iterate_phdr`, which takes the loader lock; libgcc has its own object lock. Samples
-//!   whose interrupted instruction lies in `libc`, `libgcc` or `libpthread` are dropped
-//!   (pprof-rs's blocklist, checked before unwinding), so the handler never unwinds from
-//!   inside those locks. glibc's loader lock is recursive, so a thread interrupted inside a
-//!   Rust `dl_iterate_phdr` callback can still take it.
-//! - *Wrong unwind tables.* The vDSO's CFI is wrong on some distributions, so samples landing
-//!   in `vdso` (`clock_gettime`, `gettimeofday`) are dropped too.
-//! - *The allocator.* The handler does not allocate: the stack goes into a stack buffer of
-//!   128 frames and then into the preallocated table (overflow is written to a temp file with
-//!   `write(2)`), the thread name comes from `prctl`. So a sample that interrupts `malloc`
-//!   — glibc's (dropped by the blocklist anyway) or jemalloc linked into the binary (unwound)
-//!   — cannot deadlock on the allocator's locks. `tests/cpu_probe.rs` stresses this.
-//! - *Concurrent reporting.* The handler only `try_write`s pprof-rs's spin lock, so a sample
-//!   taken while [`RunningProfile::stop`] reads the table is skipped, never waited for.
+//! The handler may interrupt any code, holding any lock. What stops each danger:
+//! - *The allocator and our own locks.* The handler allocates nothing and takes no lock: the
+//!   stack goes into a stack array, the table is preallocated and all its fields are atomics,
+//!   the thread id comes from `gettid`. A sample that interrupts `malloc` (jemalloc linked
+//!   into the binary is unwound; glibc's is blocklisted) cannot deadlock.
+//!   `tests/cpu_probe.rs` stresses this at 999 Hz.
+//! - *Locks of libc, libgcc and the loader.* Samples whose interrupted instruction lies in
+//!   `libc`, `libgcc_s`, `libpthread`, the dynamic loader (`ld-linux`) or the vDSO are dropped
+//!   before unwinding; their address ranges are found with `dl_iterate_phdr` at start, never
+//!   in the handler. The unwinder finds `.eh_frame` through glibc's lock-free
+//!   `_dl_find_object` (libgcc ≥ 12, glibc ≥ 2.35) or `dl_iterate_phdr`, whose lock is
+//!   recursive. libgcc's one-time initialisation is done by a warm-up walk before any timer
+//!   is armed, and Rust links with `-z now`, so the handler never binds a symbol lazily.
+//!   `trace_unsynchronized` skips the `backtrace` crate's own global lock.
+//! - *Wrong unwind tables.* The vDSO's CFI is wrong on some distributions: blocklisted too.
+//! - *Use after free.* Timers are deleted before the table is read; the table pointer is
+//!   cleared and [`RunningProfile::stop`] waits for the handlers already running (an atomic
+//!   in-handler counter) before it reads and frees the table; a handler that arrives later
+//!   sees no table and returns. `errno` is saved and restored.
 //!
-//! The price of the blocklist: time spent in libc (memcpy, syscalls wrappers, glibc malloc) is
-//! not attributed; it is missing from the profile rather than shown under its caller.
+//! The price of the blocklist: time spent in libc (memcpy, syscall wrappers, glibc malloc) is
+//! not attributed; it is missing from the profile rather than shown under its caller. The
+//! number of such samples is logged, and a warning is added when it exceeds 10 %.
 //!
-//! # Rate cap
-//! The kernel checks CPU-time timers on its scheduler tick (`CONFIG_HZ`, often 250 Hz), so it
-//! delivers at most about one signal per tick for the whole process: asking for 999 Hz on a
-//! busy process yields ~250 samples/s in total. [`CpuProfile::effective_rate_hz`] reports what
-//! was delivered, and the pprof `cpu` values are scaled by the process CPU time actually used,
-//! so totals stay right when fewer samples arrive than asked for.
+//! # Rate
+//! The kernel checks CPU-time timers on its scheduler tick (`CONFIG_HZ`, often 250 Hz), so a
+//! thread's timer fires at most about once per tick *per thread*; the process-wide
+//! `ITIMER_PROF` that pprof-rs used is limited to about once per tick for the *whole process*
+//! (~290 samples/s in all). Above `CONFIG_HZ` a signal arrives with the timer's overrun
+//! count (expirations missed since the last one), and the sample is counted `1 + overrun`
+//! times, so counts stay proportional to CPU time (999 Hz on 2 busy threads: ~500 signals/s
+//! carrying ~2000 samples/s); the stacks themselves are still taken at most once per tick
+//! per thread. [`CpuProfile::effective_rate_hz`] reports what was recorded, and the pprof
+//! `cpu` values are scaled by the process CPU time actually used.
 //!
 //! # Memory
-//! pprof-rs keeps a fixed table of 4096 × 4 stacks of up to 128 frames (~70 MB), allocated
-//! the first time a profile starts and replaced by a fresh one when it stops, so it stays
-//! resident for the life of the process once a profile has been taken; [`RunningProfile::stop`]
-//! calls `malloc_trim` so at least the old table goes back to the kernel on glibc. The first
-//! profile also parses the binary's debug info (pprof-rs does it when it starts, we reuse it
-//! when symbolizing) and the `backtrace` crate keeps it cached (tens of MB) so later profiles
-//! symbolize in milliseconds. `benches/cpu_overhead.rs` measures both.
-//!
-//! [pprof-rs]: https://github.com/tikv/pprof-rs
+//! While sampling: the table's touched pages (well under 1 MB for hundreds of stacks; at most
+//! ~8.6 MB), a timer per thread and one scanner thread; all of it is freed at stop. The first
+//! profile's [`RunningProfile::stop`] also parses the binary's debug info to symbolize, and
+//! the `backtrace` crate keeps it cached (tens of MB for a large binary) so that later
+//! profiles symbolize in milliseconds. `benches/cpu_overhead.rs` measures both.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -74,11 +98,10 @@ use std::time::{Duration, Instant, SystemTime};
 use super::symbols::{ResolvedFrame, SymbolCache};
 use crate::render::{flamegraph, pprof as pb};
 
+mod sampler;
+
 /// Highest sampling rate [`start`] accepts, in Hz.
 pub const MAX_FREQUENCY_HZ: u32 = 1000;
-
-/// Shared objects whose samples are dropped before unwinding; see the module docs.
-const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso"];
 
 /// Function name of a frame whose address has no symbol.
 const UNKNOWN: &str = "[unknown]";
@@ -89,7 +112,7 @@ pub struct CpuProfileOptions {
     /// How long the caller intends to sample (it sleeps this long, then calls
     /// [`RunningProfile::stop`]). Used to tell a second caller how long to wait.
     pub duration: Duration,
-    /// Samples per second of process CPU time, 1..=[`MAX_FREQUENCY_HZ`]. 99 (not 100) avoids
+    /// Samples per second of each thread's CPU time, 1..=[`MAX_FREQUENCY_HZ`]. 99 (not 100) avoids
     /// sampling in lockstep with periodic work.
     pub frequency_hz: u32,
 }
@@ -112,7 +135,7 @@ pub enum CpuError {
         /// Time until the running profile's requested duration ends.
         remaining: Duration,
     },
-    /// The profiler could not be started (bad options, or pprof-rs refused).
+    /// The profiler could not be started (bad options, or the signal handler could not be installed).
     Start(String),
     /// Sampling ran but the report could not be built or rendered.
     Report(String),
@@ -181,31 +204,32 @@ pub fn start(opts: CpuProfileOptions) -> Result<RunningProfile, CpuError> {
     }
     let busy = Busy::acquire(opts.duration)?;
     let cpu_start = process_cpu_time();
-    let frequency = i32::try_from(opts.frequency_hz).unwrap_or(99); // bounded above
-    let guard = pprof::ProfilerGuardBuilder::default()
-        .frequency(frequency)
-        .blocklist(BLOCKLIST)
-        .build()
-        .map_err(|e| CpuError::Start(format!("pprof-rs: {e}")))?;
+    let start_time = SystemTime::now();
+    let started = Instant::now();
+    let sampler = sampler::Sampler::start(opts.frequency_hz).map_err(CpuError::Start)?;
     tracing::info!(
         frequency_hz = opts.frequency_hz,
         duration_s = opts.duration.as_secs_f64(),
         "cpu profile started"
     );
     Ok(RunningProfile {
-        guard: Some(guard),
+        sampler: Some(sampler),
         opts,
         cpu_start,
+        start_time,
+        started,
         _busy: busy,
     })
 }
 
 /// A CPU profile being taken. Dropping it stops sampling and frees the "busy" flag.
 pub struct RunningProfile {
-    // Field order matters: the guard (which stops the timer) drops before the busy flag.
-    guard: Option<pprof::ProfilerGuard<'static>>,
+    // Field order matters: the sampler (which stops the timers) drops before the busy flag.
+    sampler: Option<sampler::Sampler>,
     opts: CpuProfileOptions,
     cpu_start: Option<Duration>,
+    start_time: SystemTime,
+    started: Instant,
     _busy: Busy,
 }
 
@@ -229,27 +253,32 @@ impl RunningProfile {
     /// binary's debug info): async callers run it in `spawn_blocking`.
     pub fn stop(mut self) -> Result<CpuProfile, CpuError> {
         let t0 = Instant::now();
-        let guard = self
-            .guard
+        let sampler = self
+            .sampler
             .take()
             .ok_or_else(|| CpuError::Report("profile already stopped".into()))?;
-        let report = {
-            let builder = guard.report();
-            builder.build_unresolved()
-        };
-        drop(guard); // stop the timer before the slow part
-        let t_trim = Instant::now();
-        release_freed_memory();
-        tracing::debug!(
-            trim_ms = t_trim.elapsed().as_secs_f64() * 1e3,
-            "released the profiler's old sample table"
-        );
-        let report = report.map_err(|e| CpuError::Report(format!("pprof-rs: {e}")))?;
+        let collected = sampler.stop();
+        let duration = self.started.elapsed();
         let cpu_time = match (self.cpu_start, process_cpu_time()) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
         };
-        let profile = CpuProfile::from_report(report, self.opts.frequency_hz, cpu_time);
+        tracing::debug!(
+            signals = collected.signals,
+            dropped = collected.dropped,
+            overflow = collected.overflow,
+            slots = collected.stacks.len(),
+            sample_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "cpu sampler stopped"
+        );
+        let timing = Timing {
+            start_time: self.start_time,
+            duration,
+            frequency_hz: self.opts.frequency_hz,
+            cpu_time,
+        };
+        let profile = CpuProfile::from_collected(collected, timing);
+        release_freed_memory();
         tracing::info!(
             samples = profile.samples,
             stacks = profile.stacks.len(),
@@ -304,10 +333,13 @@ pub struct CpuProfile {
     pub duration: Duration,
     /// Requested sampling rate, Hz of process CPU time.
     pub frequency_hz: u32,
-    /// Samples recorded (all stacks; samples dropped by the blocklist are not counted).
+    /// Samples recorded (all stacks; samples dropped by the blocklist are not counted). A
+    /// signal that arrives with timer overruns counts as `1 + overrun` samples (see the
+    /// module docs' *Rate*).
     pub samples: u64,
     /// Samples actually recorded per wall-clock second (`samples / duration`). With `n` busy
-    /// threads the ideal is `n × frequency_hz`; the kernel caps it near `CONFIG_HZ`.
+    /// threads the ideal is `n × frequency_hz`; each thread's signals are capped near `CONFIG_HZ`,
+    /// the overrun count makes up the difference.
     pub effective_rate_hz: f64,
     /// CPU time the whole process used while sampling; `None` if the clock was unavailable.
     pub cpu_time: Option<Duration>,
@@ -318,24 +350,17 @@ pub struct CpuProfile {
 }
 
 impl CpuProfile {
-    fn from_report(
-        report: pprof::UnresolvedReport,
-        frequency_hz: u32,
-        cpu_time: Option<Duration>,
-    ) -> Self {
+    fn from_collected(collected: sampler::Collected, timing: Timing) -> Self {
         let t0 = Instant::now();
         let mut symbols = SymbolCache::default();
         let mut merged: HashMap<(String, Vec<CpuFrame>), u64> = HashMap::new();
-        for (frames, count) in &report.data {
-            let count = u64::try_from(*count).unwrap_or(0);
-            let name =
-                &frames.thread_name[..frames.thread_name_length.min(frames.thread_name.len())];
-            let thread = match String::from_utf8_lossy(name) {
-                n if n.is_empty() => format!("thread-{}", frames.thread_id),
-                n => n.into_owned(),
+        for raw in &collected.stacks {
+            let thread = match &raw.thread {
+                n if n.is_empty() => format!("thread-{}", raw.tid),
+                n => n.clone(),
             };
-            let stack = symbolize_stack(&mut symbols, &frames.frames);
-            *merged.entry((thread, stack)).or_default() += count;
+            let stack = symbolize_stack(&mut symbols, &raw.ips, raw.exact);
+            *merged.entry((thread, stack)).or_default() += raw.count;
         }
         let mut stacks: Vec<CpuStack> = merged
             .into_iter()
@@ -351,7 +376,12 @@ impl CpuProfile {
                 .then_with(|| a.thread.cmp(&b.thread))
         });
         let samples: u64 = stacks.iter().map(|s| s.samples).sum();
-        let duration = report.timing.duration;
+        let Timing {
+            start_time,
+            duration,
+            frequency_hz,
+            cpu_time,
+        } = timing;
         let secs = duration.as_secs_f64();
         let effective_rate_hz = if secs > 0.0 {
             samples as f64 / secs
@@ -359,7 +389,7 @@ impl CpuProfile {
             0.0
         };
         let mut profile = CpuProfile {
-            start_time: report.timing.start_time,
+            start_time,
             duration,
             frequency_hz,
             samples,
@@ -368,7 +398,7 @@ impl CpuProfile {
             stacks,
             warnings: Vec::new(),
         };
-        profile.warnings = profile.diagnose();
+        profile.warnings = profile.diagnose(&collected);
         tracing::debug!(
             unique_addresses = symbols.len(),
             symbolize_ms = t0.elapsed().as_secs_f64() * 1e3,
@@ -377,8 +407,38 @@ impl CpuProfile {
         profile
     }
 
-    fn diagnose(&self) -> Vec<String> {
+    fn diagnose(&self, collected: &sampler::Collected) -> Vec<String> {
         let mut warnings = Vec::new();
+        if collected.overflow > 0 {
+            warnings.push(format!(
+                "{} samples were lost because the sample table ({} distinct thread+stack \
+                 pairs) was full",
+                collected.overflow,
+                sampler::SLOTS
+            ));
+        }
+        if collected.arm_failures > 0 {
+            warnings.push(format!(
+                "{} threads could not be given a CPU timer (timer_create failed; see \
+                 RLIMIT_SIGPENDING) and were not sampled",
+                collected.arm_failures
+            ));
+        }
+        if collected.stuck {
+            warnings.push(
+                "a signal handler did not finish within 1 s; its sample table was leaked"
+                    .to_string(),
+            );
+        }
+        let seen = self.samples + collected.dropped;
+        if collected.dropped * 10 > seen {
+            warnings.push(format!(
+                "{} of {seen} samples interrupted libc, libgcc, the dynamic loader or the vDSO \
+                 and were dropped (they cannot be unwound safely from a signal handler): \
+                 time spent there is missing from the profile",
+                collected.dropped
+            ));
+        }
         if self.samples == 0 {
             warnings.push(
                 "no samples were collected: the process used (almost) no CPU outside libc \
@@ -405,8 +465,9 @@ impl CpuProfile {
             if expected >= 10.0 && (self.samples as f64) < expected * 0.5 {
                 warnings.push(format!(
                     "only {} samples for {:.2} s of CPU time at {} Hz (expected ~{expected:.0}): \
-                     the kernel delivers profiling signals at most about once per tick; \
-                     CPU values are scaled by the measured CPU time, counts are not",
+                     threads that block SIGPROF, samples dropped in libc, or CPU used by \
+                     threads that exited between scans; CPU values are scaled by the \
+                     measured CPU time, counts are not",
                     self.samples,
                     cpu.as_secs_f64(),
                     self.frequency_hz
@@ -521,28 +582,38 @@ impl CpuProfile {
     }
 }
 
-/// Symbolizes one sampled stack (leaf first, as unwound) into frames outermost first,
-/// without the profiler's own signal-handling frames.
-fn symbolize_stack(symbols: &mut SymbolCache, raw: &[backtrace::Frame]) -> Vec<CpuFrame> {
-    for f in raw {
-        symbols.resolve(f.ip() as usize);
+/// Symbolizes one sampled stack (leaf first, as unwound) into frames outermost first.
+///
+/// When `exact`, `raw[0]` is the interrupted instruction itself (looked up as is, not as a
+/// return address); else the stack still starts with the signal handler's frames, which are
+/// cut here by name.
+fn symbolize_stack(symbols: &mut SymbolCache, raw: &[usize], exact: bool) -> Vec<CpuFrame> {
+    // `resolve` looks up `addr - 1`, right for return addresses; `pc + 1` finds `pc` itself.
+    let lookup = |i: usize, ip: usize| if i == 0 && exact { ip + 1 } else { ip };
+    for (i, &ip) in raw.iter().enumerate() {
+        symbols.resolve(lookup(i, ip));
     }
     let resolved: Vec<(usize, &[ResolvedFrame])> = raw
         .iter()
-        .map(|f| (f.ip() as usize, symbols.get(f.ip() as usize)))
+        .enumerate()
+        .map(|(i, &ip)| (ip, symbols.get(lookup(i, ip))))
         .collect();
-    // The unwind starts inside the signal handler: skip up to and including it, and the
-    // kernel's signal trampoline (`__restore_rt`) that follows.
-    let skip = resolved
-        .iter()
-        .position(|(_, fs)| {
-            fs.iter().any(|f| {
-                f.function
-                    .as_deref()
-                    .is_some_and(|n| n.ends_with("perf_signal_handler"))
+    // Without the interrupted pc: skip up to and including the handler and the kernel's
+    // signal trampoline (`__restore_rt`) that follows it.
+    let skip = if exact {
+        0
+    } else {
+        resolved
+            .iter()
+            .position(|(_, fs)| {
+                fs.iter().any(|f| {
+                    f.function
+                        .as_deref()
+                        .is_some_and(|n| n.ends_with("on_sigprof"))
+                })
             })
-        })
-        .map_or(0, |i| i + 2);
+            .map_or(0, |i| i + 2)
+    };
     let mut out = Vec::new();
     // Outermost first; the unwinder often reports one unsymbolizable frame past the
     // thread's entry (`clone3`): drop leading unknowns, they are noise in every stack.
@@ -600,8 +671,16 @@ fn process_cpu_time() -> Option<Duration> {
     ))
 }
 
-/// pprof-rs replaces its ~70 MB sample table with a fresh one when a profile stops; glibc
-/// keeps the old one's pages unless asked. (A host on jemalloc returns them by decay.)
+/// When and how long a profile sampled, for [`CpuProfile::from_collected`].
+struct Timing {
+    start_time: SystemTime,
+    duration: Duration,
+    frequency_hz: u32,
+    cpu_time: Option<Duration>,
+}
+
+/// Symbolizing allocates and frees a few MB of temporaries; glibc keeps freed heap pages
+/// unless asked. (A host on jemalloc returns them by decay.)
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap memory to the kernel.

@@ -1,0 +1,645 @@
+//! The sampler behind [`super`]: a CPU-time timer per thread, a `SIGPROF` handler that unwinds
+//! the interrupted thread into a preallocated lock-free table, and the code that arms, disarms
+//! and reads it. The safety argument is in the [parent module's docs](super).
+
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void, CStr};
+use std::ptr;
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Most frames kept per sample (outermost frames beyond this are cut).
+pub(super) const MAX_DEPTH: usize = 64;
+/// Room for the handler's own frames (handler, trampoline), cut before storing.
+const HANDLER_FRAMES: usize = 32;
+/// Distinct (thread, stack) pairs the table holds: 16384 × 552 B ≈ 8.6 MB of address space,
+/// of which only the touched pages become resident.
+pub(super) const SLOTS: usize = 16384;
+/// Slots tried (open addressing, linear probing) before a sample counts as overflow.
+const MAX_PROBES: usize = 64;
+/// Executable segments of blocklisted objects remembered.
+const MAX_BLOCKED: usize = 32;
+/// How often the scanner arms timers for new threads and deletes those of exited ones, at
+/// least; with many threads the pause grows so that scanning takes ≤ 1 % of a core.
+const RESCAN: Duration = Duration::from_millis(20);
+/// Shared objects whose samples are dropped before unwinding (substrings of the file name).
+const BLOCKLIST: &[&str] = &[
+    "libc.so",
+    "libc-",
+    "libgcc_s",
+    "libpthread",
+    "ld-linux",
+    "ld-musl",
+    "linux-vdso",
+    "linux-gate",
+];
+
+/// Slot key: unused.
+const EMPTY: u64 = 0;
+/// Slot key: a handler is writing the slot.
+const CLAIMED: u64 = 1;
+/// Set in every written slot's key (the stack's hash), so it is never `EMPTY` or `CLAIMED`.
+const WRITTEN: u64 = 1 << 63;
+/// In `Slot::depth`: the first address is the exact interrupted instruction (the handler's
+/// own frames were cut), not a return address.
+const EXACT: u32 = 1 << 16;
+
+/// One distinct (thread, stack) and its count. All atomics, so the handler can fill it.
+struct Slot {
+    key: AtomicU64,
+    count: AtomicU64,
+    tid: AtomicI32,
+    /// Number of addresses in `ips`, plus [`EXACT`].
+    depth: AtomicU32,
+    /// The thread's name when the slot was written (`PR_GET_NAME`, NUL-padded 16 bytes).
+    name: [AtomicU64; 2],
+    /// Addresses, leaf first.
+    ips: [AtomicUsize; MAX_DEPTH],
+}
+
+impl Slot {
+    fn matches(&self, tid: i32, depth: u32, ips: &[usize]) -> bool {
+        self.tid.load(Ordering::Relaxed) == tid
+            && self.depth.load(Ordering::Relaxed) == depth
+            && self
+                .ips
+                .iter()
+                .zip(ips)
+                .all(|(a, &b)| a.load(Ordering::Relaxed) == b)
+    }
+}
+
+/// Everything the handler touches. Allocated zeroed at start (all-zero is a valid, empty
+/// table, and untouched pages cost no RSS), freed at stop.
+struct Table {
+    slots: [Slot; SLOTS],
+    /// Executable address ranges `[start, end)` of blocklisted objects; written before the
+    /// table is published, read-only afterwards.
+    blocked: [(usize, usize); MAX_BLOCKED],
+    n_blocked: usize,
+    /// Samples whose interrupted instruction was in a blocklisted object.
+    dropped: AtomicU64,
+    /// Samples that found no free slot.
+    overflow: AtomicU64,
+    /// Signals handled (one per timer expiry delivered; a signal may stand for several
+    /// expirations, see `weight`).
+    signals: AtomicU64,
+}
+
+impl Table {
+    /// Maps a fresh, zeroed table straight from the kernel: untouched pages cost no RSS, and
+    /// [`Table::free`] gives all of it back. (Through the allocator, glibc would serve the
+    /// second profile's table from its heap after raising its mmap threshold, zero all of it
+    /// by hand, and keep it after the free.)
+    fn alloc() -> Result<*mut Table, String> {
+        // SAFETY: an anonymous private mapping with no address hint; checked below.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                std::mem::size_of::<Table>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!(
+                "mapping the {} MB sample table: {}",
+                std::mem::size_of::<Table>() >> 20,
+                std::io::Error::last_os_error()
+            ));
+        }
+        // The mapping is zero-filled and page-aligned; every field of `Table` is an atomic
+        // integer, an integer array or a tuple of integers, valid as all-zero bytes.
+        Ok(p.cast::<Table>())
+    }
+
+    /// Unmaps a table from [`Table::alloc`].
+    ///
+    /// # Safety
+    /// No reference to the table may be used afterwards (no handler may be running on it).
+    unsafe fn free(table: *mut Table) {
+        // SAFETY: the caller's contract; `table` is a mapping of exactly this size.
+        unsafe { libc::munmap(table.cast(), std::mem::size_of::<Table>()) };
+    }
+
+    fn is_blocked(&self, pc: usize) -> bool {
+        self.blocked[..self.n_blocked]
+            .iter()
+            .any(|&(start, end)| (start..end).contains(&pc))
+    }
+}
+
+/// The table the handler writes into; null when no profile runs.
+static TABLE: AtomicPtr<Table> = AtomicPtr::new(ptr::null_mut());
+/// Handlers currently running (between their increment and decrement).
+static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_sigprof(_sig: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
+    // SAFETY: `__errno_location` returns this thread's errno; async-signal-safe.
+    let errno = unsafe { *libc::__errno_location() };
+    // SeqCst pairs with `Sampler::stop`'s swap-then-wait: either this load sees null, or stop
+    // sees this handler counted and waits for it.
+    IN_HANDLER.fetch_add(1, Ordering::SeqCst);
+    let table = TABLE.load(Ordering::SeqCst);
+    if !table.is_null() {
+        // SAFETY: a non-null TABLE stays allocated until IN_HANDLER drops to zero after it
+        // was nulled (see `Sampler::stop`).
+        record(unsafe { &*table }, weight(info), context);
+    }
+    IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// Expirations this signal stands for: 1 + the timer's overrun. The kernel checks CPU-time
+/// timers on its scheduler tick, so at 999 Hz on a 250 Hz kernel one signal arrives per tick
+/// carrying ~3 overruns; weighting by them keeps counts proportional to CPU time.
+fn weight(info: *mut libc::siginfo_t) -> u64 {
+    if info.is_null() {
+        return 1;
+    }
+    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo. For `SI_TIMER` its union
+    // holds `{ int tid; int overrun; ... }`, which starts after three ints and padding to
+    // the union's pointer alignment (offset 16 on 64-bit, 12 on 32-bit Linux).
+    unsafe {
+        if (*info).si_code != libc::SI_TIMER {
+            return 1;
+        }
+        let union_at = if cfg!(target_pointer_width = "64") {
+            16
+        } else {
+            12
+        };
+        let overrun = *info.cast::<u8>().add(union_at + 4).cast::<c_int>();
+        1 + u64::try_from(overrun).unwrap_or(0)
+    }
+}
+
+/// Runs inside the signal handler: atomics and the unwinder only (see the module docs).
+fn record(table: &Table, weight: u64, context: *mut c_void) {
+    table.signals.fetch_add(1, Ordering::Relaxed);
+    let pc = interrupted_pc(context);
+    if pc != 0 && table.is_blocked(pc) {
+        table.dropped.fetch_add(weight, Ordering::Relaxed);
+        return;
+    }
+    let mut buf = [0usize; MAX_DEPTH + HANDLER_FRAMES];
+    let mut len = 0;
+    let mut at_pc: Option<usize> = None;
+    // SAFETY: `trace_unsynchronized` skips the backtrace crate's global lock, which the
+    // interrupted code may hold. The callback only writes the stack array and cannot panic.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            let ip = frame.ip() as usize;
+            let Some(cell) = buf.get_mut(len) else {
+                return false;
+            };
+            if ip == 0 {
+                return false;
+            }
+            *cell = ip;
+            if at_pc.is_none() && pc != 0 && ip == pc {
+                at_pc = Some(len);
+            }
+            len += 1;
+            match at_pc {
+                Some(start) => len - start < MAX_DEPTH,
+                None => true,
+            }
+        });
+    }
+    let (stack, exact) = match at_pc {
+        Some(start) => (&buf[start..len], EXACT),
+        None => (&buf[..len.min(MAX_DEPTH)], 0),
+    };
+    let tid = current_tid();
+    let depth = stack.len() as u32 | exact;
+    let key = hash(tid, depth, stack) | WRITTEN;
+    let mut i = (key as usize) % SLOTS;
+    for _ in 0..MAX_PROBES {
+        let slot = &table.slots[i];
+        let k = slot.key.load(Ordering::Acquire);
+        if k == key && slot.matches(tid, depth, stack) {
+            slot.count.fetch_add(weight, Ordering::Relaxed);
+            return;
+        }
+        if k == EMPTY
+            && slot
+                .key
+                .compare_exchange(EMPTY, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            slot.tid.store(tid, Ordering::Relaxed);
+            let mut name = [0u8; 16];
+            // SAFETY: PR_GET_NAME writes at most 16 bytes into `name`; a plain system call.
+            unsafe { libc::syscall(libc::SYS_prctl, libc::PR_GET_NAME, name.as_mut_ptr()) };
+            for (cell, chunk) in slot.name.iter().zip(name.chunks_exact(8)) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                cell.store(u64::from_ne_bytes(word), Ordering::Relaxed);
+            }
+            slot.depth.store(depth, Ordering::Relaxed);
+            for (cell, &ip) in slot.ips.iter().zip(stack) {
+                cell.store(ip, Ordering::Relaxed);
+            }
+            slot.count.store(weight, Ordering::Relaxed);
+            slot.key.store(key, Ordering::Release);
+            return;
+        }
+        // Another stack, or one being written by another thread (possibly this same stack:
+        // the two slots are merged when the table is read). Never wait: try the next slot.
+        i = (i + 1) % SLOTS;
+    }
+    table.overflow.fetch_add(weight, Ordering::Relaxed);
+}
+
+/// FNV-1a over the thread id, depth and addresses.
+fn hash(tid: i32, depth: u32, ips: &[usize]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |v: u64| {
+        h ^= v;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    mix(tid as u32 as u64);
+    mix(u64::from(depth));
+    for &ip in ips {
+        mix(ip as u64);
+    }
+    h ^ (h >> 29)
+}
+
+#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+fn interrupted_pc(context: *mut c_void) -> usize {
+    // SAFETY: with SA_SIGINFO the kernel passes a valid `ucontext_t` as the third argument.
+    unsafe {
+        (*(context as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize] as usize
+    }
+}
+
+#[cfg(all(target_arch = "aarch64", target_env = "gnu"))]
+fn interrupted_pc(context: *mut c_void) -> usize {
+    // SAFETY: with SA_SIGINFO the kernel passes a valid `ucontext_t` as the third argument.
+    unsafe { (*(context as *const libc::ucontext_t)).uc_mcontext.pc as usize }
+}
+
+/// Unknown on this platform: the blocklist could not be applied, so [`Sampler::start`]
+/// refuses to run (see [`PC_KNOWN`]).
+#[cfg(not(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_env = "gnu"
+)))]
+fn interrupted_pc(_context: *mut c_void) -> usize {
+    0
+}
+
+/// Whether [`interrupted_pc`] works here; without it the blocklist cannot be checked and a
+/// sample could unwind from inside libc's or the loader's locks.
+const PC_KNOWN: bool = cfg!(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_env = "gnu"
+));
+
+fn current_tid() -> i32 {
+    // SAFETY: gettid takes no arguments, cannot fail and is async-signal-safe.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Fills `table.blocked` with the executable segments of the blocklisted shared objects.
+fn find_blocked(table: &mut Table) {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info and our `&mut Table` as `data`.
+        let (info, table) = unsafe { (&*info, &mut *data.cast::<Table>()) };
+        let name = if info.dlpi_name.is_null() {
+            ""
+        } else {
+            // SAFETY: a non-null dlpi_name is a NUL-terminated string.
+            unsafe { CStr::from_ptr(info.dlpi_name) }
+                .to_str()
+                .unwrap_or("")
+        };
+        let base = name.rsplit('/').next().unwrap_or(name);
+        if !BLOCKLIST.iter().any(|b| base.contains(b)) {
+            return 0;
+        }
+        for i in 0..usize::from(info.dlpi_phnum) {
+            // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
+                if table.n_blocked == MAX_BLOCKED {
+                    return 1;
+                }
+                let start = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize);
+                table.blocked[table.n_blocked] = (start, start + ph.p_memsz as usize);
+                table.n_blocked += 1;
+            }
+        }
+        0
+    }
+    // SAFETY: the callback matches dl_iterate_phdr's contract; `table` outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), ptr::from_mut(table).cast()) };
+}
+
+/// Timers and names of the threads seen while sampling; shared with the scanner thread.
+#[derive(Default)]
+struct Threads {
+    /// tid → timer id (`timer_t` as an address, so the struct is `Send`).
+    timers: HashMap<i32, usize>,
+    /// Threads whose timer could not be created (other than because they had just exited).
+    arm_failures: u64,
+    period: Duration,
+}
+
+impl Threads {
+    /// Arms timers for threads not seen before and deletes those of exited threads.
+    fn scan(&mut self) {
+        let live = list_threads();
+        for &tid in &live {
+            if self.timers.contains_key(&tid) {
+                continue;
+            }
+            match arm_timer(tid, self.period) {
+                Ok(timer) => {
+                    self.timers.insert(tid, timer);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {} // exited meanwhile
+                Err(e) => {
+                    self.arm_failures += 1;
+                    tracing::debug!(tid, error = %e, "could not arm a CPU timer");
+                }
+            }
+        }
+        self.timers.retain(|tid, timer| {
+            let alive = live.contains(tid);
+            if !alive {
+                delete_timer(*timer);
+            }
+            alive
+        });
+    }
+}
+
+fn list_threads() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return vec![current_tid()];
+    };
+    let mut tids: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
+/// A timer on thread `tid`'s CPU clock that sends it `SIGPROF` every `period` of its CPU time.
+fn arm_timer(tid: i32, period: Duration) -> std::io::Result<usize> {
+    // glibc's MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED): the clock of one thread's CPU time.
+    let clock: libc::clockid_t = (!tid << 3) | 4 | 2;
+    // SAFETY: all-zero is a valid sigevent; the fields the kernel reads are set below.
+    let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
+    sev.sigev_notify = libc::SIGEV_THREAD_ID;
+    sev.sigev_signo = libc::SIGPROF;
+    sev.sigev_notify_thread_id = tid;
+    let mut timer: libc::timer_t = ptr::null_mut();
+    // SAFETY: valid pointers to a sigevent and a timer_t out-parameter.
+    if unsafe { libc::timer_create(clock, &mut sev, &mut timer) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let ts = libc::timespec {
+        tv_sec: period.as_secs() as libc::time_t,
+        tv_nsec: period.subsec_nanos() as libc::c_long,
+    };
+    let spec = libc::itimerspec {
+        it_interval: ts,
+        it_value: ts,
+    };
+    // SAFETY: `timer` was just created; `spec` is a valid itimerspec.
+    if unsafe { libc::timer_settime(timer, 0, &spec, ptr::null_mut()) } != 0 {
+        let err = std::io::Error::last_os_error();
+        delete_timer(timer as usize);
+        return Err(err);
+    }
+    Ok(timer as usize)
+}
+
+fn delete_timer(timer: usize) {
+    // SAFETY: `timer` came from a successful timer_create and is deleted once.
+    unsafe { libc::timer_delete(timer as libc::timer_t) };
+}
+
+/// One distinct (thread, stack) read from the table.
+pub(super) struct RawStack {
+    pub tid: i32,
+    /// The thread's name when it was first sampled with this stack (empty if unnamed).
+    pub thread: String,
+    /// Addresses, leaf first.
+    pub ips: Vec<usize>,
+    /// Whether `ips[0]` is the exact interrupted instruction (else the handler's own frames
+    /// are still on top).
+    pub exact: bool,
+    pub count: u64,
+}
+
+/// What a finished sampling run collected.
+pub(super) struct Collected {
+    pub stacks: Vec<RawStack>,
+    /// Samples dropped because they interrupted a blocklisted object.
+    pub dropped: u64,
+    /// Samples lost because the table was full.
+    pub overflow: u64,
+    /// Signals handled (each stands for 1 + overrun expirations).
+    pub signals: u64,
+    pub arm_failures: u64,
+    /// Whether a signal handler did not finish within the stop timeout (table leaked).
+    pub stuck: bool,
+}
+
+/// A running sampler. Dropping it stops sampling and frees the table.
+pub(super) struct Sampler {
+    threads: Arc<Mutex<Threads>>,
+    scanner: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    old_action: libc::sigaction,
+    stopped: bool,
+}
+
+// SAFETY: `libc::sigaction` holds a plain handler address and flags; nothing thread-bound.
+unsafe impl Send for Sampler {}
+
+impl Sampler {
+    /// Warms up the unwinder, allocates the table, installs the handler, arms a timer on every
+    /// thread and starts the scanner thread.
+    pub fn start(frequency_hz: u32) -> Result<Sampler, String> {
+        if !PC_KNOWN {
+            return Err(
+                "CPU profiling needs Linux with glibc on x86_64 or aarch64 (the signal \
+                        handler reads the interrupted instruction from the ucontext)"
+                    .into(),
+            );
+        }
+        if !TABLE.load(Ordering::SeqCst).is_null() {
+            return Err("a sampler is already running".into());
+        }
+        // libgcc's one-time unwinder initialisation, outside any signal handler.
+        backtrace::trace(|_| true);
+        let table = Table::alloc()?;
+        // SAFETY: freshly mapped, valid as all-zero (see `Table::alloc`), not yet shared.
+        find_blocked(unsafe { &mut *table });
+        TABLE.store(table, Ordering::SeqCst);
+
+        // SAFETY: zeroed is a valid sigaction; the fields we rely on are set below.
+        let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+        let handler: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) = on_sigprof;
+        act.sa_sigaction = handler as libc::sighandler_t;
+        act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        // SAFETY: `sa_mask` is a valid sigset_t to initialise.
+        unsafe { libc::sigemptyset(&mut act.sa_mask) };
+        // SAFETY: as above.
+        let mut old_action: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: valid signal number and pointers; `on_sigprof` has the SA_SIGINFO signature
+        // and is async-signal-safe (module docs).
+        if unsafe { libc::sigaction(libc::SIGPROF, &act, &mut old_action) } != 0 {
+            let err = std::io::Error::last_os_error();
+            free_table();
+            return Err(format!("sigaction(SIGPROF): {err}"));
+        }
+
+        let threads = Arc::new(Mutex::new(Threads {
+            period: Duration::from_nanos(1_000_000_000 / u64::from(frequency_hz.max(1))),
+            ..Threads::default()
+        }));
+        let mut sampler = Sampler {
+            threads: threads.clone(),
+            scanner: None,
+            old_action,
+            stopped: false,
+        };
+        threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .scan();
+        let (tx, rx) = mpsc::channel::<()>();
+        let scanner = std::thread::Builder::new()
+            .name("prodbg-cpu-scan".into())
+            .spawn(move || {
+                let mut pause = RESCAN;
+                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(pause) {
+                    let t0 = Instant::now();
+                    threads
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .scan();
+                    pause = RESCAN.max(t0.elapsed() * 100);
+                }
+            })
+            .map_err(|e| format!("spawning the thread scanner: {e}"))?;
+        sampler.scanner = Some((tx, scanner));
+        Ok(sampler)
+    }
+
+    /// Stops the timers, waits for running handlers, reads and frees the table.
+    pub fn stop(mut self) -> Collected {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Collected {
+        self.stopped = true;
+        if let Some((tx, handle)) = self.scanner.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        for (_, timer) in threads.timers.drain() {
+            delete_timer(timer);
+        }
+        let table = TABLE.swap(ptr::null_mut(), Ordering::SeqCst);
+        // A handler that loaded the table before the swap is counted in IN_HANDLER.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut stuck = false;
+        while IN_HANDLER.load(Ordering::SeqCst) != 0 {
+            if Instant::now() > deadline {
+                stuck = true;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        // A signal still queued for a deleted timer must not hit SIGPROF's default action
+        // (terminate): when there was no handler before, leave the signal ignored.
+        let mut restore = self.old_action;
+        if restore.sa_sigaction == libc::SIG_DFL {
+            restore.sa_sigaction = libc::SIG_IGN;
+        }
+        // SAFETY: restoring a disposition read from the kernel by the earlier sigaction.
+        unsafe { libc::sigaction(libc::SIGPROF, &restore, ptr::null_mut()) };
+
+        let mut out = Collected {
+            stacks: Vec::new(),
+            dropped: 0,
+            overflow: 0,
+            signals: 0,
+            arm_failures: threads.arm_failures,
+            stuck,
+        };
+        if table.is_null() || stuck {
+            // Never free memory a handler might still write (leaks ~8 MB in that case).
+            return out;
+        }
+        // SAFETY: TABLE was nulled and no handler runs, so we own the table again.
+        let mapped = table;
+        let table = unsafe { &*mapped };
+        out.dropped = table.dropped.load(Ordering::Relaxed);
+        out.overflow = table.overflow.load(Ordering::Relaxed);
+        out.signals = table.signals.load(Ordering::Relaxed);
+        for slot in &table.slots {
+            let key = slot.key.load(Ordering::Acquire);
+            if key & WRITTEN == 0 {
+                continue;
+            }
+            let depth = slot.depth.load(Ordering::Relaxed);
+            let n = ((depth & !EXACT) as usize).min(MAX_DEPTH);
+            out.stacks.push(RawStack {
+                tid: slot.tid.load(Ordering::Relaxed),
+                thread: {
+                    let bytes: Vec<u8> = slot
+                        .name
+                        .iter()
+                        .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
+                        .take_while(|&b| b != 0)
+                        .collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                },
+                ips: slot.ips[..n]
+                    .iter()
+                    .map(|ip| ip.load(Ordering::Relaxed))
+                    .collect(),
+                exact: depth & EXACT != 0,
+                count: slot.count.load(Ordering::Relaxed),
+            });
+        }
+        // SAFETY: `table` is not used after this; no handler can reach it (see above).
+        unsafe { Table::free(mapped) };
+        out
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.shutdown();
+        }
+    }
+}
+
+/// Frees a table published but never used (start failed before any timer was armed).
+fn free_table() {
+    let table = TABLE.swap(ptr::null_mut(), Ordering::SeqCst);
+    if !table.is_null() {
+        // SAFETY: no handler is installed for this table, and it came from `Table::alloc`.
+        unsafe { Table::free(table) };
+    }
+}
