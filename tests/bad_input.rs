@@ -710,12 +710,18 @@ async fn oversize_and_bad_bodies_get_json_errors_and_one_audit_record_each() {
             chunks,
         )))
         .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let body = r.text().await.unwrap();
-    assert_eq!(status, 413, "{body}");
-    assert!(!error_message(&body, "payload_too_large").is_empty());
+        .await;
+    // The server answers 413 and closes as soon as the limit is crossed; a client still writing
+    // may see the broken pipe before it reads that answer. Either way the server refused it.
+    match r {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            assert_eq!(status, 413, "{body}");
+            assert!(!error_message(&body, "payload_too_large").is_empty());
+        }
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
     assert_eq!(audit_count(&server), before + 1);
     assert_eq!(last_audit(&server)["status"], 413);
     assert_still_serving("1 MiB chunked PUT", &server);
