@@ -17,6 +17,8 @@ pub mod memory;
 pub mod overrides;
 pub mod pools;
 pub mod process;
+#[cfg(any(feature = "cpu", feature = "threads"))]
+mod signal_context;
 #[cfg(any(feature = "cpu", feature = "heap", feature = "threads"))]
 mod symbols;
 #[cfg(feature = "threads")]

@@ -96,6 +96,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
+use super::signal_context::interrupted_pc;
 use super::symbols;
 
 /// The most frames [`dump`] records per thread; larger [`DumpOptions::max_frames`] are capped.
@@ -365,29 +366,6 @@ fn record_own_stack(context: *mut c_void) {
     }
     slot.len.store(len, Ordering::Relaxed);
     slot.state.store(generation | DONE, Ordering::Release);
-}
-
-#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
-fn interrupted_pc(context: *mut c_void) -> usize {
-    // SAFETY: with SA_SIGINFO the kernel passes a valid `ucontext_t` as the third argument.
-    unsafe {
-        (*(context as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize] as usize
-    }
-}
-
-#[cfg(all(target_arch = "aarch64", target_env = "gnu"))]
-fn interrupted_pc(context: *mut c_void) -> usize {
-    // SAFETY: with SA_SIGINFO the kernel passes a valid `ucontext_t` as the third argument.
-    unsafe { (*(context as *const libc::ucontext_t)).uc_mcontext.pc as usize }
-}
-
-/// Unknown on this platform: the handler's own frames are then kept in the stack.
-#[cfg(not(all(
-    any(target_arch = "x86_64", target_arch = "aarch64"),
-    target_env = "gnu"
-)))]
-fn interrupted_pc(_context: *mut c_void) -> usize {
-    0
 }
 
 fn current_tid() -> i32 {

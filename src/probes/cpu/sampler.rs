@@ -2,6 +2,7 @@
 //! the interrupted thread into a preallocated lock-free table, and the code that arms, disarms
 //! and reads it. The safety argument is in the [parent module's docs](super).
 
+use crate::probes::signal_context::{interrupted_pc, PC_KNOWN};
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
@@ -272,37 +273,6 @@ fn hash(tid: i32, depth: u32, ips: &[usize]) -> u64 {
     h ^ (h >> 29)
 }
 
-#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
-fn interrupted_pc(context: *mut c_void) -> usize {
-    // SAFETY: with SA_SIGINFO the kernel passes a valid `ucontext_t` as the third argument.
-    unsafe {
-        (*(context as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize] as usize
-    }
-}
-
-#[cfg(all(target_arch = "aarch64", target_env = "gnu"))]
-fn interrupted_pc(context: *mut c_void) -> usize {
-    // SAFETY: with SA_SIGINFO the kernel passes a valid `ucontext_t` as the third argument.
-    unsafe { (*(context as *const libc::ucontext_t)).uc_mcontext.pc as usize }
-}
-
-/// Unknown on this platform: the blocklist could not be applied, so [`Sampler::start`]
-/// refuses to run (see [`PC_KNOWN`]).
-#[cfg(not(all(
-    any(target_arch = "x86_64", target_arch = "aarch64"),
-    target_env = "gnu"
-)))]
-fn interrupted_pc(_context: *mut c_void) -> usize {
-    0
-}
-
-/// Whether [`interrupted_pc`] works here; without it the blocklist cannot be checked and a
-/// sample could unwind from inside libc's or the loader's locks.
-const PC_KNOWN: bool = cfg!(all(
-    any(target_arch = "x86_64", target_arch = "aarch64"),
-    target_env = "gnu"
-));
-
 fn current_tid() -> i32 {
     // SAFETY: gettid takes no arguments, cannot fail and is async-signal-safe.
     unsafe { libc::syscall(libc::SYS_gettid) as i32 }
@@ -475,6 +445,8 @@ impl Sampler {
     /// Warms up the unwinder, allocates the table, installs the handler, arms a timer on every
     /// thread and starts the scanner thread.
     pub fn start(frequency_hz: u32) -> Result<Sampler, String> {
+        // Without the interrupted PC the blocklist cannot be checked, and a sample could unwind
+        // from inside libc's or the loader's locks.
         if !PC_KNOWN {
             return Err(
                 "CPU profiling needs Linux with glibc on x86_64 or aarch64 (the signal \
