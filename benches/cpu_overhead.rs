@@ -32,7 +32,7 @@ fn spin(iters: u64) -> u64 {
 fn layer_a(depth: u32, iters: u64) -> u64 {
     if depth == 0 {
         spin(iters)
-    } else if depth % 3 == 0 {
+    } else if depth.is_multiple_of(3) {
         layer_b(depth - 1, iters)
     } else {
         layer_a(depth - 1, iters) ^ black_box(depth as u64)
@@ -41,7 +41,7 @@ fn layer_a(depth: u32, iters: u64) -> u64 {
 
 #[inline(never)]
 fn layer_b(depth: u32, iters: u64) -> u64 {
-    if depth % 2 == 0 {
+    if depth.is_multiple_of(2) {
         layer_a(depth, iters / 2) ^ spin(iters / 2)
     } else {
         layer_a(depth, iters)

@@ -137,10 +137,10 @@ fn hold_live_data() -> Vec<Box<dyn std::any::Any>> {
     let mut cache = HashMap::new();
     for i in 0..20_000u64 {
         service_unit(i, &mut cache);
-        if i % 1024 == 0 {
+        if i.is_multiple_of(1024) {
             held.push(Box::new(std::mem::take(&mut cache)));
         }
-        if i % 16 == 0 {
+        if i.is_multiple_of(16) {
             let body = format!(r#"{{"k{i}":[{i},"{}"]}}"#, "y".repeat(200));
             let v: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
             held.push(Box::new((body, v)));
@@ -220,7 +220,10 @@ fn bytes_per_unit(unit: Unit) -> f64 {
 fn inactive_active(unit: Unit, round: usize) -> (f64, f64) {
     let (mut off, mut on) = (0.0, 0.0);
     for slice in 0..SLICES as usize {
-        for active in [(round + slice) % 2 == 1, (round + slice) % 2 == 0] {
+        for active in [
+            !(round + slice).is_multiple_of(2),
+            (round + slice).is_multiple_of(2),
+        ] {
             heap::set_active(active).expect("set_active");
             let t = throughput(unit, RUN / SLICES);
             heap::set_active(false).expect("set_active");

@@ -103,7 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 loop {
                     n += 1;
                     cache.insert(n % 512, vec![t as u8; 1024 + (n % 4096) as usize]);
-                    if n % 64 == 0 {
+                    if n.is_multiple_of(64) {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         work.fetch_add(1, Ordering::Relaxed);
                     }

@@ -212,7 +212,7 @@ async fn concurrent_clients_during_profiles_get_200_409_or_429_and_all_are_audit
             heap_ok.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let path = if i % 2 == 0 {
+            let path = if i.is_multiple_of(2) {
                 "/debug/pprof/heap?format=folded"
             } else {
                 "/debug/pprof/allocs?format=folded"
@@ -233,7 +233,7 @@ async fn concurrent_clients_during_profiles_get_200_409_or_429_and_all_are_audit
         tasks.push(tokio::spawn(async move {
             let mut n = i;
             while !stop.load(Ordering::SeqCst) {
-                let path = if n % 2 == 0 {
+                let path = if n.is_multiple_of(2) {
                     "/metrics"
                 } else {
                     "/debug/memory"
