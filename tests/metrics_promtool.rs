@@ -34,9 +34,18 @@ async fn metrics_pass_promtool_and_have_the_documented_names() {
         .connect("sqlite::memory:")
         .await
         .unwrap();
+    // The pool, with a recorder that has timed one acquire: its histogram is exposed too.
+    let pools = prodbg::probes::pools::PoolRegistry::new();
+    pools.register_static("db", prodbg::probes::pools::sqlx(&pool));
+    let recorder = pools.instrument("db");
+    let conn = recorder
+        .time(pool.acquire(), |e| matches!(e, sqlx::Error::PoolTimedOut))
+        .await
+        .unwrap();
+    drop(conn);
     let server = spawn_with(|b| {
         let b = b
-            .pool("db", prodbg::probes::pools::sqlx(&pool))
+            .pool_registry(pools.clone())
             .tokio_runtime("main", tokio::runtime::Handle::current());
         #[cfg(feature = "deadlock")]
         let b = b.deadlock_detection(std::time::Duration::from_secs(60));
@@ -56,6 +65,8 @@ async fn metrics_pass_promtool_and_have_the_documented_names() {
         "prodbg_auth_failures_total 1",
         "prodbg_audit_write_errors_total 0",
         "prodbg_pool_max_connections{pool=\"db\"} 2",
+        "prodbg_pool_acquire_wait_seconds_bucket{le=\"+Inf\",pool=\"db\"} 1",
+        "prodbg_pool_acquire_wait_seconds_count{pool=\"db\"} 1",
         "prodbg_tokio_workers{runtime=\"main\"} 1",
         "prodbg_tokio_worker_busy_seconds_total{runtime=\"main\",worker=\"0\"}",
     ] {

@@ -1,6 +1,6 @@
 //! Probe data → Prometheus samples, with the documented metric names.
 
-use super::prometheus::Scrape;
+use super::prometheus::{HistogramSample, Scrape};
 use crate::probes::pools::PoolSnapshot;
 use crate::probes::process::ProcessStats;
 
@@ -101,19 +101,18 @@ pub fn pools(s: &mut Scrape, pools: &[(String, PoolSnapshot)]) {
             .iter()
             .filter_map(|(n, p)| Some((label(n), p.acquire_timeouts_total? as f64))),
     );
-    let waits: Vec<_> = pools
-        .iter()
-        .filter_map(|(n, p)| Some((n, p.acquire_wait.as_ref()?)))
-        .collect();
-    s.counters(
+    s.histograms(
         "prodbg_pool_acquire_wait_seconds",
-        "Total time acquires waited for a connection, in seconds",
-        waits.iter().map(|(n, h)| (label(n), h.sum_seconds)),
-    );
-    s.counters(
-        "prodbg_pool_acquires",
-        "Acquires whose wait was recorded",
-        waits.iter().map(|(n, h)| (label(n), h.count as f64)),
+        "Time acquires waited for a connection, in seconds",
+        pools.iter().filter_map(|(n, p)| {
+            let h = p.acquire_wait.as_ref()?;
+            let sample = HistogramSample {
+                cumulative: h.buckets.iter().map(|b| (b.le_seconds, b.count)).collect(),
+                count: h.count,
+                sum: h.sum_seconds,
+            };
+            Some((label(n), sample))
+        }),
     );
 }
 

@@ -7,9 +7,11 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode_registry;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 /// Label pairs of one sample.
@@ -70,6 +72,20 @@ impl Scrape {
         }
     }
 
+    /// Adds a histogram family known only as numbers (e.g. a pool's own acquire-wait
+    /// histogram). A family without samples is left out.
+    pub fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels, HistogramSample)>,
+    ) {
+        let family = HistogramFamily(samples.into_iter().collect());
+        if !family.0.is_empty() {
+            self.registry.register(name, help, family);
+        }
+    }
+
     /// Adds one unlabelled counter (`name` without `_total`).
     pub fn counter(&mut self, name: &str, help: &str, value: f64) {
         self.counters(name, help, [(Vec::new(), value)]);
@@ -103,6 +119,52 @@ impl Scrape {
         } else {
             Ok(to_text_0_0_4(&out))
         }
+    }
+}
+
+/// A histogram's numbers: cumulative buckets `(upper bound, observations ≤ it)` in increasing
+/// order (without `+Inf`), the total count and the sum.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramSample {
+    /// Cumulative `(le, count)` buckets; may be empty (only `+Inf` is then written).
+    pub cumulative: Vec<(f64, u64)>,
+    /// Number of observations.
+    pub count: u64,
+    /// Sum of the observations.
+    pub sum: f64,
+}
+
+#[derive(Debug)]
+struct HistogramFamily(Vec<(Labels, HistogramSample)>);
+
+impl TypedMetric for HistogramFamily {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for HistogramFamily {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, h) in &self.0 {
+            // prometheus-client wants per-bucket counts and accumulates them itself.
+            let mut below = 0;
+            let mut buckets: Vec<(f64, u64)> = h
+                .cumulative
+                .iter()
+                .map(|&(le, c)| {
+                    let n = c.saturating_sub(below);
+                    below = below.max(c);
+                    (le, n)
+                })
+                .collect();
+            buckets.push((f64::MAX, h.count.saturating_sub(below)));
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -163,5 +225,37 @@ mod tests {
         assert!(text.contains("y_events_total{pool=\"db\"} 2"), "{text}");
         assert!(text.contains("x_bytes 3"), "{text}");
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn const_histograms_are_cumulative_with_inf() {
+        let mut s = Scrape::new();
+        let h = HistogramSample {
+            cumulative: vec![(0.1, 2), (1.0, 5)],
+            count: 7,
+            sum: 3.5,
+        };
+        s.histograms(
+            "wait_seconds",
+            "waits",
+            [(vec![("pool".to_string(), "db".to_string())], h)],
+        );
+        s.histograms("empty_seconds", "none", []);
+        let text = s.encode(&[], false).unwrap();
+        assert!(text.contains("# TYPE wait_seconds histogram"), "{text}");
+        assert!(
+            text.contains("wait_seconds_bucket{le=\"0.1\",pool=\"db\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wait_seconds_bucket{le=\"1.0\",pool=\"db\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wait_seconds_bucket{le=\"+Inf\",pool=\"db\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("wait_seconds_count{pool=\"db\"} 7"), "{text}");
+        assert!(!text.contains("empty_seconds"), "{text}");
     }
 }
