@@ -1,21 +1,33 @@
-//! What jemalloc heap sampling costs the host, and what symbolizing a heap profile costs.
+//! What jemalloc heap sampling costs the host, and what a heap profile costs, driven the way an
+//! operator drives it: an in-process [`prodbg::Admin`] server on 127.0.0.1:0, sampling switched
+//! with `POST /debug/pprof/heap/activate` / `deactivate` and profiles taken with
+//! `GET /debug/pprof/heap`, over real HTTP.
 //!
 //! Two workloads: a service-like unit of work (build a JSON request, parse it, hash its fields,
 //! serialize a response, keep it in a small cache) and a pure malloc/free loop of 2 KiB buffers.
 //! Each is run for a fixed time under three allocators, in interleaved rounds:
 //! jemalloc (`prof:true,prof_active:false,lg_prof_sample:19`) with sampling inactive, the same
-//! with sampling active (`prodbg::probes::heap::set_active(true)`), and the system allocator.
+//! with sampling active (`POST /debug/pprof/heap/activate`), and the system allocator.
 //! The system-allocator runs happen in a child process (this binary re-executed with
 //! `PRODBG_BENCH_SYSTEM_ALLOC=1`), because the global allocator is fixed per process: the
 //! `Switch` allocator below picks jemalloc or the system allocator once, before the first
 //! allocation, and both modes pay the same branch. Medians of per-round throughput ratios are
 //! printed (> 1 is faster). Throughput is per second of the thread's CPU time, so other
-//! processes competing for the cores disturb it less than wall time.
+//! processes competing for the cores disturb it less than wall time. The HTTP requests that
+//! switch sampling happen between timed slices, not in them.
 //!
-//! The service workload is also measured at `lg_prof_sample` 21 (set with `prof.reset`), to
-//! show what a coarser sample rate buys.
+//! The service workload is also measured at `lg_prof_sample` 21, to show what a coarser sample
+//! rate buys. prodbg has no endpoint for the sample rate, so this (and the per-thread
+//! `thread.allocated` counter) goes to jemalloc's `mallctl` directly, as before.
 //!
-//! Run: `cargo bench --bench heap_overhead` (under a minute).
+//! Last, the cost of a heap profile of live data from many stacks: RSS (from /proc/self/status)
+//! and wall time of the first and second `GET /debug/pprof/heap`. Each request now takes its
+//! own snapshot (`prof.dump` + parse) before symbolizing and encoding, so the time includes
+//! that; symbolizing alone is no longer measurable through the public API
+//! (`RUST_LOG=prodbg=debug` shows the server's own log lines).
+//!
+//! Run: `cargo bench --bench heap_overhead` (about a minute). `PRODBG_BENCH_ROUNDS=n` sets the
+//! interleaved rounds (default 15).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::hash_map::DefaultHasher;
@@ -26,7 +38,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use prodbg::probes::{heap, memory};
+use pprof::protos::Message as _;
+use prodbg::{Admin, AdminHandle, Scope};
 
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
@@ -88,7 +101,8 @@ unsafe impl GlobalAlloc for Switch {
 #[global_allocator]
 static A: Switch = Switch;
 
-const ROUNDS: usize = 15;
+const DEFAULT_ROUNDS: usize = 15;
+const SECRET: &str = "bench-secret-0123456789abcdef";
 /// Per configuration and round; jemalloc inactive/active alternate in `SLICES` slices of it, so
 /// that noise from other processes hits both alike.
 const RUN: Duration = Duration::from_millis(200);
@@ -216,21 +230,118 @@ fn bytes_per_unit(unit: Unit) -> f64 {
     (allocated().expect("thread.allocated") - before) as f64 / 10_000.0
 }
 
+/// An HTTP client of the in-process admin server, on a small Tokio runtime; its methods block.
+struct Http {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Http {
+    fn new(admin: &AdminHandle) -> Http {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("reqwest client");
+        Http {
+            rt,
+            client,
+            base: admin.url(),
+        }
+    }
+
+    /// Sends a request; panics unless it succeeds; returns the body.
+    fn send(&self, method: reqwest::Method, path: &str) -> Vec<u8> {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .request(method, format!("{}{path}", self.base))
+                .bearer_auth(SECRET)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            let status = r.status();
+            let body = r.bytes().await.expect("body").to_vec();
+            assert!(
+                status.is_success(),
+                "{path}: {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            body
+        })
+    }
+
+    fn get(&self, path: &str) -> Vec<u8> {
+        self.send(reqwest::Method::GET, path)
+    }
+
+    fn get_json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.get(path)).expect("JSON")
+    }
+
+    /// `POST /debug/pprof/heap/activate` or `deactivate`.
+    fn set_active(&self, active: bool) {
+        let path = if active {
+            "/debug/pprof/heap/activate"
+        } else {
+            "/debug/pprof/heap/deactivate"
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&self.send(reqwest::Method::POST, path)).expect("JSON");
+        assert_eq!(
+            body["profiling"]["active"].as_bool(),
+            Some(active),
+            "{path}: {body}"
+        );
+    }
+}
+
 /// Throughput with sampling off and on, in alternating slices: (inactive, active).
-fn inactive_active(unit: Unit, round: usize) -> (f64, f64) {
+fn inactive_active(http: &Http, unit: Unit, round: usize) -> (f64, f64) {
     let (mut off, mut on) = (0.0, 0.0);
     for slice in 0..SLICES as usize {
         for active in [
             !(round + slice).is_multiple_of(2),
             (round + slice).is_multiple_of(2),
         ] {
-            heap::set_active(active).expect("set_active");
+            if active {
+                http.set_active(true);
+            }
             let t = throughput(unit, RUN / SLICES);
-            heap::set_active(false).expect("set_active");
+            if active {
+                http.set_active(false);
+            }
             *(if active { &mut on } else { &mut off }) += t / SLICES as f64;
         }
     }
     (off, on)
+}
+
+/// `(VmRSS, RssAnon, RssFile)` of this process in bytes.
+fn rss() -> (u64, u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
+}
+
+/// Samples (one per stack) in a gzipped profile.proto.
+fn pprof_stacks(gz: &[u8]) -> usize {
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut raw).expect("gzip");
+    pprof::protos::Profile::decode(&raw[..])
+        .expect("profile.proto")
+        .sample
+        .len()
 }
 
 fn main() {
@@ -239,8 +350,26 @@ fn main() {
         println!("{}", throughput(workload(&name), RUN));
         return;
     }
-    let state = heap::profiling_state().expect("running on jemalloc with profiling enabled");
-    println!("jemalloc heap profiling: {state:?}; {ROUNDS} rounds of {RUN:?} per configuration");
+    let rounds = std::env::var("PRODBG_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(DEFAULT_ROUNDS);
+    let admin = Admin::builder()
+        .bind("127.0.0.1:0")
+        .service_name("heap_overhead")
+        .token("ops", Scope::Admin, SECRET)
+        .spawn()
+        .expect("admin server");
+    let http = Http::new(&admin);
+    let memory = http.get_json("/debug/memory");
+    let state = &memory["jemalloc"]["profiling"];
+    assert_eq!(
+        state["opt_prof"].as_bool(),
+        Some(true),
+        "running on jemalloc with profiling enabled: {memory}"
+    );
+    println!("jemalloc heap profiling: {state}; {rounds} rounds of {RUN:?} per configuration");
     let t0 = Instant::now();
     for (name, lg_sample) in [("service", 19), ("malloc", 19), ("service", 21)] {
         // SAFETY: `prof.reset` is documented as writable with a `size_t` lg_sample.
@@ -252,8 +381,8 @@ fn main() {
         let with_system = lg_sample == 19;
         let (mut active_r, mut inactive_sys_r, mut active_sys_r) = (vec![], vec![], vec![]);
         let mut inactive_abs = vec![];
-        for round in 0..ROUNDS {
-            let (off, on) = inactive_active(unit, round);
+        for round in 0..rounds {
+            let (off, on) = inactive_active(&http, unit, round);
             active_r.push(on / off);
             inactive_abs.push(off);
             if with_system {
@@ -282,28 +411,29 @@ fn main() {
     // SAFETY: as above.
     unsafe { tikv_jemalloc_ctl::raw::write(b"prof.reset\0", 19usize) }.expect("prof.reset");
 
-    // Symbolizing: hold live data from many stacks so the profile is not trivial.
-    heap::set_active(true).expect("set_active");
+    // Heap profiles: hold live data from many stacks so the profile is not trivial.
+    http.set_active(true);
     let held = hold_live_data();
-    heap::set_active(false).expect("set_active");
-    let profile = heap::snapshot().expect("snapshot");
-    let mib = |b: Option<u64>| b.unwrap_or(0) as f64 / (1 << 20) as f64;
+    http.set_active(false);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     for attempt in ["first", "second"] {
-        let (before, t) = (memory::process_memory(), Instant::now());
-        let gz = profile.pprof_gz().expect("pprof");
-        let (after, took) = (memory::process_memory(), t.elapsed());
+        let (before, t) = (rss(), Instant::now());
+        let gz = http.get("/debug/pprof/heap?format=pprof");
+        let (after, took) = (rss(), t.elapsed());
         println!(
-            "symbolize ({attempt} pprof_gz): RSS +{:.1} MiB ({:.1} -> {:.1} MiB; anonymous +{:.1} MiB, file-backed +{:.1} MiB), {:.0} ms; {} stacks, {} bytes gzipped",
-            mib(after.rss_bytes) - mib(before.rss_bytes),
-            mib(before.rss_bytes),
-            mib(after.rss_bytes),
-            mib(after.rss_anon_bytes) - mib(before.rss_anon_bytes),
-            mib(after.rss_file_bytes) - mib(before.rss_file_bytes),
+            "heap profile ({attempt} GET /debug/pprof/heap: snapshot + symbolize + encode + HTTP): RSS +{:.1} MiB ({:.1} -> {:.1} MiB; anonymous +{:.1} MiB, file-backed +{:.1} MiB), {:.0} ms; {} stacks, {} bytes gzipped",
+            mib(after.0) - mib(before.0),
+            mib(before.0),
+            mib(after.0),
+            mib(after.1) - mib(before.1),
+            mib(after.2) - mib(before.2),
             took.as_secs_f64() * 1e3,
-            profile.stack_count(),
+            pprof_stacks(&gz),
             gz.len()
         );
     }
     drop(held);
+    drop(http);
+    admin.shutdown();
     println!("total bench time {:.0} s", t0.elapsed().as_secs_f64());
 }

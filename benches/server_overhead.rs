@@ -98,7 +98,7 @@ fn main() {
 fn spawn() -> prodbg::AdminHandle {
     Admin::builder()
         .bind("127.0.0.1:0")
-        .token("bench", &[Scope::Admin], SECRET)
+        .token("bench", Scope::Admin, SECRET)
         .spawn()
         .unwrap()
 }

@@ -11,13 +11,13 @@
 //! `sessions::remember_forever` that never evicts), `pool` (the database pool's max drops from 16
 //! to 2 under load), `deadlock` (two threads take two parking_lot locks in opposite order).
 
+use axum::http::Method;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Query;
-use axum::routing::post;
-use prodbg::probes::pools::PoolRegistry;
+use prodbg::pools::PoolRegistry;
 use prodbg::{Admin, Scope};
 use sqlx::sqlite::SqlitePoolOptions;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -37,7 +37,7 @@ static DEADLOCK_STARTED: AtomicBool = AtomicBool::new(false);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, log_control) = prodbg::probes::log_level::reloadable(filter);
+    let (filter, log_control) = prodbg::log_level::reloadable(filter);
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer())
@@ -51,28 +51,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let secret = match std::env::var("DEMO_TOKEN") {
         Ok(s) => s,
-        Err(_) => prodbg::auth::generate_secret()?,
+        Err(_) => prodbg::generate_secret()?,
     };
-    let admin = Admin::from_env()
-        .service_name("incident-demo")
-        .token("oncall", &[Scope::Admin], &secret)
-        .pool_registry(pools.clone())
-        .log_control(log_control)
-        .deadlock_detection(Duration::from_secs(2))
-        .endpoint(
-            "/demo/fault",
-            Scope::Admin,
-            "switch a fault on: ?name=cpu|leak|pool|deadlock",
-            post(
+    let admin =
+        Admin::from_env()
+            .service_name("incident-demo")
+            .token("oncall", Scope::Admin, &secret)
+            .pool_registry(pools.clone())
+            .log_control(log_control)
+            .deadlock_detection(Duration::from_secs(2))
+            .endpoint(
+                Method::POST,
+                "/demo/fault",
+                Scope::Admin,
+                "switch a fault on: ?name=cpu|leak|pool|deadlock",
                 move |Query(q): Query<std::collections::HashMap<String, String>>| {
                     let pool_tx = pool_tx.clone();
                     async move {
                         switch_fault(q.get("name").map(String::as_str).unwrap_or(""), &pool_tx)
                     }
                 },
-            ),
-        )
-        .spawn()?;
+            )
+            .spawn()?;
     let url = admin.url();
     println!("incident demo: admin server on {url}/debug/");
     println!("token (admin scope): {secret}");
@@ -186,7 +186,7 @@ mod database {
             else {
                 return;
             };
-            let _registration = pools.register("orders-db", prodbg::probes::pools::sqlx(&pool));
+            let _registration = pools.register("orders-db", prodbg::pools::sqlx(&pool));
             // sqlx does not count waiters or timeouts: the recorder does, for /debug/pools.
             let recorder = pools.instrument("orders-db");
             let load: Vec<_> = (0..8)
@@ -231,13 +231,13 @@ mod locks {
         let _ = std::thread::Builder::new()
             .name("transfer".into())
             .spawn(move || {
-                prodbg::probes::deadlock::name_current_thread();
+                prodbg::deadlock::name_current_thread();
                 transfer_funds(&a, &l, &b)
             });
         let _ = std::thread::Builder::new()
             .name("audit".into())
             .spawn(move || {
-                prodbg::probes::deadlock::name_current_thread();
+                prodbg::deadlock::name_current_thread();
                 reconcile_ledger(&accounts, &ledger, &both)
             });
     }

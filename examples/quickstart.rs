@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The host's log filter, wrapped so PUT /debug/log-level can change it for a while. It
     // filters the fmt layer only, so tokio-console (when on) still sees tokio's spans.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, log_control) = prodbg::probes::log_level::reloadable(filter);
+    let (filter, log_control) = prodbg::log_level::reloadable(filter);
     let (console_layer, console_addr) = console();
     tracing_subscriber::registry()
         .with(console_layer)
@@ -49,8 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .log_control(log_control)
         .readiness_check("work-loop", Duration::from_secs(1), || async { Ok(()) });
     let generated = if std::env::var_os("PRODBG_TOKENS").is_none() {
-        let secret = prodbg::auth::generate_secret()?;
-        builder = builder.token("quickstart", &[Scope::Admin], &secret);
+        let secret = prodbg::generate_secret()?;
+        builder = builder.token("quickstart", Scope::Admin, &secret);
         Some(secret)
     } else {
         None
@@ -126,7 +126,7 @@ fn console<S>() -> (
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    match prodbg::probes::console::spawn_console(Default::default()) {
+    match prodbg::console::spawn_console(Default::default()) {
         Ok((layer, addr)) => (Some(layer), Some(addr)),
         Err(e) => {
             eprintln!("tokio-console is off: {e}");

@@ -10,7 +10,7 @@ fn main() {
         eprintln!("usage: verify_audit <audit-file.jsonl>");
         std::process::exit(2);
     };
-    match prodbg::verify(std::path::Path::new(&path)) {
+    match prodbg::verify_audit_log(std::path::Path::new(&path)) {
         Ok(report) => match report.first_broken {
             None => println!("ok: {} records, chain intact", report.lines),
             Some((line, why)) => {

@@ -6,69 +6,29 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::routing::MethodRouter;
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{on, MethodFilter};
 use axum::Router;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::audit::AuditLog;
-use crate::auth::{parse_tokens, Scope, Token, TokenSet};
-use crate::http::metrics::ServerMetrics;
-use crate::http::routes::{self, CustomEndpoint, Endpoint};
-use crate::http::state::{Probes, Shared};
-use crate::probes::health::ReadinessCheck;
-use crate::Error;
+use crate::config::Limits;
+use crate::error::Error;
+use crate::probes::{HostProbes, ReadinessCheck};
+use crate::seam::{Access, Overrides, ProbeContext, Route};
+use crate::security::audit::AuditLog;
+use crate::security::tokens::{parse_tokens, Token, TokenSet};
+use crate::security::Scope;
+use crate::server::{ServerConfig, ServerState};
 
 /// Default listen address: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:6060";
 
-/// Timeouts and caps that keep the admin server from hurting its host.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Longest a request may take from arrival to response, profiles included. Default 90 s.
-    pub request_timeout: Duration,
-    /// Longest a client may take to send the request line and headers (slowloris). Default 5 s.
-    pub header_read_timeout: Duration,
-    /// Longest a client may take to send the request body. Default 10 s.
-    pub body_read_timeout: Duration,
-    /// Largest request body accepted, in bytes. Default 64 KiB.
-    pub max_body_bytes: usize,
-    /// Largest request head (line + headers) accepted, in bytes. Default 16 KiB.
-    pub max_header_bytes: usize,
-    /// Requests answered at once; more get 429. Default 16.
-    pub max_concurrent_requests: usize,
-    /// Open connections at once; more are closed on accept. Default 64.
-    pub max_connections: usize,
-    /// Failed authentications per client IP per minute before it gets 429. `0` disables. Default 20.
-    pub auth_failures_per_minute: u32,
-    /// Longest `seconds=` a CPU or heap-growth profile may ask for. Default 60, and always less
-    /// than `request_timeout`.
-    pub max_profile_seconds: u64,
-    /// How long shutdown waits for in-flight requests. Default 5 s.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            request_timeout: Duration::from_secs(90),
-            header_read_timeout: Duration::from_secs(5),
-            body_read_timeout: Duration::from_secs(10),
-            max_body_bytes: 64 * 1024,
-            max_header_bytes: 16 * 1024,
-            max_concurrent_requests: 16,
-            max_connections: 64,
-            auth_failures_per_minute: 20,
-            max_profile_seconds: 60,
-            shutdown_grace: Duration::from_secs(5),
-        }
-    }
-}
-
 /// Entry point: `Admin::builder()…spawn()` or `…build()?.router()`.
 #[derive(Debug)]
 pub struct Admin {
-    shared: Arc<Shared>,
+    state: Arc<ServerState>,
     router: Router,
     addr: String,
 }
@@ -84,13 +44,8 @@ pub struct AdminBuilder {
     limits: Limits,
     health_public: bool,
     metrics_public: bool,
-    checks: Vec<ReadinessCheck>,
-    custom: Vec<CustomEndpoint>,
     registry: Registry,
-    build_info: std::collections::BTreeMap<String, String>,
-    probes: Probes,
-    #[cfg(feature = "deadlock")]
-    deadlock_interval: Option<Duration>,
+    probes: HostProbes,
     error: Option<Error>,
 }
 
@@ -105,13 +60,8 @@ impl Admin {
             limits: Limits::default(),
             health_public: true,
             metrics_public: false,
-            checks: Vec::new(),
-            custom: Vec::new(),
             registry: Registry::default(),
-            build_info: Default::default(),
-            probes: Probes::default(),
-            #[cfg(feature = "deadlock")]
-            deadlock_interval: None,
+            probes: HostProbes::default(),
             error: None,
         }
     }
@@ -150,9 +100,9 @@ impl Admin {
             .build()
             .map_err(|e| Error::Start(format!("cannot build the admin runtime: {e}")))?;
         let (tx, rx) = watch::channel(false);
-        let limits = self.shared.limits.clone();
+        let limits = self.state.limits.clone();
         let router = self.router;
-        if self.shared.tokens.is_empty() {
+        if self.state.tokens.is_empty() {
             tracing::warn!(target: "prodbg", "no token is configured: every endpoint but the health probes will answer 401");
         }
         let thread = std::thread::Builder::new()
@@ -160,7 +110,7 @@ impl Admin {
             .spawn(move || {
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => crate::http::server::serve(l, router, limits, rx).await,
+                        Ok(l) => crate::server::serve(l, router, limits, rx).await,
                         Err(e) => tracing::error!(target: "prodbg", error = %e, "cannot register the listener"),
                     }
                 });
@@ -185,10 +135,11 @@ impl AdminBuilder {
         self
     }
 
-    /// Adds a token named `name` (what the audit log records) holding `scopes`.
-    /// The secret is kept only as a SHA-256 digest.
-    pub fn token(mut self, name: &str, scopes: &[Scope], secret: &str) -> Self {
-        match Token::new(name, scopes, secret) {
+    /// Adds a token named `name` (what the audit log records) holding `scope` (scopes are
+    /// ordered: `Admin` includes `Profile`, which includes `Read`). The secret is kept only as a
+    /// SHA-256 digest.
+    pub fn token(mut self, name: &str, scope: Scope, secret: &str) -> Self {
+        match Token::new(name, scope, secret) {
             Ok(t) => self.add_tokens(vec![t]),
             Err(e) => self.keep_error(e),
         }
@@ -196,7 +147,7 @@ impl AdminBuilder {
     }
 
     /// Adds tokens from the environment variable `var`, in the `PRODBG_TOKENS` format:
-    /// comma-separated `name:scope[+scope]:secret` entries, e.g.
+    /// comma-separated `name:scope:secret` entries, e.g.
     /// `ops:admin:<secret>,grafana:read:<secret>`. An unset variable adds nothing.
     pub fn tokens_from_env(mut self, var: &str) -> Self {
         if let Ok(list) = std::env::var(var) {
@@ -239,21 +190,23 @@ impl AdminBuilder {
 
     /// Adds a build fact shown by `/debug/process` and the bundle (e.g. `("git_sha", env!("GIT_SHA"))`).
     pub fn build_info(mut self, key: &str, value: &str) -> Self {
-        self.build_info.insert(key.to_string(), value.to_string());
+        self.probes
+            .build_info
+            .insert(key.to_string(), value.to_string());
         self
     }
 
     /// The host's own Prometheus registry: `/metrics` encodes it alongside prodbg's numbers.
-    /// prodbg registers its server metrics (`prodbg_http_*`) into it.
+    /// prodbg registers its server metrics (`prodbg_http_*`) and its probes' collectors into it.
     pub fn metrics_registry(mut self, registry: Registry) -> Self {
         self.registry = registry;
         self
     }
 
     /// Lists a connection pool under `name` in `/debug/pools` and `/metrics`, e.g.
-    /// `.pool("primary-db", prodbg::probes::pools::sqlx(&pool))`. The registry keeps the adapter
+    /// `.pool("primary-db", prodbg::pools::sqlx(&pool))`. The registry keeps the adapter
     /// (and so the pool) until the pool is closed; for pools that come and go use
-    /// [`pool_registry`](Self::pool_registry) and [`PoolRegistry::register`](crate::probes::pools::PoolRegistry::register).
+    /// [`pool_registry`](Self::pool_registry) and `PoolRegistry::register`.
     pub fn pool(self, name: &str, stats: impl crate::probes::pools::PoolStats) -> Self {
         self.probes.pools.register_static(name, stats);
         self
@@ -274,14 +227,14 @@ impl AdminBuilder {
 
     /// Shows the tokio-console command for `addr` on the index page and in `/debug/tokio`.
     /// Start the console server and get its layer with
-    /// [`spawn_console`](crate::probes::console::spawn_console) (feature `console`).
+    /// `prodbg::console::spawn_console` (feature `console`).
     pub fn tokio_console(mut self, addr: std::net::SocketAddr) -> Self {
         self.probes.console_addr = Some(addr);
         self
     }
 
     /// Lets `PUT /debug/log-level` change the host's tracing filter at run time. Install with
-    /// `let (filter, control) = prodbg::probes::log_level::reloadable(EnvFilter::from_default_env());`
+    /// `let (filter, control) = prodbg::log_level::reloadable(EnvFilter::from_default_env());`
     /// then `tracing_subscriber::registry().with(filter).with(fmt::layer()).init();`.
     pub fn log_control(mut self, control: crate::probes::log_level::LogControl) -> Self {
         self.probes.log = Some(control);
@@ -297,7 +250,7 @@ impl AdminBuilder {
                 "the deadlock check interval must be above zero".into(),
             ));
         } else {
-            self.deadlock_interval = Some(interval);
+            self.probes.deadlock_interval = Some(interval);
         }
         self
     }
@@ -328,34 +281,46 @@ impl AdminBuilder {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.checks.push(ReadinessCheck::new(name, timeout, check));
+        self.probes
+            .checks
+            .push(ReadinessCheck::new(name, timeout, check));
         self
     }
 
-    /// Adds a host endpoint at `path`, guarded by `scope` and audited like the built-in ones.
-    pub fn endpoint(
+    /// Adds a host endpoint: `handler` answers `method` at `path`, guarded by `scope`, audited
+    /// and listed in the index like the built-in ones, e.g.
+    /// `.endpoint(Method::POST, "/debug/flush-cache", Scope::Admin, "drop the cache", flush)`.
+    pub fn endpoint<H, T>(
         mut self,
+        method: Method,
         path: &str,
         scope: Scope,
-        summary: &'static str,
-        handler: MethodRouter<()>,
-    ) -> Self {
+        summary: &str,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, ()>,
+        T: 'static,
+    {
         if !path.starts_with('/') {
             self.keep_error(Error::Config(format!(
                 "endpoint path {path:?} must start with '/'"
             )));
             return self;
         }
-        self.custom.push(CustomEndpoint {
-            endpoint: Endpoint {
-                method: "GET",
-                path: path.to_string(),
-                scope: Some(scope),
-                summary,
-                feature: None,
-                available: true,
-            },
-            handler,
+        let Ok(filter) = MethodFilter::try_from(method.clone()) else {
+            self.keep_error(Error::Config(format!(
+                "endpoint {path:?}: method {method} cannot be routed"
+            )));
+            return self;
+        };
+        self.probes.custom.push(Route {
+            method,
+            path: path.to_string(),
+            access: Access::Scope(scope),
+            summary: summary.to_string(),
+            available: true,
+            handler: on(filter, handler),
         });
         self
     }
@@ -395,34 +360,25 @@ impl AdminBuilder {
             })?,
             None => AuditLog::in_memory(),
         };
-        let mut probes = self.probes;
-        probes.log = probes
-            .log
-            .map(|c| c.with_overrides(probes.overrides.clone()));
-        #[cfg(feature = "deadlock")]
-        if let Some(interval) = self.deadlock_interval {
-            let detector = crate::probes::deadlock::DeadlockDetector::start(interval, 16)
-                .map_err(|e| Error::Start(format!("cannot start the deadlock detector: {e}")))?;
-            probes.deadlock = Some(Arc::new(detector));
-        }
-        let mut registry = self.registry;
-        let metrics = ServerMetrics::new(&mut registry);
-        let shared = Arc::new(Shared::new(
-            self.service_name,
-            TokenSet::new(self.tokens),
+        let tokens = TokenSet::new(self.tokens)?;
+        let cx = ProbeContext {
+            service_name: Arc::from(self.service_name.as_str()),
+            limits: limits.clone(),
+            overrides: Overrides::default(),
+        };
+        let probes = crate::probes::register(&cx, self.probes)?;
+        let (state, router) = crate::server::build(ServerConfig {
+            service_name: cx.service_name.clone(),
+            tokens,
             audit,
             limits,
-            metrics,
-            registry,
-            self.health_public,
-            self.metrics_public,
-            self.checks,
-            self.build_info,
+            registry: self.registry,
+            health_public: self.health_public,
+            metrics_public: self.metrics_public,
             probes,
-        ));
-        let router = routes::router(shared.clone(), self.custom);
+        });
         Ok(Admin {
-            shared,
+            state,
             router,
             addr: self.addr,
         })

@@ -10,7 +10,7 @@
 //! # fn main() -> Result<(), prodbg::Error> {
 //! let admin = Admin::builder()
 //!     .bind("127.0.0.1:6060")
-//!     .token("ops", &[Scope::Admin], "a-long-random-secret-from-your-vault")
+//!     .token("ops", Scope::Admin, "a-long-random-secret-from-your-vault")
 //!     .audit_file("/tmp/prodbg-audit.jsonl")
 //!     .spawn()?;
 //! println!("admin server on {}", admin.url());
@@ -20,18 +20,53 @@
 //! Every request needs `Authorization: Bearer <secret>` with a token whose scope covers the
 //! endpoint (`read` < `profile` < `admin`), and leaves a hash-chained record in the audit log.
 //! See the README for the endpoint table and the security model.
+//!
+//! The integration handles a host may need: [`log_level`] (a run-time log filter),
+//! [`pools`] (connection-pool adapters), `console` (tokio-console, feature `console`),
+//! `deadlock` (naming threads for deadlock reports, feature `deadlock`), and
+//! [`verify_audit_log`] for the audit file.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+#[macro_use]
+mod macros;
 
 mod admin;
-pub mod audit;
-pub mod auth;
+mod config;
+mod encode;
 mod error;
-pub mod http;
-pub mod probes;
-pub mod render;
+mod probes;
+mod seam;
+mod security;
+mod server;
+mod stack;
+#[cfg(test)]
+mod test_support;
 
-pub use admin::{Admin, AdminBuilder, AdminHandle, Limits, DEFAULT_ADDR};
-pub use audit::verify;
-pub use auth::{Scope, Token};
+pub use admin::{Admin, AdminBuilder, AdminHandle, DEFAULT_ADDR};
+pub use config::Limits;
 pub use error::Error;
+pub use security::{generate_secret, verify_audit_log, Scope, VerifyReport};
+
+/// The host's tracing filter, changeable at run time through `PUT /debug/log-level`.
+pub mod log_level {
+    pub use crate::probes::log_level::{reloadable, LogControl};
+}
+
+/// Connection pools shown by `/debug/pools` and `/metrics`: the [`PoolStats`](pools::PoolStats) trait, the
+/// adapters, and the [`PoolRegistry`](pools::PoolRegistry) for pools that come and go.
+pub mod pools {
+    pub use crate::probes::pools::*;
+}
+
+/// tokio-console's gRPC server and layer (feature `console`).
+#[cfg(feature = "console")]
+pub mod console {
+    pub use crate::probes::console::*;
+}
+
+/// Thread names for parking_lot deadlock reports (feature `deadlock`).
+#[cfg(feature = "deadlock")]
+pub mod deadlock {
+    pub use crate::probes::deadlock::name_current_thread;
+}

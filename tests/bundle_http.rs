@@ -111,7 +111,7 @@ async fn bundle_holds_every_part_and_survives_a_failing_one() {
     let url = server.url("/debug/pprof/profile?seconds=4");
     let running = tokio::spawn(async move { get(&url, Some(PROFILE_SECRET)).await });
     let start = std::time::Instant::now();
-    while !prodbg::probes::cpu::running() {
+    while !cpu_profile_running(&server).await {
         assert!(start.elapsed() < std::time::Duration::from_secs(20));
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

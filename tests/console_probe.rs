@@ -7,13 +7,13 @@
 #[cfg(not(tokio_unstable))]
 #[test]
 fn without_tokio_unstable_spawn_console_says_what_to_turn_on() {
-    use prodbg::probes::console::{console_command, spawn_console, ConsoleConfig};
+    use prodbg::console::{console_command, spawn_console, ConsoleConfig};
 
     let err = spawn_console::<tracing_subscriber::Registry>(ConsoleConfig::default())
         .err()
         .expect("console needs tokio_unstable");
     assert!(
-        matches!(err, prodbg::probes::console::ConsoleError::NotCompiled),
+        matches!(err, prodbg::console::ConsoleError::NotCompiled),
         "{err:?}"
     );
     assert!(
@@ -21,7 +21,7 @@ fn without_tokio_unstable_spawn_console_says_what_to_turn_on() {
             .contains("RUSTFLAGS=\"--cfg tokio_unstable\""),
         "{err}"
     );
-    const { assert!(!prodbg::probes::console::CONSOLE_COMPILED) };
+    const { assert!(!prodbg::console::CONSOLE_COMPILED) };
     assert_eq!(
         console_command("127.0.0.1:6669".parse().expect("addr")),
         "tokio-console http://127.0.0.1:6669"
@@ -34,7 +34,7 @@ mod live {
 
     use console_api::instrument::instrument_client::InstrumentClient;
     use console_api::instrument::InstrumentRequest;
-    use prodbg::probes::console::{console_command, spawn_console, ConsoleConfig};
+    use prodbg::console::{console_command, spawn_console, ConsoleConfig};
     use tracing_subscriber::prelude::*;
 
     const PATIENCE: Duration = Duration::from_secs(20);

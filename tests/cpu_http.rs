@@ -179,7 +179,7 @@ async fn one_profile_at_a_time_and_a_hang_up_stops_sampling() {
         async move { impatient.get(&url).bearer_auth(PROFILE_SECRET).send().await }
     });
     let start = Instant::now();
-    while !prodbg::probes::cpu::running() {
+    while !cpu_profile_running(&server).await {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "the profile never started"
@@ -202,7 +202,7 @@ async fn one_profile_at_a_time_and_a_hang_up_stops_sampling() {
     );
     // The server notices the hang-up and drops the profile well before its 20 s.
     let start = Instant::now();
-    while prodbg::probes::cpu::running() {
+    while cpu_profile_running(&server).await {
         assert!(
             start.elapsed() < Duration::from_secs(15),
             "sampling outlived its request"

@@ -129,9 +129,10 @@ async fn hit(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_clients_during_profiles_get_200_409_or_429_and_all_are_audited() {
     let server = spawn_with(|b| {
-        b.limits(Limits {
-            max_concurrent_requests: 8,
-            ..Limits::default()
+        b.limits({
+            let mut l = Limits::default();
+            l.max_concurrent_requests = 8;
+            l
         })
     });
     let base = server.handle.url().trim_end_matches('/').to_string();
@@ -316,7 +317,7 @@ async fn concurrent_clients_during_profiles_get_200_409_or_429_and_all_are_audit
             .count() as u64;
         assert_eq!(audited, *n, "{path} {status}");
     }
-    let report = prodbg::verify(&server.audit).unwrap();
+    let report = prodbg::verify_audit_log(&server.audit).unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.lines, sent);
 

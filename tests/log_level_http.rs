@@ -36,7 +36,7 @@ async fn put(url: &str, secret: &str, body: &str) -> (u16, String) {
 #[tokio::test]
 async fn log_level_changes_at_run_time_and_reverts_by_itself() {
     let buf = Buf::default();
-    let (filter, control) = prodbg::probes::log_level::reloadable(EnvFilter::new("info"));
+    let (filter, control) = prodbg::log_level::reloadable(EnvFilter::new("info"));
     let writer = buf.clone();
     tracing_subscriber::registry()
         .with(filter)

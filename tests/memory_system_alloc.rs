@@ -19,5 +19,14 @@ async fn memory_without_jemalloc_is_a_503_with_process_numbers() {
         let (s, body) = get(&server.url("/debug/pprof/heap"), Some(PROFILE_SECRET)).await;
         assert_eq!(s, 503, "{body}");
         assert!(error_message(&body, "unavailable").contains("global_allocator"));
+        let resp = client()
+            .post(server.url("/debug/pprof/heap/activate"))
+            .bearer_auth(ADMIN_SECRET)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 503);
+        let msg = error_message(&resp.text().await.unwrap(), "unavailable");
+        assert!(msg.contains("global_allocator"), "{msg}");
     }
 }

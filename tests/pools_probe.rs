@@ -10,7 +10,7 @@
     allow(dead_code, unused_imports)
 )]
 
-use prodbg::probes::pools::{PoolRegistry, PoolSnapshot};
+use prodbg::pools::{PoolRegistry, PoolSnapshot};
 use std::time::{Duration, Instant};
 
 /// Generous bound for "eventually"; never a timing assertion, only a hang guard.
@@ -76,7 +76,7 @@ mod sqlx_pool {
     async fn exhausted_pool_is_saturated_and_recovers() {
         let pool = pool(4, Duration::from_secs(60)).await;
         let registry = PoolRegistry::new();
-        let _registration = registry.register("sqlite", prodbg::probes::pools::sqlx(&pool));
+        let _registration = registry.register("sqlite", prodbg::pools::sqlx(&pool));
 
         let mut held = Vec::new();
         for _ in 0..4 {
@@ -115,7 +115,7 @@ mod sqlx_pool {
     async fn recorder_fills_waiting_wait_time_and_timeouts() {
         let pool = pool(4, Duration::from_secs(60)).await;
         let registry = PoolRegistry::new();
-        let _registration = registry.register("sqlite", prodbg::probes::pools::sqlx(&pool));
+        let _registration = registry.register("sqlite", prodbg::pools::sqlx(&pool));
         let acquires = registry.instrument("sqlite");
 
         let mut held = Vec::new();
@@ -158,7 +158,7 @@ mod sqlx_pool {
 
         // A timeout on a tiny pool.
         let tiny = pool_with_timeout().await;
-        let _reg = registry.register("tiny", prodbg::probes::pools::sqlx(&tiny));
+        let _reg = registry.register("tiny", prodbg::pools::sqlx(&tiny));
         let tiny_acquires = registry.instrument("tiny");
         let _only_conn = tiny.acquire().await.unwrap();
         let is_timeout = |e: &sqlx::Error| matches!(e, sqlx::Error::PoolTimedOut);
@@ -177,12 +177,12 @@ mod sqlx_pool {
     async fn dropped_or_closed_pool_disappears() {
         let registry = PoolRegistry::new();
         let kept = pool(2, Duration::from_secs(5)).await;
-        let _kept = registry.register("kept", prodbg::probes::pools::sqlx(&kept));
+        let _kept = registry.register("kept", prodbg::pools::sqlx(&kept));
 
         let dropped = pool(2, Duration::from_secs(5)).await;
-        let registration = registry.register("dropped", prodbg::probes::pools::sqlx(&dropped));
+        let registration = registry.register("dropped", prodbg::pools::sqlx(&dropped));
         let closed = pool(2, Duration::from_secs(5)).await;
-        registry.register_static("closed", prodbg::probes::pools::sqlx(&closed));
+        registry.register_static("closed", prodbg::pools::sqlx(&closed));
         assert_eq!(
             names(&registry),
             ["closed", "dropped", "kept"],
@@ -245,7 +245,7 @@ mod deadpool_pool {
             .unwrap();
         let registry = PoolRegistry::new();
         // Owned by the registry, yet holds only a WeakPool.
-        registry.register_static("deadpool", prodbg::probes::pools::deadpool(&pool));
+        registry.register_static("deadpool", prodbg::pools::deadpool(&pool));
 
         let held = [
             pool.get().await.unwrap(),
@@ -313,7 +313,7 @@ mod bb8_pool {
             .await
             .unwrap();
         let registry = PoolRegistry::new();
-        let registration = registry.register("bb8", prodbg::probes::pools::bb8(&pool));
+        let registration = registry.register("bb8", prodbg::pools::bb8(&pool));
 
         let mut held = Vec::new();
         for _ in 0..3 {
@@ -357,7 +357,7 @@ mod bb8_pool {
             .await
             .unwrap();
         let registry = PoolRegistry::new();
-        let _registration = registry.register("bb8", prodbg::probes::pools::bb8(&pool));
+        let _registration = registry.register("bb8", prodbg::pools::bb8(&pool));
         let _held = pool.get().await.unwrap();
         assert!(matches!(pool.get().await, Err(bb8::RunError::TimedOut)));
         assert_eq!(only(&registry, "bb8").acquire_timeouts_total, Some(1));
@@ -395,7 +395,7 @@ mod r2d2_pool {
             .event_handler(Box::new(acquires.clone()))
             .build(Trivial(alive.clone()))
             .unwrap();
-        let registration = registry.register("r2d2", prodbg::probes::pools::r2d2(&pool));
+        let registration = registry.register("r2d2", prodbg::pools::r2d2(&pool));
 
         let held = [pool.get().unwrap(), pool.get().unwrap()];
         let s = only(&registry, "r2d2");

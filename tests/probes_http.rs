@@ -42,7 +42,7 @@ async fn saturated_sqlx_pool_shows_in_pools_and_metrics() {
         .connect("sqlite::memory:")
         .await
         .unwrap();
-    let server = spawn_with(|b| b.pool("primary-db", prodbg::probes::pools::sqlx(&pool)));
+    let server = spawn_with(|b| b.pool("primary-db", prodbg::pools::sqlx(&pool)));
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(pool.acquire().await.unwrap());

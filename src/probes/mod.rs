@@ -1,26 +1,81 @@
-//! Probes: each reads one part of the process and returns plain data.
+//! The probes, one folder each: core files that know no HTTP and a `mod.rs` (the probe's
+//! face) with its [`ProbeSpec`](crate::seam::ProbeSpec) and [`Probe`](crate::seam::Probe) impl.
 //!
-//! A probe knows nothing about HTTP, tokens or rendering; the `http` layer calls it and renders
-//! what it returns.
+//! [`register`] is the one list of probes: adding a probe is one folder and one line there.
 
 #[cfg(feature = "console")]
-pub mod console;
-#[cfg(feature = "cpu")]
-pub mod cpu;
-#[cfg(feature = "deadlock")]
-pub mod deadlock;
-pub mod health;
-#[cfg(feature = "heap")]
-pub mod heap;
-pub mod log_level;
-pub mod memory;
-pub mod overrides;
-pub mod pools;
-pub mod process;
-#[cfg(any(feature = "cpu", feature = "threads"))]
-mod signal_context;
-#[cfg(any(feature = "cpu", feature = "heap", feature = "threads"))]
-mod symbols;
-#[cfg(feature = "threads")]
-pub mod threads;
-pub mod tokio_rt;
+pub(crate) mod console;
+mod cpu;
+pub(crate) mod custom;
+pub(crate) mod deadlock;
+mod health;
+pub(crate) mod heap;
+pub(crate) mod log_level;
+mod memory;
+mod overrides;
+pub(crate) mod pools;
+mod process;
+pub(crate) mod threads;
+pub(crate) mod tokio_rt;
+
+pub(crate) use health::ReadinessCheck;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[allow(unused_imports)]
+use crate::seam::{NotCompiled, Probe, ProbeContext, Route};
+
+/// What the host configured for the probes (the builder's probe options).
+#[derive(Debug, Default)]
+pub(crate) struct HostProbes {
+    pub(crate) checks: Vec<ReadinessCheck>,
+    pub(crate) pools: pools::PoolRegistry,
+    pub(crate) runtimes: tokio_rt::RuntimeRegistry,
+    pub(crate) console_addr: Option<SocketAddr>,
+    pub(crate) log: Option<log_level::LogControl>,
+    pub(crate) deadlock_interval: Option<Duration>,
+    pub(crate) build_info: BTreeMap<String, String>,
+    pub(crate) custom: Vec<Route>,
+}
+
+/// A probe compiled in with `$feature`, else its 501 stand-in built from `$spec`.
+macro_rules! gated {
+    ($feature:literal, $cx:expr, $spec:path, $probe:expr) => {{
+        #[cfg(feature = $feature)]
+        let probe: Arc<dyn Probe> = Arc::new($probe);
+        #[cfg(not(feature = $feature))]
+        let probe: Arc<dyn Probe> = Arc::new(NotCompiled::new(&$spec, $cx));
+        probe
+    }};
+}
+
+/// Every probe, in index order: one line each.
+pub(crate) fn register(
+    cx: &ProbeContext,
+    host: HostProbes,
+) -> Result<Vec<Arc<dyn Probe>>, crate::error::Error> {
+    #[cfg(not(feature = "deadlock"))]
+    let _ = host.deadlock_interval;
+    Ok(vec![
+        Arc::new(health::Health::new(cx, host.checks)),
+        gated!("cpu", cx, cpu::SPEC, cpu::Cpu::new(cx)),
+        gated!("heap", cx, heap::SPEC, heap::Heap::new(cx)),
+        Arc::new(memory::Memory::new(cx)),
+        Arc::new(log_level::LogLevel::new(cx, host.log)),
+        Arc::new(overrides::OverridesProbe::new(cx)),
+        Arc::new(pools::Pools::new(cx, host.pools)),
+        Arc::new(tokio_rt::Tokio::new(cx, host.runtimes, host.console_addr)),
+        gated!("threads", cx, threads::SPEC, threads::Threads::new(cx)),
+        gated!(
+            "deadlock",
+            cx,
+            deadlock::SPEC,
+            deadlock::Deadlocks::new(cx, host.deadlock_interval)?
+        ),
+        Arc::new(process::Process::new(cx, host.build_info)),
+        Arc::new(custom::Custom::new(host.custom)),
+    ])
+}

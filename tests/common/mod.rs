@@ -14,9 +14,9 @@ pub fn builder() -> AdminBuilder {
     Admin::builder()
         .bind("127.0.0.1:0")
         .service_name("test-service")
-        .token("ops", &[Scope::Admin], ADMIN_SECRET)
-        .token("prof", &[Scope::Profile], PROFILE_SECRET)
-        .token("viewer", &[Scope::Read], READ_SECRET)
+        .token("ops", Scope::Admin, ADMIN_SECRET)
+        .token("prof", Scope::Profile, PROFILE_SECRET)
+        .token("viewer", Scope::Read, READ_SECRET)
 }
 
 /// A spawned server with an audit file in a fresh temp dir.
@@ -75,4 +75,42 @@ pub fn error_message(body: &str, code: &str) -> String {
         serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     assert_eq!(v["error"], code, "{body}");
     v["message"].as_str().unwrap().to_string()
+}
+
+/// Whether a CPU profile is running, as the index (`GET /debug/` JSON) tells.
+pub async fn cpu_profile_running(server: &Server) -> bool {
+    let resp = client()
+        .get(server.url("/debug/"))
+        .bearer_auth(READ_SECRET)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    v["probes"]["cpu"]["profile_running"].as_bool().unwrap()
+}
+
+/// Every endpoint the server lists in its index: (method, path, scope, available).
+pub async fn endpoints(server: &Server) -> Vec<(String, String, String, bool)> {
+    let resp = client()
+        .get(server.url("/debug/"))
+        .bearer_auth(READ_SECRET)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    v["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["method"].as_str().unwrap().to_string(),
+                e["path"].as_str().unwrap().to_string(),
+                e["scope"].as_str().unwrap().to_string(),
+                e["available"].as_bool().unwrap(),
+            )
+        })
+        .collect()
 }

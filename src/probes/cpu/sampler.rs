@@ -2,7 +2,7 @@
 //! the interrupted thread into a preallocated lock-free table, and the code that arms, disarms
 //! and reads it. The safety argument is in the [parent module's docs](super).
 
-use crate::probes::signal_context::{interrupted_pc, PC_KNOWN};
+use crate::stack::signal_context::{interrupted_pc, PC_KNOWN};
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
@@ -444,7 +444,7 @@ unsafe impl Send for Sampler {}
 impl Sampler {
     /// Warms up the unwinder, allocates the table, installs the handler, arms a timer on every
     /// thread and starts the scanner thread.
-    pub fn start(frequency_hz: u32) -> Result<Sampler, String> {
+    pub(super) fn start(frequency_hz: u32) -> Result<Sampler, String> {
         // Without the interrupted PC the blocklist cannot be checked, and a sample could unwind
         // from inside libc's or the loader's locks.
         if !PC_KNOWN {
@@ -515,7 +515,7 @@ impl Sampler {
     }
 
     /// Stops the timers, waits for running handlers, reads and frees the table.
-    pub fn stop(mut self) -> Collected {
+    pub(super) fn stop(mut self) -> Collected {
         self.shutdown()
     }
 

@@ -20,7 +20,7 @@ const BOUNDS_SECONDS: [f64; 14] = [
 /// an r2d2 `HandleEvent`, so `r2d2::Builder::event_handler` feeds it without wrapping `get()`.
 ///
 /// ```no_run
-/// # async fn demo(pool: sqlx::SqlitePool, registry: prodbg::probes::pools::PoolRegistry) -> Result<(), sqlx::Error> {
+/// # async fn demo(pool: sqlx::SqlitePool, registry: prodbg::pools::PoolRegistry) -> Result<(), sqlx::Error> {
 /// let acquires = registry.instrument("primary-db");
 /// let conn = acquires
 ///     .time(pool.acquire(), |e| matches!(e, sqlx::Error::PoolTimedOut))

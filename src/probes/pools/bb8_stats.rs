@@ -49,3 +49,9 @@ impl<M: ManageConnection> PoolStats for Bb8Stats<M> {
         }
     }
 }
+
+impl<M: ManageConnection> std::fmt::Debug for Bb8Stats<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bb8Stats").finish_non_exhaustive()
+    }
+}

@@ -45,3 +45,9 @@ impl<M: Manager + 'static> PoolStats for DeadpoolStats<M> {
         }
     }
 }
+
+impl<M: Manager> std::fmt::Debug for DeadpoolStats<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadpoolStats").finish_non_exhaustive()
+    }
+}

@@ -50,3 +50,9 @@ impl HandleEvent for AcquireRecorder {
         self.record_timeout();
     }
 }
+
+impl<M: ManageConnection> std::fmt::Debug for R2d2Stats<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("R2d2Stats").finish_non_exhaustive()
+    }
+}

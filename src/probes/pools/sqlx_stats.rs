@@ -41,3 +41,9 @@ impl<DB: Database> PoolStats for SqlxStats<DB> {
         self.pool.is_closed()
     }
 }
+
+impl<DB: Database> std::fmt::Debug for SqlxStats<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlxStats").finish_non_exhaustive()
+    }
+}

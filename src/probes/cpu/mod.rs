@@ -1,0 +1,220 @@
+//! `GET /debug/pprof/profile`: a CPU profile as gzipped `profile.proto` (the default, like
+//! Go), an SVG flamegraph or folded stacks.
+
+use axum::http::Method;
+
+use crate::seam::{Access, ProbeSpec, RouteSpec};
+use crate::security::Scope;
+
+/// Highest sampling rate a CPU profile accepts, in Hz.
+pub(crate) const MAX_FREQUENCY_HZ: u32 = 1000;
+/// Default sampling rate, in Hz: pprof-rs's and the Linux perf tools' usual rate, not a
+/// multiple of common timer periods (so it does not sample in lockstep with periodic work).
+pub(crate) const DEFAULT_FREQUENCY_HZ: u32 = 99;
+/// Default profile length in seconds: Go's.
+pub(crate) const DEFAULT_SECONDS: u64 = 30;
+
+/// The CPU probe.
+pub(crate) const SPEC: ProbeSpec = ProbeSpec {
+    name: "cpu",
+    feature: Some("cpu"),
+    routes: &[RouteSpec {
+        method: Method::GET,
+        path: "/debug/pprof/profile",
+        access: Access::Scope(Scope::Profile),
+        summary: |l| {
+            let max = l.max_profile_seconds;
+            format!(
+                "CPU profile: ?seconds=1..{max} ({}) &frequency=1..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded; gzipped profile.proto by default, like Go",
+                DEFAULT_SECONDS.min(max)
+            )
+        },
+    }],
+    bundle_files: &["cpu.pb.gz", "cpu.svg"],
+};
+
+crate::macros::cfg_feature! {
+"cpu",
+mod profile;
+mod sampler;
+#[cfg(test)]
+mod tests;
+
+use profile::{CpuError, CpuProfile, CpuProfileOptions};
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::seam::{blocking, ApiError, BundlePart, Params, Probe, ProbeContext, Route};
+
+impl From<CpuError> for ApiError {
+    fn from(e: CpuError) -> ApiError {
+        match e {
+            CpuError::Busy { remaining } => ApiError::conflict(format!(
+                "a CPU profile is already running (one at a time per process); it ends in {} s — retry after that",
+                remaining.as_secs().max(1)
+            )),
+            CpuError::Start(m) => ApiError::internal(format!("cannot start the CPU profiler: {m}")),
+            CpuError::Report(m) => ApiError::internal(format!("cannot build the CPU profile: {m}")),
+        }
+    }
+}
+
+/// CPU profiles of the whole process.
+#[derive(Debug)]
+pub(crate) struct Cpu {
+    cx: ProbeContext,
+}
+
+impl Cpu {
+    /// The CPU probe.
+    pub(crate) fn new(cx: &ProbeContext) -> Cpu {
+        Cpu { cx: cx.clone() }
+    }
+}
+
+#[derive(Clone)]
+struct CpuState {
+    service: Arc<str>,
+    max_seconds: u64,
+}
+
+/// Samples for `opts.duration` and returns the symbolized profile. Dropping the future (the
+/// client hung up) drops the running profile, which stops sampling.
+async fn take(opts: CpuProfileOptions) -> Result<CpuProfile, ApiError> {
+    // The first start reads the binary's debug info: keep it off the admin runtime's thread.
+    let running = blocking("starting the profiler", move || profile::start(opts)).await??;
+    tokio::time::sleep(opts.duration).await;
+    Ok(blocking("stopping the profiler", move || running.stop()).await??)
+}
+
+/// The flamegraph title: service, length, rate and sample count.
+fn title(service: &str, p: &CpuProfile) -> String {
+    format!(
+        "{service}: CPU {} s at {} Hz, {} samples",
+        p.duration.as_secs(),
+        p.frequency_hz,
+        p.samples
+    )
+}
+
+/// Samples for `seconds`, then answers in `format`.
+async fn cpu_profile(State(st): State<CpuState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = Params::parse(q.as_deref(), &["seconds", "frequency", "format"])?;
+    let max = st.max_seconds;
+    let seconds = params.u64_in("seconds", 1..=max, DEFAULT_SECONDS.min(max))?;
+    let frequency = params.u64_in(
+        "frequency",
+        1..=u64::from(MAX_FREQUENCY_HZ),
+        u64::from(DEFAULT_FREQUENCY_HZ),
+    )?;
+    let format = params.choice("format", &["pprof", "svg", "folded"], "pprof")?.to_string();
+    let opts = CpuProfileOptions {
+        duration: Duration::from_secs(seconds),
+        frequency_hz: frequency as u32,
+    };
+    let profile = take(opts).await?;
+    let service = st.service.clone();
+    let fmt = format.clone();
+    let (profile, body, render_ms) = blocking("rendering the profile", move || {
+        let start = Instant::now();
+        let body = match fmt.as_str() {
+            "svg" => profile.svg(&title(&service, &profile))?,
+            "folded" => profile.folded().into_bytes(),
+            _ => profile.pprof_gz()?,
+        };
+        Ok::<_, CpuError>((profile, body, start.elapsed().as_secs_f64() * 1e3))
+    })
+    .await??;
+    tracing::info!(
+        target: "prodbg",
+        seconds, frequency, samples = profile.samples, effective_rate_hz = profile.effective_rate_hz,
+        format = %format, render_ms,
+        "CPU profile taken"
+    );
+    let (content_type, disposition) = match format.as_str() {
+        "svg" => ("image/svg+xml", "inline; filename=\"cpu.svg\""),
+        "folded" => ("text/plain; charset=utf-8", "inline; filename=\"cpu.folded\""),
+        _ => ("application/octet-stream", "attachment; filename=\"profile\""),
+    };
+    let mut response = (
+        [(header::CONTENT_TYPE, content_type), (header::CONTENT_DISPOSITION, disposition)],
+        body,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set("x-prodbg-samples", profile.samples.to_string());
+    set("x-prodbg-requested-hz", frequency.to_string());
+    set("x-prodbg-effective-sample-rate", format!("{:.1}", profile.effective_rate_hz));
+    if let Some(w) = profile.warnings.first() {
+        set("x-prodbg-warning", w.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "));
+    }
+    Ok(response)
+}
+
+impl Probe for Cpu {
+    fn spec(&self) -> &'static ProbeSpec {
+        &SPEC
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        let st = CpuState {
+            service: self.cx.service_name.clone(),
+            max_seconds: self.cx.limits.max_profile_seconds,
+        };
+        vec![Route::new(&SPEC.routes[0], &self.cx.limits, get(cpu_profile).with_state(st))]
+    }
+
+    fn glance(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "profile_running": profile::running() }))
+    }
+
+    fn bundle(&self, window: Duration) -> Vec<BundlePart> {
+        // One profile feeds both files: the SVG part waits for the pprof part's profile.
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<Vec<u8>, String>>();
+        let service = self.cx.service_name.clone();
+        let pprof = BundlePart::new("cpu.pb.gz", async move {
+            let opts = CpuProfileOptions {
+                duration: window,
+                frequency_hz: DEFAULT_FREQUENCY_HZ,
+            };
+            let profile = match take(opts).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(e.message.clone()));
+                    return Err(e.message);
+                }
+            };
+            let rendered = blocking("rendering the profile", move || {
+                let svg = profile.svg(&title(&service, &profile)).map_err(|e| e.to_string());
+                (profile.pprof_gz().map_err(|e| e.to_string()), svg)
+            })
+            .await;
+            match rendered {
+                Ok((pprof, svg)) => {
+                    let _ = tx.send(svg);
+                    pprof
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.message.clone()));
+                    Err(e.message)
+                }
+            }
+        });
+        let svg = BundlePart::new("cpu.svg", async move {
+            rx.await.unwrap_or_else(|_| Err("the CPU profile part ended without a profile".into()))
+        });
+        vec![pprof, svg]
+    }
+}
+}

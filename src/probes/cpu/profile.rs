@@ -1,0 +1,638 @@
+//! CPU profiling: sample the stack of whichever thread is on the CPU, many times a second,
+//! for a while; then symbolize the stacks into a [`CpuProfile`] that renders as pprof, folded
+//! text or an SVG flamegraph.
+//!
+//!
+//! # How sampling works
+//! Each thread gets its own POSIX timer on *its own CPU-time clock* (`timer_create` on the
+//! thread's CPU clock with `SIGEV_THREAD_ID`): every `1/frequency` seconds of CPU that thread
+//! uses, the kernel sends `SIGPROF` to that thread. A small scanner thread
+//! (`prodbg-cpu-scan`) re-reads `/proc/self/task` every 20 ms while profiling (less often when
+//! there are so many threads that a scan would cost more than 1 % of a core) to arm timers
+//! for new threads and delete those of exited ones: a thread's first 20 ms are not sampled.
+//! The signal handler unwinds the interrupted thread's stack and counts it in a
+//! preallocated table, with the thread's name (`PR_GET_NAME`) when the stack is new.
+//! [`RunningProfile::stop`] deletes the timers, restores the previous `SIGPROF` disposition
+//! (`SIG_IGN` if it was the default, so a signal still queued cannot terminate the process),
+//! reads the table and frees it, then symbolizes.
+//!
+//! Only one profile can run per process (the signal and the table are process-global);
+//! [`start`] enforces that with an RAII guard ([`RunningProfile`]) that stops sampling and
+//! clears the "busy" flag when dropped, also when the caller's future is dropped because the
+//! client went away.
+//!
+//! # The sample table
+//! 16384 slots of (hash, count, thread id, depth, name, 64 addresses) ≈ 8.6 MB of address space,
+//! allocated zeroed at start (untouched pages cost no RSS: a profile with a few hundred
+//! distinct stacks touches a few hundred KB) and freed at stop. A slot is keyed by the
+//! thread and the stack; the handler finds it by open addressing (at most 64 probes), claims
+//! an empty one with a compare-and-swap, or adds to a matching one's count. A slot that
+//! another thread is still writing is skipped, not waited for (the two are merged when the
+//! table is read). When no slot is free the sample is counted as overflow and reported in
+//! [`CpuProfile::warnings`].
+//!
+//! # Unwinder choice and why a sample cannot hang or crash the host
+//! The handler unwinds with libgcc's `_Unwind_Backtrace` (DWARF `.eh_frame`, via
+//! [`backtrace::trace_unsynchronized`]), not frame pointers: Rust builds omit frame pointers
+//! unless the host sets `-C force-frame-pointers=yes`, and without them a frame-pointer
+//! unwinder returns empty stacks with no error. `.eh_frame` is in every Rust binary (it is
+//! what makes panics unwind).
+//!
+//! The handler may interrupt any code, holding any lock. What stops each danger:
+//! - *The allocator and our own locks.* The handler allocates nothing and takes no lock: the
+//!   stack goes into a stack array, the table is preallocated and all its fields are atomics,
+//!   the thread id comes from `gettid`. A sample that interrupts `malloc` (jemalloc linked
+//!   into the binary is unwound; glibc's is blocklisted) cannot deadlock.
+//!   `tests/cpu_probe.rs` stresses this at 999 Hz.
+//! - *Locks of libc, libgcc and the loader.* Samples whose interrupted instruction lies in
+//!   `libc`, `libgcc_s`, `libpthread`, the dynamic loader (`ld-linux`) or the vDSO are dropped
+//!   before unwinding; their address ranges are found with `dl_iterate_phdr` at start, never
+//!   in the handler. The unwinder finds `.eh_frame` through glibc's lock-free
+//!   `_dl_find_object` (libgcc ≥ 12, glibc ≥ 2.35) or `dl_iterate_phdr`, whose lock is
+//!   recursive. libgcc's one-time initialisation is done by a warm-up walk before any timer
+//!   is armed, and Rust links with `-z now`, so the handler never binds a symbol lazily.
+//!   `trace_unsynchronized` skips the `backtrace` crate's own global lock.
+//! - *Wrong unwind tables.* The vDSO's CFI is wrong on some distributions: blocklisted too.
+//! - *Use after free.* Timers are deleted before the table is read; the table pointer is
+//!   cleared and [`RunningProfile::stop`] waits for the handlers already running (an atomic
+//!   in-handler counter) before it reads and frees the table; a handler that arrives later
+//!   sees no table and returns. `errno` is saved and restored.
+//!
+//! The price of the blocklist: time spent in libc (memcpy, syscall wrappers, glibc malloc) is
+//! not attributed; it is missing from the profile rather than shown under its caller. The
+//! number of such samples is logged, and a warning is added when it exceeds 10 %.
+//!
+//! # Rate
+//! The kernel checks CPU-time timers on its scheduler tick (`CONFIG_HZ`, often 250 Hz), so a
+//! thread's timer fires at most about once per tick *per thread*; the process-wide
+//! `ITIMER_PROF` that pprof-rs used is limited to about once per tick for the *whole process*
+//! (~290 samples/s in all). Above `CONFIG_HZ` a signal arrives with the timer's overrun
+//! count (expirations missed since the last one), and the sample is counted `1 + overrun`
+//! times, so counts stay proportional to CPU time (999 Hz on 2 busy threads: ~500 signals/s
+//! carrying ~2000 samples/s); the stacks themselves are still taken at most once per tick
+//! per thread. [`CpuProfile::effective_rate_hz`] reports what was recorded, and the pprof
+//! `cpu` values are scaled by the process CPU time actually used.
+//!
+//! # Memory
+//! While sampling: the table's touched pages (well under 1 MB for hundreds of stacks; at most
+//! ~8.6 MB), a timer per thread and one scanner thread; all of it is freed at stop. The first
+//! profile's [`RunningProfile::stop`] also parses the binary's debug info to symbolize, and
+//! the `backtrace` crate keeps it cached (tens of MB for a large binary) so that later
+//! profiles symbolize in milliseconds. `benches/cpu_overhead.rs` measures both.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::encode::{flamegraph, pprof as pb};
+use crate::stack::symbolize::SymbolCache;
+use crate::stack::Frame;
+
+use super::sampler;
+
+use super::{DEFAULT_FREQUENCY_HZ, DEFAULT_SECONDS, MAX_FREQUENCY_HZ};
+
+/// What to profile and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct CpuProfileOptions {
+    /// How long the caller intends to sample (it sleeps this long, then calls
+    /// [`RunningProfile::stop`]). Used to tell a second caller how long to wait.
+    pub duration: Duration,
+    /// Samples per second of each thread's CPU time, 1..=[`MAX_FREQUENCY_HZ`]. 99 (not 100) avoids
+    /// sampling in lockstep with periodic work.
+    pub frequency_hz: u32,
+}
+
+impl Default for CpuProfileOptions {
+    /// 30 seconds at 99 Hz, like `go tool pprof`'s default.
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(DEFAULT_SECONDS),
+            frequency_hz: DEFAULT_FREQUENCY_HZ,
+        }
+    }
+}
+
+/// Why a CPU profile could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CpuError {
+    /// Another CPU profile is running; it is due to finish in `remaining`.
+    Busy {
+        /// Time until the running profile's requested duration ends.
+        remaining: Duration,
+    },
+    /// The profiler could not be started (bad options, or the signal handler could not be installed).
+    Start(String),
+    /// Sampling ran but the report could not be built or rendered.
+    Report(String),
+}
+
+impl fmt::Display for CpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CpuError::Busy { remaining } => write!(
+                f,
+                "a CPU profile is already running (one per process); it ends in {:.1} s",
+                remaining.as_secs_f64()
+            ),
+            CpuError::Start(msg) => write!(f, "could not start the CPU profiler: {msg}"),
+            CpuError::Report(msg) => write!(f, "could not build the CPU profile: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for CpuError {}
+
+/// End of the running profile's requested duration; `Some` while a profile runs.
+static ACTIVE: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Whether a CPU profile is running in this process now.
+pub(super) fn running() -> bool {
+    ACTIVE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_some()
+}
+
+/// Holds the process-wide "busy" flag; clears it on drop.
+#[derive(Debug)]
+struct Busy;
+
+impl Busy {
+    fn acquire(duration: Duration) -> Result<Self, CpuError> {
+        let mut active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(deadline) = *active {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            return Err(CpuError::Busy { remaining });
+        }
+        *active = Some(Instant::now() + duration);
+        Ok(Busy)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *ACTIVE.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+/// Starts sampling every thread of the process.
+///
+/// Only one CPU profile may run per process: while one runs this returns
+/// [`CpuError::Busy`] with the time left. Sampling stops when the returned
+/// [`RunningProfile`] is stopped or dropped.
+pub(super) fn start(opts: CpuProfileOptions) -> Result<RunningProfile, CpuError> {
+    if !(1..=MAX_FREQUENCY_HZ).contains(&opts.frequency_hz) {
+        return Err(CpuError::Start(format!(
+            "frequency_hz must be 1..={MAX_FREQUENCY_HZ}, got {}",
+            opts.frequency_hz
+        )));
+    }
+    let busy = Busy::acquire(opts.duration)?;
+    let cpu_start = process_cpu_time();
+    let start_time = SystemTime::now();
+    let started = Instant::now();
+    let sampler = sampler::Sampler::start(opts.frequency_hz).map_err(CpuError::Start)?;
+    tracing::info!(
+        frequency_hz = opts.frequency_hz,
+        duration_s = opts.duration.as_secs_f64(),
+        "cpu profile started"
+    );
+    Ok(RunningProfile {
+        sampler: Some(sampler),
+        opts,
+        cpu_start,
+        start_time,
+        started,
+        _busy: busy,
+    })
+}
+
+/// A CPU profile being taken. Dropping it stops sampling and frees the "busy" flag.
+pub(super) struct RunningProfile {
+    // Field order matters: the sampler (which stops the timers) drops before the busy flag.
+    sampler: Option<sampler::Sampler>,
+    opts: CpuProfileOptions,
+    cpu_start: Option<Duration>,
+    start_time: SystemTime,
+    started: Instant,
+    _busy: Busy,
+}
+
+impl fmt::Debug for RunningProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningProfile")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningProfile {
+    #[allow(dead_code)] // no caller, not even a test
+    /// The options this profile was started with.
+    pub(super) fn options(&self) -> CpuProfileOptions {
+        self.opts
+    }
+
+    /// Stops sampling and symbolizes the stacks.
+    ///
+    /// CPU-heavy and synchronous (tens of ms; the first call in a process also parses the
+    /// binary's debug info): async callers run it in `spawn_blocking`.
+    pub(super) fn stop(mut self) -> Result<CpuProfile, CpuError> {
+        let t0 = Instant::now();
+        let sampler = self
+            .sampler
+            .take()
+            .ok_or_else(|| CpuError::Report("profile already stopped".into()))?;
+        let collected = sampler.stop();
+        let duration = self.started.elapsed();
+        let cpu_time = match (self.cpu_start, process_cpu_time()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        tracing::debug!(
+            signals = collected.signals,
+            dropped = collected.dropped,
+            overflow = collected.overflow,
+            slots = collected.stacks.len(),
+            sample_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "cpu sampler stopped"
+        );
+        let timing = Timing {
+            start_time: self.start_time,
+            duration,
+            frequency_hz: self.opts.frequency_hz,
+            cpu_time,
+        };
+        let profile = CpuProfile::from_collected(collected, timing);
+        release_freed_memory();
+        tracing::info!(
+            samples = profile.samples,
+            stacks = profile.stacks.len(),
+            effective_rate_hz = profile.effective_rate_hz,
+            stop_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "cpu profile stopped"
+        );
+        Ok(profile)
+    }
+}
+
+/// A distinct stack and how often it was sampled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CpuStack {
+    /// Name of the sampled thread (or its pthread id when unnamed); at most 15 bytes,
+    /// the kernel's limit.
+    pub thread: String,
+    /// Frames, innermost (the running function) first, as every stack in prodbg.
+    pub frames: Vec<Frame>,
+    /// Number of samples that saw this stack on this thread.
+    pub samples: u64,
+}
+
+/// A finished, symbolized CPU profile.
+///
+/// Render it with [`pprof_gz`](Self::pprof_gz) (for `go tool pprof`, Parca, Pyroscope),
+/// [`folded`](Self::folded) (one line per stack) or [`svg`](Self::svg) (a flamegraph). In the
+/// folded and SVG forms the thread name is the root frame; in pprof it is the `thread` label.
+#[derive(Debug, Clone)]
+pub(super) struct CpuProfile {
+    /// Wall-clock time sampling started.
+    pub start_time: SystemTime,
+    /// How long sampling ran (wall clock).
+    pub duration: Duration,
+    /// Requested sampling rate, Hz of process CPU time.
+    pub frequency_hz: u32,
+    /// Samples recorded (all stacks; samples dropped by the blocklist are not counted). A
+    /// signal that arrives with timer overruns counts as `1 + overrun` samples (see the
+    /// module docs' *Rate*).
+    pub samples: u64,
+    /// Samples actually recorded per wall-clock second (`samples / duration`). With `n` busy
+    /// threads the ideal is `n × frequency_hz`; each thread's signals are capped near `CONFIG_HZ`,
+    /// the overrun count makes up the difference.
+    pub effective_rate_hz: f64,
+    /// CPU time the whole process used while sampling; `None` if the clock was unavailable.
+    pub cpu_time: Option<Duration>,
+    /// Distinct stacks, most-sampled first.
+    pub stacks: Vec<CpuStack>,
+    /// Problems worth telling the reader (empty stacks, rate far below the request, no samples).
+    pub warnings: Vec<String>,
+}
+
+impl CpuProfile {
+    fn from_collected(collected: sampler::Collected, timing: Timing) -> Self {
+        let t0 = Instant::now();
+        let mut symbols = SymbolCache::default();
+        let mut merged: HashMap<(String, Vec<Frame>), u64> = HashMap::new();
+        for raw in &collected.stacks {
+            let thread = match &raw.thread {
+                n if n.is_empty() => format!("thread-{}", raw.tid),
+                n => n.clone(),
+            };
+            let stack = symbolize_stack(&mut symbols, &raw.ips, raw.exact);
+            *merged.entry((thread, stack)).or_default() += raw.count;
+        }
+        let mut stacks: Vec<CpuStack> = merged
+            .into_iter()
+            .map(|((thread, frames), samples)| CpuStack {
+                thread,
+                frames,
+                samples,
+            })
+            .collect();
+        stacks.sort_by(|a, b| {
+            b.samples
+                .cmp(&a.samples)
+                .then_with(|| a.thread.cmp(&b.thread))
+        });
+        let samples: u64 = stacks.iter().map(|s| s.samples).sum();
+        let Timing {
+            start_time,
+            duration,
+            frequency_hz,
+            cpu_time,
+        } = timing;
+        let secs = duration.as_secs_f64();
+        let effective_rate_hz = if secs > 0.0 {
+            samples as f64 / secs
+        } else {
+            0.0
+        };
+        let mut profile = CpuProfile {
+            start_time,
+            duration,
+            frequency_hz,
+            samples,
+            effective_rate_hz,
+            cpu_time,
+            stacks,
+            warnings: Vec::new(),
+        };
+        profile.warnings = profile.diagnose(&collected);
+        tracing::debug!(
+            unique_addresses = symbols.len(),
+            symbolize_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "cpu profile symbolized"
+        );
+        profile
+    }
+
+    fn diagnose(&self, collected: &sampler::Collected) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if collected.overflow > 0 {
+            warnings.push(format!(
+                "{} samples were lost because the sample table ({} distinct thread+stack \
+                 pairs) was full",
+                collected.overflow,
+                sampler::SLOTS
+            ));
+        }
+        if collected.arm_failures > 0 {
+            warnings.push(format!(
+                "{} threads could not be given a CPU timer (timer_create failed; see \
+                 RLIMIT_SIGPENDING) and were not sampled",
+                collected.arm_failures
+            ));
+        }
+        if collected.stuck {
+            warnings.push(
+                "a signal handler did not finish within 1 s; its sample table was leaked"
+                    .to_string(),
+            );
+        }
+        let seen = self.samples + collected.dropped;
+        if collected.dropped * 10 > seen {
+            warnings.push(format!(
+                "{} of {seen} samples interrupted libc, libgcc, the dynamic loader or the vDSO \
+                 and were dropped (they cannot be unwound safely from a signal handler): \
+                 time spent there is missing from the profile",
+                collected.dropped
+            ));
+        }
+        if self.samples == 0 {
+            warnings.push(
+                "no samples were collected: the process used (almost) no CPU outside libc \
+                 while profiling, or the profile was too short"
+                    .to_string(),
+            );
+            return warnings;
+        }
+        let empty: u64 = self
+            .stacks
+            .iter()
+            .filter(|s| s.frames.iter().all(|f| f.function.is_none()))
+            .map(|s| s.samples)
+            .sum();
+        if empty * 2 > self.samples {
+            warnings.push(format!(
+                "{empty} of {} samples have no symbolized frames: the stacks could not be \
+                 unwound or the binary is stripped (keep debug info or at least symbols)",
+                self.samples
+            ));
+        }
+        if let Some(cpu) = self.cpu_time {
+            let expected = cpu.as_secs_f64() * f64::from(self.frequency_hz);
+            if expected >= 10.0 && (self.samples as f64) < expected * 0.5 {
+                warnings.push(format!(
+                    "only {} samples for {:.2} s of CPU time at {} Hz (expected ~{expected:.0}): \
+                     threads that block SIGPROF, samples dropped in libc, or CPU used by \
+                     threads that exited between scans; CPU values are scaled by the \
+                     measured CPU time, counts are not",
+                    self.samples,
+                    cpu.as_secs_f64(),
+                    self.frequency_hz
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// CPU nanoseconds one sample stands for: the measured process CPU time divided by the
+    /// samples when available, else the sampling period.
+    pub(super) fn nanos_per_sample(&self) -> f64 {
+        match self.cpu_time {
+            Some(cpu) if self.samples > 0 && !cpu.is_zero() => {
+                cpu.as_nanos() as f64 / self.samples as f64
+            }
+            _ => 1e9 / f64::from(self.frequency_hz.max(1)),
+        }
+    }
+
+    /// Gzipped `profile.proto`: sample types `samples/count` and `cpu/nanoseconds`, period
+    /// `1e9 / frequency_hz` ns of `cpu`, function names, files and lines (inlined functions as
+    /// extra lines of their location), and a `thread` label on every sample.
+    pub(super) fn pprof_gz(&self) -> Result<Vec<u8>, CpuError> {
+        let t0 = Instant::now();
+        let period = 1_000_000_000 / i64::from(self.frequency_hz.max(1));
+        let mut b = pb::ProfileBuilder::new(
+            &[("samples", "count"), ("cpu", "nanoseconds")],
+            ("cpu", "nanoseconds"),
+            period,
+        );
+        // One mapping covering every address: the locations carry their own symbols.
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        b.mapping(0, u64::MAX, 0, &exe);
+        let nanos = self.nanos_per_sample();
+        for stack in &self.stacks {
+            let mut locations = Vec::new();
+            // Group frames into physical frames (the functions inlined into a real frame, then
+            // the real one), leaf first; each group's lines innermost first, as pprof wants.
+            let mut start = 0;
+            while start < stack.frames.len() {
+                let end = stack.frames[start..]
+                    .iter()
+                    .position(|f| !f.inlined)
+                    .map_or(stack.frames.len(), |i| start + i + 1);
+                let group = &stack.frames[start..end];
+                let lines: Vec<pb::LineSpec<'_>> = group
+                    .iter()
+                    .map(|f| pb::LineSpec {
+                        function: f.name(),
+                        system_name: f.system_name(),
+                        file: f.file.as_deref().unwrap_or(""),
+                        line: f.line.unwrap_or(0),
+                    })
+                    .collect();
+                locations.push(b.location(group[0].address, &lines));
+                start = end;
+            }
+            let samples = i64::try_from(stack.samples).unwrap_or(i64::MAX);
+            let cpu = (stack.samples as f64 * nanos).round() as i64;
+            b.sample(locations, vec![samples, cpu], &[("thread", &stack.thread)]);
+        }
+        let start = self
+            .start_time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let profile = b.finish(
+            i64::try_from(start.as_nanos()).unwrap_or(0),
+            i64::try_from(self.duration.as_nanos()).unwrap_or(i64::MAX),
+        );
+        let out = pb::encode_gz(&profile);
+        tracing::debug!(
+            bytes = out.len(),
+            render_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "cpu profile rendered as pprof"
+        );
+        Ok(out)
+    }
+
+    /// Folded stacks, one `thread;outer;…;leaf count` line per stack: the text inferno,
+    /// flamegraph.pl and speedscope read.
+    pub(super) fn folded(&self) -> String {
+        flamegraph::folded_text(&self.folded_stacks())
+    }
+
+    /// An SVG flamegraph titled `title`; the thread name is the root frame.
+    pub(super) fn svg(&self, title: &str) -> Result<Vec<u8>, CpuError> {
+        let t0 = Instant::now();
+        let svg =
+            flamegraph::svg(&self.folded_stacks(), title, "samples").map_err(CpuError::Report)?;
+        tracing::debug!(
+            bytes = svg.len(),
+            render_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "cpu profile rendered as svg"
+        );
+        Ok(svg)
+    }
+
+    fn folded_stacks(&self) -> Vec<flamegraph::FoldedStack> {
+        self.stacks
+            .iter()
+            .map(|s| {
+                let frames = std::iter::once(s.thread.clone())
+                    .chain(s.frames.iter().rev().map(|f| f.name().to_string()))
+                    .collect();
+                (frames, s.samples)
+            })
+            .collect()
+    }
+}
+
+/// Symbolizes one sampled stack (leaf first, as unwound) into frames, innermost first.
+///
+/// When `exact`, `raw[0]` is the interrupted instruction itself (looked up as is, not as a
+/// return address); else the stack still starts with the signal handler's frames, which are
+/// cut here by name.
+fn symbolize_stack(symbols: &mut SymbolCache, raw: &[usize], exact: bool) -> Vec<Frame> {
+    // `resolve` looks up `addr - 1`, right for return addresses; `pc + 1` finds `pc` itself.
+    let lookup = |i: usize, ip: usize| if i == 0 && exact { ip + 1 } else { ip };
+    for (i, &ip) in raw.iter().enumerate() {
+        symbols.resolve(lookup(i, ip));
+    }
+    let resolved: Vec<(usize, &[Frame])> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, &ip)| (ip, symbols.get(lookup(i, ip))))
+        .collect();
+    // Without the interrupted pc: skip up to and including the handler and the kernel's
+    // signal trampoline (`__restore_rt`) that follows it.
+    let skip = if exact {
+        0
+    } else {
+        resolved
+            .iter()
+            .position(|(_, fs)| {
+                fs.iter().any(|f| {
+                    f.function
+                        .as_deref()
+                        .is_some_and(|n| n.ends_with("on_sigprof"))
+                })
+            })
+            .map_or(0, |i| i + 2)
+    };
+    let mut out: Vec<Frame> = Vec::new();
+    for &(ip, frames) in resolved.iter().skip(skip) {
+        if frames.is_empty() {
+            out.push(Frame::unknown(ip as u64));
+        } else {
+            out.extend(frames.iter().map(|f| Frame {
+                address: ip as u64,
+                ..f.clone()
+            }));
+        }
+    }
+    // The unwinder often reports one unsymbolizable frame past the thread's entry
+    // (`clone3`): drop trailing unknowns, they are noise in every stack.
+    while out.len() > 1 && out.last().is_some_and(|f| f.function.is_none()) {
+        out.pop();
+    }
+    out
+}
+
+/// CPU time used by all threads of this process so far.
+fn process_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    ))
+}
+
+/// When and how long a profile sampled, for [`CpuProfile::from_collected`].
+struct Timing {
+    start_time: SystemTime,
+    duration: Duration,
+    frequency_hz: u32,
+    cpu_time: Option<Duration>,
+}
+
+/// Symbolizing allocates and frees a few MB of temporaries; glibc keeps freed heap pages
+/// unless asked. (A host on jemalloc returns them by decay.)
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -1,0 +1,261 @@
+//! `GET /debug/pprof/heap` (and its alias `/debug/pprof/allocs`), `POST
+//! /debug/pprof/heap/activate` / `deactivate`: jemalloc heap profiles and growth profiles.
+
+use axum::http::Method;
+
+use crate::seam::{Access, ProbeSpec, RouteSpec};
+use crate::security::Scope;
+
+fn profile_summary(l: &crate::config::Limits) -> String {
+    format!(
+        "heap profile of sampled live allocations: ?format=pprof|svg|folded; ?seconds=1..{} gives the growth over that window (the leak finder)",
+        l.max_profile_seconds
+    )
+}
+
+/// The heap probe.
+pub(crate) const SPEC: ProbeSpec = ProbeSpec {
+    name: "heap",
+    feature: Some("heap"),
+    routes: &[
+        RouteSpec {
+            method: Method::GET,
+            path: "/debug/pprof/heap",
+            access: Access::Scope(Scope::Profile),
+            summary: profile_summary,
+        },
+        RouteSpec {
+            method: Method::GET,
+            path: "/debug/pprof/allocs",
+            access: Access::Scope(Scope::Profile),
+            summary: |_| {
+                "alias of /debug/pprof/heap: the path Grafana Alloy and Pyroscope scrape".into()
+            },
+        },
+        RouteSpec {
+            method: Method::POST,
+            path: "/debug/pprof/heap/activate",
+            access: Access::Scope(Scope::Admin),
+            summary: |_| "start sampling allocations (jemalloc prof.active)".into(),
+        },
+        RouteSpec {
+            method: Method::POST,
+            path: "/debug/pprof/heap/deactivate",
+            access: Access::Scope(Scope::Admin),
+            summary: |_| "stop sampling allocations".into(),
+        },
+    ],
+    bundle_files: &["heap.pb.gz"],
+};
+
+crate::macros::cfg_feature! {
+"heap",
+pub(crate) mod core;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use serde::Serialize;
+
+use self::core::{HeapError, HeapProfile, HeapProfilingState};
+use crate::seam::{blocking, ApiError, BundlePart, Caller, Overrides, Params, Probe, ProbeContext, Route};
+
+/// Override kind recorded while heap sampling is switched on at run time.
+const OVERRIDE_KIND: &str = "heap_sampling";
+
+
+impl From<HeapError> for ApiError {
+    fn from(e: HeapError) -> ApiError {
+        match e {
+            HeapError::NotJemalloc => ApiError::unavailable(e.to_string()),
+            HeapError::ProfilingNotEnabled => ApiError::conflict(e.to_string()),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+/// jemalloc heap profiles; switching sampling on and off is recorded as an override.
+#[derive(Debug)]
+pub(crate) struct Heap {
+    cx: ProbeContext,
+    /// One growth profile at a time: each holds two dumps in memory for its window.
+    growth_running: Arc<AtomicBool>,
+}
+
+impl Heap {
+    /// The heap probe.
+    pub(crate) fn new(cx: &ProbeContext) -> Heap {
+        Heap {
+            cx: cx.clone(),
+            growth_running: Arc::default(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct HeapState {
+    service: Arc<str>,
+    max_seconds: u64,
+    overrides: Overrides,
+    growth_running: Arc<AtomicBool>,
+    /// `heap` or `allocs`: the file name of a download.
+    name: &'static str,
+}
+
+/// Holds the one growth-profile slot until dropped.
+struct GrowthSlot(Arc<AtomicBool>);
+
+impl GrowthSlot {
+    fn take(flag: &Arc<AtomicBool>) -> Option<GrowthSlot> {
+        (!flag.swap(true, Ordering::AcqRel)).then(|| GrowthSlot(flag.clone()))
+    }
+}
+
+impl Drop for GrowthSlot {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+async fn snapshot() -> Result<HeapProfile, ApiError> {
+    Ok(blocking("the heap probe", core::snapshot).await??)
+}
+
+/// The live heap of sampled allocations, or with `seconds=N` the growth over a window.
+async fn profile(State(st): State<HeapState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = Params::parse(q.as_deref(), &["format", "seconds"])?;
+    let format = params
+        .choice("format", &["pprof", "svg", "folded"], "pprof")?
+        .to_string();
+    let seconds = match params.get("seconds") {
+        Some(_) => Some(params.u64_in("seconds", 1..=st.max_seconds, 0)?),
+        None => None,
+    };
+    let state = core::profiling_state()?;
+    let mut warning = None;
+    if !state.active {
+        if seconds.is_some() {
+            return Err(ApiError::conflict(
+                "heap sampling is inactive, so a growth profile would be empty: POST /debug/pprof/heap/activate first",
+            ));
+        }
+        warning = Some("heap sampling is inactive: this shows allocations sampled while it was active; POST /debug/pprof/heap/activate");
+    }
+    let profile = match seconds {
+        None => snapshot().await?,
+        Some(s) => {
+            let _slot = GrowthSlot::take(&st.growth_running).ok_or_else(|| {
+                ApiError::conflict("a heap growth profile is already running; retry when it ends")
+            })?;
+            let before = snapshot().await?;
+            tokio::time::sleep(Duration::from_secs(s)).await;
+            let after = snapshot().await?;
+            core::growth(&before, &after)
+        }
+    };
+    let what = if seconds.is_some() { "growth" } else { "in use" };
+    let title = format!(
+        "{}: heap {what}{}, {} MB in {} stacks (sampled every {} KiB)",
+        st.service,
+        seconds.map(|s| format!(" over {s} s")).unwrap_or_default(),
+        profile.total_bytes() / 1_000_000,
+        profile.stack_count(),
+        profile.sample_interval_bytes() / 1024,
+    );
+    let fmt = format.clone();
+    let body = blocking("rendering the heap profile", move || match fmt.as_str() {
+        "svg" => profile.svg(&title),
+        "folded" => Ok(profile.folded().into_bytes()),
+        _ => profile.pprof_gz(),
+    })
+    .await??;
+    let name = st.name;
+    let (content_type, disposition) = match format.as_str() {
+        "svg" => ("image/svg+xml", format!("inline; filename=\"{name}.svg\"")),
+        "folded" => ("text/plain; charset=utf-8", format!("inline; filename=\"{name}.folded\"")),
+        _ => ("application/octet-stream", format!("attachment; filename=\"{name}\"")),
+    };
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Some(w) = warning {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-prodbg-warning"), HeaderValue::from_static(w));
+    }
+    Ok(response)
+}
+
+/// The body of activate / deactivate.
+#[derive(Debug, Serialize)]
+struct Switched {
+    /// jemalloc's profiling state after the switch.
+    profiling: HeapProfilingState,
+}
+
+/// Turns sampling on or off and records (or clears) the override, with who did it.
+fn set_sampling(overrides: &Overrides, active: bool, by: &str) -> Result<HeapProfilingState, HeapError> {
+    core::set_active(active)?;
+    if active {
+        overrides.record(OVERRIDE_KIND, "active".into(), by, None);
+    } else {
+        overrides.clear(OVERRIDE_KIND);
+    }
+    tracing::info!(target: "prodbg", active, by = %by, "heap sampling switched");
+    core::profiling_state()
+}
+
+async fn activate(State(st): State<HeapState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Switched>, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    Ok(Json(Switched { profiling: set_sampling(&st.overrides, true, caller.name())? }))
+}
+
+async fn deactivate(State(st): State<HeapState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Switched>, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    Ok(Json(Switched { profiling: set_sampling(&st.overrides, false, caller.name())? }))
+}
+
+impl Probe for Heap {
+    fn spec(&self) -> &'static ProbeSpec {
+        &SPEC
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        let st = HeapState {
+            service: self.cx.service_name.clone(),
+            max_seconds: self.cx.limits.max_profile_seconds,
+            overrides: self.cx.overrides.clone(),
+            growth_running: self.growth_running.clone(),
+            name: "heap",
+        };
+        let allocs = HeapState { name: "allocs", ..st.clone() };
+        let l = &self.cx.limits;
+        let r = &SPEC.routes;
+        vec![
+            Route::new(&r[0], l, get(profile).with_state(st.clone())),
+            Route::new(&r[1], l, get(profile).with_state(allocs)),
+            Route::new(&r[2], l, post(activate).with_state(st.clone())),
+            Route::new(&r[3], l, post(deactivate).with_state(st)),
+        ]
+    }
+
+    fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
+        vec![BundlePart::new("heap.pb.gz", async {
+            let p = snapshot().await.map_err(|e| e.message)?;
+            blocking("rendering the heap profile", move || p.pprof_gz())
+                .await
+                .map_err(|e| e.message)?
+                .map_err(|e| e.to_string())
+        })]
+    }
+}
+}

@@ -1,0 +1,184 @@
+//! `GET /debug/process`: pid, uptime, build info, command line, redacted environment,
+//! limits; and the standard `process_*` Prometheus series.
+
+mod info;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::Method;
+use axum::routing::get;
+use axum::Json;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use serde::Serialize;
+
+use info::{info, stats, ProcessInfo};
+
+use crate::encode::prometheus::Families;
+use crate::seam::{
+    blocking, Access, ApiError, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route,
+    RouteSpec,
+};
+use crate::security::Scope;
+
+/// The process probe.
+pub(crate) const SPEC: ProbeSpec = ProbeSpec {
+    name: "process",
+    feature: None,
+    routes: &[RouteSpec {
+        method: Method::GET,
+        path: "/debug/process",
+        access: Access::Scope(Scope::Read),
+        summary: |_| {
+            "pid, uptime, build info, command line, environment (secrets redacted), limits, open fds"
+                .into()
+        },
+    }],
+    bundle_files: &["process.json"],
+};
+
+/// The `/debug/process` body.
+#[derive(Debug, Serialize)]
+struct ProcessReport {
+    /// The service's name.
+    service: Arc<str>,
+    /// Build facts the host supplied (`git_sha`, `version`, …).
+    build: Arc<BTreeMap<String, String>>,
+    /// prodbg's version.
+    prodbg_version: &'static str,
+    /// The process as `/proc` sees it.
+    process: ProcessInfo,
+}
+
+/// The process probe: `/proc/self`, the host's build facts.
+#[derive(Debug)]
+pub(crate) struct Process {
+    cx: ProbeContext,
+    build: Arc<BTreeMap<String, String>>,
+}
+
+impl Process {
+    /// Reports `build` alongside the process's own facts.
+    pub(crate) fn new(cx: &ProbeContext, build: BTreeMap<String, String>) -> Process {
+        Process {
+            cx: cx.clone(),
+            build: Arc::new(build),
+        }
+    }
+
+    async fn report(
+        service: Arc<str>,
+        build: Arc<BTreeMap<String, String>>,
+    ) -> Result<ProcessReport, ApiError> {
+        let process = blocking("the process probe", info).await?;
+        Ok(ProcessReport {
+            service,
+            build,
+            prodbg_version: env!("CARGO_PKG_VERSION"),
+            process,
+        })
+    }
+}
+
+type ProcessState = (Arc<str>, Arc<BTreeMap<String, String>>);
+
+async fn process(
+    State((service, build)): State<ProcessState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<ProcessReport>, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    Ok(Json(Process::report(service, build).await?))
+}
+
+impl Probe for Process {
+    fn spec(&self) -> &'static ProbeSpec {
+        &SPEC
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        let state: ProcessState = (self.cx.service_name.clone(), self.build.clone());
+        vec![Route::new(
+            &SPEC.routes[0],
+            &self.cx.limits,
+            get(process).with_state(state),
+        )]
+    }
+
+    fn collector(&self) -> Option<Box<dyn Collector>> {
+        Some(Box::new(ProcessCollector))
+    }
+
+    fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
+        let (service, build) = (self.cx.service_name.clone(), self.build.clone());
+        vec![BundlePart::new("process.json", async move {
+            let report = Process::report(service, build)
+                .await
+                .map_err(|e| e.message)?;
+            serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())
+        })]
+    }
+
+    fn glance(&self) -> Option<serde_json::Value> {
+        let s = stats();
+        Some(serde_json::json!({
+            "resident_bytes": s.resident_bytes,
+            "threads": s.threads,
+            "open_fds": s.open_fds,
+        }))
+    }
+}
+
+/// The standard `process_*` series (the names the Prometheus client libraries use).
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        let p = stats();
+        let mut f = Families::new(encoder);
+        f.counter(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            p.cpu_seconds,
+        )?;
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                p.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                p.virtual_bytes as f64,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                p.open_fds as f64,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                p.max_fds as f64,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                p.threads as f64,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                p.start_time_seconds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            f.gauge(name, help, value)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! `GET /debug/threads`: the stack of every OS thread, as JSON or a jstack-like text.
+
+use axum::http::Method;
+
+use crate::seam::{Access, ProbeSpec, RouteSpec};
+use crate::security::Scope;
+
+/// The threads probe.
+pub(crate) const SPEC: ProbeSpec = ProbeSpec {
+    name: "threads",
+    feature: Some("threads"),
+    routes: &[RouteSpec {
+        method: Method::GET,
+        path: "/debug/threads",
+        access: Access::Scope(Scope::Profile),
+        summary: |_| {
+            "stack of every OS thread with name, state and CPU time (?format=text for a jstack-like dump)".into()
+        },
+    }],
+    bundle_files: &["threads.txt"],
+};
+
+crate::macros::cfg_feature! {
+"threads",
+mod dump;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use dump::{dump, DumpOptions, ThreadDump};
+#[cfg(feature = "deadlock")]
+pub(crate) use dump::ThreadStack;
+
+use std::time::Duration;
+
+use axum::extract::RawQuery;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Json;
+
+use crate::seam::{blocking, ApiError, BundlePart, Params, Probe, ProbeContext, Route};
+
+/// Stacks of every thread.
+#[derive(Debug)]
+pub(crate) struct Threads {
+    cx: ProbeContext,
+}
+
+impl Threads {
+    /// The threads probe.
+    pub(crate) fn new(cx: &ProbeContext) -> Threads {
+        Threads { cx: cx.clone() }
+    }
+}
+
+/// JSON by default, a jstack-like text dump with `?format=text`.
+async fn threads(RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = Params::parse(q.as_deref(), &["format"])?;
+    let format = params.choice("format", &["json", "text"], "json")?;
+    let dump: ThreadDump = blocking("the thread dump", || dump(DumpOptions::default())).await?;
+    Ok(match format {
+        "text" => dump.to_text().into_response(),
+        _ => Json(dump).into_response(),
+    })
+}
+
+impl Probe for Threads {
+    fn spec(&self) -> &'static ProbeSpec {
+        &SPEC
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        vec![Route::new(&SPEC.routes[0], &self.cx.limits, get(threads))]
+    }
+
+    fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
+        vec![BundlePart::new("threads.txt", async {
+            blocking("the thread dump", || dump(DumpOptions::default()).to_text().into_bytes())
+                .await
+                .map_err(|e| e.message)
+        })]
+    }
+}
+}

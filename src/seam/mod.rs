@@ -1,0 +1,195 @@
+//! The seam between probes and the server: a probe contributes its routes, its Prometheus
+//! series and its bundle parts through [`Probe`]; the server builds the router, the index,
+//! `/metrics` and `/debug/bundle` by iterating over the registered probes and knows nothing
+//! of their insides.
+//!
+//! A probe is one folder under `src/probes/`: core files that know no HTTP, and a `mod.rs`
+//! (the probe's face) holding its [`ProbeSpec`] and its [`Probe`] impl. A probe whose cargo
+//! feature is off is registered as [`NotCompiled`], which answers its routes with 501 naming
+//! the feature. See `CONTRIBUTING.md` for a worked example.
+
+mod api_error;
+mod caller;
+mod not_compiled;
+pub(crate) mod overrides;
+mod params;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::Method;
+use axum::routing::MethodRouter;
+use prometheus_client::collector::Collector;
+
+pub(crate) use api_error::ApiError;
+pub(crate) use caller::Caller;
+pub(crate) use not_compiled::NotCompiled;
+pub(crate) use params::Params;
+
+use crate::config::Limits;
+use crate::security::Scope;
+pub(crate) use overrides::Overrides;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// A token holding at least this scope.
+    Scope(Scope),
+    /// A health probe: open unless the host set `health_requires_token(true)` (then `read`).
+    Health,
+    /// The Prometheus scrape: `read` unless the host set `metrics_requires_token(false)`.
+    Scrape,
+}
+
+/// What a route is, known even when its probe is not compiled in: the router, the index, the
+/// README check and the 501 stand-in are all built from these.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteSpec {
+    /// The HTTP method.
+    pub(crate) method: Method,
+    /// The path, e.g. `/debug/pprof/profile`.
+    pub(crate) path: &'static str,
+    /// Who may call it.
+    pub(crate) access: Access,
+    /// One line on what it gives, from the configured limits (so ranges are the real ones).
+    pub(crate) summary: fn(&Limits) -> String,
+}
+
+/// What a probe is: its name, the cargo feature it needs, its routes and its bundle files.
+#[derive(Debug, Clone)]
+pub(crate) struct ProbeSpec {
+    /// Short name, e.g. `cpu`.
+    pub(crate) name: &'static str,
+    /// The cargo feature that compiles it in, if any.
+    pub(crate) feature: Option<&'static str>,
+    /// Its routes.
+    pub(crate) routes: &'static [RouteSpec],
+    /// The files it adds to the bundle (listed as failed by its stand-in when compiled out).
+    #[cfg_attr(
+        all(
+            feature = "cpu",
+            feature = "heap",
+            feature = "threads",
+            feature = "deadlock"
+        ),
+        allow(dead_code)
+    )]
+    pub(crate) bundle_files: &'static [&'static str],
+}
+
+/// A route with its handler; the handler carries its own state (`with_state`).
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// The HTTP method.
+    pub(crate) method: Method,
+    /// The path.
+    pub(crate) path: String,
+    /// Who may call it.
+    pub(crate) access: Access,
+    /// One line on what it gives.
+    pub(crate) summary: String,
+    /// `false` for a stand-in answering 501 (its feature is off).
+    pub(crate) available: bool,
+    /// Answers it.
+    pub(crate) handler: MethodRouter<()>,
+}
+
+impl Route {
+    /// Pairs `spec` with `handler`, its summary written from `limits`.
+    pub(crate) fn new(spec: &RouteSpec, limits: &Limits, handler: MethodRouter<()>) -> Route {
+        Route {
+            method: spec.method.clone(),
+            path: spec.path.to_string(),
+            access: spec.access,
+            summary: (spec.summary)(limits),
+            available: true,
+            handler,
+        }
+    }
+}
+
+/// A file of the incident bundle, being produced. An `Err` is listed in the manifest with
+/// why; it never fails the bundle.
+pub(crate) struct BundlePart {
+    /// File name inside the archive, e.g. `cpu.pb.gz`.
+    pub(crate) file: String,
+    /// Produces its bytes.
+    pub(crate) bytes: BoxFuture<Result<Vec<u8>, String>>,
+}
+
+impl BundlePart {
+    /// A part produced by `future`.
+    pub(crate) fn new(
+        file: impl Into<String>,
+        future: impl Future<Output = Result<Vec<u8>, String>> + Send + 'static,
+    ) -> BundlePart {
+        BundlePart {
+            file: file.into(),
+            bytes: Box::pin(future),
+        }
+    }
+
+    /// A part whose bytes are `value` as pretty JSON.
+    pub(crate) fn json<T: serde::Serialize>(file: &str, value: &T) -> BundlePart {
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| e.to_string());
+        BundlePart::new(file, async move { bytes })
+    }
+
+    /// A part that could not be produced, with why.
+    pub(crate) fn failed(file: &str, why: impl Into<String>) -> BundlePart {
+        let why = why.into();
+        BundlePart::new(file, async move { Err(why) })
+    }
+}
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What every probe may use when it is built: the host's name, the limits, the overrides.
+#[derive(Debug, Clone)]
+pub(crate) struct ProbeContext {
+    /// The service's name, for titles and file names.
+    pub(crate) service_name: Arc<str>,
+    /// Timeouts and caps; parameters are bounded by them.
+    pub(crate) limits: Limits,
+    /// Run-time changes in force; mutating probes record theirs here.
+    pub(crate) overrides: Overrides,
+}
+
+/// One probe, as the server sees it.
+pub(crate) trait Probe: Send + Sync + 'static {
+    /// What it is.
+    fn spec(&self) -> &'static ProbeSpec;
+
+    /// Its routes with their handlers, one per [`ProbeSpec::routes`] entry.
+    fn routes(&self) -> Vec<Route>;
+
+    /// Its Prometheus series, encoded on each scrape.
+    fn collector(&self) -> Option<Box<dyn Collector>> {
+        None
+    }
+
+    /// Its bundle files; `window` is how long windowed parts (profiles) sample.
+    fn bundle(&self, window: Duration) -> Vec<BundlePart> {
+        let _ = window;
+        Vec::new()
+    }
+
+    /// A few live figures for the console, as JSON (e.g. RSS, busy ratios); `None` if it has none.
+    fn glance(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// Runs blocking probe work off the admin runtime's thread; a panic or a cancelled task
+/// becomes a 500 that says what failed.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("{what} failed: {e}")))
+}

@@ -1,0 +1,349 @@
+//! Tokens and scopes.
+//!
+//! A token has a name (what the audit log records), one scope, and a secret. Only the
+//! SHA-256 digest of the secret is kept in memory, and a presented secret is compared against
+//! every token's digest in constant time.
+//!
+//! Scopes are ordered, `read` < `profile` < `admin`: a token holding `admin` may call every
+//! endpoint, `profile` may call `profile` and `read` endpoints. A token holds one scope.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+
+/// Shortest secret accepted, in bytes. Shorter secrets are guessable.
+pub(crate) const MIN_SECRET_LEN: usize = 16;
+/// Longest secret accepted, in bytes.
+pub(crate) const MAX_SECRET_LEN: usize = 512;
+/// Longest token name accepted, in bytes.
+pub(crate) const MAX_NAME_LEN: usize = 64;
+
+/// What a token may do. Scopes are ordered: a higher scope includes the lower ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Read stats, metrics and reports (`/debug/memory`, `/metrics`, `/debug/pools`, …).
+    Read,
+    /// Take profiles and stack dumps, which cost the host CPU while they run.
+    Profile,
+    /// Change the process at run time (heap sampling, log level).
+    Admin,
+}
+
+impl Scope {
+    /// All scopes, lowest first.
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Profile, Scope::Admin];
+
+    /// The scope's name as written in configuration (`read`, `profile`, `admin`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Profile => "profile",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read" => Ok(Scope::Read),
+            "profile" => Ok(Scope::Profile),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!(
+                "unknown scope {other:?}; expected read, profile or admin"
+            )),
+        }
+    }
+}
+
+/// A named credential. Holds the digest of its secret, never the secret.
+#[derive(Clone)]
+pub(crate) struct Token {
+    name: String,
+    scope: Scope,
+    digest: [u8; 32],
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    /// Makes a token. The name must be 1–64 characters of `[A-Za-z0-9_.-]`; the secret
+    /// 16–512 bytes without whitespace or commas. Errors never contain the secret.
+    pub(crate) fn new(name: &str, scope: Scope, secret: &str) -> Result<Token, Error> {
+        validate_name(name)?;
+        validate_secret(name, secret)?;
+        Ok(Token {
+            name: name.to_string(),
+            scope,
+            digest: digest(secret.as_bytes()),
+        })
+    }
+
+    /// The token's name, as recorded in the audit log.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The scope the token holds.
+    pub(crate) fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// Whether the token may call an endpoint that needs `needed`.
+    pub(crate) fn allows(&self, needed: Scope) -> bool {
+        self.scope >= needed
+    }
+}
+
+/// Parses one `name:scope:secret` entry (the secret may itself contain `:`).
+///
+/// `index` (0-based) is used in error messages, which name the entry but never echo the secret.
+pub(crate) fn parse_token_entry(entry: &str, index: usize) -> Result<Token, Error> {
+    let entry = entry.trim();
+    let mut parts = entry.splitn(3, ':');
+    let (Some(name), Some(scopes), Some(secret)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Error::Config(format!(
+            "token entry #{} is malformed: expected name:scope:secret",
+            index + 1
+        )));
+    };
+    // The scope text is not quoted back: in an entry that lacks its scope, it is part of the
+    // secret.
+    let scope = scopes.trim().parse::<Scope>().map_err(|_| {
+            Error::Config(format!(
+                "token entry #{} ({}): unknown scope; expected one of read, profile or admin (ordered: each includes the ones before it) as in name:scope:secret",
+                index + 1,
+                if validate_name(name).is_ok() { format!("{name:?}") } else { "name not shown".into() }
+            ))
+        })?;
+    Token::new(name, scope, secret).map_err(|e| {
+        // Keep one "invalid prodbg configuration: " prefix, not one per level.
+        let why = match e {
+            Error::Config(why) => why,
+            other => other.to_string(),
+        };
+        Error::Config(format!("token entry #{}: {why}", index + 1))
+    })
+}
+
+/// Parses a comma-separated list of `name:scope:secret` entries (the `PRODBG_TOKENS`
+/// format). Empty entries are ignored; duplicate names are an error.
+pub(crate) fn parse_tokens(list: &str) -> Result<Vec<Token>, Error> {
+    let mut tokens: Vec<Token> = Vec::new();
+    for (i, entry) in list.split(',').enumerate() {
+        if entry.trim().is_empty() {
+            continue;
+        }
+        let token = parse_token_entry(entry, i)?;
+        if tokens.iter().any(|t| t.name == token.name) {
+            return Err(Error::Config(format!(
+                "token entry #{}: duplicate token name {:?}",
+                i + 1,
+                token.name
+            )));
+        }
+        tokens.push(token);
+    }
+    Ok(tokens)
+}
+
+/// Generates a random 32-byte secret, hex-encoded (64 characters).
+pub fn generate_secret() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Config(format!("cannot read random bytes: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+/// The configured tokens, checked in constant time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TokenSet {
+    tokens: Vec<Token>,
+}
+
+impl TokenSet {
+    /// Wraps a list of tokens; two tokens with the same secret are refused (the audit log
+    /// could not tell who called), naming both tokens but never the secret.
+    pub(crate) fn new(tokens: Vec<Token>) -> Result<TokenSet, Error> {
+        for (i, a) in tokens.iter().enumerate() {
+            if let Some(b) = tokens[i + 1..].iter().find(|b| b.digest == a.digest) {
+                return Err(Error::Config(format!(
+                    "tokens {:?} and {:?} have the same secret: give each token its own",
+                    a.name, b.name
+                )));
+            }
+        }
+        Ok(TokenSet { tokens })
+    }
+
+    /// Whether no token is configured.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The token whose secret is `presented`, if any.
+    ///
+    /// Every token's digest is compared, whatever matches, so the time taken does not tell
+    /// which token (or how much of one) matched.
+    pub(crate) fn verify(&self, presented: &[u8]) -> Option<&Token> {
+        let d = digest(presented);
+        let mut found = None;
+        for t in &self.tokens {
+            if bool::from(t.digest.ct_eq(&d)) {
+                found = Some(t);
+            }
+        }
+        found
+    }
+}
+
+fn digest(secret: &[u8]) -> [u8; 32] {
+    Sha256::digest(secret).into()
+}
+
+fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "token name {:?} is invalid: use 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 _ . -",
+            name.chars().take(MAX_NAME_LEN).collect::<String>()
+        )))
+    }
+}
+
+fn validate_secret(name: &str, secret: &str) -> Result<(), Error> {
+    if secret.len() < MIN_SECRET_LEN || secret.len() > MAX_SECRET_LEN {
+        return Err(Error::Config(format!(
+            "token {name:?}: the secret must be {MIN_SECRET_LEN}-{MAX_SECRET_LEN} bytes long (got {})",
+            secret.len()
+        )));
+    }
+    if secret
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b == b',' || b.is_ascii_control())
+    {
+        return Err(Error::Config(format!(
+            "token {name:?}: the secret must not contain whitespace, commas or control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod props;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "s3cr3t-value-0123456789";
+
+    #[test]
+    fn parses_entries_with_scopes_and_colons_in_secret() {
+        let tokens =
+            parse_tokens("ops:admin:abc:def:0123456789abcdef, graf:profile:0123456789abcdefgh")
+                .unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens[0].name(), "ops");
+        assert_eq!(tokens[0].scope(), Scope::Admin);
+        assert_eq!(tokens[1].scope(), Scope::Profile);
+        let set = TokenSet::new(tokens).unwrap();
+        assert_eq!(
+            set.verify(b"abc:def:0123456789abcdef").unwrap().name(),
+            "ops"
+        );
+        assert!(set.verify(b"abc").is_none());
+    }
+
+    #[test]
+    fn scopes_are_ordered() {
+        let t = Token::new("p", Scope::Profile, SECRET).unwrap();
+        assert!(t.allows(Scope::Read));
+        assert!(t.allows(Scope::Profile));
+        assert!(!t.allows(Scope::Admin));
+    }
+
+    #[test]
+    fn malformed_entries_name_the_entry_and_never_echo_the_secret() {
+        let cases = [
+            format!("ops:{SECRET}"),
+            format!("ops:root:{SECRET}"),
+            "ops:read:short".to_string(),
+            format!("bad name:read:{SECRET}"),
+            format!("ok:read:{SECRET},ok:admin:{SECRET}x"),
+        ];
+        for case in cases {
+            let err = parse_tokens(&case).unwrap_err().to_string();
+            assert!(!err.contains(SECRET), "{err}");
+            assert!(err.contains("token"), "{err}");
+        }
+        let err = parse_tokens(&format!("a:read:{SECRET},b:wrong:{SECRET}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("#2") && err.contains("unknown scope"), "{err}");
+        // A forgotten scope: the secret's first part is not quoted back as a scope.
+        let err = parse_tokens("ops:abcdefghij:klmnopqrstuvwxyz0123")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("abcdefghij") && err.contains("unknown scope"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn two_tokens_with_one_secret_are_refused() {
+        let a = Token::new("a", Scope::Read, SECRET).unwrap();
+        let b = Token::new("b", Scope::Admin, SECRET).unwrap();
+        let err = TokenSet::new(vec![a, b]).unwrap_err().to_string();
+        assert!(
+            err.contains("same secret") && !err.contains(SECRET),
+            "{err}"
+        );
+        let err = parse_tokens(&format!("a:read+profile:{SECRET}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown scope"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_digest() {
+        let t = Token::new("ops", Scope::Admin, SECRET).unwrap();
+        let dbg = format!("{t:?}");
+        assert!(dbg.contains("ops") && !dbg.contains("digest"));
+    }
+
+    #[test]
+    fn generated_secrets_are_valid_and_distinct() {
+        let a = generate_secret().unwrap();
+        let b = generate_secret().unwrap();
+        assert_ne!(a, b);
+        Token::new("gen", Scope::Admin, &a).unwrap();
+    }
+}

@@ -1,0 +1,286 @@
+//! The middleware every request passes: admission (rate limit, concurrency cap),
+//! authentication, the request timeout, per-route authorization, JSON error bodies and the
+//! audit record.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::body::{Body, HttpBody};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::lockout::FailureLimiter;
+use super::state::ServerState;
+use crate::seam::{ApiError, Caller};
+use crate::security::audit::{AuditRecord, Outcome};
+use crate::security::tokens::Token;
+use crate::security::Scope;
+
+/// Who is calling, as established by the `Authorization` header.
+#[derive(Debug, Clone)]
+pub(crate) enum Identity {
+    /// No `Authorization` header.
+    Anonymous,
+    /// A valid token.
+    Token(Arc<Token>),
+}
+
+/// What a route needs, attached to each route when the router is built.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteRule {
+    /// The route's path template (the metrics label).
+    pub(crate) template: Arc<str>,
+    /// The scope needed, or `None` for an open route (health probes when configured so).
+    pub(crate) scope: Option<Scope>,
+}
+
+/// Set on a response by the route that produced it: its template, for metrics.
+#[derive(Debug, Clone)]
+struct RouteLabel(Arc<str>);
+
+/// Outermost middleware: admits, authenticates, times out, audits and counts every request.
+pub(crate) async fn guard(
+    State(shared): State<Arc<ServerState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let ts = crate::encode::time::format(SystemTime::now());
+    let request_id = shared.next_request_id();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let method = req.method().as_str().to_string();
+    let path = clip(req.uri().path(), 512);
+    let query = req.uri().query().map(|q| clip(q, 512));
+
+    let mut token_id = None;
+    let mut response = match admit(&shared, peer, &req) {
+        Err(e) => e.into_response(),
+        Ok((identity, permit)) => {
+            if let Identity::Token(t) = &identity {
+                token_id = Some(t.name().to_string());
+                req.extensions_mut().insert(Caller::token(t.name()));
+            }
+            req.extensions_mut().insert(identity);
+            let timeout = shared.limits.request_timeout;
+            let answer = tokio::time::timeout(timeout, next.run(req)).await;
+            drop(permit);
+            answer.unwrap_or_else(|_| {
+                ApiError::unavailable(format!(
+                    "the request took longer than the server's request timeout of {} s",
+                    timeout.as_secs()
+                ))
+                .into_response()
+            })
+        }
+    };
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED {
+        shared.red.auth_failure();
+        if let Some(peer) = peer {
+            shared.failures.record(peer.ip());
+        }
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    let outcome = match status.as_u16() {
+        401 | 403 | 429 => Outcome::Denied,
+        s if s >= 400 => Outcome::Error,
+        _ => Outcome::Allowed,
+    };
+    let endpoint = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|l| l.0.to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let elapsed = start.elapsed();
+    shared.red.observe(
+        &endpoint,
+        metric_method(&method),
+        status.as_u16(),
+        elapsed.as_secs_f64(),
+    );
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    shared.audit.append(AuditRecord {
+        ts,
+        request_id,
+        client: peer.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+        token_id,
+        method,
+        path,
+        query,
+        status: status.as_u16(),
+        outcome,
+        duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        bytes: response.body().size_hint().exact().unwrap_or(0),
+        prev_hash: String::new(),
+        hash: String::new(),
+    });
+    response
+}
+
+fn admit(
+    shared: &ServerState,
+    peer: Option<SocketAddr>,
+    req: &Request,
+) -> Result<(Identity, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    if let Some(peer) = peer {
+        if shared.failures.is_blocked(peer.ip()) {
+            return Err(ApiError::too_many(format!(
+                "too many failed authentication attempts from this client; retry after {} s",
+                FailureLimiter::WINDOW.as_secs()
+            )));
+        }
+    }
+    let permit = shared
+        .concurrency
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::too_many(format!(
+                "the admin server is already answering {} requests, its limit; retry shortly",
+                shared.limits.max_concurrent_requests
+            ))
+        })?;
+    let identity = match req.headers().get(header::AUTHORIZATION) {
+        None => Identity::Anonymous,
+        Some(value) => {
+            let secret = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, secret)| secret.trim());
+            let token = secret.and_then(|s| shared.tokens.verify(s.as_bytes()));
+            match token {
+                Some(t) => Identity::Token(Arc::new(t.clone())),
+                None => {
+                    return Err(ApiError::unauthorized(
+                        "the Authorization header does not hold a valid token: send `Authorization: Bearer <secret>`",
+                    ))
+                }
+            }
+        }
+    };
+    Ok((identity, permit))
+}
+
+/// Per-route middleware: checks the caller's scope against the route's rule.
+pub(crate) async fn authorize(State(rule): State<RouteRule>, req: Request, next: Next) -> Response {
+    let verdict = match (rule.scope, req.extensions().get::<Identity>()) {
+        (None, _) => Ok(()),
+        (Some(needed), Some(Identity::Token(t))) if t.allows(needed) => Ok(()),
+        (Some(needed), Some(Identity::Token(t))) => Err(ApiError::forbidden(format!(
+            "token {:?} holds scope {}; this endpoint needs {needed}",
+            t.name(),
+            t.scope(),
+        ))),
+        (Some(needed), _) => Err(ApiError::unauthorized(format!(
+            "this endpoint needs a token with scope {needed}: send `Authorization: Bearer <secret>`"
+        ))),
+    };
+    let mut response = match verdict {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    };
+    response.extensions_mut().insert(RouteLabel(rule.template));
+    response
+}
+
+/// Turns any error answer that is not already JSON (axum's 404/405, body-limit 413, …) into the
+/// documented `{"error", "message"}` body.
+pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let (code, default) = match status.as_u16() {
+        400 => ("bad_request", "the request is malformed"),
+        404 => ("not_found", "no such endpoint; GET /debug/ lists them"),
+        405 => (
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        ),
+        408 => ("timeout", "the request was not received in time"),
+        413 => (
+            "payload_too_large",
+            "the request body is larger than the server accepts",
+        ),
+        415 => (
+            "unsupported_media_type",
+            "the request body's content type is not accepted",
+        ),
+        _ => ("error", "the request failed"),
+    };
+    let message = if text.is_empty() {
+        default.to_string()
+    } else {
+        format!("{default}: {text}")
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name == header::ALLOW {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    *out.extensions_mut() = parts.extensions;
+    out
+}
+
+/// The fallback for unknown paths: 401 without a valid token (paths are not disclosed), else 404.
+pub(crate) async fn not_found(req: Request<Body>) -> Response {
+    match req.extensions().get::<Identity>() {
+        Some(Identity::Token(_)) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; GET /debug/ lists them",
+        )
+        .into_response(),
+        _ => ApiError::unauthorized("send `Authorization: Bearer <secret>`").into_response(),
+    }
+}
+
+fn metric_method(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

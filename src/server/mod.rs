@@ -1,0 +1,56 @@
+//! The admin server: listener and connection caps, the guard (admission, auth, audit,
+//! timeouts), the router built from the registered probes, and the server's own endpoints —
+//! the index, `/metrics` and the bundle. It knows probes only through [`crate::seam::Probe`].
+
+mod bundle;
+mod exposition;
+mod guard;
+mod index;
+mod listen;
+mod lockout;
+mod red;
+mod router;
+mod state;
+mod table;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+pub(crate) use listen::serve;
+pub(crate) use state::{ServerConfig, ServerState};
+
+use crate::seam::{ProbeSpec, Route};
+
+/// The server's own endpoints, listed like a probe's.
+const SERVER: ProbeSpec = ProbeSpec {
+    name: "server",
+    feature: None,
+    routes: &[index::ROUTE, exposition::ROUTE, bundle::ROUTE],
+    bundle_files: &[],
+};
+
+/// Builds the state and the guarded router over every probe's routes and the server's own.
+pub(crate) fn build(config: ServerConfig) -> (Arc<ServerState>, Router) {
+    let state = Arc::new(ServerState::new(config));
+    let own = |route: Route| {
+        let row = table::RouteRow {
+            method: route.method.to_string(),
+            path: route.path.clone(),
+            scope: state.scope_for(route.access),
+            summary: route.summary.clone(),
+            available: true,
+            probe: SERVER.name,
+            feature: None,
+        };
+        (row, route)
+    };
+    let mut routes = vec![own(index::route(&state))];
+    routes.extend(router::collect(&state));
+    routes.push(own(exposition::route(&state)));
+    routes.push(own(bundle::route(&state)));
+    let table = routes.iter().map(|(row, _)| row.clone()).collect();
+    let _ = state.table.set(table);
+    let app = router::build(state.clone(), routes);
+    (state, app)
+}

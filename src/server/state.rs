@@ -1,0 +1,130 @@
+//! What the guard and the server's own endpoints share: tokens, the audit log, limits, the
+//! registered probes and the metrics registry.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
+
+use super::lockout::FailureLimiter;
+use super::red::ServerMetrics;
+use super::table::RouteRow;
+use crate::config::Limits;
+use crate::seam::{Access, Probe};
+use crate::security::audit::AuditLog;
+use crate::security::tokens::TokenSet;
+use crate::security::Scope;
+
+/// Everything the server is built from.
+pub(crate) struct ServerConfig {
+    /// The host's name, shown in titles and file names.
+    pub(crate) service_name: Arc<str>,
+    /// The configured tokens.
+    pub(crate) tokens: TokenSet,
+    /// The audit log.
+    pub(crate) audit: AuditLog,
+    /// Timeouts and caps.
+    pub(crate) limits: Limits,
+    /// The host's registry (its own metrics); the server adds its RED metrics and each
+    /// probe's collector.
+    pub(crate) registry: Registry,
+    /// Whether `/health/*` answers without a token.
+    pub(crate) health_public: bool,
+    /// Whether `/metrics` answers without a token.
+    pub(crate) metrics_public: bool,
+    /// The registered probes, in index order.
+    pub(crate) probes: Vec<Arc<dyn Probe>>,
+}
+
+/// Shared state of one admin server (or one mounted router).
+pub(crate) struct ServerState {
+    pub(crate) service_name: Arc<str>,
+    pub(crate) tokens: TokenSet,
+    pub(crate) audit: AuditLog,
+    pub(crate) limits: Limits,
+    pub(crate) concurrency: Arc<Semaphore>,
+    pub(crate) failures: FailureLimiter,
+    pub(crate) red: ServerMetrics,
+    pub(crate) registry: Registry,
+    pub(crate) probes: Vec<Arc<dyn Probe>>,
+    /// The endpoint table, set once the router is built.
+    pub(crate) table: OnceLock<Vec<RouteRow>>,
+    health_public: bool,
+    metrics_public: bool,
+    boot: u32,
+    seq: AtomicU64,
+}
+
+impl std::fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerState")
+            .field("service_name", &self.service_name)
+            .field("probes", &self.probes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerState {
+    /// Assembles the state and registers the RED metrics and every probe's collector.
+    pub(crate) fn new(config: ServerConfig) -> ServerState {
+        let ServerConfig {
+            service_name,
+            tokens,
+            audit,
+            limits,
+            mut registry,
+            health_public,
+            metrics_public,
+            probes,
+        } = config;
+        let red = ServerMetrics::new(&mut registry);
+        registry.register_collector(Box::new(audit.collector()));
+        for probe in &probes {
+            if let Some(c) = probe.collector() {
+                registry.register_collector(c);
+            }
+        }
+        let mut boot = [0u8; 4];
+        let _ = getrandom::fill(&mut boot);
+        ServerState {
+            service_name,
+            tokens,
+            audit,
+            concurrency: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            failures: FailureLimiter::new(limits.auth_failures_per_minute),
+            limits,
+            red,
+            registry,
+            probes,
+            table: OnceLock::new(),
+            health_public,
+            metrics_public,
+            boot: u32::from_ne_bytes(boot),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The scope a route needs on this server: `None` when it is open (the health probes by
+    /// default, `/metrics` when configured so).
+    pub(crate) fn scope_for(&self, access: Access) -> Option<Scope> {
+        match access {
+            Access::Scope(s) => Some(s),
+            Access::Health if self.health_public => None,
+            Access::Health => Some(Scope::Read),
+            Access::Scrape if self.metrics_public => None,
+            Access::Scrape => Some(Scope::Read),
+        }
+    }
+
+    /// The endpoint table (empty until the router is built).
+    pub(crate) fn table(&self) -> &[RouteRow] {
+        self.table.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// A new request id: this server's random boot id and a sequence number.
+    pub(crate) fn next_request_id(&self) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{:08x}-{n:06}", self.boot)
+    }
+}
