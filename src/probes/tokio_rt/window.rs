@@ -64,4 +64,5 @@ pub(super) fn per_second(delta: u64, elapsed: Duration) -> f64 {
 }
 
 /// What to turn on to get the metrics that tokio gates behind `--cfg tokio_unstable`.
+#[cfg_attr(tokio_unstable, allow(dead_code))]
 pub(super) const NEEDS_TOKIO_UNSTABLE: &str = "needs RUSTFLAGS=\"--cfg tokio_unstable\"";
