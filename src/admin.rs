@@ -17,7 +17,7 @@ use crate::config::Limits;
 use crate::error::Error;
 use crate::probes::{HostProbes, ReadinessCheck};
 use crate::seam::{Access, Overrides, ProbeContext, Route};
-use crate::security::audit::AuditLog;
+use crate::security::audit::{AuditError, AuditKey, AuditLog, FsyncPolicy, Rotation};
 use crate::security::tokens::{parse_tokens, Token, TokenSet};
 use crate::security::Scope;
 use crate::server::{ServerConfig, ServerState};
@@ -40,6 +40,9 @@ pub struct AdminBuilder {
     addr: String,
     tokens: Vec<Token>,
     audit_file: Option<PathBuf>,
+    audit_key: Option<AuditKey>,
+    audit_fsync: FsyncPolicy,
+    audit_rotation: Rotation,
     service_name: String,
     limits: Limits,
     health_public: bool,
@@ -56,6 +59,9 @@ impl Admin {
             addr: DEFAULT_ADDR.to_string(),
             tokens: Vec::new(),
             audit_file: None,
+            audit_key: None,
+            audit_fsync: FsyncPolicy::default(),
+            audit_rotation: Rotation::default(),
             service_name: default_service_name(),
             limits: Limits::default(),
             health_public: true,
@@ -174,6 +180,33 @@ impl AdminBuilder {
             }
         }
         self.tokens_from_env("PRODBG_TOKENS")
+    }
+
+    /// The HMAC-SHA256 key that chains the audit records (at least 16 bytes; `hex:…` or 32+ hex
+    /// digits are decoded as hex). Without it the key comes from `PRODBG_AUDIT_KEY`; with
+    /// neither the chain is plain SHA-256, which detects accidental damage only (see the README's
+    /// audit section). prodbg never writes, logs or echoes the key.
+    pub fn audit_key(mut self, key: &str) -> Self {
+        match AuditKey::parse(key) {
+            Ok(k) => self.audit_key = Some(k),
+            Err(e) => self.keep_error(Error::Config(format!("audit key: {e}"))),
+        }
+        self
+    }
+
+    /// When the audit file is fsync'd: every record (`Always`, ~0.4 ms each on a plain disk),
+    /// at most every interval (`Every`, the default: 1 s, on the audit thread), or never.
+    pub fn audit_fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.audit_fsync = policy;
+        self
+    }
+
+    /// Size-based rotation of the audit file (default: 64 MiB × 8 files, the chain continuing
+    /// across them), or `Rotation::Never` when logrotate handles it (a rename is noticed
+    /// within a second and the file reopened).
+    pub fn audit_rotation(mut self, rotation: Rotation) -> Self {
+        self.audit_rotation = rotation;
+        self
     }
 
     /// Appends one JSON line per request to `path` (created with mode 0600).
@@ -353,11 +386,24 @@ impl AdminBuilder {
                 "max_concurrent_requests and max_connections must be at least 1".into(),
             ));
         }
-        let audit = match &self.audit_file {
-            Some(path) => AuditLog::open(path).map_err(|source| Error::AuditFile {
-                path: path.display().to_string(),
-                source,
-            })?,
+        let audit = match self.audit_file.take() {
+            Some(path) => {
+                let mut b = AuditLog::builder()
+                    .file(&path)
+                    .fsync(self.audit_fsync)
+                    .rotation(self.audit_rotation);
+                if let Some(key) = self.audit_key.take() {
+                    b = b.key(key);
+                }
+                b.build().map_err(|e| match e {
+                    AuditError::Open { path, source } => Error::AuditFile {
+                        path: path.display().to_string(),
+                        source,
+                    },
+                    AuditError::Key(k) => Error::Config(format!("audit key: {k}")),
+                    other => Error::Start(other.to_string()),
+                })?
+            }
             None => AuditLog::in_memory(),
         };
         let tokens = TokenSet::new(self.tokens)?;

@@ -46,7 +46,17 @@ mod test_support;
 pub use admin::{Admin, AdminBuilder, AdminHandle, DEFAULT_ADDR};
 pub use config::Limits;
 pub use error::Error;
-pub use security::{generate_secret, verify_audit_log, Scope, VerifyReport};
+pub use security::{generate_secret, verify_audit_log, Scope};
+
+/// The audit log's options and its verifier: `verify_audit_log(base, key, checkpoint)` checks
+/// a rotated set of audit files against the HMAC key and an off-host checkpoint.
+pub mod audit {
+    pub use crate::security::{
+        rotated_files, verify_audit_files, verify_audit_log, AuditKey, Checkpoint, FileSummary,
+        FsyncPolicy, GapNote, KeyError, KindCounts, Location, ResumeNote, Rotation, VerifyError,
+        VerifyReport,
+    };
+}
 
 /// The host's tracing filter, changeable at run time through `PUT /debug/log-level`.
 pub mod log_level {

@@ -187,11 +187,11 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Assertions shared by every case.
 
+/// Request records in the audit file. Health probes and repeated identical denials are folded
+/// into summary records (written every minute and at shutdown), so they add no line here;
+/// `tests/audit_http.rs` checks the summaries account for every one of them.
 fn audit_count(server: &Server) -> usize {
-    std::fs::read_to_string(&server.audit)
-        .unwrap_or_default()
-        .lines()
-        .count()
+    server.audit_lines().len()
 }
 
 fn last_audit(server: &Server) -> serde_json::Value {
@@ -240,8 +240,8 @@ fn assert_still_serving(label: &str, server: &Server) {
     );
     assert_eq!(
         audit_count(server),
-        before + 1,
-        "{label}: health probe audit"
+        before,
+        "{label}: an open health probe is folded into a summary, not recorded alone"
     );
 }
 
@@ -252,14 +252,26 @@ fn expect_error(server: &Server, label: &str, bytes: &[u8], status: u16, code: &
     let a = send_raw(server.handle.local_addr(), bytes)
         .unwrap_or_else(|e| panic!("{label}: no answer: {e}"));
     let message = assert_error_body(label, &a, status, code);
-    assert_eq!(
-        audit_count(server),
-        before + 1,
-        "{label}: expected exactly one audit record"
-    );
-    let rec = last_audit(server);
-    assert_eq!(rec["status"], status, "{label}: {rec}");
-    assert_eq!(rec["outcome"], outcome_of(status), "{label}: {rec}");
+    let after = audit_count(server);
+    if matches!(status, 401 | 403 | 429) {
+        // The first denial per client, route and status in a fold window is recorded; its
+        // repeats are folded into a summary.
+        assert!(
+            after == before || after == before + 1,
+            "{label}: a denial adds at most one audit record ({before} -> {after})"
+        );
+    } else {
+        assert_eq!(
+            after,
+            before + 1,
+            "{label}: expected exactly one audit record"
+        );
+    }
+    if after == before + 1 {
+        let rec = last_audit(server);
+        assert_eq!(rec["status"], status, "{label}: {rec}");
+        assert_eq!(rec["outcome"], outcome_of(status), "{label}: {rec}");
+    }
     assert_still_serving(label, server);
     message
 }
@@ -437,8 +449,9 @@ fn every_endpoint_rejects_malformed_parameters_with_400() {
     }
     assert!(sent > 200, "only {sent} cases ran");
     // The audit log is intact after all of that: one record per request, chained.
-    let report = prodbg::verify_audit_log(&server.audit).unwrap();
-    assert!(report.is_intact(), "{report:?}");
+    let report = prodbg::verify_audit_log(&server.audit, None, None)
+        .unwrap_or_else(|e| panic!("audit chain broken: {e}"));
+    assert!(report.records > 0, "{report:?}");
 }
 
 #[test]
@@ -574,11 +587,15 @@ fn bad_and_truncated_tokens_get_401_and_are_never_echoed() {
                 a.headers
             );
             assert!(!a.text().contains(&ADMIN_SECRET[..16]), "{label}");
-            assert_eq!(audit_count(&server), before + 1, "{label}");
-            let rec = last_audit(&server);
-            assert_eq!(rec["status"], 401, "{label}: {rec}");
-            assert_eq!(rec["outcome"], "denied", "{label}: {rec}");
-            assert!(rec["token_id"].is_null(), "{label}: {rec}");
+            // The first 401 per route is recorded; identical repeats are folded.
+            let after = audit_count(&server);
+            assert!(after == before || after == before + 1, "{label}");
+            if after == before + 1 {
+                let rec = last_audit(&server);
+                assert_eq!(rec["status"], 401, "{label}: {rec}");
+                assert_eq!(rec["outcome"], "denied", "{label}: {rec}");
+                assert!(rec["token_id"].is_null(), "{label}: {rec}");
+            }
             assert_still_serving(&label, &server);
         }
     }

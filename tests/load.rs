@@ -305,30 +305,61 @@ async fn concurrent_clients_during_profiles_get_200_409_or_429_and_all_are_audit
         "light endpoints never answered: {summary}"
     );
 
-    // One audit record per request, none lost, the chain intact.
+    // Every request accounted for in the audit log, none lost: completed ones one record each,
+    // repeated identical denials (429s) folded into summaries after the first. The summaries
+    // are written at shutdown (and every fold interval), so the count is checked after it.
     let sent = tally.sent.load(Ordering::SeqCst) as usize;
     let records = server.audit_lines();
-    assert_eq!(records.len(), sent, "audit records vs requests: {summary}");
     for ((path, status), n) in &statuses {
         let path_only = path.split('?').next().unwrap();
         let audited = records
             .iter()
-            .filter(|r| r["path"] == path_only && r["status"] == *status)
+            .filter(|r| {
+                // Refused before routing: recorded under `unmatched`, the path in details.
+                (r["path"] == path_only || r["details"]["requested_path"] == path_only)
+                    && r["status"] == *status
+            })
             .count() as u64;
-        assert_eq!(audited, *n, "{path} {status}");
+        if *status == 429 {
+            assert!(audited <= *n, "{path} {status}: {audited} of {n}");
+        } else {
+            assert_eq!(audited, *n, "{path} {status}");
+        }
     }
-    let report = prodbg::verify_audit_log(&server.audit).unwrap();
-    assert!(report.is_intact(), "{report:?}");
-    assert_eq!(report.lines, sent);
-
     // The host kept working while all of that ran.
     assert!(
         work_after > work_before,
         "host work did not advance during the load: {work_before} -> {work_after}"
     );
 
-    // And the server still answers.
+    // And the server still answers (an open health probe: folded into a summary).
     let (status, body) = get(&server.url("/health/live"), None).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(server.audit_lines().len(), sent + 1);
+
+    let Server {
+        handle, audit, dir, ..
+    } = server;
+    tokio::task::spawn_blocking(move || handle.shutdown())
+        .await
+        .unwrap();
+    let entries: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let requests = entries.iter().filter(|e| e["kind"] == "request").count();
+    let folded: u64 = entries
+        .iter()
+        .filter(|e| e["kind"] == "summary")
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        requests + folded as usize,
+        sent + 1,
+        "audit accounts for every request"
+    );
+    let report = prodbg::verify_audit_log(&audit, None, None)
+        .unwrap_or_else(|e| panic!("audit chain broken: {e}"));
+    assert_eq!(report.kinds.request as usize, requests, "{report:?}");
+    drop(dir);
 }

@@ -51,7 +51,8 @@ async fn log_level_changes_at_run_time_and_reverts_by_itself() {
     let (s, body) = get(&url, Some(READ_SECRET)).await;
     assert_eq!(s, 200);
     assert!(
-        body.contains("\"filter\":\"info\"") && body.contains("\"override\":null"),
+        body.contains("\"filter\":\"prodbg::audit=info,info\"")
+            && body.contains("\"override\":null"),
         "{body}"
     );
 

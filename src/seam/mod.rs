@@ -144,6 +144,25 @@ impl BundlePart {
     }
 }
 
+/// What a mutating handler changed, for its audit record (`directive`, `ttl_s`, `previous`, …;
+/// never a secret). Return it as `(Extension(AuditDetails::new().with(..)), body)`; the guard
+/// moves it into the request's audit record.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuditDetails(pub(crate) serde_json::Map<String, serde_json::Value>);
+
+impl AuditDetails {
+    /// No details yet.
+    pub(crate) fn new() -> AuditDetails {
+        AuditDetails::default()
+    }
+
+    /// Adds `key: value`.
+    pub(crate) fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> AuditDetails {
+        self.0.insert(key.to_string(), value.into());
+        self
+    }
+}
+
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 

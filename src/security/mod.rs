@@ -1,8 +1,14 @@
-//! Who may call what, and the record of who did: tokens and scopes, the audit log.
+//! Who may call what, and the record of who did: tokens and scopes, the audit log, redaction.
 
 pub(crate) mod audit;
+mod audit_metrics;
 pub(crate) mod redact;
 pub(crate) mod tokens;
 
-pub use audit::{verify_audit_log, VerifyReport};
+pub use audit::{
+    rotated_files, verify_audit_files, verify_audit_log, AuditKey, Checkpoint, FileSummary,
+    FsyncPolicy, GapNote, KeyError, KindCounts, Location, ResumeNote, Rotation, VerifyError,
+    VerifyReport,
+};
+pub(crate) use audit_metrics::AuditCollector;
 pub use tokens::{generate_secret, Scope};

@@ -1,63 +1,552 @@
-//! Redaction of secrets from what prodbg shows: command-line arguments, environment variables,
-//! and any value that looks like a credential.
+//! Redaction of secrets from command lines, environment variables and free-form values
+//! (`/debug/process`, the bundle's copy, span fields, audit queries).
+//!
+//! Two signals, either enough: a **name** that suggests a secret (`DB_PASS`, `--db-password`,
+//! `SMTP_PASS`, `*_CREDS`, `*_PRIVATE_KEY`, `OTEL_EXPORTER_OTLP_HEADERS`, `sig=` …) redacts
+//! the whole value; a **value** that looks like one is redacted wherever it appears: the
+//! password of a URL's userinfo, secret query parameters, webhook URLs (Slack, Discord,
+//! Office 365), JWTs, PEM private keys, well-known token prefixes (`ghp_`, `xoxb-`, `AKIA`,
+//! …), and long random strings (base64 with `+`/`/`, hex ≥ 32). URLs keep their shape
+//! (`postgres://app:[redacted]@db/app`) so an operator still sees where things point.
+//! Ordinary values — `PATH`, `RUST_LOG`, `HOME`, numbers, short words, file paths — stay
+//! readable. It is a heuristic: it errs on the side of redacting, and a secret with an
+//! innocent name and an innocent-looking value (a short word) is not caught.
+
+use std::borrow::Cow;
 
 /// What replaces a redacted value.
 pub(crate) const REDACTED: &str = "[redacted]";
 
-const SECRET_WORDS: &[&str] = &[
-    "token",
-    "secret",
+/// Matched anywhere in a name (letters and digits only, lowercased).
+const STRONG: &[&str] = &[
     "password",
     "passwd",
-    "pwd",
-    "key",
+    "passphrase",
+    "secret",
+    "token",
     "credential",
-    "auth",
-    "private",
+    "apikey",
+    "privatekey",
+    "authorization",
+    "bearer",
     "cookie",
-    "session",
+    "webhook",
     "signature",
-    "dsn",
 ];
 
-/// Whether a variable or option name suggests it holds a secret.
+/// Matched as whole words of a name (split at `_`, `-`, `.`, camelCase).
+const WEAK: &[&str] = &[
+    "pass", "pwd", "pw", "key", "keys", "auth", "creds", "cred", "sig", "dsn", "session",
+    "headers", "header", "salt", "otp", "jwt", "sas", "hmac", "private",
+];
+
+/// A name whose last word is one of these names a location or a setting, not a secret: it is
+/// judged by its value (`DB_PASSWORD_FILE=/run/secrets/db`, `SSH_AUTH_SOCK`, `TOKEN_TTL`).
+const NOT_A_HOLDER: &[&str] = &[
+    "file",
+    "files",
+    "path",
+    "dir",
+    "filename",
+    "sock",
+    "socket",
+    "stdin",
+    "fd",
+    "length",
+    "len",
+    "ttl",
+    "timeout",
+    "expiry",
+    "algorithm",
+    "algo",
+    "type",
+];
+
+/// Well-known token prefixes (GitHub, GitLab, Slack, Stripe, OpenAI, AWS, Google, npm, PyPI,
+/// SendGrid, Shopify, DigitalOcean).
+const TOKEN_PREFIXES: &[&str] = &[
+    "ghp_",
+    "gho_",
+    "ghs_",
+    "ghu_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "xoxs-",
+    "xapp-",
+    "sk_live_",
+    "sk_test_",
+    "rk_live_",
+    "sk-",
+    "AKIA",
+    "ASIA",
+    "AIza",
+    "npm_",
+    "pypi-",
+    "SG.",
+    "shpat_",
+    "dop_v1_",
+];
+
+fn words(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_ascii_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        cur.push(c.to_ascii_lowercase());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Whether a variable, option, header or query-parameter name suggests it holds a secret.
 pub(crate) fn is_secret_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    SECRET_WORDS.iter().any(|w| lower.contains(w))
+    if lower == "pwd" || lower == "oldpwd" {
+        return false; // the shell's working directories
+    }
+    let words = words(name);
+    if words
+        .last()
+        .is_some_and(|w| NOT_A_HOLDER.contains(&w.as_str()))
+    {
+        return false;
+    }
+    let compact: String = lower
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .replace("tokeniz", ""); // TOKENIZERS_PARALLELISM
+    STRONG.iter().any(|s| compact.contains(s)) || words.iter().any(|w| WEAK.contains(&w.as_str()))
 }
 
-/// Whether a value looks like a credential: a URL with a password, or a long unbroken
-/// token-like string (32+ characters of base64/hex/JWT alphabet with letters and digits).
-pub(crate) fn looks_like_credential(value: &str) -> bool {
-    if let Some((_, rest)) = value.split_once("://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            return userinfo.contains(':');
+fn is_b64_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'_' || b == b'-'
+}
+
+fn is_jwt(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    s.len() >= 20
+        && s.starts_with("eyJ")
+        && parts.len() == 3
+        && parts[..2].iter().all(|p| !p.is_empty())
+        && parts.iter().all(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// Whether a single word (no whitespace) looks like a credential: a JWT, a well-known token
+/// prefix, 32+ hex digits, or a long random-looking base64/base64url string (24+ characters
+/// with upper, lower and digits, or 32+ with letters and digits, whose letters and digits
+/// change class often — which file paths and words do not).
+pub(crate) fn looks_like_secret(word: &str) -> bool {
+    if word.bytes().all(|b| b.is_ascii_digit()) {
+        return false; // numbers stay readable
+    }
+    if ["/", "./", "~/"].iter().any(|p| word.starts_with(p)) && word.matches('/').count() >= 2 {
+        // A path: judged segment by segment, so `/Users/JohnSmith/Library` stays readable.
+        return word.split('/').any(looks_like_secret);
+    }
+    if is_jwt(word) {
+        return true;
+    }
+    if word.len() >= 16
+        && TOKEN_PREFIXES.iter().any(|p| word.starts_with(p))
+        && word.bytes().all(|b| is_b64_char(b) || b == b'.')
+    {
+        return true;
+    }
+    let core = word.trim_end_matches('=');
+    if core.len() >= 32 && core.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return core.bytes().any(|b| b.is_ascii_alphabetic()) || core.len() >= 40;
+    }
+    if core.len() < 24 || !core.bytes().all(is_b64_char) {
+        return false;
+    }
+    let (mut upper, mut lower, mut digit) = (false, false, false);
+    let mut classes = Vec::with_capacity(core.len());
+    for b in core.bytes() {
+        let c = if b.is_ascii_uppercase() {
+            upper = true;
+            0
+        } else if b.is_ascii_lowercase() {
+            lower = true;
+            1
+        } else if b.is_ascii_digit() {
+            digit = true;
+            2
+        } else {
+            continue; // symbols: paths have many, so they do not count
+        };
+        classes.push(c);
+    }
+    if !digit || !(upper || lower) || (!(upper && lower) && core.len() < 32) {
+        return false;
+    }
+    let changes = classes.windows(2).filter(|w| w[0] != w[1]).count();
+    changes * 10 >= classes.len().saturating_sub(1) * 3
+}
+
+/// Redacts a free-form value: a span field, an environment value with an innocent name, an
+/// argument. Whitespace-separated words are judged one by one (`Bearer <x>` and
+/// `Authorization: <x>` redact the word after), `k=v` lists by key and value, URLs keep their
+/// shape. Unchanged values are returned borrowed.
+pub(crate) fn redact_value(value: &str) -> Cow<'_, str> {
+    if value.contains("-----BEGIN") && value.contains("PRIVATE KEY") {
+        return Cow::Owned(REDACTED.to_string());
+    }
+    let mut out = String::new();
+    let mut changed = false;
+    let mut last = 0;
+    let mut prev_word: Option<&str> = None;
+    for (start, word) in split_words(value) {
+        out.push_str(&value[last..start]);
+        last = start + word.len();
+        let after_keyword = prev_word.is_some_and(|p| {
+            let p = p.to_ascii_lowercase();
+            matches!(p.as_str(), "bearer" | "basic" | "token")
+                || p.strip_suffix(':').is_some_and(is_secret_name)
+        });
+        let red = if after_keyword {
+            Some(REDACTED.to_string())
+        } else {
+            redact_word(word)
+        };
+        match red {
+            Some(r) => {
+                changed = true;
+                out.push_str(&r);
+            }
+            None => out.push_str(word),
+        }
+        prev_word = Some(word);
+    }
+    if !changed {
+        return Cow::Borrowed(value);
+    }
+    out.push_str(&value[last..]);
+    Cow::Owned(out)
+}
+
+fn split_words(s: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let rest = &s[i..];
+        let skip = rest.len() - rest.trim_start().len();
+        let start = i + skip;
+        if start >= s.len() {
+            return None;
+        }
+        let len = s[start..]
+            .find(char::is_whitespace)
+            .unwrap_or(s.len() - start);
+        i = start + len;
+        Some((start, &s[start..start + len]))
+    })
+}
+
+fn is_name(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// One word; `Some` when something in it was redacted.
+fn redact_word(word: &str) -> Option<String> {
+    // Keep wrapping quotes and trailing punctuation out of the judgement.
+    let core_start = word.len() - word.trim_start_matches(['"', '\'', '(', '<', '[']).len();
+    let trimmed = word.trim_end_matches(['"', '\'', ')', '>', ']', ',', ';']);
+    if core_start >= trimmed.len() {
+        return None;
+    }
+    let core = &trimmed[core_start..];
+    let (pre, post) = (&word[..core_start], &word[trimmed.len()..]);
+    let wrap = |r: String| Some(format!("{pre}{r}{post}"));
+    if looks_like_secret(core) {
+        return wrap(REDACTED.to_string());
+    }
+    let eq = core.find('=');
+    if let Some(i) = core.find("://") {
+        if eq.is_none_or(|e| e > i) {
+            return redact_url(core).and_then(wrap);
         }
     }
-    value.len() >= 32
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+/=_-.".contains(&b))
-        && value.bytes().any(|b| b.is_ascii_digit())
-        && value.bytes().any(|b| b.is_ascii_alphabetic())
-        && !value.contains('/')
+    if eq.is_some() && core.contains([',', ';', '&']) {
+        let mut out = String::new();
+        let mut changed = false;
+        for part in core.split_inclusive([',', ';', '&']) {
+            let (p, sep) = match part.char_indices().last() {
+                Some((i, c)) if [',', ';', '&'].contains(&c) => (&part[..i], &part[i..]),
+                _ => (part, ""),
+            };
+            match redact_word(p) {
+                Some(r) => {
+                    changed = true;
+                    out.push_str(&r);
+                }
+                None => out.push_str(p),
+            }
+            out.push_str(sep);
+        }
+        return if changed { wrap(out) } else { None };
+    }
+    if let Some((k, v)) = core.split_once('=') {
+        if is_name(k) {
+            if is_secret_name(k) && !v.is_empty() {
+                return wrap(format!("{k}={REDACTED}"));
+            }
+            return redact_word(v).and_then(|r| wrap(format!("{k}={r}")));
+        }
+    }
+    None
 }
 
-/// `value`, or [`REDACTED`] when the name or the value looks secret.
-pub(crate) fn redact_value(name: &str, value: &str) -> String {
-    if is_secret_name(name) || looks_like_credential(value) {
-        REDACTED.to_string()
+/// Redacts a URL's secrets, keeping its shape: userinfo password (or a token as user name),
+/// webhook paths, secret-looking path segments, and secret query/fragment parameters.
+fn redact_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(auth_end);
+    let mut out = format!("{scheme}://");
+    let mut changed = false;
+    let host = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, pass)) if !pass.is_empty() => {
+                    changed = true;
+                    out.push_str(user);
+                    out.push(':');
+                    out.push_str(REDACTED);
+                }
+                None if looks_like_secret(userinfo) => {
+                    changed = true;
+                    out.push_str(REDACTED);
+                }
+                _ => out.push_str(userinfo),
+            }
+            out.push('@');
+            host
+        }
+        None => authority,
+    };
+    out.push_str(host);
+    let host_l = host
+        .rsplit_once(':')
+        .map_or(host, |(h, _)| h)
+        .to_ascii_lowercase();
+    let path_end = tail.find(['?', '#']).unwrap_or(tail.len());
+    let (path, mut rest) = tail.split_at(path_end);
+    let webhook_prefix = if host_l == "hooks.slack.com" {
+        // `/services/T…/B…/secret`, `/workflows/…`, `/triggers/…`: all after the first segment.
+        path.get(1..)
+            .and_then(|p| p.find('/'))
+            .map(|i| i + 2)
+            .filter(|i| *i < path.len())
+    } else if (host_l.ends_with("discord.com") || host_l.ends_with("discordapp.com"))
+        && path.starts_with("/api/webhooks/")
+    {
+        Some("/api/webhooks/".len())
+    } else if host_l.ends_with(".webhook.office.com") && path.len() > 1 {
+        Some(1)
     } else {
-        value.to_string()
+        None
+    };
+    match webhook_prefix {
+        Some(i) => {
+            changed = true;
+            out.push_str(&path[..i]);
+            out.push_str(REDACTED);
+        }
+        None => {
+            for (i, seg) in path.split('/').enumerate() {
+                if i > 0 {
+                    out.push('/');
+                }
+                if looks_like_secret(seg) {
+                    changed = true;
+                    out.push_str(REDACTED);
+                } else {
+                    out.push_str(seg);
+                }
+            }
+        }
+    }
+    while let Some(sep) = rest.chars().next() {
+        let body_end = rest[1..].find(['?', '#']).map_or(rest.len(), |i| i + 1);
+        let body = &rest[1..body_end];
+        out.push(sep);
+        match redact_query(body) {
+            Cow::Owned(r) => {
+                changed = true;
+                out.push_str(&r);
+            }
+            Cow::Borrowed(b) => out.push_str(b),
+        }
+        rest = &rest[body_end..];
+    }
+    changed.then_some(out)
+}
+
+/// Redacts a query string (`a=1&token=x` → `a=1&token=[redacted]`): values of secret-named
+/// parameters (`password`, `token`, `sig`, `X-Amz-Signature`, `key`, …) and secret-looking
+/// values.
+pub(crate) fn redact_query(query: &str) -> Cow<'_, str> {
+    let mut out = String::with_capacity(query.len());
+    let mut changed = false;
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((k, v)) if !v.is_empty() && (is_secret_name(k) || looks_like_secret(v)) => {
+                changed = true;
+                out.push_str(k);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            Some((k, v)) if v.contains("://") => match redact_url(v) {
+                Some(r) => {
+                    changed = true;
+                    out.push_str(k);
+                    out.push('=');
+                    out.push_str(&r);
+                }
+                None => out.push_str(pair),
+            },
+            None if looks_like_secret(pair) => {
+                changed = true;
+                out.push_str(REDACTED);
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(query)
     }
 }
 
-pub(crate) fn redact_arg(arg: &str) -> String {
-    match arg.split_once('=') {
-        Some((k, v)) if is_secret_name(k) || looks_like_credential(v) => format!("{k}={REDACTED}"),
-        _ if looks_like_credential(arg) => REDACTED.to_string(),
-        _ => arg.to_string(),
+/// Redacts an environment variable's value: all of it when the name suggests a secret (an
+/// empty value stays empty, to show it is unset), else what [`redact_value`] finds.
+pub(crate) fn redact_env(name: &str, value: &str) -> String {
+    if is_secret_name(name) && !value.is_empty() {
+        REDACTED.to_string()
+    } else {
+        redact_value(value).into_owned()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Next {
+    Plain,
+    /// After a secret-named flag without `=`: the next argument is its value.
+    Secret,
+    /// After `-p`: a password (mysql) unless it looks like a port or port mapping.
+    PortOrSecret,
+    /// After `-u`/`--user`: `user:password` (curl).
+    UserPass,
+}
+
+/// Redacts a command line: `--db-password hunter2` and `-p hunter2` (value in the next
+/// argument; `-p 8080` and `-p 8080:80` are taken for ports), `--password=x`, `-u user:pass`,
+/// `NAME=value` arguments, `Authorization: Bearer …` headers, and secret-looking values
+/// anywhere.
+pub(crate) fn redact_args(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut next = Next::Plain;
+    for arg in args {
+        let is_flag = arg.len() > 1 && arg.starts_with('-');
+        let expected = std::mem::replace(&mut next, Next::Plain);
+        match expected {
+            Next::Secret if !is_flag => {
+                out.push(redact_secret(arg));
+                continue;
+            }
+            Next::PortOrSecret if !is_flag => {
+                // `-p 8080`, `-p 127.0.0.1:8080:80` (docker): ports, not passwords.
+                let port = arg.bytes().any(|b| b.is_ascii_digit())
+                    && arg
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b == b':' || b == b'.');
+                out.push(if port {
+                    arg.clone()
+                } else {
+                    redact_secret(arg)
+                });
+                continue;
+            }
+            Next::UserPass if !is_flag => {
+                out.push(match arg.split_once(':') {
+                    Some((user, pass)) if !pass.is_empty() => format!("{user}:{REDACTED}"),
+                    _ => arg.clone(),
+                });
+                continue;
+            }
+            _ => {}
+        }
+        if is_flag {
+            let name = arg.trim_start_matches('-');
+            let dashes = &arg[..arg.len() - name.len()];
+            if let Some((k, v)) = name.split_once('=') {
+                out.push(if is_secret_name(k) && !v.is_empty() {
+                    format!("{dashes}{k}={REDACTED}")
+                } else {
+                    format!("{dashes}{k}={}", redact_value(v))
+                });
+                continue;
+            }
+            next = if dashes == "-" && name == "p" {
+                Next::PortOrSecret
+            } else if name == "u" || name == "user" {
+                Next::UserPass
+            } else if is_secret_name(name) {
+                Next::Secret
+            } else {
+                Next::Plain
+            };
+            out.push(arg.clone());
+            continue;
+        }
+        if let Some((k, v)) = arg.split_once('=') {
+            if is_name(k) && k.bytes().any(|b| b.is_ascii_alphabetic()) {
+                out.push(format!("{k}={}", redact_env(k, v)));
+                continue;
+            }
+        }
+        if let Some((k, _)) = arg.split_once(':') {
+            if is_name(k.trim()) && is_secret_name(k.trim()) {
+                out.push(format!("{k}: {REDACTED}"));
+                continue;
+            }
+        }
+        out.push(redact_value(arg).into_owned());
+    }
+    out
+}
+
+fn redact_secret(v: &str) -> String {
+    if v.is_empty() {
+        String::new()
+    } else {
+        REDACTED.to_string()
     }
 }
 
@@ -65,31 +554,142 @@ pub(crate) fn redact_arg(arg: &str) -> String {
 mod tests {
     use super::*;
 
+    enum Case {
+        Args(&'static [&'static str], &'static [&'static str]),
+        Env(&'static str, &'static str, &'static str),
+        Value(&'static str, &'static str),
+    }
+    use Case::{Args, Env, Value};
+
+    const R: &str = REDACTED;
+
+    #[rustfmt::skip]
+    fn cases() -> Vec<Case> {
+        vec![
+            // Command lines: value in the next argument, after `=`, and look-alikes.
+            Args(&["--db-password", "hunter2"], &["--db-password", R]),
+            Args(&["-p", "hunter2"], &["-p", R]),
+            Args(&["-p", "8080"], &["-p", "8080"]),
+            Args(&["run", "-p", "127.0.0.1:8080:80", "img"], &["run", "-p", "127.0.0.1:8080:80", "img"]),
+            Args(&["--password=x"], &["--password=[redacted]"]),
+            Args(&["--token", "--verbose"], &["--token", "--verbose"]),
+            Args(&["--password-file", "/run/secrets/db"], &["--password-file", "/run/secrets/db"]),
+            Args(&["--password-stdin", "registry.example.com"], &["--password-stdin", "registry.example.com"]),
+            Args(&["--port", "8080", "--threads=4", "serve"], &["--port", "8080", "--threads=4", "serve"]),
+            Args(&["-u", "admin:hunter2"], &["-u", "admin:[redacted]"]),
+            Args(&["-H", "Authorization: Bearer abc.def"], &["-H", "Authorization: [redacted]"]),
+            Args(&["DB_PASSWORD=x", "./app"], &["DB_PASSWORD=[redacted]", "./app"]),
+            Args(&["--apiKey", "abc123"], &["--apiKey", R]),
+            Args(&["--database-url", "postgres://app:hunter2@db:5432/app"], &["--database-url", "postgres://app:[redacted]@db:5432/app"]),
+            Args(&["--webhook-url=https://hooks.slack.com/services/T0/B0/XXXX"], &["--webhook-url=[redacted]"]),
+            Args(&["--notify=https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"], &["--notify=https://hooks.slack.com/services/[redacted]"]),
+            Args(&["--config", "/etc/app/config.toml"], &["--config", "/etc/app/config.toml"]),
+            // Environment: secret names.
+            Env("DB_PASS", "hunter2", R),
+            Env("SMTP_PASS", "hunter2", R),
+            Env("AWS_CREDS", "{\"a\":1}", R),
+            Env("GCP_CREDS", "x", R),
+            Env("GITHUB_APP_PRIVATE_KEY", "-----BEGIN", R),
+            Env("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer abc,x-tenant=7", R),
+            Env("PRODBG_TOKENS", "ops:admin:s3cr3t", R),
+            Env("PRODBG_AUDIT_KEY", "00112233445566778899aabbccddeeff", R),
+            Env("PGPASSWORD", "x", R),
+            Env("MYSQL_PWD", "x", R),
+            Env("SENTRY_DSN", "https://abc@o1.ingest.sentry.io/1", R),
+            Env("SESSION_COOKIE", "x", R),
+            Env("DB_PASSWORD", "", ""),
+            // Environment: innocent names, secret values.
+            Env("DATABASE_URL", "postgres://app:hunter2@db/app", "postgres://app:[redacted]@db/app"),
+            Env("REDIS_URL", "redis://:hunter2@cache:6379/0", "redis://:[redacted]@cache:6379/0"),
+            Env("BACKUP_TARGET", "https://acct.blob.core.windows.net/c?sv=2022-11-02&sig=AbC%2Bdef", "https://acct.blob.core.windows.net/c?sv=2022-11-02&sig=[redacted]"),
+            Env("CALLBACK", "https://api.example.com/cb?token=abc&page=2", "https://api.example.com/cb?token=[redacted]&page=2"),
+            Env("LOGIN", "https://example.com/login?user=bob&password=hunter2", "https://example.com/login?user=bob&password=[redacted]"),
+            Env("ALERTS", "https://discord.com/api/webhooks/123/abcDEF", "https://discord.com/api/webhooks/[redacted]"),
+            Env("UPSTREAM", "https://ghp_abcdefghijklmnopqrstuvwxyz0123456789@github.com/o/r.git", "https://[redacted]@github.com/o/r.git"),
+            Env("ID_TOKEN_X", "x", R),
+            Env("WEIRD", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", R),
+            Env("BLOB", "q8Xr/9mZ+Lk3pW0aVb7N2cYt4Hs6Ju1E/f5gR+w==", R),
+            Env("OPAQUE", "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB", R),
+            Env("HEXY", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", R),
+            // Ordinary values stay readable.
+            Env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"),
+            Env("RUST_LOG", "info,my_app=debug,tower_http=trace", "info,my_app=debug,tower_http=trace"),
+            Env("HOME", "/root", "/root"),
+            Env("PWD", "/srv/app", "/srv/app"),
+            Env("SSH_AUTH_SOCK", "/tmp/ssh-XXXX/agent.123", "/tmp/ssh-XXXX/agent.123"),
+            Env("DB_PASSWORD_FILE", "/run/secrets/db_password", "/run/secrets/db_password"),
+            Env("LD_LIBRARY_PATH", "/usr/lib/x86_64-linux-gnu/libfoo/lib64/plugins", "/usr/lib/x86_64-linux-gnu/libfoo/lib64/plugins"),
+            Env("APP_DIR", "/Users/JohnSmith/Library/ApplicationSupport2", "/Users/JohnSmith/Library/ApplicationSupport2"),
+            Env("WORKERS", "16", "16"),
+            Env("BUILD_NUMBER", "20260101120000", "20260101120000"),
+            Env("TOKIO_WORKER_THREADS", "4", "4"),
+            Env("LANG", "C.UTF-8", "C.UTF-8"),
+            Env("KEYBOARD_LAYOUT", "us", "us"),
+            Env("GIT_AUTHOR_NAME", "Ada Lovelace", "Ada Lovelace"),
+            Env("TOKENIZERS_PARALLELISM", "false", "false"),
+            Env("SERVICE_URL", "https://api.example.com/v1/users?page=2", "https://api.example.com/v1/users?page=2"),
+            // Free-form values (span fields).
+            Value("retrying with Bearer abc.def.ghi now", "retrying with Bearer [redacted] now"),
+            Value("connect postgres://u:pw@h/db failed", "connect postgres://u:[redacted]@h/db failed"),
+            Value("status=ok password=hunter2", "status=ok password=[redacted]"),
+            Value("took 12 ms for 3 rows", "took 12 ms for 3 rows"),
+            Value("https://s3.amazonaws.com/b/k?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=abc123", "https://s3.amazonaws.com/b/k?X-Amz-Credential=[redacted]&X-Amz-Signature=[redacted]"),
+            Value("https://app.example.com/cb#access_token=xyz&token_type=bearer", "https://app.example.com/cb#access_token=[redacted]&token_type=bearer"),
+        ]
+    }
+
     #[test]
-    fn redacts_secret_names_and_credential_values() {
-        assert_eq!(redact_value("DATABASE_PASSWORD", "hunter2"), REDACTED);
-        assert_eq!(redact_value("PRODBG_TOKENS", "ops:admin:x"), REDACTED);
-        assert_eq!(
-            redact_value("DATABASE_URL", "postgres://app:hunter2@db/app"),
-            REDACTED
+    fn redaction_table() {
+        let mut failures = Vec::new();
+        let cases = cases();
+        assert!(cases.len() >= 30);
+        for (i, case) in cases.iter().enumerate() {
+            match case {
+                Args(input, want) => {
+                    let input: Vec<String> = input.iter().map(|s| s.to_string()).collect();
+                    let got = redact_args(&input);
+                    if got != *want {
+                        failures.push(format!("#{i} args {input:?}: got {got:?}, want {want:?}"));
+                    }
+                }
+                Env(name, value, want) => {
+                    let got = redact_env(name, value);
+                    if got != *want {
+                        failures.push(format!(
+                            "#{i} env {name}={value:?}: got {got:?}, want {want:?}"
+                        ));
+                    }
+                }
+                Value(value, want) => {
+                    let got = redact_value(value);
+                    if got != *want {
+                        failures.push(format!("#{i} value {value:?}: got {got:?}, want {want:?}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} cases failed:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
         );
+    }
+
+    #[test]
+    fn unchanged_values_are_borrowed() {
+        assert!(matches!(
+            redact_value("info,my_app=debug"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            redact_query("seconds=30&format=pprof"),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(
-            redact_value("WEIRD", "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB"),
-            REDACTED
+            redact_query("seconds=30&token=abc"),
+            "seconds=30&token=[redacted]"
         );
-        assert_eq!(redact_value("HOME", "/root"), "/root");
-        assert_eq!(
-            redact_value("RUST_LOG", "info,my_app=debug"),
-            "info,my_app=debug"
-        );
-        assert_eq!(
-            redact_value("PATH", "/usr/local/bin:/usr/bin"),
-            "/usr/local/bin:/usr/bin"
-        );
-        assert_eq!(
-            redact_arg("--db-password=hunter2"),
-            format!("--db-password={REDACTED}")
-        );
-        assert_eq!(redact_arg("--port=8080"), "--port=8080");
     }
 }

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::lockout::FailureLimiter;
 use super::state::ServerState;
-use crate::seam::{ApiError, Caller};
-use crate::security::audit::{AuditRecord, Outcome};
+use crate::seam::{ApiError, AuditDetails, Caller};
+use crate::security::audit::{AuditRecord, Folding};
 use crate::security::tokens::Token;
 use crate::security::Scope;
 
@@ -37,33 +37,47 @@ pub(crate) struct RouteRule {
     pub(crate) scope: Option<Scope>,
 }
 
-/// Set on a response by the route that produced it: its template, for metrics.
+/// Set on a response by the route that produced it: its template (the metrics label and the
+/// audit fold key) and whether the route is open (needs no token).
 #[derive(Debug, Clone)]
-struct RouteLabel(Arc<str>);
+struct RouteLabel {
+    template: Arc<str>,
+    open: bool,
+}
 
 /// Outermost middleware: admits, authenticates, times out, audits and counts every request.
+///
+/// The audit record is started before anything else and finished when the response head is
+/// ready; if the client hangs up first (the future is dropped), it is recorded with status 499
+/// and the time spent. Open requests (health probes) and repeated identical denials are folded
+/// into periodic summary records instead of one record each.
 pub(crate) async fn guard(
     State(shared): State<Arc<ServerState>>,
     mut req: Request,
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let ts = crate::encode::time::format(SystemTime::now());
     let request_id = shared.next_request_id();
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let mut pending = shared.audit.begin(AuditRecord {
+        ts: crate::encode::time::format(SystemTime::now()),
+        request_id: request_id.clone(),
+        client: peer.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+        method: req.method().as_str().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().map(str::to_string),
+        ..AuditRecord::default()
+    });
     let method = req.method().as_str().to_string();
-    let path = clip(req.uri().path(), 512);
-    let query = req.uri().query().map(|q| clip(q, 512));
 
-    let mut token_id = None;
     let mut response = match admit(&shared, peer, &req) {
         Err(e) => e.into_response(),
         Ok((identity, permit)) => {
             if let Identity::Token(t) = &identity {
-                token_id = Some(t.name().to_string());
+                pending.record_mut().token_id = Some(t.name().to_string());
                 req.extensions_mut().insert(Caller::token(t.name()));
             }
             req.extensions_mut().insert(identity);
@@ -89,16 +103,10 @@ pub(crate) async fn guard(
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    let outcome = match status.as_u16() {
-        401 | 403 | 429 => Outcome::Denied,
-        s if s >= 400 => Outcome::Error,
-        _ => Outcome::Allowed,
-    };
-    let endpoint = response
-        .extensions()
-        .get::<RouteLabel>()
-        .map(|l| l.0.to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let label = response.extensions().get::<RouteLabel>().cloned();
+    let endpoint = label
+        .as_ref()
+        .map_or_else(|| "unmatched".to_string(), |l| l.template.to_string());
     let elapsed = start.elapsed();
     shared.red.observe(
         &endpoint,
@@ -115,21 +123,26 @@ pub(crate) async fn guard(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    shared.audit.append(AuditRecord {
-        ts,
-        request_id,
-        client: peer.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
-        token_id,
-        method,
-        path,
-        query,
-        status: status.as_u16(),
-        outcome,
-        duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-        bytes: response.body().size_hint().exact().unwrap_or(0),
-        prev_hash: String::new(),
-        hash: String::new(),
-    });
+    if let Some(details) = response.extensions_mut().remove::<AuditDetails>() {
+        pending.record_mut().details = details.0;
+    }
+    let denied = matches!(status.as_u16(), 401 | 403 | 429);
+    let folding = match &label {
+        Some(l) if l.open && status.as_u16() < 400 => Folding::Always,
+        _ if denied => {
+            // Identical denials fold by route, not by the path the client made up.
+            let rec = pending.record_mut();
+            if endpoint == "unmatched" {
+                let requested = std::mem::replace(&mut rec.path, endpoint.clone());
+                rec.details
+                    .insert("requested_path".into(), clip(&requested, 128).into());
+            }
+            Folding::Repeats
+        }
+        _ => Folding::Never,
+    };
+    let bytes = response.body().size_hint().exact().unwrap_or(0);
+    pending.finish(status.as_u16(), bytes, folding);
     response
 }
 
@@ -197,7 +210,10 @@ pub(crate) async fn authorize(State(rule): State<RouteRule>, req: Request, next:
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     };
-    response.extensions_mut().insert(RouteLabel(rule.template));
+    response.extensions_mut().insert(RouteLabel {
+        open: rule.scope.is_none(),
+        template: rule.template,
+    });
     response
 }
 

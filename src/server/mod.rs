@@ -2,6 +2,7 @@
 //! timeouts), the router built from the registered probes, and the server's own endpoints —
 //! the index, `/metrics` and the bundle. It knows probes only through [`crate::seam::Probe`].
 
+mod audit_endpoint;
 mod bundle;
 mod exposition;
 mod guard;
@@ -26,7 +27,12 @@ use crate::seam::{ProbeSpec, Route};
 const SERVER: ProbeSpec = ProbeSpec {
     name: "server",
     feature: None,
-    routes: &[index::ROUTE, exposition::ROUTE, bundle::ROUTE],
+    routes: &[
+        index::ROUTE,
+        exposition::ROUTE,
+        bundle::ROUTE,
+        audit_endpoint::ROUTE,
+    ],
     bundle_files: &[],
 };
 
@@ -49,6 +55,7 @@ pub(crate) fn build(config: ServerConfig) -> (Arc<ServerState>, Router) {
     routes.extend(router::collect(&state));
     routes.push(own(exposition::route(&state)));
     routes.push(own(bundle::route(&state)));
+    routes.push(own(audit_endpoint::route(&state)));
     let table = routes.iter().map(|(row, _)| row.clone()).collect();
     let _ = state.table.set(table);
     let app = router::build(state.clone(), routes);

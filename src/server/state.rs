@@ -14,7 +14,7 @@ use crate::config::Limits;
 use crate::seam::{Access, Probe};
 use crate::security::audit::AuditLog;
 use crate::security::tokens::TokenSet;
-use crate::security::Scope;
+use crate::security::{AuditCollector, Scope};
 
 /// Everything the server is built from.
 pub(crate) struct ServerConfig {
@@ -79,7 +79,7 @@ impl ServerState {
             probes,
         } = config;
         let red = ServerMetrics::new(&mut registry);
-        registry.register_collector(Box::new(audit.collector()));
+        registry.register_collector(Box::new(AuditCollector::new(audit.clone())));
         for probe in &probes {
             if let Some(c) = probe.collector() {
                 registry.register_collector(c);

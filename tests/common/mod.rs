@@ -42,7 +42,16 @@ impl Server {
         format!("{}{}", self.handle.url(), path)
     }
 
+    /// The audit file's request records (summaries and checkpoints left out).
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        self.audit_entries()
+            .into_iter()
+            .filter(|r| r["kind"] == "request")
+            .collect()
+    }
+
+    /// Every record of the audit file, whatever its kind.
+    pub fn audit_entries(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.audit)
             .unwrap_or_default()
             .lines()

@@ -62,11 +62,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 
 use self::core::{HeapError, HeapProfile, HeapProfilingState};
-use crate::seam::{blocking, ApiError, BundlePart, Caller, Overrides, Params, Probe, ProbeContext, Route};
+use crate::seam::{blocking, ApiError, AuditDetails, BundlePart, Caller, Overrides, Params, Probe, ProbeContext, Route};
 
 /// Override kind recorded while heap sampling is switched on at run time.
 const OVERRIDE_KIND: &str = "heap_sampling";
@@ -214,14 +214,36 @@ fn set_sampling(overrides: &Overrides, active: bool, by: &str) -> Result<HeapPro
     core::profiling_state()
 }
 
-async fn activate(State(st): State<HeapState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Switched>, ApiError> {
+async fn activate(
+    State(st): State<HeapState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<(Extension<AuditDetails>, Json<Switched>), ApiError> {
     Params::parse(q.as_deref(), &[])?;
-    Ok(Json(Switched { profiling: set_sampling(&st.overrides, true, caller.name())? }))
+    switched(&st, true, caller.name())
 }
 
-async fn deactivate(State(st): State<HeapState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Switched>, ApiError> {
+async fn deactivate(
+    State(st): State<HeapState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<(Extension<AuditDetails>, Json<Switched>), ApiError> {
     Params::parse(q.as_deref(), &[])?;
-    Ok(Json(Switched { profiling: set_sampling(&st.overrides, false, caller.name())? }))
+    switched(&st, false, caller.name())
+}
+
+/// Switches sampling and says, for the audit record, what it was before.
+fn switched(
+    st: &HeapState,
+    active: bool,
+    by: &str,
+) -> Result<(Extension<AuditDetails>, Json<Switched>), ApiError> {
+    let previous = core::profiling_state()?.active;
+    let profiling = set_sampling(&st.overrides, active, by)?;
+    let details = AuditDetails::new()
+        .with("heap_sampling", profiling.active)
+        .with("previous", previous);
+    Ok((Extension(details), Json(Switched { profiling })))
 }
 
 impl Probe for Heap {

@@ -15,7 +15,7 @@
 //! // Later, from the admin server (`PUT /debug/log-level`):
 //! let ttl = Some(std::time::Duration::from_secs(600));
 //! log_control.set("info,my_crate::db=debug", ttl, "ops").expect("valid directive");
-//! assert_eq!(log_control.current().filter, "my_crate::db=debug,info");
+//! assert_eq!(log_control.current().filter, "prodbg::audit=info,my_crate::db=debug,info");
 //! log_control.reset("ops").expect("subscriber alive");
 //! ```
 
@@ -97,6 +97,7 @@ pub struct LogLevelState {
 /// `S` is the subscriber the filter is layered onto — `Registry` in the usual
 /// `registry().with(filter).with(fmt::layer())` stack — and is inferred.
 pub fn reloadable<S: 'static>(filter: EnvFilter) -> (reload::Layer<EnvFilter, S>, LogControl) {
+    let filter = audit_exempt(filter);
     let default_filter = filter.to_string();
     let (layer, handle) = reload::Layer::new(filter);
     let swap = move |new: EnvFilter| {
@@ -117,6 +118,20 @@ pub fn reloadable<S: 'static>(filter: EnvFilter) -> (reload::Layer<EnvFilter, S>
     };
     (layer, control)
 }
+
+/// The audit log's own events (target `prodbg::audit`, the copy meant to be shipped off the
+/// host) are never filtered out: every filter this module installs ends with the directive
+/// `prodbg::audit=info`, which replaces any directive for that target (`prodbg::audit=off`) and,
+/// being the most specific, wins over `prodbg=off` or a global `off`.
+fn audit_exempt(filter: EnvFilter) -> EnvFilter {
+    match AUDIT_DIRECTIVE.parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    }
+}
+
+/// See [`audit_exempt`].
+const AUDIT_DIRECTIVE: &str = "prodbg::audit=info";
 
 /// Reads and changes the host's tracing filter. Cheap to clone; clones control the same filter.
 /// Made by [`reloadable`].
@@ -205,6 +220,7 @@ impl LogControl {
             return Err(LogLevelError::TtlOutOfRange(ttl));
         }
         let filter = EnvFilter::try_new(directive)
+            .map(audit_exempt)
             .map_err(|e| LogLevelError::BadDirective(e.to_string()))?;
         let now = SystemTime::now();
         let new = Override {
@@ -312,22 +328,28 @@ mod tests {
         let (_layer, c) = control();
         let overrides = Overrides::new();
         let c = c.with_overrides(overrides.clone());
-        assert_eq!(c.current().filter, "info");
+        assert_eq!(c.current().filter, "prodbg::audit=info,info");
         assert_eq!(c.current().override_, None);
 
         let o = c.set("warn,my_crate=DEBUG", None, "ops").expect("valid");
-        assert_eq!(o.filter, "my_crate=debug,warn");
+        assert_eq!(o.filter, "prodbg::audit=info,my_crate=debug,warn");
         assert_eq!(o.expires_at, None);
         let s = c.current();
         assert_eq!(
             (s.filter.as_str(), s.default_filter.as_str()),
-            ("my_crate=debug,warn", "info")
+            (
+                "prodbg::audit=info,my_crate=debug,warn",
+                "prodbg::audit=info,info"
+            )
         );
-        assert_eq!(overrides.list()[0].value, "my_crate=debug,warn");
+        assert_eq!(
+            overrides.list()[0].value,
+            "prodbg::audit=info,my_crate=debug,warn"
+        );
 
         let removed = c.reset("ops").expect("alive");
         assert_eq!(removed.map(|o| o.set_by), Some("ops".to_string()));
-        assert_eq!(c.current().filter, "info");
+        assert_eq!(c.current().filter, "prodbg::audit=info,info");
         assert!(overrides.list().is_empty());
         assert_eq!(
             c.reset("ops"),
@@ -354,7 +376,7 @@ mod tests {
             Err(LogLevelError::BadDirective(_))
         ));
         assert!(c.set("debug", Some(MAX_TTL), "ops").is_ok());
-        assert_eq!(c.current().filter, "debug");
+        assert_eq!(c.current().filter, "prodbg::audit=info,debug");
     }
 
     #[test]
@@ -367,7 +389,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(
             c.current().filter,
-            "trace",
+            "prodbg::audit=info,trace",
             "the first ttl must not revert the second"
         );
 
@@ -378,7 +400,7 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(10), "never reverted");
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(c.current().filter, "info");
+        assert_eq!(c.current().filter, "prodbg::audit=info,info");
     }
 
     #[test]

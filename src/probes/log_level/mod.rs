@@ -13,10 +13,11 @@ use std::time::Duration;
 use axum::extract::{RawQuery, State};
 use axum::http::Method;
 use axum::routing::{delete, get, put};
-use axum::Json;
+use axum::{Extension, Json};
 
 use crate::seam::{
-    Access, ApiError, Caller, Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec,
+    Access, ApiError, AuditDetails, Caller, Params, Probe, ProbeContext, ProbeSpec, Route,
+    RouteSpec,
 };
 use crate::security::Scope;
 
@@ -120,7 +121,7 @@ async fn set(
     caller: Caller,
     RawQuery(q): RawQuery,
     body: axum::body::Bytes,
-) -> Result<Json<LogLevelState>, ApiError> {
+) -> Result<(Extension<AuditDetails>, Json<LogLevelState>), ApiError> {
     let params = Params::parse(q.as_deref(), &["ttl"])?;
     let ttl = match params.get("ttl") {
         None => Some(DEFAULT_TTL),
@@ -132,8 +133,15 @@ async fn set(
         )
     })?;
     let control = control(&c)?;
+    let previous = control.current().filter;
     control.set(directive, ttl, caller.name())?;
-    Ok(Json(control.current()))
+    let now = control.current();
+    let details = AuditDetails::new()
+        .with("directive", directive)
+        .with("filter", now.filter.clone())
+        .with("ttl_s", ttl.map(|t| t.as_secs()))
+        .with("previous", previous);
+    Ok((Extension(details), Json(now)))
 }
 
 /// Reverts to the host's own filter now.
@@ -141,11 +149,16 @@ async fn reset(
     State(c): Control,
     caller: Caller,
     RawQuery(q): RawQuery,
-) -> Result<Json<LogLevelState>, ApiError> {
+) -> Result<(Extension<AuditDetails>, Json<LogLevelState>), ApiError> {
     Params::parse(q.as_deref(), &[])?;
     let control = control(&c)?;
+    let previous = control.current().filter;
     control.reset(caller.name())?;
-    Ok(Json(control.current()))
+    let now = control.current();
+    let details = AuditDetails::new()
+        .with("filter", now.filter.clone())
+        .with("previous", previous);
+    Ok((Extension(details), Json(now)))
 }
 
 /// `0` means no expiry; otherwise seconds (`900`) or a duration (`15m`, `1h30m`), at most 24 h.

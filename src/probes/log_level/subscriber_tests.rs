@@ -64,7 +64,10 @@ fn debug_events_follow_the_override_and_its_revert() {
         let o = control
             .set("debug", Some(Duration::from_millis(300)), "ops")
             .expect("valid directive");
-        assert_eq!((o.filter.as_str(), o.set_by.as_str()), ("debug", "ops"));
+        assert_eq!(
+            (o.filter.as_str(), o.set_by.as_str()),
+            ("prodbg::audit=info,debug", "ops")
+        );
         tracing::debug!("during-override-7f3a");
         assert!(
             buf.contains("during-override-7f3a"),
@@ -74,7 +77,7 @@ fn debug_events_follow_the_override_and_its_revert() {
         assert_eq!(listed.len(), 1);
         assert_eq!(
             (listed[0].kind.as_str(), listed[0].value.as_str()),
-            ("log_level", "debug")
+            ("log_level", "prodbg::audit=info,debug")
         );
 
         eventually("the override to revert", || {
@@ -87,7 +90,7 @@ fn debug_events_follow_the_override_and_its_revert() {
         );
         tracing::info!("info-after-revert-7f3a");
         assert!(buf.contains("info-after-revert-7f3a"));
-        assert_eq!(control.current().filter, "info");
+        assert_eq!(control.current().filter, "prodbg::audit=info,info");
         assert!(overrides.list().is_empty(), "{:?}", overrides.list());
     });
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::security::redact::{redact_arg, redact_value};
+use crate::security::redact::{redact_args, redact_env};
 
 /// Numbers about the whole process, cheap enough to read on every scrape.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -81,18 +81,20 @@ pub(super) fn info() -> ProcessInfo {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs_f64();
-    let cmdline = std::fs::read("/proc/self/cmdline")
+    let args: Vec<String> = std::fs::read("/proc/self/cmdline")
         .map(|raw| {
             raw.split(|b| *b == 0)
                 .filter(|a| !a.is_empty())
-                .map(|a| redact_arg(&String::from_utf8_lossy(a)))
+                .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect()
         })
         .unwrap_or_default();
+    // Redacted as a whole: a secret may sit in the argument after its option (`-p hunter2`).
+    let cmdline = redact_args(&args);
     let mut env: Vec<(String, String)> = std::env::vars_os()
         .map(|(k, v)| {
             let k = k.to_string_lossy().into_owned();
-            let v = redact_value(&k, &v.to_string_lossy());
+            let v = redact_env(&k, &v.to_string_lossy());
             (k, v)
         })
         .collect();

@@ -1,0 +1,464 @@
+//! The public face of the audit log: options, the handle, and the cancel-safe request guard.
+//! The writing itself is in `writer.rs`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::chain::Chainer;
+use super::fold::Folding;
+use super::key::{AuditKey, KeyError};
+use super::record::{now_ts, AuditEntry, AuditRecord, Checkpoint, Outcome};
+#[cfg(test)]
+pub(crate) use super::writer::Fault;
+use super::writer::{Config, Inner};
+use crate::security::redact::redact_query;
+
+/// The `tracing` target of audit records and checkpoints. A reloadable log filter must never
+/// apply to it (see the module docs).
+pub(super) const AUDIT_TARGET: &str = "prodbg::audit";
+
+const MAX_PATH: usize = 512;
+const MAX_QUERY: usize = 512;
+
+/// When written records are forced to stable storage (`fdatasync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every record, before `append` returns (outside the log's lock, so concurrent
+    /// appends share one sync). Costs a disk flush per call on the calling thread.
+    Always,
+    /// At most this long after a write, from the background thread (or from the next append
+    /// when there is none). A crash loses at most this much.
+    Every(Duration),
+    /// Left to the OS (a crash of the machine, not of the process, may lose recent records).
+    Never,
+}
+
+impl Default for FsyncPolicy {
+    /// `Every(1 s)`.
+    fn default() -> FsyncPolicy {
+        FsyncPolicy::Every(Duration::from_secs(1))
+    }
+}
+
+/// Size-based rotation by the log itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// When a write would grow the file past `max_bytes`, `audit.jsonl` becomes `audit.jsonl.1`
+    /// (`.1` → `.2`, …), keeping `keep` files in all (at least 2); the oldest is deleted. The
+    /// chain continues: the new file's first record chains to the old file's last.
+    Size {
+        /// Largest file size, in bytes.
+        max_bytes: u64,
+        /// Files kept, the one being written included.
+        keep: usize,
+    },
+    /// No rotation by prodbg (e.g. logrotate renames the file: the log notices and reopens).
+    Never,
+}
+
+impl Default for Rotation {
+    /// 64 MiB × 8 files.
+    fn default() -> Rotation {
+        Rotation::Size {
+            max_bytes: 64 << 20,
+            keep: 8,
+        }
+    }
+}
+
+/// Why the audit log could not be built.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuditError {
+    /// The file could not be opened or read.
+    #[error("cannot open the audit file {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// `PRODBG_AUDIT_KEY` or the given key is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The opt-in SIGHUP hook could not be installed.
+    #[error("cannot install the SIGHUP hook: {0}")]
+    Sighup(String),
+    /// The background thread could not be started.
+    #[error("cannot start the audit thread: {0}")]
+    Thread(io::Error),
+}
+
+#[derive(Debug)]
+enum KeyChoice {
+    FromEnv,
+    Given(AuditKey),
+    Unkeyed,
+}
+
+/// Options for [`AuditLog`]; see each method for its default.
+#[derive(Debug)]
+pub(crate) struct AuditLogBuilder {
+    path: Option<PathBuf>,
+    key: KeyChoice,
+    fsync: FsyncPolicy,
+    rotation: Rotation,
+    checkpoint_records: u64,
+    checkpoint_interval: Duration,
+    fold_interval: Duration,
+    reopen_check: Duration,
+    background: bool,
+    events: bool,
+    sighup: bool,
+}
+
+impl AuditLogBuilder {
+    /// The audit file (created with mode 0600). Default: none — records go to `tracing` only.
+    pub(crate) fn file(mut self, path: impl Into<PathBuf>) -> AuditLogBuilder {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// The chain key. Default: [`AuditKey::from_env`] (`PRODBG_AUDIT_KEY`), else unkeyed.
+    pub(crate) fn key(mut self, key: AuditKey) -> AuditLogBuilder {
+        self.key = KeyChoice::Given(key);
+        self
+    }
+
+    /// A plain SHA-256 chain even if `PRODBG_AUDIT_KEY` is set (detects accidents only).
+    pub(crate) fn unkeyed(mut self) -> AuditLogBuilder {
+        self.key = KeyChoice::Unkeyed;
+        self
+    }
+
+    /// Default: [`FsyncPolicy::Every`] 1 s.
+    pub(crate) fn fsync(mut self, policy: FsyncPolicy) -> AuditLogBuilder {
+        self.fsync = policy;
+        self
+    }
+
+    /// Default: [`Rotation::Size`] 64 MiB × 8.
+    pub(crate) fn rotation(mut self, rotation: Rotation) -> AuditLogBuilder {
+        self.rotation = rotation;
+        self
+    }
+
+    /// A checkpoint every `records` records (0: never by count) and every `interval` if anything
+    /// was written since the last. Default: 1000 records, 60 s.
+    pub(crate) fn checkpoint_every(mut self, records: u64, interval: Duration) -> AuditLogBuilder {
+        self.checkpoint_records = records;
+        self.checkpoint_interval = interval;
+        self
+    }
+
+    /// How often folded requests are written as summaries. Default: 60 s.
+    pub(crate) fn fold_interval(mut self, interval: Duration) -> AuditLogBuilder {
+        self.fold_interval = interval;
+        self
+    }
+
+    /// How often the path is compared (device + inode) with the open file, to follow a
+    /// rename by logrotate. Default: 1 s.
+    pub(crate) fn reopen_check_interval(mut self, interval: Duration) -> AuditLogBuilder {
+        self.reopen_check = interval;
+        self
+    }
+
+    /// Whether a thread (`prodbg-audit`) does the timed work: checkpoints, summaries, fsync,
+    /// reopen checks, gap retries. Without it that work happens on the next append, or when
+    /// the host calls [`AuditLog::tick`]. Default: on (not for [`AuditLog::in_memory`]).
+    pub(crate) fn background_thread(mut self, on: bool) -> AuditLogBuilder {
+        self.background = on;
+        self
+    }
+
+    /// Whether every record and checkpoint is also a `tracing` event with target
+    /// [`AUDIT_TARGET`]. Default: on.
+    pub(crate) fn emit_events(mut self, on: bool) -> AuditLogBuilder {
+        self.events = on;
+        self
+    }
+
+    /// Opt-in: install a SIGHUP handler that makes the background thread reopen the file
+    /// (logrotate's `postrotate kill -HUP`). It only bumps an atomic counter. Refused if the
+    /// process already has a SIGHUP handler (it would be replaced): call [`AuditLog::reopen`]
+    /// from that handler instead. Default: off.
+    pub(crate) fn reopen_on_sighup(mut self, on: bool) -> AuditLogBuilder {
+        self.sighup = on;
+        self
+    }
+
+    /// Opens the file (continuing the chain from its last good record, or from `<file>.1`'s
+    /// when the file is new), writes a `resumed` record if its tail was torn, and starts the
+    /// background thread.
+    pub(crate) fn build(mut self) -> Result<AuditLog, AuditError> {
+        let key = match std::mem::replace(&mut self.key, KeyChoice::Unkeyed) {
+            KeyChoice::FromEnv => AuditKey::from_env()?,
+            KeyChoice::Given(k) => Some(k),
+            KeyChoice::Unkeyed => None,
+        };
+        let chainer = Chainer::new(key.as_ref());
+        drop(key);
+        if self.sighup {
+            super::sighup::install().map_err(AuditError::Sighup)?;
+        }
+        let inner = Inner::open(self.config(), chainer)?;
+        Ok(AuditLog { inner })
+    }
+
+    fn config(self) -> Config {
+        Config {
+            path: self.path,
+            fsync: self.fsync,
+            rotation: self.rotation,
+            checkpoint_records: self.checkpoint_records,
+            checkpoint_interval: self.checkpoint_interval,
+            fold_interval: self.fold_interval,
+            reopen_check: self.reopen_check,
+            background: self.background,
+            events: self.events,
+        }
+    }
+}
+
+/// The audit log: a cheap-to-clone handle. The last handle dropped flushes summaries, writes a
+/// final checkpoint and syncs (unless [`FsyncPolicy::Never`]).
+#[derive(Clone)]
+pub(crate) struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("file", &self.inner.cfg.path)
+            .field("keyed", &self.inner.chainer.keyed())
+            .field("records", &self.inner.head().records)
+            .field("fsync", &self.inner.cfg.fsync)
+            .field("rotation", &self.inner.cfg.rotation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters for `/metrics` and `GET /debug/audit` (no hash here: it would mint a Prometheus
+/// series per value).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct AuditStats {
+    /// Records in the chain (the head's `seq`).
+    pub records: u64,
+    /// Lines this process wrote.
+    pub written: u64,
+    /// Failed writes since start.
+    pub write_errors: u64,
+    /// Records lost since the file became unwritable (the next `gap` record's count).
+    pub pending_lost: u64,
+    /// Requests folded into summaries since start.
+    pub folded: u64,
+    /// Whether the chain is keyed.
+    pub keyed: bool,
+}
+
+impl AuditLog {
+    /// Options, starting from the defaults.
+    pub(crate) fn builder() -> AuditLogBuilder {
+        AuditLogBuilder {
+            path: None,
+            key: KeyChoice::FromEnv,
+            fsync: FsyncPolicy::default(),
+            rotation: Rotation::default(),
+            checkpoint_records: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            fold_interval: Duration::from_secs(60),
+            reopen_check: Duration::from_secs(1),
+            background: true,
+            events: true,
+            sighup: false,
+        }
+    }
+
+    /// `builder().file(path).build()`: key from `PRODBG_AUDIT_KEY`, other defaults.
+    pub(crate) fn open(path: impl Into<PathBuf>) -> Result<AuditLog, AuditError> {
+        AuditLog::builder().file(path).build()
+    }
+
+    /// A log without a file: records go to `tracing` only, chained (unkeyed) in memory; no
+    /// background thread.
+    pub(crate) fn in_memory() -> AuditLog {
+        let cfg = AuditLog::builder().background_thread(false).config();
+        AuditLog {
+            inner: Inner::in_memory(cfg, Chainer::new(None)),
+        }
+    }
+
+    /// Records one request in full. Shorthand for `record(rec, Folding::Never)`.
+    pub(crate) fn append(&self, rec: AuditRecord) {
+        self.record(rec, Folding::Never);
+    }
+
+    /// Records one request, folded or not. Never fails the caller: a failed write is counted,
+    /// emitted as a `tracing` event, and later written as a `gap` record.
+    pub(crate) fn record(&self, mut rec: AuditRecord, folding: Folding) {
+        if rec.ts.is_empty() {
+            rec.ts = now_ts();
+        }
+        clip(&mut rec.path, MAX_PATH);
+        if let Some(q) = rec.query.as_mut() {
+            clip(q, MAX_QUERY);
+            if let std::borrow::Cow::Owned(r) = redact_query(q) {
+                *q = r;
+            }
+        }
+        let fold = match folding {
+            Folding::Never => false,
+            Folding::Always => true,
+            Folding::Repeats => !self.inner.fold_first_seen(&rec),
+        };
+        if fold {
+            let early = self.inner.fold_add(&rec);
+            if !early.is_empty() {
+                self.inner.write_summaries(early);
+            }
+        } else {
+            let ts = rec.ts.clone();
+            self.inner.append_entry(&AuditEntry::Request(rec), &ts);
+        }
+        if !self.inner.cfg.background {
+            self.inner.tick();
+        }
+    }
+
+    /// Starts a request's record; dropping the returned guard without
+    /// [`PendingRequest::finish`] (the client hung up, the future was cancelled) records status
+    /// 499 with the time spent so far.
+    pub(crate) fn begin(&self, rec: AuditRecord) -> PendingRequest {
+        let mut rec = rec;
+        if rec.ts.is_empty() {
+            rec.ts = now_ts();
+        }
+        PendingRequest {
+            log: self.clone(),
+            record: rec,
+            start: Instant::now(),
+            cancel_status: 499,
+            done: false,
+        }
+    }
+
+    /// The chain's head now (what `GET /debug/audit` serves). Never the key.
+    pub(crate) fn head(&self) -> Checkpoint {
+        self.inner.head()
+    }
+
+    /// The last checkpoint emitted, if any.
+    pub(crate) fn latest_checkpoint(&self) -> Option<Checkpoint> {
+        self.inner.latest()
+    }
+
+    /// Writes a checkpoint now and returns it.
+    pub(crate) fn checkpoint(&self) -> Checkpoint {
+        self.inner.checkpoint_now()
+    }
+
+    /// Writes pending summaries now and syncs the file (unless [`FsyncPolicy::Never`]).
+    pub(crate) fn flush(&self) {
+        self.inner.flush(false);
+    }
+
+    /// Does the timed work now: due summaries and checkpoints, fsync, reopen check, gap retry.
+    /// The background thread calls it; hosts that turned the thread off call it periodically.
+    pub(crate) fn tick(&self) {
+        self.inner.tick();
+    }
+
+    /// Reopens the file by path now (after logrotate renamed it; for the host's own SIGHUP
+    /// handler). The chain continues from the last record written.
+    pub(crate) fn reopen(&self) -> io::Result<()> {
+        self.inner.reopen_now()
+    }
+
+    /// The audit file, if any.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.inner.cfg.path.as_deref()
+    }
+
+    /// Whether the chain is keyed (HMAC-SHA256).
+    pub(crate) fn is_keyed(&self) -> bool {
+        self.inner.chainer.keyed()
+    }
+
+    /// Counters.
+    pub(crate) fn stats(&self) -> AuditStats {
+        self.inner.stats()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inject_fault(&self, fault: Fault) {
+        self.inner.inject_fault(fault);
+    }
+}
+
+/// A request being answered; see [`AuditLog::begin`].
+#[derive(Debug)]
+pub(crate) struct PendingRequest {
+    log: AuditLog,
+    record: AuditRecord,
+    start: Instant,
+    cancel_status: u16,
+    done: bool,
+}
+
+impl PendingRequest {
+    /// The record so far (fill in `token_id`, `details`, … as they become known).
+    pub(crate) fn record_mut(&mut self) -> &mut AuditRecord {
+        &mut self.record
+    }
+
+    /// The status recorded if the guard is dropped unfinished: 499 unless changed (e.g. 504
+    /// when the request timed out and its work is being abandoned).
+    pub(crate) fn set_cancel_status(&mut self, status: u16) {
+        self.cancel_status = status;
+    }
+
+    /// Records the answer. `outcome` is set from `status` unless already set to something other
+    /// than `Allowed`; `duration_ms` is the time since [`AuditLog::begin`].
+    pub(crate) fn finish(mut self, status: u16, bytes: u64, folding: Folding) {
+        self.done = true;
+        let mut rec = std::mem::take(&mut self.record);
+        rec.status = status;
+        rec.bytes = bytes;
+        if rec.outcome == Outcome::Allowed {
+            rec.outcome = Outcome::from_status(status);
+        }
+        rec.duration_ms = millis(self.start.elapsed());
+        self.log.record(rec, folding);
+    }
+}
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut rec = std::mem::take(&mut self.record);
+        rec.status = self.cancel_status;
+        rec.outcome = Outcome::from_status(self.cancel_status);
+        rec.duration_ms = millis(self.start.elapsed());
+        self.log.record(rec, Folding::Never);
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn clip(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+}

@@ -1,0 +1,237 @@
+//! The record types: what one line of the audit file says.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How a request ended, from the point of view of access control.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Outcome {
+    /// Authorized and answered with a status below 400.
+    #[default]
+    Allowed,
+    /// Refused: 401, 403 or 429.
+    Denied,
+    /// Answered with another 4xx/5xx error (including 503/504 timeouts).
+    Error,
+    /// The client hung up before the answer (status 499).
+    Cancelled,
+}
+
+impl Outcome {
+    /// The outcome a status implies: 401/403/429 denied, 499 cancelled, other ≥ 400 error.
+    pub(crate) fn from_status(status: u16) -> Outcome {
+        match status {
+            401 | 403 | 429 => Outcome::Denied,
+            499 => Outcome::Cancelled,
+            s if s >= 400 => Outcome::Error,
+            _ => Outcome::Allowed,
+        }
+    }
+}
+
+/// One request (`"kind":"request"`). The log adds `seq`, `prev_hash` and `hash`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct AuditRecord {
+    /// When the request arrived, RFC 3339 UTC with milliseconds (filled in if empty).
+    pub ts: String,
+    /// Unique per request within this process's life (also sent as `x-request-id`).
+    pub request_id: String,
+    /// The client's socket address (`ip:port`), or `unknown`.
+    pub client: String,
+    /// The name of the token used, if a valid one was presented. Never the secret.
+    pub token_id: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// Request path (the log clips it to 512 bytes).
+    pub path: String,
+    /// Query string (clipped to 512 bytes; secret-looking values are redacted by the log).
+    pub query: Option<String>,
+    /// Response status code; 499 when the client hung up.
+    pub status: u16,
+    /// Allowed, denied, error or cancelled.
+    pub outcome: Outcome,
+    /// Time from request arrival to the response head (or to the hang-up), in milliseconds.
+    pub duration_ms: f64,
+    /// Response body size in bytes when known (streamed bodies: 0).
+    pub bytes: u64,
+    /// What a mutation changed, e.g. `{"directive": "debug", "ttl_s": 900, "previous": "info"}`.
+    /// Empty (`{}`) for reads. The caller must not put secrets here.
+    #[serde(default)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AuditRecord {
+    /// Adds one `details` entry (e.g. `.detail("previous", "info")`).
+    pub(crate) fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> AuditRecord {
+        self.details.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+/// Folded requests (`"kind":"summary"`): identical requests counted instead of recorded one
+/// by one, flushed every fold interval and on shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Summary {
+    /// When the summary was written.
+    pub ts: String,
+    /// Requests folded into this summary.
+    pub count: u64,
+    /// Arrival time of the first and the last of them.
+    pub first_ts: String,
+    /// See `first_ts`.
+    pub last_ts: String,
+    /// Requests per client IP, for at most 8 clients (the first seen).
+    pub clients: BTreeMap<String, u64>,
+    /// Requests from clients beyond those listed in `clients`.
+    pub other_requests: u64,
+    /// HTTP method shared by the folded requests.
+    pub method: String,
+    /// Path shared by the folded requests (queries are not kept).
+    pub path: String,
+    /// Status shared by the folded requests.
+    pub status: u16,
+    /// Outcome shared by the folded requests.
+    pub outcome: Outcome,
+}
+
+/// A checkpoint written into the file (`"kind":"checkpoint"`). Its own `seq` and `hash` are
+/// the anchor that the `tracing` event and `GET /debug/audit` publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct CheckpointRecord {
+    /// When it was written.
+    pub ts: String,
+    /// Records in the chain so far, this one included (equals its `seq`).
+    pub records: u64,
+    /// The file being written.
+    pub file: Option<String>,
+    /// Whether the chain is keyed (HMAC) or plain SHA-256.
+    pub keyed: bool,
+}
+
+/// Why the chain resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeReason {
+    /// The file ended with a partial or unreadable line (a crash mid-write); the bytes after the
+    /// last good line (`cut_bytes`) are ignored and the chain goes on from the last good record.
+    TornTail,
+    /// The open file shrank under the writer (copytruncate, or someone truncated it). The chain
+    /// goes on from the writer's last record, which may no longer be in this file.
+    Truncated,
+}
+
+/// The chain resumed (`"kind":"resumed"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Resumed {
+    /// When it was written.
+    pub ts: String,
+    /// Why.
+    pub reason: ResumeReason,
+    /// Human-readable: "chain resumed after torn tail" or "chain resumed after the file shrank".
+    pub message: String,
+    /// Bytes between the end of the last good line and the start of this line (the torn
+    /// fragment plus the `\n` that ends it); ignored by `verify`, which checks this count.
+    pub cut_bytes: u64,
+    /// For `truncated`: the file's size before it shrank, and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_bytes: Option<u64>,
+    /// See `previous_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found_bytes: Option<u64>,
+    /// Whether the chain is keyed.
+    pub keyed: bool,
+}
+
+/// Records lost while the file could not be written (`"kind":"gap"`), written once it can be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Gap {
+    /// When it was written.
+    pub ts: String,
+    /// Records that could not be written (each was still emitted as a `tracing` event).
+    pub count: u64,
+    /// `ts` of the first and the last lost record.
+    pub first_ts: String,
+    /// See `first_ts`.
+    pub last_ts: String,
+    /// The first write error, e.g. `No space left on device (os error 28)`.
+    pub error: String,
+    /// Like [`Resumed::cut_bytes`]: the partial line a failed write left behind, if it could not
+    /// be truncated away, plus its terminating `\n`.
+    pub cut_bytes: u64,
+}
+
+/// Any line of the audit file, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(super) enum AuditEntry {
+    /// One request.
+    Request(AuditRecord),
+    /// Folded requests.
+    Summary(Summary),
+    /// A checkpoint.
+    Checkpoint(CheckpointRecord),
+    /// The chain resumed after a torn tail or a truncation.
+    Resumed(Resumed),
+    /// Records lost to write errors.
+    Gap(Gap),
+}
+
+impl AuditEntry {
+    /// The `kind` string.
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            AuditEntry::Request(_) => "request",
+            AuditEntry::Summary(_) => "summary",
+            AuditEntry::Checkpoint(_) => "checkpoint",
+            AuditEntry::Resumed(_) => "resumed",
+            AuditEntry::Gap(_) => "gap",
+        }
+    }
+}
+
+/// What `open_line` parses: the entry plus the chain fields the log appends.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChainFields {
+    #[serde(flatten)]
+    pub(crate) entry: AuditEntry,
+    pub(crate) seq: u64,
+    pub(crate) prev_hash: String,
+}
+
+/// The chain's head at some moment: what a log shipper or a poller keeps off the host, and what
+/// `GET /debug/audit` returns. Never holds the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// When it was taken.
+    pub ts: String,
+    /// Records in the chain so far (the head's `seq`), rotated-away files included.
+    pub records: u64,
+    /// `hash` of the head record (`GENESIS_HASH` when empty).
+    pub head_hash: String,
+    /// The file being written, if any.
+    pub file: Option<String>,
+    /// Whether a key is in use (HMAC chain) — never the key itself.
+    pub keyed: bool,
+}
+
+impl Checkpoint {
+    /// A checkpoint from a kept copy's two numbers, for [`verify_audit_log`](super::verify_audit_log).
+    pub fn anchor(records: u64, head_hash: &str) -> Checkpoint {
+        Checkpoint {
+            ts: String::new(),
+            records,
+            head_hash: head_hash.to_string(),
+            file: None,
+            keyed: false,
+        }
+    }
+}
+
+/// Now, RFC 3339 UTC with milliseconds.
+pub(crate) fn now_ts() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

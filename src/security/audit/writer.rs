@@ -1,0 +1,822 @@
+//! The writer: one `write_all` per line to an `O_APPEND` file, the chain head advanced only
+//! after it succeeded; gaps, torn tails, rotation, reopening, checkpoints and folding.
+
+#[cfg(test)]
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use super::chain::{Chainer, GENESIS_HASH};
+use super::file::{last_record_of, open_file, rotated_path, scan_tail, OpenFile, Tail};
+use super::fold::FoldTable;
+use super::log::{AuditError, AuditStats, FsyncPolicy, Rotation, AUDIT_TARGET};
+use super::record::{
+    now_ts, AuditEntry, Checkpoint, CheckpointRecord, Gap, ResumeReason, Resumed, Summary,
+};
+use super::sighup::HUP_GEN;
+
+/// Options, as the builder set them.
+#[derive(Debug)]
+pub(super) struct Config {
+    pub(super) path: Option<PathBuf>,
+    pub(super) fsync: FsyncPolicy,
+    pub(super) rotation: Rotation,
+    pub(super) checkpoint_records: u64,
+    pub(super) checkpoint_interval: Duration,
+    pub(super) fold_interval: Duration,
+    pub(super) reopen_check: Duration,
+    pub(super) background: bool,
+    pub(super) events: bool,
+}
+
+impl Config {
+    fn tick_period(&self) -> Duration {
+        let mut p = Duration::from_millis(250)
+            .min(self.checkpoint_interval)
+            .min(self.fold_interval)
+            .min(self.reopen_check);
+        if let FsyncPolicy::Every(d) = self.fsync {
+            p = p.min(d);
+        }
+        p.max(Duration::from_millis(5))
+    }
+}
+
+/// A fault the tests make the next write suffer.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fault {
+    /// Nothing written, ENOSPC.
+    Fail,
+    /// This many bytes written, then ENOSPC; the log truncates them away.
+    Partial(usize),
+    /// As `Partial`, and the truncation fails too: the fragment stays in the file.
+    PartialNoRepair(usize),
+}
+
+/// Shared by every handle and the background thread.
+pub(super) struct Inner {
+    pub(super) cfg: Config,
+    pub(super) chainer: Chainer,
+    state: Mutex<State>,
+    folds: Mutex<(FoldTable, Instant)>,
+    write_errors: AtomicU64,
+    /// Dropped with `Inner`: the background thread sees the channel close and exits.
+    _stop: Mutex<Option<mpsc::Sender<()>>>,
+    #[cfg(test)]
+    faults: Mutex<VecDeque<Fault>>,
+}
+
+#[derive(Debug)]
+struct GapAcc {
+    count: u64,
+    first_ts: String,
+    last_ts: String,
+    error: String,
+}
+
+#[derive(Debug)]
+struct State {
+    /// `None` with a path: lost (renamed away and the reopen failed, …); retried on each write.
+    file: Option<OpenFile>,
+    head_seq: u64,
+    head_hash: String,
+    /// Size of the file as last seen, and the end of its last good line: bytes between them
+    /// are a fragment that the next record must account for (`cut_bytes`).
+    len: u64,
+    good_end: u64,
+    /// The last good line has no `\n` yet (a crash right before it).
+    needs_newline: bool,
+    pending_resume: Option<Resumed>,
+    gap: Option<GapAcc>,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    latest: Option<Checkpoint>,
+    last_identity_check: Instant,
+    last_rotate_failure: Option<Instant>,
+    dirty: bool,
+    last_sync: Instant,
+    hup_seen: u64,
+    written: u64,
+}
+
+impl State {
+    fn new() -> State {
+        let now = Instant::now();
+        State {
+            file: None,
+            head_seq: 0,
+            head_hash: GENESIS_HASH.to_string(),
+            len: 0,
+            good_end: 0,
+            needs_newline: false,
+            pending_resume: None,
+            gap: None,
+            since_checkpoint: 0,
+            last_checkpoint: now,
+            latest: None,
+            last_identity_check: now,
+            last_rotate_failure: None,
+            dirty: false,
+            last_sync: now,
+            hup_seen: HUP_GEN.load(Ordering::Relaxed),
+            written: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncPoint {
+    Append,
+    Tick,
+    Flush,
+}
+
+enum Emit {
+    Record {
+        kind: &'static str,
+        seq: u64,
+        hash: String,
+        line: Vec<u8>,
+    },
+    Lost {
+        kind: &'static str,
+        json: Vec<u8>,
+    },
+    Checkpoint(Checkpoint),
+}
+
+fn resumed(reason: ResumeReason, keyed: bool) -> Resumed {
+    Resumed {
+        ts: now_ts(),
+        reason,
+        message: match reason {
+            ResumeReason::TornTail => "chain resumed after torn tail".into(),
+            ResumeReason::Truncated => "chain resumed after the file shrank".into(),
+        },
+        cut_bytes: 0,
+        previous_bytes: None,
+        found_bytes: None,
+        keyed,
+    }
+}
+
+impl Inner {
+    /// Opens the file (continuing the chain from its last good record, or from `<file>.1`'s
+    /// when the file is new or holds no good record), queues a `resumed` record for a torn
+    /// tail and writes it, and starts the background thread.
+    pub(super) fn open(cfg: Config, chainer: Chainer) -> Result<Arc<Inner>, AuditError> {
+        let mut state = State::new();
+        if let Some(path) = &cfg.path {
+            let open_err = |source| AuditError::Open {
+                path: path.clone(),
+                source,
+            };
+            let file = open_file(path).map_err(open_err)?;
+            let tail = if file.regular {
+                scan_tail(&file.file, file.len).map_err(open_err)?
+            } else {
+                Tail::default()
+            };
+            let last = match tail.last {
+                Some(l) => Some(l),
+                None => last_record_of(&rotated_path(path, 1)),
+            };
+            if let Some(l) = &last {
+                if !l.hash_ok(&chainer) {
+                    tracing::warn!(target: "prodbg", file = %path.display(),
+                        "the last audit record does not verify under the configured key (key changed, or keyed/unkeyed switched?); the chain continues from it");
+                }
+                state.head_seq = l.seq;
+                state.head_hash = l.hash.clone();
+            }
+            state.len = file.len;
+            state.good_end = tail.good_end;
+            state.needs_newline = tail.needs_newline;
+            if state.len > state.good_end && file.regular {
+                state.pending_resume = Some(resumed(ResumeReason::TornTail, chainer.keyed()));
+            }
+            state.file = Some(file);
+        }
+        let background = cfg.background;
+        let period = cfg.tick_period();
+        let (inner, rx) = Inner::assemble(cfg, chainer, state);
+        // Write the `resumed` record now, so a torn tail is accounted for even if nothing follows.
+        inner.tick();
+        if background {
+            let weak: Weak<Inner> = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("prodbg-audit".into())
+                .spawn(move || loop {
+                    match rx.recv_timeout(period) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return, // the last handle is gone
+                    }
+                    match weak.upgrade() {
+                        Some(inner) => inner.tick(),
+                        None => return,
+                    }
+                })
+                .map_err(AuditError::Thread)?;
+        }
+        Ok(inner)
+    }
+
+    /// A log without a file (`cfg.path` is `None`): nothing can fail.
+    pub(super) fn in_memory(cfg: Config, chainer: Chainer) -> Arc<Inner> {
+        Inner::assemble(cfg, chainer, State::new()).0
+    }
+
+    fn assemble(cfg: Config, chainer: Chainer, state: State) -> (Arc<Inner>, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel::<()>();
+        let inner = Arc::new(Inner {
+            cfg,
+            chainer,
+            state: Mutex::new(state),
+            folds: Mutex::new((FoldTable::default(), Instant::now())),
+            write_errors: AtomicU64::new(0),
+            _stop: Mutex::new(Some(tx)),
+            #[cfg(test)]
+            faults: Mutex::new(VecDeque::new()),
+        });
+        (inner, rx)
+    }
+
+    pub(super) fn head(&self) -> Checkpoint {
+        let st = self.lock_state();
+        self.checkpoint_of(&st, now_ts())
+    }
+
+    pub(super) fn latest(&self) -> Option<Checkpoint> {
+        self.lock_state().latest.clone()
+    }
+
+    pub(super) fn stats(&self) -> AuditStats {
+        let folded = self.lock_folds().0.folded();
+        let st = self.lock_state();
+        AuditStats {
+            records: st.head_seq,
+            written: st.written,
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            pending_lost: st.gap.as_ref().map_or(0, |g| g.count),
+            folded,
+            keyed: self.chainer.keyed(),
+        }
+    }
+
+    pub(super) fn checkpoint_now(&self) -> Checkpoint {
+        let mut out = Vec::new();
+        let cp = {
+            let mut st = self.lock_state();
+            self.prepare(&mut st, Instant::now());
+            let _ = self.flush_pending(&mut st, &mut out);
+            self.checkpoint_locked(&mut st, &mut out)
+        };
+        self.emit(out);
+        cp
+    }
+
+    pub(super) fn reopen_now(&self) -> io::Result<()> {
+        let mut out = Vec::new();
+        let res = {
+            let mut st = self.lock_state();
+            let res = self.reopen_locked(&mut st);
+            if res.is_ok() {
+                let _ = self.flush_pending(&mut st, &mut out);
+            }
+            res
+        };
+        self.emit(out);
+        res
+    }
+
+    pub(super) fn fold_first_seen(&self, rec: &super::record::AuditRecord) -> bool {
+        self.lock_folds().0.first_seen(rec)
+    }
+
+    pub(super) fn fold_add(&self, rec: &super::record::AuditRecord) -> Vec<Summary> {
+        self.lock_folds().0.add(rec)
+    }
+
+    #[cfg(test)]
+    pub(super) fn inject_fault(&self, fault: Fault) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(fault);
+    }
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_folds(&self) -> MutexGuard<'_, (FoldTable, Instant)> {
+        self.folds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn checkpoint_of(&self, st: &State, ts: String) -> Checkpoint {
+        Checkpoint {
+            ts,
+            records: st.head_seq,
+            head_hash: st.head_hash.clone(),
+            file: self.cfg.path.as_ref().map(|p| p.display().to_string()),
+            keyed: self.chainer.keyed(),
+        }
+    }
+
+    /// Appends one entry (request or summary); on failure it joins the pending gap.
+    pub(super) fn append_entry(&self, entry: &AuditEntry, ts: &str) {
+        let json = match serde_json::to_vec(entry) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(target: "prodbg", error = %e, "cannot serialize an audit record");
+                return;
+            }
+        };
+        let mut out = Vec::new();
+        let sync = {
+            let mut st = self.lock_state();
+            self.prepare(&mut st, Instant::now());
+            let res = self
+                .flush_pending(&mut st, &mut out)
+                .and_then(|()| self.write_json(&mut st, &json, entry.kind(), &mut out));
+            match res {
+                Ok(_) => {
+                    st.since_checkpoint += 1;
+                    if self.cfg.checkpoint_records > 0
+                        && st.since_checkpoint >= self.cfg.checkpoint_records
+                    {
+                        self.checkpoint_locked(&mut st, &mut out);
+                    }
+                }
+                Err(e) => {
+                    self.note_lost(&mut st, ts, &e);
+                    out.push(Emit::Lost {
+                        kind: entry.kind(),
+                        json,
+                    });
+                }
+            }
+            self.sync_due(&mut st, SyncPoint::Append)
+        };
+        self.sync(sync);
+        self.emit(out);
+    }
+
+    pub(super) fn write_summaries(&self, summaries: Vec<Summary>) {
+        for s in summaries {
+            let ts = s.ts.clone();
+            self.append_entry(&AuditEntry::Summary(s), &ts);
+        }
+    }
+
+    fn note_lost(&self, st: &mut State, ts: &str, e: &io::Error) {
+        let n = self.write_errors.load(Ordering::Relaxed);
+        match st.gap.as_mut() {
+            Some(g) => {
+                g.count += 1;
+                if *ts < *g.first_ts {
+                    g.first_ts = ts.to_string();
+                }
+                if *ts > *g.last_ts {
+                    g.last_ts = ts.to_string();
+                }
+            }
+            None => {
+                tracing::error!(target: "prodbg", error = %e, write_errors = n,
+                    "cannot write the audit file; lost records will be counted in a gap record");
+                st.gap = Some(GapAcc {
+                    count: 1,
+                    first_ts: ts.to_string(),
+                    last_ts: ts.to_string(),
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Bytes the next line must declare as cut (the fragment plus the `\n` that ends it).
+    fn cut(st: &State) -> u64 {
+        if st.len > st.good_end {
+            st.len - st.good_end + 1
+        } else {
+            0
+        }
+    }
+
+    /// Writes the pending `resumed` and `gap` records; `Err` if the file is still unwritable.
+    fn flush_pending(&self, st: &mut State, out: &mut Vec<Emit>) -> io::Result<()> {
+        if st.len > st.good_end && st.pending_resume.is_none() && st.gap.is_none() {
+            // Defensive: a fragment nobody accounted for.
+            st.pending_resume = Some(resumed(ResumeReason::TornTail, self.chainer.keyed()));
+        }
+        if let Some(mut r) = st.pending_resume.clone() {
+            r.ts = now_ts();
+            r.cut_bytes = Self::cut(st);
+            self.write_entry(st, &AuditEntry::Resumed(r), out)?;
+            st.pending_resume = None;
+            st.since_checkpoint += 1;
+        }
+        if let Some(g) = st.gap.as_ref() {
+            let gap = Gap {
+                ts: now_ts(),
+                count: g.count,
+                first_ts: g.first_ts.clone(),
+                last_ts: g.last_ts.clone(),
+                error: g.error.clone(),
+                cut_bytes: Self::cut(st),
+            };
+            self.write_entry(st, &AuditEntry::Gap(gap), out)?;
+            st.gap = None;
+            st.since_checkpoint += 1;
+        }
+        Ok(())
+    }
+
+    fn write_entry(
+        &self,
+        st: &mut State,
+        entry: &AuditEntry,
+        out: &mut Vec<Emit>,
+    ) -> io::Result<()> {
+        let json = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        self.write_json(st, &json, entry.kind(), out)
+    }
+
+    /// Seals and writes one line; advances the head only if the whole line was written.
+    fn write_json(
+        &self,
+        st: &mut State,
+        json: &[u8],
+        kind: &'static str,
+        out: &mut Vec<Emit>,
+    ) -> io::Result<()> {
+        let seq = st.head_seq + 1;
+        let (line, hash) = self
+            .chainer
+            .seal(json, seq, &st.head_hash)
+            .ok_or_else(|| io::Error::other("cannot seal the audit record"))?;
+        self.write_line(st, &line)?;
+        st.head_seq = seq;
+        st.head_hash = hash.clone();
+        st.written += 1;
+        out.push(Emit::Record {
+            kind,
+            seq,
+            hash,
+            line,
+        });
+        Ok(())
+    }
+
+    fn write_line(&self, st: &mut State, line: &[u8]) -> io::Result<()> {
+        let Some(path) = self.cfg.path.as_deref() else {
+            return Ok(()); // in memory: the chain lives in the events
+        };
+        let prefix = st.len > st.good_end || st.needs_newline;
+        if let (Rotation::Size { max_bytes, keep }, false) = (self.cfg.rotation, prefix) {
+            let regular = st.file.as_ref().is_some_and(|f| f.regular);
+            if regular && st.len > 0 && st.len + line.len() as u64 > max_bytes {
+                self.rotate(st, path, keep);
+            }
+        }
+        let Some(f) = st.file.as_ref() else {
+            return Err(io::Error::other("the audit file is not open"));
+        };
+        let file = f.file.clone();
+        let regular = f.regular;
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        let prefix = st.len > st.good_end || st.needs_newline;
+        if prefix {
+            buf.push(b'\n');
+        }
+        buf.extend_from_slice(line);
+        let (res, repair) = self.write_all(&file, &buf);
+        match res {
+            Ok(()) => {
+                if regular {
+                    st.len += buf.len() as u64;
+                    st.good_end = st.len;
+                }
+                st.needs_newline = false;
+                st.dirty = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.write_errors.fetch_add(1, Ordering::Relaxed);
+                if regular {
+                    let actual = file.metadata().map(|m| m.len()).unwrap_or(st.len);
+                    if actual > st.len {
+                        let repaired = repair && file.set_len(st.len).is_ok();
+                        if !repaired {
+                            if st.needs_newline {
+                                // The `\n` went out: the good line is complete now.
+                                st.good_end += 1;
+                                st.needs_newline = false;
+                            }
+                            st.len = actual;
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The whole line in one `write_all` to the `O_APPEND` fd (on Linux, one `write(2)` to a
+    /// regular file unless it fails part-way). Returns whether truncating a partial write away
+    /// is allowed (the tests' faults can forbid it).
+    fn write_all(&self, file: &File, buf: &[u8]) -> (io::Result<()>, bool) {
+        #[cfg(test)]
+        {
+            let fault = self
+                .faults
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            let enospc = || io::Error::from_raw_os_error(libc::ENOSPC);
+            match fault {
+                None => {}
+                Some(Fault::Fail) => return (Err(enospc()), true),
+                Some(Fault::Partial(n)) => {
+                    let _ = (&*file).write_all(&buf[..n.min(buf.len())]);
+                    return (Err(enospc()), true);
+                }
+                Some(Fault::PartialNoRepair(n)) => {
+                    let _ = (&*file).write_all(&buf[..n.min(buf.len())]);
+                    return (Err(enospc()), false);
+                }
+            }
+        }
+        let mut f = file;
+        (f.write_all(buf), true)
+    }
+
+    fn rotate(&self, st: &mut State, path: &Path, keep: usize) {
+        if st
+            .last_rotate_failure
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        if let (Some(f), false) = (st.file.as_ref(), self.cfg.fsync == FsyncPolicy::Never) {
+            let _ = f.file.sync_data();
+        }
+        let keep = keep.max(2);
+        let renamed = (1..keep - 1)
+            .rev()
+            .try_for_each(|i| {
+                match std::fs::rename(rotated_path(path, i), rotated_path(path, i + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            })
+            .and_then(|()| std::fs::rename(path, rotated_path(path, 1)));
+        if let Err(e) = renamed {
+            st.last_rotate_failure = Some(Instant::now());
+            tracing::error!(target: "prodbg", error = %e, file = %path.display(),
+                "cannot rotate the audit file; writing on to it");
+            return;
+        }
+        match open_file(path) {
+            Ok(f) => {
+                st.len = f.len;
+                st.good_end = f.len;
+                st.needs_newline = false;
+                st.file = Some(f);
+                st.dirty = false;
+            }
+            Err(e) => {
+                st.last_rotate_failure = Some(Instant::now());
+                st.file = None;
+                tracing::error!(target: "prodbg", error = %e, file = %path.display(),
+                    "cannot create the audit file after rotating it");
+            }
+        }
+    }
+
+    /// Notices a rename (device/inode changed), a SIGHUP, a shrink (copytruncate) or outside
+    /// writes before the next line goes out.
+    fn prepare(&self, st: &mut State, now: Instant) {
+        let Some(path) = self.cfg.path.as_deref() else {
+            return;
+        };
+        if st.file.is_none() {
+            // Lost (a failed reopen or rotation): try again; the next write fails until then.
+            let _ = self.reopen_locked(st);
+        }
+        let hup = HUP_GEN.load(Ordering::Relaxed);
+        let check_due = now.duration_since(st.last_identity_check) >= self.cfg.reopen_check;
+        if st.file.is_some() && (check_due || hup != st.hup_seen) {
+            st.last_identity_check = now;
+            st.hup_seen = hup;
+            let moved = match (std::fs::metadata(path), st.file.as_ref()) {
+                (Ok(m), Some(f)) => m.dev() != f.dev || m.ino() != f.ino,
+                (Err(e), _) => e.kind() == io::ErrorKind::NotFound,
+                _ => false,
+            };
+            if moved {
+                if let Err(e) = self.reopen_locked(st) {
+                    tracing::error!(target: "prodbg", error = %e, file = %path.display(),
+                        "the audit file was moved and cannot be reopened");
+                }
+            }
+        }
+        let Some(f) = st.file.as_ref() else {
+            return;
+        };
+        if !f.regular {
+            return;
+        }
+        let Ok(actual) = f.file.metadata().map(|m| m.len()) else {
+            return;
+        };
+        if actual < st.len {
+            let previous = st.len;
+            let file = f.file.clone();
+            let tail = scan_tail(&file, actual).unwrap_or_default();
+            st.len = actual;
+            st.good_end = tail.good_end;
+            st.needs_newline = tail.needs_newline;
+            let mut r = resumed(ResumeReason::Truncated, self.chainer.keyed());
+            r.previous_bytes = Some(previous);
+            r.found_bytes = Some(actual);
+            st.pending_resume = Some(r);
+            tracing::warn!(target: "prodbg", file = %path.display(), previous, actual,
+                "the audit file shrank (copytruncate?); the chain resumes with a note");
+        } else if actual > st.len {
+            tracing::warn!(target: "prodbg", file = %path.display(), bytes = actual - st.len,
+                "someone else wrote to the audit file; verify will flag those bytes");
+            st.len = actual;
+            st.good_end = actual;
+            st.needs_newline = false;
+        }
+    }
+
+    fn reopen_locked(&self, st: &mut State) -> io::Result<()> {
+        let Some(path) = self.cfg.path.as_deref() else {
+            return Ok(());
+        };
+        if let (Some(f), false) = (st.file.as_ref(), self.cfg.fsync == FsyncPolicy::Never) {
+            let _ = f.file.sync_data();
+        }
+        let f = open_file(path)?;
+        let tail = if f.regular {
+            scan_tail(&f.file, f.len)?
+        } else {
+            Tail::default()
+        };
+        if let Some(last) = &tail.last {
+            if last.hash != st.head_hash {
+                tracing::warn!(target: "prodbg", file = %path.display(),
+                    "the reopened audit file ends with a record of another chain; verify will report the break");
+            }
+        }
+        st.len = f.len;
+        st.good_end = tail.good_end;
+        st.needs_newline = tail.needs_newline;
+        if st.len > st.good_end && st.pending_resume.is_none() {
+            st.pending_resume = Some(resumed(ResumeReason::TornTail, self.chainer.keyed()));
+        }
+        st.file = Some(f);
+        st.dirty = false;
+        st.last_identity_check = Instant::now();
+        Ok(())
+    }
+
+    fn checkpoint_locked(&self, st: &mut State, out: &mut Vec<Emit>) -> Checkpoint {
+        let ts = now_ts();
+        let rec = CheckpointRecord {
+            ts: ts.clone(),
+            records: st.head_seq + 1,
+            file: self.cfg.path.as_ref().map(|p| p.display().to_string()),
+            keyed: self.chainer.keyed(),
+        };
+        // If this write fails the checkpoint still goes out, for the head as it is.
+        let _ = self.write_entry(st, &AuditEntry::Checkpoint(rec), out);
+        let cp = self.checkpoint_of(st, ts);
+        st.since_checkpoint = 0;
+        st.last_checkpoint = Instant::now();
+        st.latest = Some(cp.clone());
+        out.push(Emit::Checkpoint(cp.clone()));
+        cp
+    }
+
+    /// The file to sync now, if the policy says so at this point.
+    fn sync_due(&self, st: &mut State, at: SyncPoint) -> Option<Arc<File>> {
+        let due = match (self.cfg.fsync, at) {
+            (FsyncPolicy::Never, _) => false,
+            (FsyncPolicy::Always, _) | (_, SyncPoint::Flush) => true,
+            // With a background thread, appends never wait for an interval's sync.
+            (FsyncPolicy::Every(_), SyncPoint::Append) if self.cfg.background => false,
+            (FsyncPolicy::Every(d), _) => st.last_sync.elapsed() >= d,
+        };
+        if !st.dirty || !due {
+            return None;
+        }
+        st.dirty = false;
+        st.last_sync = Instant::now();
+        st.file
+            .as_ref()
+            .filter(|f| f.regular)
+            .map(|f| f.file.clone())
+    }
+
+    fn sync(&self, file: Option<Arc<File>>) {
+        if let Some(f) = file {
+            if let Err(e) = f.sync_data() {
+                tracing::error!(target: "prodbg", error = %e, "cannot sync the audit file");
+            }
+        }
+    }
+
+    pub(super) fn tick(&self) {
+        let summaries = {
+            let mut folds = self.lock_folds();
+            if folds.1.elapsed() >= self.cfg.fold_interval {
+                folds.1 = Instant::now();
+                folds.0.take()
+            } else {
+                Vec::new()
+            }
+        };
+        self.write_summaries(summaries);
+        let mut out = Vec::new();
+        let sync = {
+            let mut st = self.lock_state();
+            self.prepare(&mut st, Instant::now());
+            let ok = self.flush_pending(&mut st, &mut out).is_ok();
+            if ok
+                && st.since_checkpoint > 0
+                && st.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval
+            {
+                self.checkpoint_locked(&mut st, &mut out);
+            }
+            self.sync_due(&mut st, SyncPoint::Tick)
+        };
+        self.sync(sync);
+        self.emit(out);
+    }
+
+    pub(super) fn flush(&self, final_: bool) {
+        let summaries = {
+            let mut folds = self.lock_folds();
+            folds.1 = Instant::now();
+            if folds.0.is_empty() {
+                Vec::new()
+            } else {
+                folds.0.take()
+            }
+        };
+        self.write_summaries(summaries);
+        let mut out = Vec::new();
+        let sync = {
+            let mut st = self.lock_state();
+            self.prepare(&mut st, Instant::now());
+            let ok = self.flush_pending(&mut st, &mut out).is_ok();
+            if final_ && ok && st.since_checkpoint > 0 {
+                self.checkpoint_locked(&mut st, &mut out);
+            }
+            self.sync_due(&mut st, SyncPoint::Flush)
+        };
+        self.sync(sync);
+        self.emit(out);
+    }
+
+    fn emit(&self, out: Vec<Emit>) {
+        if !self.cfg.events {
+            return;
+        }
+        for e in out {
+            match e {
+                Emit::Record {
+                    kind,
+                    seq,
+                    hash,
+                    line,
+                } => {
+                    let record = String::from_utf8_lossy(line.trim_ascii_end());
+                    tracing::info!(target: AUDIT_TARGET, kind, seq, hash = %hash, record = %record, "prodbg audit record");
+                }
+                Emit::Lost { kind, json } => {
+                    let record = String::from_utf8_lossy(&json);
+                    tracing::warn!(target: AUDIT_TARGET, kind, written = false, record = %record, "prodbg audit record not written to the file");
+                }
+                Emit::Checkpoint(cp) => {
+                    tracing::info!(target: AUDIT_TARGET, records = cp.records, head_hash = %cp.head_hash,
+                        file = cp.file.as_deref().unwrap_or(""), keyed = cp.keyed, "prodbg audit checkpoint");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.flush(true);
+    }
+}
