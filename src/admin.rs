@@ -43,6 +43,7 @@ pub struct AdminBuilder {
     audit_key: Option<AuditKey>,
     audit_fsync: FsyncPolicy,
     audit_rotation: Rotation,
+    audit_sighup: bool,
     service_name: String,
     limits: Limits,
     health_public: bool,
@@ -62,6 +63,7 @@ impl Admin {
             audit_key: None,
             audit_fsync: FsyncPolicy::default(),
             audit_rotation: Rotation::default(),
+            audit_sighup: false,
             service_name: default_service_name(),
             limits: Limits::default(),
             health_public: true,
@@ -206,6 +208,14 @@ impl AdminBuilder {
     /// within a second and the file reopened).
     pub fn audit_rotation(mut self, rotation: Rotation) -> Self {
         self.audit_rotation = rotation;
+        self
+    }
+
+    /// Reopens the audit file on SIGHUP (logrotate's `postrotate kill -HUP`). Off by default:
+    /// a rename is noticed within a second anyway, and a host that handles SIGHUP itself (Tokio's
+    /// `signal`) keeps its handler — then the hook refuses to install and `build` says so.
+    pub fn audit_reopen_on_sighup(mut self, on: bool) -> Self {
+        self.audit_sighup = on;
         self
     }
 
@@ -391,7 +401,8 @@ impl AdminBuilder {
                 let mut b = AuditLog::builder()
                     .file(&path)
                     .fsync(self.audit_fsync)
-                    .rotation(self.audit_rotation);
+                    .rotation(self.audit_rotation)
+                    .reopen_on_sighup(self.audit_sighup);
                 if let Some(key) = self.audit_key.take() {
                     b = b.key(key);
                 }
