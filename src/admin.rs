@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::probes::{HostProbes, ReadinessCheck};
+use crate::seam::fair::{FairLimits, FairShare};
 use crate::seam::{Access, Overrides, ProbeContext, Route};
 use crate::security::audit::{AuditError, AuditKey, AuditLog, FsyncPolicy, Rotation};
 use crate::security::tokens::{parse_tokens, Token, TokenSet};
@@ -118,7 +119,10 @@ impl Admin {
             .spawn(move || {
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => crate::server::serve(l, router, limits, rx).await,
+                        Ok(l) => {
+                            crate::server::serve(l, router, crate::server::ConnLimits::from(&limits), rx)
+                                .await
+                        }
                         Err(e) => tracing::error!(target: "prodbg", error = %e, "cannot register the listener"),
                     }
                 });
@@ -391,10 +395,22 @@ impl AdminBuilder {
                 limits.request_timeout.as_secs()
             )));
         }
-        if limits.max_concurrent_requests == 0 || limits.max_connections == 0 {
+        if limits.max_concurrent_requests == 0
+            || limits.max_connections == 0
+            || limits.max_connections_per_client == 0
+            || limits.max_requests_per_token == 0
+        {
             return Err(Error::Config(
-                "max_concurrent_requests and max_connections must be at least 1".into(),
+                "max_concurrent_requests, max_connections, max_connections_per_client and \
+                 max_requests_per_token must be at least 1"
+                    .into(),
             ));
+        }
+        if limits.reserved_for_new_clients >= limits.max_connections {
+            return Err(Error::Config(format!(
+                "reserved_for_new_clients ({}) must be below max_connections ({})",
+                limits.reserved_for_new_clients, limits.max_connections
+            )));
         }
         let audit = match self.audit_file.take() {
             Some(path) => {
@@ -417,11 +433,20 @@ impl AdminBuilder {
             }
             None => AuditLog::in_memory(),
         };
+        let fair = Arc::new(FairShare::new(
+            FairLimits {
+                max_concurrent: limits.max_concurrent_requests,
+                per_token: limits.max_requests_per_token,
+                ..FairLimits::default()
+            },
+            self.tokens.iter().map(|t| t.name()),
+        ));
         let tokens = TokenSet::new(self.tokens)?;
         let cx = ProbeContext {
             service_name: Arc::from(self.service_name.as_str()),
             limits: limits.clone(),
             overrides: Overrides::default(),
+            fair: fair.clone(),
         };
         let probes = crate::probes::register(&cx, self.probes)?;
         let (state, router) = crate::server::build(ServerConfig {
@@ -433,6 +458,7 @@ impl AdminBuilder {
             health_public: self.health_public,
             metrics_public: self.metrics_public,
             probes,
+            fair,
         });
         Ok(Admin {
             state,

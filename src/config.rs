@@ -18,9 +18,30 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Requests answered at once; more get 429. Default 16.
     pub max_concurrent_requests: usize,
-    /// Open connections at once; more are closed on accept. Default 64.
+    /// Open connections at once; more get a `503` and are closed (never a silent drop).
+    /// Default 128: each holds one of the *host's* file descriptors.
     pub max_connections: usize,
-    /// Failed authentications per client IP per minute before it gets 429. `0` disables. Default 20.
+    /// Open connections per client IP (IPv6: per /64); more get a `503`. Default 16. Behind
+    /// `kubectl port-forward` or a sidecar every operator is one IP: raise it there, keeping it
+    /// at most `max_connections - reserved_for_new_clients`.
+    pub max_connections_per_client: usize,
+    /// The last this many connection slots go only to clients holding fewer than 2, so a new
+    /// operator gets in while one client fills the rest. Default 16.
+    pub reserved_for_new_clients: usize,
+    /// Longest a connection may sit idle between requests. Default 30 s.
+    pub idle_timeout: Duration,
+    /// Longest a response write may make no progress (a client that stopped reading) before
+    /// the connection is reset. Default 10 s.
+    pub write_timeout: Duration,
+    /// Age after which a connection takes no new request and closes after the current one.
+    /// Default 10 min.
+    pub max_connection_lifetime: Duration,
+    /// Requests one token may have in flight; more get 429, so one token cannot starve the
+    /// others. Default 8.
+    pub max_requests_per_token: usize,
+    /// Invalid credentials per client IP per minute before that client's *invalid* attempts get
+    /// 429. A valid token is never refused by it and health probes never touch it. `0`
+    /// disables. Default 20.
     pub auth_failures_per_minute: u32,
     /// Longest `seconds=` a CPU or heap-growth profile may ask for. Default 60, and always less
     /// than `request_timeout`.
@@ -38,7 +59,13 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             max_header_bytes: 16 * 1024,
             max_concurrent_requests: 16,
-            max_connections: 64,
+            max_connections: 128,
+            max_connections_per_client: 16,
+            reserved_for_new_clients: 16,
+            idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            max_connection_lifetime: Duration::from_secs(600),
+            max_requests_per_token: 8,
             auth_failures_per_minute: 20,
             max_profile_seconds: 60,
             shutdown_grace: Duration::from_secs(5),

@@ -132,6 +132,8 @@ async fn concurrent_clients_during_profiles_get_200_409_or_429_and_all_are_audit
         b.limits({
             let mut l = Limits::default();
             l.max_concurrent_requests = 8;
+            // 24 clients on one address: this test is about request caps, not connection caps.
+            l.max_connections_per_client = 96;
             l
         })
     });

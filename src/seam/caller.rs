@@ -21,6 +21,11 @@ impl Caller {
         }
     }
 
+    /// Whether a valid token was presented.
+    pub(crate) fn is_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// The token's name, or `anonymous`.
     pub(crate) fn name(&self) -> &str {
         self.token.as_deref().unwrap_or("anonymous")

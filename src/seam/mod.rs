@@ -10,6 +10,7 @@
 
 mod api_error;
 mod caller;
+pub(crate) mod fair;
 mod not_compiled;
 pub(crate) mod overrides;
 mod params;
@@ -175,6 +176,8 @@ pub(crate) struct ProbeContext {
     pub(crate) limits: Limits,
     /// Run-time changes in force; mutating probes record theirs here.
     pub(crate) overrides: Overrides,
+    /// The concurrency caps; an expensive probe takes its kind's cap before working.
+    pub(crate) fair: Arc<fair::FairShare>,
 }
 
 /// One probe, as the server sees it.
@@ -202,13 +205,32 @@ pub(crate) trait Probe: Send + Sync + 'static {
     }
 }
 
-/// Runs blocking probe work off the admin runtime's thread; a panic or a cancelled task
+/// Blocking probe jobs (dumps, symbolization, rendering) running at once, whoever asked.
+const MAX_BLOCKING_JOBS: usize = 2;
+static BLOCKING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_BLOCKING_JOBS);
+
+/// Runs blocking probe work off the admin runtime's thread, at most [`MAX_BLOCKING_JOBS`] at
+/// once (a request waits its turn; the request timeout bounds the wait). The slot moves into
+/// the job, so work whose request was cancelled stays counted until it really ends. A panic
 /// becomes a 500 that says what failed.
 pub(crate) async fn blocking<T: Send + 'static>(
     what: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    let slot = BLOCKING
+        .acquire()
         .await
-        .map_err(|e| ApiError::internal(format!("{what} failed: {e}")))
+        .map_err(|_| ApiError::internal(format!("{what} failed: the blocking pool is closed")))?;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        f()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("{what} failed: {e}")))
+}
+
+impl From<fair::Busy> for ApiError {
+    fn from(b: fair::Busy) -> ApiError {
+        ApiError::too_many(b.to_string())
+    }
 }

@@ -15,6 +15,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 use super::state::ServerState;
+use crate::seam::fair::Expensive;
 use crate::seam::{blocking, Access, ApiError, BundlePart, Params, Route, RouteSpec};
 use crate::security::Scope;
 
@@ -80,6 +81,7 @@ async fn bundle(
     let params = Params::parse(q.as_deref(), &["seconds"])?;
     let max = state.limits.max_profile_seconds;
     let seconds = params.u64_in("seconds", 1..=max, DEFAULT_SECONDS.min(max))?;
+    let _cap = state.fair.probe(Expensive::Bundle)?;
     let created = SystemTime::now();
     let window = Duration::from_secs(seconds);
 

@@ -2,7 +2,7 @@
 //! authentication, the request timeout, per-route authorization, JSON error bodies and the
 //! audit record.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -12,8 +12,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::lockout::FailureLimiter;
+use super::lockout::Denied;
 use super::state::ServerState;
+use crate::seam::fair::Permit;
 use crate::seam::{ApiError, AuditDetails, Caller};
 use crate::security::audit::{AuditRecord, Folding};
 use crate::security::tokens::Token;
@@ -96,9 +97,6 @@ pub(crate) async fn guard(
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED {
         shared.red.auth_failure();
-        if let Some(peer) = peer {
-            shared.failures.record(peer.ip());
-        }
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -146,29 +144,14 @@ pub(crate) async fn guard(
     response
 }
 
+/// Admits a request: a valid token is checked first and is never refused by the failed-login
+/// limiter; only invalid credentials count against (and are refused for) their client; a
+/// request without credentials (health probes, or a 401 to come) takes no concurrency permit.
 fn admit(
     shared: &ServerState,
     peer: Option<SocketAddr>,
     req: &Request,
-) -> Result<(Identity, tokio::sync::OwnedSemaphorePermit), ApiError> {
-    if let Some(peer) = peer {
-        if shared.failures.is_blocked(peer.ip()) {
-            return Err(ApiError::too_many(format!(
-                "too many failed authentication attempts from this client; retry after {} s",
-                FailureLimiter::WINDOW.as_secs()
-            )));
-        }
-    }
-    let permit = shared
-        .concurrency
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::too_many(format!(
-                "the admin server is already answering {} requests, its limit; retry shortly",
-                shared.limits.max_concurrent_requests
-            ))
-        })?;
+) -> Result<(Identity, Option<Permit>), ApiError> {
     let identity = match req.headers().get(header::AUTHORIZATION) {
         None => Identity::Anonymous,
         Some(value) => {
@@ -179,15 +162,26 @@ fn admit(
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, secret)| secret.trim());
             let token = secret.and_then(|s| shared.tokens.verify(s.as_bytes()));
-            match token {
-                Some(t) => Identity::Token(Arc::new(t.clone())),
-                None => {
+            let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
+            match shared.lockout.judge(ip, token) {
+                Ok(t) => Identity::Token(Arc::new(t.clone())),
+                Err(Denied::Unauthorized) => {
                     return Err(ApiError::unauthorized(
                         "the Authorization header does not hold a valid token: send `Authorization: Bearer <secret>`",
                     ))
                 }
+                Err(Denied::LockedOut { retry_after }) => {
+                    return Err(ApiError::too_many(format!(
+                        "too many invalid credentials from this client; a valid token is still accepted; retry after {} s",
+                        retry_after.as_secs().max(1)
+                    )))
+                }
             }
         }
+    };
+    let permit = match &identity {
+        Identity::Token(t) => Some(shared.fair.try_admit(Some(t.name()), None)?),
+        Identity::Anonymous => None,
     };
     Ok((identity, permit))
 }

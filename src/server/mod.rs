@@ -4,13 +4,17 @@
 
 mod audit_endpoint;
 mod bundle;
+mod conn;
 mod exposition;
 mod guard;
 mod index;
+mod io;
 mod listen;
 mod lockout;
 mod red;
+mod refuse;
 mod router;
+mod slots;
 mod state;
 mod table;
 
@@ -18,7 +22,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
-pub(crate) use listen::serve;
+pub(crate) use listen::{serve, ConnLimits};
 pub(crate) use state::{ServerConfig, ServerState};
 
 use crate::seam::{ProbeSpec, Route};

@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prometheus_client::registry::Registry;
-use tokio::sync::Semaphore;
 
-use super::lockout::FailureLimiter;
+use super::lockout::{Lockout, LockoutLimits};
 use super::red::ServerMetrics;
 use super::table::RouteRow;
 use crate::config::Limits;
+use crate::seam::fair::FairShare;
 use crate::seam::{Access, Probe};
 use crate::security::audit::AuditLog;
 use crate::security::tokens::TokenSet;
@@ -35,6 +35,8 @@ pub(crate) struct ServerConfig {
     pub(crate) metrics_public: bool,
     /// The registered probes, in index order.
     pub(crate) probes: Vec<Arc<dyn Probe>>,
+    /// The concurrency caps (shared with the probes).
+    pub(crate) fair: Arc<FairShare>,
 }
 
 /// Shared state of one admin server (or one mounted router).
@@ -43,8 +45,8 @@ pub(crate) struct ServerState {
     pub(crate) tokens: TokenSet,
     pub(crate) audit: AuditLog,
     pub(crate) limits: Limits,
-    pub(crate) concurrency: Arc<Semaphore>,
-    pub(crate) failures: FailureLimiter,
+    pub(crate) fair: Arc<FairShare>,
+    pub(crate) lockout: Lockout,
     pub(crate) red: ServerMetrics,
     pub(crate) registry: Registry,
     pub(crate) probes: Vec<Arc<dyn Probe>>,
@@ -77,6 +79,7 @@ impl ServerState {
             health_public,
             metrics_public,
             probes,
+            fair,
         } = config;
         let red = ServerMetrics::new(&mut registry);
         registry.register_collector(Box::new(AuditCollector::new(audit.clone())));
@@ -91,8 +94,11 @@ impl ServerState {
             service_name,
             tokens,
             audit,
-            concurrency: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
-            failures: FailureLimiter::new(limits.auth_failures_per_minute),
+            fair,
+            lockout: Lockout::new(LockoutLimits {
+                max_failures: limits.auth_failures_per_minute,
+                ..LockoutLimits::default()
+            }),
             limits,
             red,
             registry,

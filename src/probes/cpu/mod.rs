@@ -50,6 +50,7 @@ use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::seam::fair::{Expensive, FairShare};
 use crate::seam::{blocking, ApiError, BundlePart, Params, Probe, ProbeContext, Route};
 
 impl From<CpuError> for ApiError {
@@ -82,6 +83,7 @@ impl Cpu {
 struct CpuState {
     service: Arc<str>,
     max_seconds: u64,
+    fair: Arc<FairShare>,
 }
 
 /// Samples for `opts.duration` and returns the symbolized profile. Dropping the future (the
@@ -118,6 +120,7 @@ async fn cpu_profile(State(st): State<CpuState>, RawQuery(q): RawQuery) -> Resul
         duration: Duration::from_secs(seconds),
         frequency_hz: frequency as u32,
     };
+    let _cap = st.fair.probe(Expensive::CpuProfile)?;
     let profile = take(opts).await?;
     let service = st.service.clone();
     let fmt = format.clone();
@@ -171,6 +174,7 @@ impl Probe for Cpu {
         let st = CpuState {
             service: self.cx.service_name.clone(),
             max_seconds: self.cx.limits.max_profile_seconds,
+            fair: self.cx.fair.clone(),
         };
         vec![Route::new(&SPEC.routes[0], &self.cx.limits, get(cpu_profile).with_state(st))]
     }
@@ -183,7 +187,15 @@ impl Probe for Cpu {
         // One profile feeds both files: the SVG part waits for the pprof part's profile.
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<Vec<u8>, String>>();
         let service = self.cx.service_name.clone();
+        let fair = self.cx.fair.clone();
         let pprof = BundlePart::new("cpu.pb.gz", async move {
+            let _cap = match fair.probe(Expensive::CpuProfile) {
+                Ok(cap) => cap,
+                Err(busy) => {
+                    let _ = tx.send(Err(busy.to_string()));
+                    return Err(busy.to_string());
+                }
+            };
             let opts = CpuProfileOptions {
                 duration: window,
                 frequency_hz: DEFAULT_FREQUENCY_HZ,

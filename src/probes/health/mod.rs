@@ -15,7 +15,9 @@ use serde::Serialize;
 pub(crate) use checks::ReadinessCheck;
 use checks::{run_checks, CheckResult, CheckStatus};
 
-use crate::seam::{Access, ApiError, Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec};
+use crate::seam::{
+    Access, ApiError, Caller, Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec,
+};
 
 /// The health probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
@@ -107,12 +109,21 @@ async fn live(RawQuery(q): RawQuery) -> Result<Json<Live>, ApiError> {
 }
 
 /// Runs every readiness check; 200 when all pass, 503 listing each check otherwise.
+///
+/// Without a token each check's status is shown but not its error text, which can name hosts,
+/// users or databases.
 async fn ready(
     State(checks): State<Arc<[ReadinessCheck]>>,
+    caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     Params::parse(q.as_deref(), &[])?;
-    let results = run_checks(&checks).await;
+    let mut results = run_checks(&checks).await;
+    if !caller.is_token() {
+        for r in &mut results {
+            r.message = None;
+        }
+    }
     let failed: Vec<&str> = results
         .iter()
         .filter(|r| r.status != CheckStatus::Ok)

@@ -65,6 +65,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde::Serialize;
 
+use crate::seam::fair::{Expensive, FairShare};
 use self::core::{HeapError, HeapProfile, HeapProfilingState};
 use crate::seam::{blocking, ApiError, AuditDetails, BundlePart, Caller, Overrides, Params, Probe, ProbeContext, Route};
 
@@ -106,6 +107,7 @@ struct HeapState {
     max_seconds: u64,
     overrides: Overrides,
     growth_running: Arc<AtomicBool>,
+    fair: Arc<FairShare>,
     /// `heap` or `allocs`: the file name of a download.
     name: &'static str,
 }
@@ -140,6 +142,7 @@ async fn profile(State(st): State<HeapState>, RawQuery(q): RawQuery) -> Result<R
         None => None,
     };
     let state = core::profiling_state()?;
+    let _cap = st.fair.probe(Expensive::HeapProfile)?;
     let mut warning = None;
     if !state.active {
         if seconds.is_some() {
@@ -257,6 +260,7 @@ impl Probe for Heap {
             max_seconds: self.cx.limits.max_profile_seconds,
             overrides: self.cx.overrides.clone(),
             growth_running: self.growth_running.clone(),
+            fair: self.cx.fair.clone(),
             name: "heap",
         };
         let allocs = HeapState { name: "allocs", ..st.clone() };

@@ -52,6 +52,10 @@ mod memory {
             service_name: "heap-test".into(),
             limits: Default::default(),
             overrides: Default::default(),
+            fair: std::sync::Arc::new(crate::seam::fair::FairShare::new(
+                Default::default(),
+                ["t"],
+            )),
         };
         let mut parts = Memory::new(&cx).bundle(std::time::Duration::ZERO);
         assert_eq!(parts.len(), 1);

@@ -32,7 +32,11 @@ pub(crate) use dump::ThreadStack;
 
 use std::time::Duration;
 
-use axum::extract::RawQuery;
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+
+use crate::seam::fair::{Expensive, FairShare};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
@@ -53,9 +57,10 @@ impl Threads {
 }
 
 /// JSON by default, a jstack-like text dump with `?format=text`.
-async fn threads(RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn threads(State(fair): State<Arc<FairShare>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["format"])?;
     let format = params.choice("format", &["json", "text"], "json")?;
+    let _cap = fair.probe(Expensive::ThreadDump)?;
     let dump: ThreadDump = blocking("the thread dump", || dump(DumpOptions::default())).await?;
     Ok(match format {
         "text" => dump.to_text().into_response(),
@@ -69,7 +74,11 @@ impl Probe for Threads {
     }
 
     fn routes(&self) -> Vec<Route> {
-        vec![Route::new(&SPEC.routes[0], &self.cx.limits, get(threads))]
+        vec![Route::new(
+            &SPEC.routes[0],
+            &self.cx.limits,
+            get(threads).with_state(self.cx.fair.clone()),
+        )]
     }
 
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {

@@ -11,6 +11,7 @@ pub(crate) use runtime::RuntimeRegistry;
 use runtime::{task_dump, RuntimeReport, TaskDumpError, WorkerReport};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
@@ -23,6 +24,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use serde::Serialize;
 
 use crate::encode::prometheus::Families;
+use crate::seam::fair::{Expensive, FairShare};
 use crate::seam::{
     Access, ApiError, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec,
 };
@@ -89,7 +91,7 @@ impl Tokio {
     }
 }
 
-type TokioState = (RuntimeRegistry, Option<SocketAddr>);
+type TokioState = (RuntimeRegistry, Option<SocketAddr>, Arc<FairShare>);
 
 /// The `/debug/tokio` body.
 #[derive(Debug, Serialize)]
@@ -135,7 +137,7 @@ fn require_runtimes(runtimes: &RuntimeRegistry) -> Result<Vec<String>, ApiError>
 
 /// Every registered runtime's metrics; rates over `?window_ms=`.
 async fn metrics(
-    State((runtimes, console)): State<TokioState>,
+    State((runtimes, console, _)): State<TokioState>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<TokioReport>, ApiError> {
     let params = Params::parse(q.as_deref(), &["window_ms"])?;
@@ -148,10 +150,11 @@ async fn metrics(
 
 /// A text dump of every task of `?runtime=` (default: the first registered).
 async fn tasks(
-    State((runtimes, _)): State<TokioState>,
+    State((runtimes, _, fair)): State<TokioState>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["runtime", "timeout_ms"])?;
+    let _cap = fair.probe(Expensive::TaskDump)?;
     let timeout = params.u64_in("timeout_ms", DUMP_TIMEOUT_MS, DEFAULT_DUMP_TIMEOUT_MS)?;
     let names = require_runtimes(&runtimes)?;
     let name = match params.get("runtime") {
@@ -189,7 +192,7 @@ impl Probe for Tokio {
     }
 
     fn routes(&self) -> Vec<Route> {
-        let state: TokioState = (self.runtimes.clone(), self.console);
+        let state: TokioState = (self.runtimes.clone(), self.console, self.cx.fair.clone());
         let l = &self.cx.limits;
         vec![
             Route::new(&SPEC.routes[0], l, get(metrics).with_state(state.clone())),

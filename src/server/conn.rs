@@ -1,0 +1,124 @@
+//! One accepted connection: first-byte wait, HTTP/1.1 with the guarded IO, lifetime cap and
+//! graceful close.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::sleep_until;
+use tower::ServiceExt;
+
+use super::io::{after, Activity, Deadlines, GuardedIo, InFlight};
+use super::slots::Slot;
+
+/// What every connection task needs, shared.
+#[derive(Debug)]
+pub(super) struct ConnConfig {
+    pub http: http1::Builder,
+    pub deadlines: Deadlines,
+    pub max_lifetime: Duration,
+    pub lifetime_grace: Duration,
+}
+
+/// Serves one connection until it closes, times out, outlives its cap or the server stops.
+pub(super) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    app: Router,
+    cfg: Arc<ConnConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _slot = slot;
+    let end_of_life = after(cfg.max_lifetime);
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stop);
+    // Until its first byte a connection costs only this future: hyper's buffers come later.
+    // (`peek`, not `readable`: readiness of a new socket can be a false positive.)
+    let mut probe = [0u8; 1];
+    let first_byte = tokio::time::timeout(cfg.deadlines.header_read, stream.peek(&mut probe));
+    tokio::select! {
+        r = first_byte => if !matches!(r, Ok(Ok(1..))) { return },
+        _ = &mut stop => return,
+    }
+
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(GuardedIo::new(stream, activity.clone(), cfg.deadlines));
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let in_flight = activity.begin();
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let answer = app.clone().oneshot(req);
+        async move {
+            let response = answer.await?;
+            Ok::<_, Infallible>(response.map(|body| Tracked {
+                body,
+                _in_flight: in_flight,
+            }))
+        }
+    });
+    let conn = cfg.http.serve_connection(io, service);
+    tokio::pin!(conn);
+    let lifetime = sleep_until(end_of_life);
+    tokio::pin!(lifetime);
+    let mut drain: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        tokio::select! {
+            biased;
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(target: "prodbg", %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = &mut lifetime, if drain.is_none() => {
+                tracing::debug!(target: "prodbg", %peer, "connection reached its maximum lifetime; closing after the current response");
+                conn.as_mut().graceful_shutdown();
+                drain = Some(Box::pin(sleep_until(after(cfg.lifetime_grace))));
+            }
+            _ = &mut stop, if drain.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                drain = Some(Box::pin(sleep_until(after(cfg.lifetime_grace))));
+            }
+            _ = async { if let Some(d) = drain.as_mut() { d.await } }, if drain.is_some() => return,
+        }
+    }
+}
+
+/// The response body, holding the connection's in-flight mark until hyper drops it.
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
