@@ -365,6 +365,7 @@ impl AdminBuilder {
             service_name: Arc::from(self.service_name.as_str()),
             limits: limits.clone(),
             overrides: Overrides::default(),
+            results: Default::default(),
         };
         let probes = crate::probes::register(&cx, self.probes)?;
         let (state, router) = crate::server::build(ServerConfig {
@@ -376,6 +377,7 @@ impl AdminBuilder {
             health_public: self.health_public,
             metrics_public: self.metrics_public,
             probes,
+            results: cx.results.clone(),
         });
         Ok(Admin {
             state,

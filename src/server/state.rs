@@ -11,7 +11,7 @@ use super::lockout::FailureLimiter;
 use super::red::ServerMetrics;
 use super::table::RouteRow;
 use crate::config::Limits;
-use crate::seam::{Access, Probe};
+use crate::seam::{Access, Probe, Results};
 use crate::security::audit::AuditLog;
 use crate::security::tokens::TokenSet;
 use crate::security::Scope;
@@ -35,6 +35,8 @@ pub(crate) struct ServerConfig {
     pub(crate) metrics_public: bool,
     /// The registered probes, in index order.
     pub(crate) probes: Vec<Arc<dyn Probe>>,
+    /// The last flamegraphs the probes kept, for the console.
+    pub(crate) results: Results,
 }
 
 /// Shared state of one admin server (or one mounted router).
@@ -48,6 +50,7 @@ pub(crate) struct ServerState {
     pub(crate) red: ServerMetrics,
     pub(crate) registry: Registry,
     pub(crate) probes: Vec<Arc<dyn Probe>>,
+    pub(crate) results: Results,
     /// The endpoint table, set once the router is built.
     pub(crate) table: OnceLock<Vec<RouteRow>>,
     health_public: bool,
@@ -77,6 +80,7 @@ impl ServerState {
             health_public,
             metrics_public,
             probes,
+            results,
         } = config;
         let red = ServerMetrics::new(&mut registry);
         registry.register_collector(Box::new(audit.collector()));
@@ -97,6 +101,7 @@ impl ServerState {
             red,
             registry,
             probes,
+            results,
             table: OnceLock::new(),
             health_public,
             metrics_public,

@@ -52,6 +52,7 @@ mod memory {
             service_name: "heap-test".into(),
             limits: Default::default(),
             overrides: Default::default(),
+            results: Default::default(),
         };
         let mut parts = Memory::new(&cx).bundle(std::time::Duration::ZERO);
         assert_eq!(parts.len(), 1);
