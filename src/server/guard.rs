@@ -82,16 +82,23 @@ pub(crate) async fn guard(
                 req.extensions_mut().insert(Caller::token(t.name()));
             }
             req.extensions_mut().insert(identity);
-            let timeout = shared.limits.request_timeout;
-            let answer = tokio::time::timeout(timeout, next.run(req)).await;
-            drop(permit);
-            answer.unwrap_or_else(|_| {
-                ApiError::unavailable(format!(
-                    "the request took longer than the server's request timeout of {} s",
-                    timeout.as_secs()
-                ))
-                .into_response()
-            })
+            // After authentication, so that a refused cross-origin request names the token
+            // the browser sent in the audit record.
+            match check_origin(&req) {
+                Err(e) => e.into_response(),
+                Ok(()) => {
+                    let timeout = shared.limits.request_timeout;
+                    let answer = tokio::time::timeout(timeout, next.run(req)).await;
+                    drop(permit);
+                    answer.unwrap_or_else(|_| {
+                        ApiError::unavailable(format!(
+                            "the request took longer than the server's request timeout of {} s",
+                            timeout.as_secs()
+                        ))
+                        .into_response()
+                    })
+                }
+            }
         }
     };
     let status = response.status();
@@ -180,7 +187,6 @@ fn admit(
                 shared.limits.max_concurrent_requests
             ))
         })?;
-    check_origin(req)?;
     let identity = authenticate(&shared.tokens, req.headers().get(header::AUTHORIZATION))?;
     Ok((identity, permit))
 }

@@ -81,6 +81,7 @@
     const pre = $('text');
     pre.textContent = text;
     pre.hidden = false;
+    $('result').scrollIntoView({ block: 'start' });
   }
 
   function link(href, text, download) {
@@ -94,11 +95,16 @@
 
   // The SVG was kept by the server (with the pprof file of the same profile): frame it from
   // there, under its own CSP, so inferno's search (Ctrl-F) and click-to-zoom work.
-  function showFlame(kind, r) {
+  function showFlame(kind, r, svg) {
     const svgName = filename(r, kind + '.svg');
     const pprofName = svgName.replace(/\.svg$/, '.pb.gz');
     $('text').hidden = true;
     const frame = $('flame');
+    // The frame is as tall as the flamegraph (its roots are at the bottom), and scrolled to
+    // its bottom once loaded. (CSSOM, not a style attribute: the CSP allows it.)
+    const height = /<svg[^>]*\sheight="(\d+)"/.exec(svg);
+    frame.style.height = height ? (Number(height[1]) + 8) + 'px' : '';
+    frame.addEventListener('load', () => frame.scrollIntoView({ block: 'end' }), { once: true });
     frame.hidden = false;
     frame.src = api('console/last/' + kind + '.svg');
     $('links').replaceChildren(
@@ -123,15 +129,13 @@
     const s = form.elements.seconds.value;
     const r = await call('Taking a ' + s + ' s CPU profile', 'pprof/profile?format=svg&seconds=' + encodeURIComponent(s), {}, button);
     if (!r) return;
-    await r.arrayBuffer();
-    showFlame('cpu', r);
+    showFlame('cpu', r, await r.text());
   });
 
   async function heap(path, what, button) {
     const r = await call(what, path, {}, button);
     if (!r) return;
-    await r.arrayBuffer();
-    showFlame('heap', r);
+    showFlame('heap', r, await r.text());
   }
   onSubmit('heap-form', (form, button) => {
     const s = form.elements.seconds.value;

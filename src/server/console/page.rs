@@ -75,6 +75,19 @@ fn or_dash(v: Option<String>) -> String {
     v.map_or_else(|| "—".to_string(), |s| escape(&s))
 }
 
+/// `—` and a short reason, the whole reason as a tooltip.
+fn unavailable(why: Option<&str>) -> String {
+    let why = why.unwrap_or("unavailable");
+    let short = if why.contains("not running on jemalloc") {
+        "not running on jemalloc"
+    } else if why.contains("not compiled in") {
+        "not compiled in"
+    } else {
+        "unavailable"
+    };
+    format!("— <small title=\"{}\">{short}</small>", escape(why))
+}
+
 /// One figure: a label and a value, `bad` when it needs attention.
 fn figure(id: &str, label: &str, value_html: &str, bad: bool) -> String {
     format!(
@@ -95,14 +108,7 @@ fn figures(input: &PageInput<'_>) -> String {
     out.push_str(&figure("fig-rss", "RSS", &or_dash(rss), false));
     let allocated = match bytes(&memory["jemalloc_allocated_bytes"]) {
         Some(b) => escape(&b),
-        None => format!(
-            "— <small>{}</small>",
-            escape(
-                memory["jemalloc_unavailable"]
-                    .as_str()
-                    .unwrap_or("not jemalloc")
-            )
-        ),
+        None => unavailable(memory["jemalloc_unavailable"].as_str()),
     };
     out.push_str(&figure(
         "fig-jemalloc",
@@ -114,7 +120,7 @@ fn figures(input: &PageInput<'_>) -> String {
     let sampling = if heap.is_null() {
         "not compiled in (feature <code>heap</code>)".to_string()
     } else if let Some(why) = heap["unavailable"].as_str() {
-        format!("unavailable <small>{}</small>", escape(why))
+        unavailable(Some(why))
     } else if heap["profiling_enabled"] == false {
         "off; start the host with <code>prof:true</code> to allow it".to_string()
     } else if heap["sampling_active"] == true {
@@ -457,7 +463,7 @@ mod tests {
         for want in [
             "prodbg: svc&lt;1&gt;",
             "50.0 MiB",
-            "not &lt;jemalloc&gt;",
+            "<small title=\"not &lt;jemalloc&gt;\">unavailable</small>",
             "<tr class=\"bad\"><td>main</td><td>2</td><td>95 %</td><td>1</td><td class=\"warn\">7</td><td>—</td><td>12</td></tr>",
             "id=\"fig-pools-saturated\"><span class=\"label\">saturated</span> <span class=\"value\">db</span>",
             "class=\"figure bad\" id=\"fig-deadlocks\"",
