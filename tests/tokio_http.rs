@@ -182,6 +182,7 @@ fn goroutine_dump_in_go_text_shapes() {
         }
         assert_eq!(status, 200, "{body}");
         assert_eq!(content_type, "text/plain; charset=utf-8");
+        println!("-- debug=1:\n{body}");
         // debug=1: the header, then groups; the six sleepers share one stack.
         let total: u64 = body
             .lines()
@@ -208,6 +209,7 @@ fn goroutine_dump_in_go_text_shapes() {
         // debug=2: one goroutine block per task, with a state read off its leaf.
         let (s, body) = get(&url("?debug=2"), Some(PROFILE_SECRET)).await;
         assert_eq!(s, 200, "{body}");
+        println!("-- debug=2:\n{body}");
         let blocks: Vec<&str> = body.split("\n\n").filter(|b| !b.is_empty()).collect();
         assert!(blocks.len() as u64 >= total, "{body}");
         let sleeper = blocks

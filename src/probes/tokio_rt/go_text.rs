@@ -101,7 +101,7 @@ pub(crate) fn debug1(tasks: &[TaskStacks], notes: &[String]) -> String {
         }
     }
     // Stable: equal counts keep the dump's order.
-    groups.sort_by(|a, b| b.1.cmp(&a.1));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1));
     let mut out = format!("goroutine profile: total {}\n", tasks.len());
     for n in notes {
         let _ = writeln!(out, "# {n}");
