@@ -1,6 +1,6 @@
-//! The middleware every request passes: admission (rate limit, concurrency cap, the
-//! cross-origin check), authentication (Bearer or Basic), the request timeout, per-route authorization, JSON error bodies and the
-//! audit record.
+//! The middleware every request passes: admission (rate limit, concurrency cap),
+//! authentication (Bearer or Basic), the cross-origin check, the request timeout, per-route
+//! authorization, JSON error bodies and the audit record.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use crate::security::audit::{AuditRecord, Outcome};
 use crate::security::tokens::{Token, TokenSet};
 use crate::security::Scope;
 
-/// Who is calling, as established by the `Authorization` header.
+/// Who is calling, as established by the `Authorization` header (Bearer or Basic).
 #[derive(Debug, Clone)]
 pub(crate) enum Identity {
     /// No `Authorization` header.
