@@ -72,6 +72,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 admin.url()
             );
             println!("      curl -s -H 'Authorization: Bearer {secret}' '{}/debug/pprof/profile?seconds=5&format=svg' -o cpu.svg", admin.url());
+            let hostport = admin.local_addr();
+            println!("browser: http://quickstart:{secret}@{hostport}/debug/   (or open /debug/ and log in as quickstart)");
+            println!("go:    go tool pprof -top 'http://quickstart:{secret}@{hostport}/debug/pprof/profile?seconds=5'");
         }
         None => println!(
             "try:  curl -s -H \"Authorization: Bearer $SECRET\" {}/debug/",

@@ -229,7 +229,7 @@ impl AdminBuilder {
         self
     }
 
-    /// The service's name, shown in the index and flamegraph titles. Default: the executable's name.
+    /// The service's name, shown in the console, flamegraph titles and download file names. Default: the executable's name.
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
         self.service_name = name.into();
         self
@@ -272,7 +272,7 @@ impl AdminBuilder {
         self
     }
 
-    /// Shows the tokio-console command for `addr` on the index page and in `/debug/tokio`.
+    /// Shows the tokio-console command for `addr` on the console page and in `/debug/tokio`.
     /// Start the console server and get its layer with
     /// `prodbg::console::spawn_console` (feature `console`).
     pub fn tokio_console(mut self, addr: std::net::SocketAddr) -> Self {
@@ -447,6 +447,7 @@ impl AdminBuilder {
             limits: limits.clone(),
             overrides: Overrides::default(),
             fair: fair.clone(),
+            results: Default::default(),
         };
         let probes = crate::probes::register(&cx, self.probes)?;
         let (state, router) = crate::server::build(ServerConfig {
@@ -459,6 +460,7 @@ impl AdminBuilder {
             metrics_public: self.metrics_public,
             probes,
             fair,
+            results: cx.results.clone(),
         });
         Ok(Admin {
             state,

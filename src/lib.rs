@@ -17,8 +17,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every request needs `Authorization: Bearer <secret>` with a token whose scope covers the
+//! Every request needs `Authorization: Bearer <secret>` — or HTTP Basic auth with the token's
+//! name as user and its secret as password, so a browser prompts and `go tool pprof
+//! http://name:secret@host/debug/pprof/profile` works — with a token whose scope covers the
 //! endpoint (`read` < `profile` < `admin`), and leaves a hash-chained record in the audit log.
+//! `GET /debug/` in a browser is a console with the live figures and buttons for the probes.
 //! See the README for the endpoint table and the security model.
 //!
 //! The integration handles a host may need: [`log_level`] (a run-time log filter),

@@ -562,6 +562,31 @@ fn bad_and_truncated_tokens_get_401_and_are_never_echoed() {
         ("no scheme", ADMIN_SECRET.as_bytes().to_vec()),
         ("wrong scheme", format!("Token {ADMIN_SECRET}").into_bytes()),
         ("basic auth", b"Basic b3BzOmFkbWluLXNlY3JldA==".to_vec()),
+        (
+            "basic: another token's name",
+            basic("viewer", ADMIN_SECRET).into_bytes(),
+        ),
+        (
+            "basic: right name, secret + one char",
+            basic("ops", &format!("{ADMIN_SECRET}x")).into_bytes(),
+        ),
+        (
+            "basic: right name, secret prefix",
+            basic("ops", &ADMIN_SECRET[..len - 1]).into_bytes(),
+        ),
+        ("basic: empty name", basic("", ADMIN_SECRET).into_bytes()),
+        ("basic: name only", basic("ops", "").into_bytes()),
+        (
+            "basic: name in another case",
+            basic("OPS", ADMIN_SECRET).into_bytes(),
+        ),
+        ("basic: no colon", {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(ADMIN_SECRET);
+            format!("Basic {b64}").into_bytes()
+        }),
+        ("basic: not base64", b"Basic !!!not-base64!!!".to_vec()),
+        ("basic: scheme only", b"Basic".to_vec()),
         ("scheme glued", format!("Bearer{ADMIN_SECRET}").into_bytes()),
         (
             "tab instead of space",
@@ -580,9 +605,15 @@ fn bad_and_truncated_tokens_get_401_and_are_never_echoed() {
                 .unwrap_or_else(|e| panic!("{label}: {e}"));
             let message = assert_error_body(&label, &a, 401, "unauthorized");
             assert!(message.contains("Bearer"), "{label}: {message}");
+            let challenges: Vec<&str> = a
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
+                .map(|(_, v)| v.as_str())
+                .collect();
             assert_eq!(
-                a.header("www-authenticate"),
-                Some("Bearer"),
+                challenges,
+                ["Basic realm=\"prodbg\"", "Bearer"],
                 "{label}: {:?}",
                 a.headers
             );

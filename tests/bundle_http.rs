@@ -46,8 +46,10 @@ async fn fetch_bundle(server: &Server, q: &str) -> (HashMap<String, Vec<u8>>, se
         .unwrap()
         .to_string();
     assert!(
-        disposition.starts_with("attachment; filename=\"prodbg-test-service-")
-            && disposition.ends_with(".tar.gz\"")
+        disposition.starts_with("attachment; filename=\"test-service-bundle-20")
+            && disposition.ends_with("Z.tar.gz\"")
+            && !disposition.contains(':'),
+        "{disposition}"
     );
     let files = untar(&r.bytes().await.unwrap());
     let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();

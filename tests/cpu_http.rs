@@ -70,9 +70,13 @@ async fn hot_function_and_thread_appear_in_every_format() {
     // pprof (the default): gzipped profile.proto.
     let r = fetch(&server.url("/debug/pprof/profile?seconds=2")).await;
     assert_eq!(r.headers()["content-type"], "application/octet-stream");
-    assert_eq!(
-        r.headers()["content-disposition"],
-        "attachment; filename=\"profile\""
+    // Named for the ticket: <service>-cpu-<time>.pb.gz, no ':' (curl -OJ, Windows).
+    let disposition = r.headers()["content-disposition"].to_str().unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"cpu-http-test-cpu-20")
+            && disposition.ends_with("Z.pb.gz\"")
+            && disposition[30..].chars().all(|c| c != ':'),
+        "{disposition}"
     );
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert_eq!(r.headers()["x-prodbg-requested-hz"], "99");

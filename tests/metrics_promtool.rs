@@ -51,7 +51,8 @@ async fn metrics_pass_promtool_and_have_the_documented_names() {
         let b = b.deadlock_detection(std::time::Duration::from_secs(60));
         b
     });
-    get(&server.url("/debug/"), None).await; // one auth failure
+    get(&server.url("/debug/"), None).await; // no credentials: a challenge, not a failure
+    get(&server.url("/debug/"), Some("wrong-secret-0123456789")).await; // one auth failure
     let (s, text) = get(&server.url("/metrics"), Some(READ_SECRET)).await;
     assert_eq!(s, 200);
     for name in [

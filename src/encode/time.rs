@@ -12,6 +12,14 @@ pub(crate) fn format(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t.clamp(UNIX_EPOCH, last)).to_string()
 }
 
+/// `t` for a file name: [`format`] to the second with `:` as `-` (Windows and some archive
+/// tools refuse `:`), e.g. `2026-12-01T03-04-05Z`.
+pub(crate) fn file_stamp(t: SystemTime) -> String {
+    let full = format(t);
+    let seconds = full.split('.').next().unwrap_or(&full);
+    format!("{}Z", seconds.trim_end_matches('Z').replace(':', "-"))
+}
+
 /// Serde `serialize_with` for a time: [`format`].
 pub(crate) fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format(*t))
@@ -33,5 +41,11 @@ mod tests {
         assert_eq!(super::format(t), "1970-01-01T00:00:01.500Z");
         let before = std::time::UNIX_EPOCH - std::time::Duration::from_secs(5);
         assert_eq!(super::format(before), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn file_stamps_have_no_colons() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_558_245_678);
+        assert_eq!(super::file_stamp(t), "2025-12-01T03-04-05Z");
     }
 }

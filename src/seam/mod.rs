@@ -10,10 +10,12 @@
 
 mod api_error;
 mod caller;
+pub(crate) mod download;
 pub(crate) mod fair;
 mod not_compiled;
 pub(crate) mod overrides;
 mod params;
+pub(crate) mod results;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +34,7 @@ pub(crate) use params::Params;
 use crate::config::Limits;
 use crate::security::Scope;
 pub(crate) use overrides::Overrides;
+pub(crate) use results::{Results, StoredResult};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +170,13 @@ impl AuditDetails {
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// What every probe may use when it is built: the host's name, the limits, the overrides.
+/// A glance that is ready now: `ready(json!({...}))` in a [`Probe::glance`].
+pub(crate) fn ready(value: serde_json::Value) -> BoxFuture<Option<serde_json::Value>> {
+    Box::pin(std::future::ready(Some(value)))
+}
+
+/// What every probe may use when it is built: the host's name, the limits, the overrides, the
+/// console's last results.
 #[derive(Debug, Clone)]
 pub(crate) struct ProbeContext {
     /// The service's name, for titles and file names.
@@ -178,6 +187,8 @@ pub(crate) struct ProbeContext {
     pub(crate) overrides: Overrides,
     /// The concurrency caps; an expensive probe takes its kind's cap before working.
     pub(crate) fair: Arc<fair::FairShare>,
+    /// The last flamegraph of each kind, for the console; profiling probes put theirs here.
+    pub(crate) results: Results,
 }
 
 /// One probe, as the server sees it.
@@ -199,9 +210,11 @@ pub(crate) trait Probe: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// A few live figures for the console, as JSON (e.g. RSS, busy ratios); `None` if it has none.
-    fn glance(&self) -> Option<serde_json::Value> {
-        None
+    /// A few live figures for the console and the index JSON (`probes.<name>`), e.g. RSS,
+    /// busy ratios; `None` if it has none. A future, so that a figure over a short window
+    /// (a busy ratio) can wait for it; keep it well under a second.
+    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+        Box::pin(std::future::ready(None))
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! A token has a name (what the audit log records), one scope, and a secret. Only the
 //! SHA-256 digest of the secret is kept in memory, and a presented secret is compared against
-//! every token's digest in constant time.
+//! every token's digest in constant time. HTTP Basic credentials (user = token name, password =
+//! secret) are checked the same way, with the name compared in constant time too.
 //!
 //! Scopes are ordered, `read` < `profile` < `admin`: a token holding `admin` may call every
 //! endpoint, `profile` may call `profile` and `read` endpoints. A token holds one scope.
@@ -74,6 +75,8 @@ pub(crate) struct Token {
     name: String,
     scope: Scope,
     digest: [u8; 32],
+    /// SHA-256 of the name: Basic auth compares names as fixed-size digests, in constant time.
+    name_digest: [u8; 32],
 }
 
 impl fmt::Debug for Token {
@@ -95,6 +98,7 @@ impl Token {
             name: name.to_string(),
             scope,
             digest: digest(secret.as_bytes()),
+            name_digest: digest(name.as_bytes()),
         })
     }
 
@@ -215,6 +219,20 @@ impl TokenSet {
         }
         found
     }
+
+    /// The token named `user` whose secret is `password` (HTTP Basic auth), if any.
+    ///
+    /// The secret is checked by [`verify`](Self::verify); then the name is compared, as a
+    /// digest and in constant time, with the matching token's name — or with a digest no name
+    /// has when no secret matched — so a wrong name and a wrong secret take the same path and
+    /// give the same answer.
+    pub(crate) fn verify_basic(&self, user: &[u8], password: &[u8]) -> Option<&Token> {
+        const NO_NAME: [u8; 32] = [0; 32];
+        let found = self.verify(password);
+        let expected = found.map_or(&NO_NAME, |t| &t.name_digest);
+        let name_ok = digest(user).ct_eq(expected);
+        found.filter(|_| bool::from(name_ok))
+    }
 }
 
 fn digest(secret: &[u8]) -> [u8; 32] {
@@ -279,6 +297,39 @@ mod tests {
             "ops"
         );
         assert!(set.verify(b"abc").is_none());
+    }
+
+    #[test]
+    fn basic_credentials_need_the_name_and_the_secret_of_one_token() {
+        let other = "other-secret-0123456789abcdef";
+        let set = TokenSet::new(vec![
+            Token::new("ops", Scope::Admin, SECRET).unwrap(),
+            Token::new("viewer", Scope::Read, other).unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(
+            set.verify_basic(b"ops", SECRET.as_bytes()).unwrap().name(),
+            "ops"
+        );
+        assert_eq!(
+            set.verify_basic(b"viewer", other.as_bytes())
+                .unwrap()
+                .scope(),
+            Scope::Read
+        );
+        // Another token's name with this secret, a wrong name, a wrong secret, empty parts.
+        for (user, password) in [
+            (&b"viewer"[..], SECRET.as_bytes()),
+            (b"ops", other.as_bytes()),
+            (b"Ops", SECRET.as_bytes()),
+            (b"ops ", SECRET.as_bytes()),
+            (b"", SECRET.as_bytes()),
+            (b"ops", b"s3cr3t-value-012345678"),
+            (b"ops", b""),
+            (b"", b""),
+        ] {
+            assert!(set.verify_basic(user, password).is_none(), "{user:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -134,29 +134,12 @@ async fn bundle(
     })
     .await?
     .map_err(|e| ApiError::internal(format!("packing the bundle failed: {e}")))?;
-    let stamp = created
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let name: String = state
-        .service_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = crate::seam::download::file_name(&state.service_name, "bundle", created, "tar.gz");
     let mut response = ([(header::CONTENT_TYPE, "application/gzip")], archive).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"prodbg-{name}-{stamp}.tar.gz\""
-    )) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, v);
-    }
+    response.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        crate::seam::download::attachment(&name),
+    );
     Ok(response)
 }
 

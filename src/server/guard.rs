@@ -1,6 +1,6 @@
 //! The middleware every request passes: admission (rate limit, concurrency cap),
-//! authentication, the request timeout, per-route authorization, JSON error bodies and the
-//! audit record.
+//! authentication (Bearer or Basic), the cross-origin check, the request timeout, per-route
+//! authorization, JSON error bodies and the audit record.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -8,19 +8,20 @@ use std::time::{Instant, SystemTime};
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 
 use super::lockout::Denied;
 use super::state::ServerState;
 use crate::seam::fair::Permit;
 use crate::seam::{ApiError, AuditDetails, Caller};
 use crate::security::audit::{AuditRecord, Folding};
-use crate::security::tokens::Token;
+use crate::security::tokens::{Token, TokenSet};
 use crate::security::Scope;
 
-/// Who is calling, as established by the `Authorization` header.
+/// Who is calling, as established by the `Authorization` header (Bearer or Basic).
 #[derive(Debug, Clone)]
 pub(crate) enum Identity {
     /// No `Authorization` header.
@@ -37,6 +38,13 @@ pub(crate) struct RouteRule {
     /// The scope needed, or `None` for an open route (health probes when configured so).
     pub(crate) scope: Option<Scope>,
 }
+
+/// The `WWW-Authenticate` challenges of a 401, one header each, so that a browser prompts
+/// (Basic) and API clients see Bearer.
+pub(crate) const CHALLENGES: [&str; 2] = ["Basic realm=\"prodbg\"", "Bearer"];
+
+/// What a 401 tells the client to send.
+const SEND_CREDENTIALS: &str = "send `Authorization: Bearer <secret>`, or HTTP Basic auth with the token's name as user and its secret as password";
 
 /// Set on a response by the route that produced it: its template (the metrics label and the
 /// audit fold key) and whether the route is open (needs no token).
@@ -74,32 +82,55 @@ pub(crate) async fn guard(
     });
     let method = req.method().as_str().to_string();
 
+    let mut bad_credentials = false;
     let mut response = match admit(&shared, peer, &req) {
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // Credentials that were presented and are wrong: a failed login. A request without
+            // any (a browser's first try before it sends Basic) is answered 401 with the
+            // challenge but is not a failure.
+            bad_credentials = e.status == StatusCode::UNAUTHORIZED;
+            e.into_response()
+        }
         Ok((identity, permit)) => {
             if let Identity::Token(t) = &identity {
                 pending.record_mut().token_id = Some(t.name().to_string());
                 req.extensions_mut().insert(Caller::token(t.name()));
             }
             req.extensions_mut().insert(identity);
-            let timeout = shared.limits.request_timeout;
-            let answer = tokio::time::timeout(timeout, next.run(req)).await;
-            drop(permit);
-            answer.unwrap_or_else(|_| {
-                ApiError::unavailable(format!(
-                    "the request took longer than the server's request timeout of {} s",
-                    timeout.as_secs()
-                ))
-                .into_response()
-            })
+            // After authentication, so that a refused cross-origin request names the token
+            // the browser sent in the audit record.
+            match check_origin(&req) {
+                Err(e) => e.into_response(),
+                Ok(()) => {
+                    let timeout = shared.limits.request_timeout;
+                    let answer = tokio::time::timeout(timeout, next.run(req)).await;
+                    drop(permit);
+                    answer.unwrap_or_else(|_| {
+                        ApiError::unavailable(format!(
+                            "the request took longer than the server's request timeout of {} s",
+                            timeout.as_secs()
+                        ))
+                        .into_response()
+                    })
+                }
+            }
         }
     };
     let status = response.status();
-    if status == StatusCode::UNAUTHORIZED {
+    if bad_credentials {
         shared.red.auth_failure();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        // Two headers, not one `Basic realm="prodbg", Bearer`: Chromium ignores the combined
+        // form (no login prompt, URL credentials unused).
+        let headers = response.headers_mut();
+        headers.remove(header::WWW_AUTHENTICATE);
+        for challenge in CHALLENGES {
+            headers.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
     }
     let label = response.extensions().get::<RouteLabel>().cloned();
     let endpoint = label
@@ -155,20 +186,14 @@ fn admit(
     let identity = match req.headers().get(header::AUTHORIZATION) {
         None => Identity::Anonymous,
         Some(value) => {
-            let secret = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, secret)| secret.trim());
-            let token = secret.and_then(|s| shared.tokens.verify(s.as_bytes()));
+            let token = verify_credentials(&shared.tokens, value);
             let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
             match shared.lockout.judge(ip, token) {
                 Ok(t) => Identity::Token(Arc::new(t.clone())),
                 Err(Denied::Unauthorized) => {
-                    return Err(ApiError::unauthorized(
-                        "the Authorization header does not hold a valid token: send `Authorization: Bearer <secret>`",
-                    ))
+                    return Err(ApiError::unauthorized(format!(
+                        "the Authorization header does not hold valid credentials: {SEND_CREDENTIALS}"
+                    )))
                 }
                 Err(Denied::LockedOut { retry_after }) => {
                     return Err(ApiError::too_many(format!(
@@ -197,7 +222,7 @@ pub(crate) async fn authorize(State(rule): State<RouteRule>, req: Request, next:
             t.scope(),
         ))),
         (Some(needed), _) => Err(ApiError::unauthorized(format!(
-            "this endpoint needs a token with scope {needed}: send `Authorization: Bearer <secret>`"
+            "this endpoint needs a token with scope {needed}: {SEND_CREDENTIALS}"
         ))),
     };
     let mut response = match verdict {
@@ -268,7 +293,82 @@ pub(crate) async fn not_found(req: Request<Body>) -> Response {
             "no such endpoint; GET /debug/ lists them",
         )
         .into_response(),
-        _ => ApiError::unauthorized("send `Authorization: Bearer <secret>`").into_response(),
+        _ => ApiError::unauthorized(SEND_CREDENTIALS).into_response(),
+    }
+}
+
+/// The token an `Authorization` header names: `Bearer <secret>` or
+/// `Basic base64(name:secret)` of a configured token; `None` for anything else (the caller
+/// answers 401 without saying which part was wrong).
+fn verify_credentials<'t>(tokens: &'t TokenSet, value: &HeaderValue) -> Option<&'t Token> {
+    let (scheme, rest) = value.to_str().ok()?.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        tokens.verify(rest.as_bytes())
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = BASIC.decode(rest).ok()?;
+        // RFC 7617: the user-id cannot contain ':'; the password may.
+        let colon = decoded.iter().position(|b| *b == b':')?;
+        tokens.verify_basic(&decoded[..colon], &decoded[colon + 1..])
+    } else {
+        None
+    }
+}
+
+/// Standard base64, padding optional (clients differ).
+const BASIC: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// The CSRF defence. A browser that holds Basic credentials for this server sends them with
+/// any request a page of another site makes it send, so requests that a browser marks as
+/// coming from another origin are refused with 403:
+///
+/// - `Sec-Fetch-Site` (every current browser sends it): `same-origin` and `none` (typed URL,
+///   bookmark) pass; `same-site` (another port of the same host counts as same-site) and
+///   `cross-site` pass only for a top-level `GET` navigation (a link clicked elsewhere), never
+///   for a method that changes something nor for a sub-resource (`<img>`, `<iframe>`,
+///   `fetch`), so no other page can start a profile either;
+/// - without it, an `Origin` header on a `POST`/`PUT`/`DELETE` must name this host;
+/// - neither header (curl, Go, Prometheus): not a browser, nothing ambient to abuse.
+fn check_origin(req: &Request) -> Result<(), ApiError> {
+    let headers = req.headers();
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let refuse = |what: String| {
+        ApiError::forbidden(format!(
+            "cross-origin request refused ({what}): a page of another origin cannot use this browser's credentials here; open the console at this server's own /debug/ or use curl"
+        ))
+    };
+    match get("sec-fetch-site") {
+        Some("same-origin" | "none") => return Ok(()),
+        Some(site) => {
+            let top_level = get("sec-fetch-mode") == Some("navigate")
+                && get("sec-fetch-dest").is_none_or(|d| d == "document");
+            if safe && *req.method() == Method::GET && top_level {
+                return Ok(());
+            }
+            return Err(refuse(format!("Sec-Fetch-Site: {}", clip(site, 32))));
+        }
+        None => {}
+    }
+    if safe {
+        return Ok(());
+    }
+    let Some(origin) = get("origin") else {
+        return Ok(());
+    };
+    let host = get("host").unwrap_or("");
+    let same = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
+    if same {
+        Ok(())
+    } else {
+        Err(refuse(format!("Origin: {}", clip(origin, 64))))
     }
 }
 

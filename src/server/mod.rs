@@ -1,16 +1,18 @@
 //! The admin server: listener and connection caps, the guard (admission, auth, audit,
 //! timeouts), the router built from the registered probes, and the server's own endpoints —
-//! the index, `/metrics` and the bundle. It knows probes only through [`crate::seam::Probe`].
+//! the console (`/debug/`), Go's profile index, `/metrics` and the bundle. It knows probes only
+//! through [`crate::seam::Probe`].
 
 mod audit_endpoint;
 mod bundle;
 mod conn;
+mod console;
 mod exposition;
 mod guard;
-mod index;
 mod io;
 mod listen;
 mod lockout;
+mod pprof_index;
 mod red;
 mod refuse;
 mod router;
@@ -32,10 +34,17 @@ const SERVER: ProbeSpec = ProbeSpec {
     name: "server",
     feature: None,
     routes: &[
-        index::ROUTE,
+        audit_endpoint::ROUTE,
+        console::PAGE,
+        pprof_index::ROUTE,
         exposition::ROUTE,
         bundle::ROUTE,
-        audit_endpoint::ROUTE,
+        console::SCRIPT_ROUTE,
+        console::STYLE_ROUTE,
+        console::LAST_CPU_SVG,
+        console::LAST_CPU_PPROF,
+        console::LAST_HEAP_SVG,
+        console::LAST_HEAP_PPROF,
     ],
     bundle_files: &[],
 };
@@ -55,11 +64,13 @@ pub(crate) fn build(config: ServerConfig) -> (Arc<ServerState>, Router) {
         };
         (row, route)
     };
-    let mut routes = vec![own(index::route(&state))];
+    let (page, assets) = console::routes(&state);
+    let mut routes = vec![own(page), own(pprof_index::route(&state))];
     routes.extend(router::collect(&state));
     routes.push(own(exposition::route(&state)));
     routes.push(own(bundle::route(&state)));
     routes.push(own(audit_endpoint::route(&state)));
+    routes.extend(assets.into_iter().map(own));
     let table = routes.iter().map(|(row, _)| row.clone()).collect();
     let _ = state.table.set(table);
     let app = router::build(state.clone(), routes);

@@ -11,7 +11,7 @@ use super::red::ServerMetrics;
 use super::table::RouteRow;
 use crate::config::Limits;
 use crate::seam::fair::FairShare;
-use crate::seam::{Access, Probe};
+use crate::seam::{Access, Probe, Results};
 use crate::security::audit::AuditLog;
 use crate::security::tokens::TokenSet;
 use crate::security::{AuditCollector, Scope};
@@ -37,6 +37,8 @@ pub(crate) struct ServerConfig {
     pub(crate) probes: Vec<Arc<dyn Probe>>,
     /// The concurrency caps (shared with the probes).
     pub(crate) fair: Arc<FairShare>,
+    /// The last flamegraphs the probes kept, for the console.
+    pub(crate) results: Results,
 }
 
 /// Shared state of one admin server (or one mounted router).
@@ -50,6 +52,7 @@ pub(crate) struct ServerState {
     pub(crate) red: ServerMetrics,
     pub(crate) registry: Registry,
     pub(crate) probes: Vec<Arc<dyn Probe>>,
+    pub(crate) results: Results,
     /// The endpoint table, set once the router is built.
     pub(crate) table: OnceLock<Vec<RouteRow>>,
     health_public: bool,
@@ -80,6 +83,7 @@ impl ServerState {
             metrics_public,
             probes,
             fair,
+            results,
         } = config;
         let red = ServerMetrics::new(&mut registry);
         registry.register_collector(Box::new(AuditCollector::new(audit.clone())));
@@ -103,6 +107,7 @@ impl ServerState {
             red,
             registry,
             probes,
+            results,
             table: OnceLock::new(),
             health_public,
             metrics_public,

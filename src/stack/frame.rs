@@ -1,4 +1,4 @@
-//! The one stack-frame type of every probe (CPU, heap, threads, deadlocks).
+//! The one stack-frame type of every probe (CPU, heap, threads, deadlocks, task dumps).
 //!
 //! **Order:** a stack is always a `Vec<Frame>` listed innermost first — the running (or
 //! allocating, or waiting) function first, the thread's entry point last. A machine frame
@@ -31,6 +31,15 @@ pub(crate) struct Frame {
     pub(crate) inlined: bool,
 }
 
+#[cfg_attr(
+    not(any(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )),
+    allow(dead_code)
+)]
 impl Frame {
     /// A frame nothing is known about but its address.
     pub(crate) fn unknown(address: u64) -> Frame {

@@ -1,12 +1,6 @@
 //! What the stack-taking probes share: the one [`Frame`] type, the symbolizer and what a
 //! signal handler can read of the code it interrupted.
 
-#[cfg(any(
-    feature = "cpu",
-    feature = "heap",
-    feature = "threads",
-    feature = "deadlock"
-))]
 pub(crate) mod frame;
 #[cfg(any(feature = "cpu", feature = "threads"))]
 pub(crate) mod signal_context;
@@ -18,10 +12,4 @@ pub(crate) mod signal_context;
 ))]
 pub(crate) mod symbolize;
 
-#[cfg(any(
-    feature = "cpu",
-    feature = "heap",
-    feature = "threads",
-    feature = "deadlock"
-))]
 pub(crate) use frame::Frame;

@@ -78,6 +78,36 @@ pub async fn get(url: &str, secret: Option<&str>) -> (u16, String) {
     (status, resp.text().await.unwrap())
 }
 
+/// The `Authorization` value for HTTP Basic auth: `Basic base64(user:password)`.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// GET with HTTP Basic auth; returns status, the `WWW-Authenticate` values and body text.
+pub async fn get_basic(url: &str, user: &str, password: &str) -> (u16, Vec<String>, String) {
+    let resp = client()
+        .get(url)
+        .header("authorization", basic(user, password))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let challenges = resp
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    (status, challenges, resp.text().await.unwrap())
+}
+
+/// The two challenges every 401 carries, one header each (Chromium ignores the combined form).
+pub const CHALLENGES: [&str; 2] = ["Basic realm=\"prodbg\"", "Bearer"];
+
 /// Asserts the documented error body and returns its message.
 pub fn error_message(body: &str, code: &str) -> String {
     let v: serde_json::Value =

@@ -43,7 +43,7 @@ mod tests;
 use profile::{CpuError, CpuProfile, CpuProfileOptions};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderName, HeaderValue};
@@ -51,7 +51,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::seam::fair::{Expensive, FairShare};
-use crate::seam::{blocking, ApiError, BundlePart, Params, Probe, ProbeContext, Route};
+use crate::seam::download::{attachment, file_name, inline};
+use crate::seam::{
+    blocking, ready, ApiError, BoxFuture, BundlePart, Caller, Params, Probe, ProbeContext,
+    Results, Route, StoredResult,
+};
 
 impl From<CpuError> for ApiError {
     fn from(e: CpuError) -> ApiError {
@@ -84,6 +88,7 @@ struct CpuState {
     service: Arc<str>,
     max_seconds: u64,
     fair: Arc<FairShare>,
+    results: Results,
 }
 
 /// Samples for `opts.duration` and returns the symbolized profile. Dropping the future (the
@@ -105,8 +110,13 @@ fn title(service: &str, p: &CpuProfile) -> String {
     )
 }
 
-/// Samples for `seconds`, then answers in `format`.
-async fn cpu_profile(State(st): State<CpuState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+/// Samples for `seconds`, then answers in `format`. An SVG is kept, with the pprof file of the
+/// same profile, as the console's last CPU flamegraph.
+async fn cpu_profile(
+    State(st): State<CpuState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["seconds", "frequency", "format"])?;
     let max = st.max_seconds;
     let seconds = params.u64_in("seconds", 1..=max, DEFAULT_SECONDS.min(max))?;
@@ -121,19 +131,37 @@ async fn cpu_profile(State(st): State<CpuState>, RawQuery(q): RawQuery) -> Resul
         frequency_hz: frequency as u32,
     };
     let _cap = st.fair.probe(Expensive::CpuProfile)?;
+    let started = SystemTime::now();
     let profile = take(opts).await?;
     let service = st.service.clone();
     let fmt = format.clone();
-    let (profile, body, render_ms) = blocking("rendering the profile", move || {
+    let (profile, body, kept_pprof, render_ms) = blocking("rendering the profile", move || {
         let start = Instant::now();
+        let mut kept_pprof = None;
         let body = match fmt.as_str() {
-            "svg" => profile.svg(&title(&service, &profile))?,
+            "svg" => {
+                kept_pprof = Some(profile.pprof_gz()?);
+                profile.svg(&title(&service, &profile))?
+            }
             "folded" => profile.folded().into_bytes(),
             _ => profile.pprof_gz()?,
         };
-        Ok::<_, CpuError>((profile, body, start.elapsed().as_secs_f64() * 1e3))
+        Ok::<_, CpuError>((profile, body, kept_pprof, start.elapsed().as_secs_f64() * 1e3))
     })
     .await??;
+    let name = |ext: &str| file_name(&st.service, "cpu", started, ext);
+    if let Some(pprof) = kept_pprof {
+        st.results.put(StoredResult {
+            kind: "cpu",
+            title: title(&st.service, &profile),
+            taken_at: started,
+            by: caller.name().to_string(),
+            svg: body.clone(),
+            svg_name: name("svg"),
+            pprof,
+            pprof_name: name("pb.gz"),
+        });
+    }
     tracing::info!(
         target: "prodbg",
         seconds, frequency, samples = profile.samples, effective_rate_hz = profile.effective_rate_hz,
@@ -141,15 +169,21 @@ async fn cpu_profile(State(st): State<CpuState>, RawQuery(q): RawQuery) -> Resul
         "CPU profile taken"
     );
     let (content_type, disposition) = match format.as_str() {
-        "svg" => ("image/svg+xml", "inline; filename=\"cpu.svg\""),
-        "folded" => ("text/plain; charset=utf-8", "inline; filename=\"cpu.folded\""),
-        _ => ("application/octet-stream", "attachment; filename=\"profile\""),
+        "svg" => ("image/svg+xml", inline(&name("svg"))),
+        "folded" => ("text/plain; charset=utf-8", inline(&name("folded.txt"))),
+        _ => ("application/octet-stream", attachment(&name("pb.gz"))),
     };
     let mut response = (
-        [(header::CONTENT_TYPE, content_type), (header::CONTENT_DISPOSITION, disposition)],
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (header::CONTENT_DISPOSITION, disposition)],
         body,
     )
         .into_response();
+    if format == "svg" {
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(crate::seam::download::SVG_CSP),
+        );
+    }
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -175,12 +209,13 @@ impl Probe for Cpu {
             service: self.cx.service_name.clone(),
             max_seconds: self.cx.limits.max_profile_seconds,
             fair: self.cx.fair.clone(),
+            results: self.cx.results.clone(),
         };
         vec![Route::new(&SPEC.routes[0], &self.cx.limits, get(cpu_profile).with_state(st))]
     }
 
-    fn glance(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({ "profile_running": profile::running() }))
+    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+        ready(serde_json::json!({ "profile_running": profile::running() }))
     }
 
     fn bundle(&self, window: Duration) -> Vec<BundlePart> {

@@ -42,7 +42,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use serde::Serialize;
 
 use crate::encode::prometheus::Families;
-use crate::seam::{blocking, ApiError, BundlePart, Params, Probe, ProbeContext, Route};
+use crate::seam::{blocking, ready, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, Route};
 
 /// Reports kept for `/debug/deadlocks`.
 const KEEP_REPORTS: usize = 16;
@@ -167,9 +167,15 @@ impl Probe for Deadlocks {
         })]
     }
 
-    fn glance(&self) -> Option<serde_json::Value> {
-        let d = self.detector.as_ref()?;
-        Some(serde_json::json!({ "detected_total": d.detected_total() }))
+    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+        ready(match &self.detector {
+            None => serde_json::json!({ "enabled": false }),
+            Some(d) => serde_json::json!({
+                "enabled": true,
+                "detected_total": d.detected_total(),
+                "checks_total": d.checks_total(),
+            }),
+        })
     }
 }
 

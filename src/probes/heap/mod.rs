@@ -56,7 +56,7 @@ mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderName, HeaderValue};
@@ -67,7 +67,11 @@ use serde::Serialize;
 
 use crate::seam::fair::{Expensive, FairShare};
 use self::core::{HeapError, HeapProfile, HeapProfilingState};
-use crate::seam::{blocking, ApiError, AuditDetails, BundlePart, Caller, Overrides, Params, Probe, ProbeContext, Route};
+use crate::seam::download::{attachment, file_name, inline, SVG_CSP};
+use crate::seam::{
+    blocking, ready, ApiError, AuditDetails, BoxFuture, BundlePart, Caller, Overrides, Params,
+    Probe, ProbeContext, Results, Route, StoredResult,
+};
 
 /// Override kind recorded while heap sampling is switched on at run time.
 const OVERRIDE_KIND: &str = "heap_sampling";
@@ -108,8 +112,7 @@ struct HeapState {
     overrides: Overrides,
     growth_running: Arc<AtomicBool>,
     fair: Arc<FairShare>,
-    /// `heap` or `allocs`: the file name of a download.
-    name: &'static str,
+    results: Results,
 }
 
 /// Holds the one growth-profile slot until dropped.
@@ -131,8 +134,13 @@ async fn snapshot() -> Result<HeapProfile, ApiError> {
     Ok(blocking("the heap probe", core::snapshot).await??)
 }
 
-/// The live heap of sampled allocations, or with `seconds=N` the growth over a window.
-async fn profile(State(st): State<HeapState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+/// The live heap of sampled allocations, or with `seconds=N` the growth over a window. An SVG
+/// is kept, with the pprof file of the same profile, as the console's last heap flamegraph.
+async fn profile(
+    State(st): State<HeapState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["format", "seconds"])?;
     let format = params
         .choice("format", &["pprof", "svg", "folded"], "pprof")?
@@ -152,6 +160,7 @@ async fn profile(State(st): State<HeapState>, RawQuery(q): RawQuery) -> Result<R
         }
         warning = Some("heap sampling is inactive: this shows allocations sampled while it was active; POST /debug/pprof/heap/activate");
     }
+    let started = SystemTime::now();
     let profile = match seconds {
         None => snapshot().await?,
         Some(s) => {
@@ -174,21 +183,38 @@ async fn profile(State(st): State<HeapState>, RawQuery(q): RawQuery) -> Result<R
         profile.sample_interval_bytes() / 1024,
     );
     let fmt = format.clone();
-    let body = blocking("rendering the heap profile", move || match fmt.as_str() {
-        "svg" => profile.svg(&title),
-        "folded" => Ok(profile.folded().into_bytes()),
-        _ => profile.pprof_gz(),
+    let svg_title = title.clone();
+    let (body, kept_pprof) = blocking("rendering the heap profile", move || match fmt.as_str() {
+        "svg" => Ok::<_, HeapError>((profile.svg(&svg_title)?, Some(profile.pprof_gz()?))),
+        "folded" => Ok((profile.folded().into_bytes(), None)),
+        _ => Ok((profile.pprof_gz()?, None)),
     })
     .await??;
-    let name = st.name;
+    let what = if seconds.is_some() { "heap-growth" } else { "heap" };
+    let name = |ext: &str| file_name(&st.service, what, started, ext);
+    if let Some(pprof) = kept_pprof {
+        st.results.put(StoredResult {
+            kind: "heap",
+            title,
+            taken_at: started,
+            by: caller.name().to_string(),
+            svg: body.clone(),
+            svg_name: name("svg"),
+            pprof,
+            pprof_name: name("pb.gz"),
+        });
+    }
     let (content_type, disposition) = match format.as_str() {
-        "svg" => ("image/svg+xml", format!("inline; filename=\"{name}.svg\"")),
-        "folded" => ("text/plain; charset=utf-8", format!("inline; filename=\"{name}.folded\"")),
-        _ => ("application/octet-stream", format!("attachment; filename=\"{name}\"")),
+        "svg" => ("image/svg+xml", inline(&name("svg"))),
+        "folded" => ("text/plain; charset=utf-8", inline(&name("folded.txt"))),
+        _ => ("application/octet-stream", attachment(&name("pb.gz"))),
     };
     let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
-        response.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    response.headers_mut().insert(header::CONTENT_DISPOSITION, disposition);
+    if format == "svg" {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(SVG_CSP));
     }
     if let Some(w) = warning {
         response
@@ -261,17 +287,27 @@ impl Probe for Heap {
             overrides: self.cx.overrides.clone(),
             growth_running: self.growth_running.clone(),
             fair: self.cx.fair.clone(),
-            name: "heap",
+            results: self.cx.results.clone(),
         };
-        let allocs = HeapState { name: "allocs", ..st.clone() };
         let l = &self.cx.limits;
         let r = &SPEC.routes;
         vec![
             Route::new(&r[0], l, get(profile).with_state(st.clone())),
-            Route::new(&r[1], l, get(profile).with_state(allocs)),
+            Route::new(&r[1], l, get(profile).with_state(st.clone())),
             Route::new(&r[2], l, post(activate).with_state(st.clone())),
             Route::new(&r[3], l, post(deactivate).with_state(st)),
         ]
+    }
+
+    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+        ready(match core::profiling_state() {
+            Ok(s) => serde_json::json!({
+                "profiling_enabled": s.opt_prof,
+                "sampling_active": s.active,
+                "growth_running": self.growth_running.load(Ordering::Acquire),
+            }),
+            Err(e) => serde_json::json!({ "unavailable": e.to_string() }),
+        })
     }
 
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {

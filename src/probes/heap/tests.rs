@@ -56,6 +56,7 @@ mod memory {
                 Default::default(),
                 ["t"],
             )),
+            results: Default::default(),
         };
         let mut parts = Memory::new(&cx).bundle(std::time::Duration::ZERO);
         assert_eq!(parts.len(), 1);

@@ -16,7 +16,8 @@ use serde::Serialize;
 use stats::{process_memory, ProcessMemory};
 
 use crate::seam::{
-    Access, ApiError, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec,
+    ready, Access, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route,
+    RouteSpec,
 };
 use crate::security::Scope;
 
@@ -132,11 +133,12 @@ impl Probe for Memory {
         vec![BundlePart::json("memory.json", &report())]
     }
 
-    fn glance(&self) -> Option<serde_json::Value> {
+    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
         let r = report();
-        Some(serde_json::json!({
+        ready(serde_json::json!({
             "rss_bytes": r.process.rss_bytes,
             "jemalloc_allocated_bytes": r.jemalloc.as_ref().map(allocated),
+            "jemalloc_unavailable": r.message,
         }))
     }
 }

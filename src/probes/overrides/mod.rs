@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::seam::overrides::OverrideEntry;
 use crate::seam::{
-    Access, ApiError, BundlePart, Overrides, Params, Probe, ProbeContext, ProbeSpec, Route,
-    RouteSpec,
+    ready, Access, ApiError, BoxFuture, BundlePart, Overrides, Params, Probe, ProbeContext,
+    ProbeSpec, Route, RouteSpec,
 };
 use crate::security::Scope;
 
@@ -81,14 +81,9 @@ impl Probe for OverridesProbe {
         vec![BundlePart::json("overrides.json", &report)]
     }
 
-    fn glance(&self) -> Option<serde_json::Value> {
-        let kinds: Vec<String> = self
-            .cx
-            .overrides
-            .list()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
-        Some(serde_json::json!({ "in_force": kinds }))
+    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+        let entries = self.cx.overrides.list();
+        let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+        ready(serde_json::json!({ "in_force": kinds, "entries": entries }))
     }
 }

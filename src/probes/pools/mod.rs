@@ -67,7 +67,8 @@ use serde::Serialize;
 
 use crate::encode::prometheus::{Families, HistogramSample};
 use crate::seam::{
-    Access, ApiError, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec,
+    ready, Access, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route,
+    RouteSpec,
 };
 use crate::security::Scope;
 
@@ -167,7 +168,7 @@ impl Probe for Pools {
         vec![BundlePart::json("pools.json", &report(&self.registry))]
     }
 
-    fn glance(&self) -> Option<serde_json::Value> {
+    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
         let r = report(&self.registry);
         let saturated: Vec<&str> = r
             .pools
@@ -175,7 +176,21 @@ impl Probe for Pools {
             .filter(|p| p.saturated == Some(true))
             .map(|p| p.name.as_str())
             .collect();
-        Some(serde_json::json!({ "pools": r.pools.len(), "saturated": saturated }))
+        let each: Vec<_> = r
+            .pools
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "in_use": p.snapshot.in_use,
+                    "max_size": p.snapshot.max_size,
+                    "waiting": p.snapshot.waiting,
+                    "utilisation": p.utilisation,
+                    "saturated": p.saturated,
+                })
+            })
+            .collect();
+        ready(serde_json::json!({ "pools": r.pools.len(), "saturated": saturated, "each": each }))
     }
 }
 

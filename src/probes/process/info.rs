@@ -74,13 +74,18 @@ pub(super) struct ProcessInfo {
     pub limits: Vec<[String; 4]>,
 }
 
-/// Reads [`ProcessInfo`].
-pub(super) fn info() -> ProcessInfo {
-    let stats = stats();
+/// Seconds since the process started, from [`stats`].
+pub(super) fn uptime_seconds(stats: &ProcessStats) -> f64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs_f64();
+    (now - stats.start_time_seconds).max(0.0)
+}
+
+/// The command line from `/proc/self/cmdline`, redacted as a whole (a secret may sit in the
+/// argument after its option, `-p hunter2`) as `/debug/process` shows it.
+pub(super) fn cmdline() -> Vec<String> {
     let args: Vec<String> = std::fs::read("/proc/self/cmdline")
         .map(|raw| {
             raw.split(|b| *b == 0)
@@ -89,8 +94,13 @@ pub(super) fn info() -> ProcessInfo {
                 .collect()
         })
         .unwrap_or_default();
-    // Redacted as a whole: a secret may sit in the argument after its option (`-p hunter2`).
-    let cmdline = redact_args(&args);
+    redact_args(&args)
+}
+
+/// Reads [`ProcessInfo`].
+pub(super) fn info() -> ProcessInfo {
+    let stats = stats();
+    let cmdline = cmdline();
     let mut env: Vec<(String, String)> = std::env::vars_os()
         .map(|(k, v)| {
             let k = k.to_string_lossy().into_owned();
@@ -100,12 +110,51 @@ pub(super) fn info() -> ProcessInfo {
         .collect();
     env.sort();
     ProcessInfo {
-        uptime_seconds: (now - stats.start_time_seconds).max(0.0),
+        uptime_seconds: uptime_seconds(&stats),
         stats,
         cmdline,
         env,
         limits: limits(),
     }
+}
+
+/// One OS thread of the process, from `/proc/self/task/<tid>`.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct ThreadEntry {
+    /// Kernel thread id.
+    pub tid: u32,
+    /// `comm`: the thread's name, at most 15 bytes (what `PR_SET_NAME` set).
+    pub name: String,
+    /// The scheduler state letter from `stat`: `R` running, `S` sleeping, `D` disk wait, …
+    pub state: String,
+}
+
+/// Every thread of the process, by tid. Threads that end while being read are left out.
+pub(super) fn threads() -> Vec<ThreadEntry> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut out: Vec<ThreadEntry> = dir
+        .flatten()
+        .filter_map(|e| {
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(ThreadEntry {
+                tid,
+                name: name.trim_end_matches('\n').to_string(),
+                state,
+            })
+        })
+        .collect();
+    out.sort_by_key(|t| t.tid);
+    out
 }
 
 fn limits() -> Vec<[String; 4]> {
@@ -185,5 +234,19 @@ mod tests {
             "{:?}",
             i.limits
         );
+        std::thread::Builder::new()
+            .name("prodbg-tc-test".into())
+            .spawn(|| {
+                let t = threads();
+                assert!(t.iter().any(|t| t.tid == std::process::id()), "{t:?}");
+                assert!(
+                    t.iter()
+                        .any(|t| t.name == "prodbg-tc-test" && t.state == "R"),
+                    "{t:?}"
+                );
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -1,5 +1,6 @@
 //! `GET /debug/process`: pid, uptime, build info, command line, redacted environment,
-//! limits; and the standard `process_*` Prometheus series.
+//! limits; Go's `GET /debug/pprof/cmdline` and a `threadcreate`-like thread list; and the
+//! standard `process_*` Prometheus series.
 
 mod info;
 
@@ -8,19 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::Method;
+use axum::http::{header, Method};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use serde::Serialize;
 
-use info::{info, stats, ProcessInfo};
+use info::{cmdline, info, stats, threads, ProcessInfo};
 
 use crate::encode::prometheus::Families;
 use crate::seam::{
-    blocking, Access, ApiError, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route,
-    RouteSpec,
+    blocking, ready, Access, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext,
+    ProbeSpec, Route, RouteSpec,
 };
 use crate::security::Scope;
 
@@ -28,15 +30,33 @@ use crate::security::Scope;
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "process",
     feature: None,
-    routes: &[RouteSpec {
-        method: Method::GET,
-        path: "/debug/process",
-        access: Access::Scope(Scope::Read),
-        summary: |_| {
-            "pid, uptime, build info, command line, environment (secrets redacted), limits, open fds"
-                .into()
+    routes: &[
+        RouteSpec {
+            method: Method::GET,
+            path: "/debug/process",
+            access: Access::Scope(Scope::Read),
+            summary: |_| {
+                "pid, uptime, build info, command line, environment (secrets redacted), limits, open fds"
+                    .into()
+            },
         },
-    }],
+        RouteSpec {
+            method: Method::GET,
+            path: "/debug/pprof/cmdline",
+            access: Access::Scope(Scope::Read),
+            summary: |_| {
+                "the command line as Go serves it: arguments separated by NUL bytes, secrets redacted; text/plain".into()
+            },
+        },
+        RouteSpec {
+            method: Method::GET,
+            path: "/debug/pprof/threadcreate",
+            access: Access::Scope(Scope::Read),
+            summary: |_| {
+                "Go's threadcreate, as a list: `threadcreate profile: total N`, then tid, state and name of every OS thread from /proc (?debug=1|2, both text; creation stacks are not recorded)".into()
+            },
+        },
+    ],
     bundle_files: &["process.json"],
 };
 
@@ -93,6 +113,33 @@ async fn process(
     Ok(Json(Process::report(service, build).await?))
 }
 
+/// Go's text content type.
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// `/debug/pprof/cmdline`: the arguments joined by NUL bytes (Go's `strings.Join(os.Args,
+/// "\x00")`), each redacted as `/debug/process` shows it.
+async fn go_cmdline(RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    let args = blocking("the process probe", cmdline).await?;
+    Ok(([(header::CONTENT_TYPE, TEXT)], args.join("\0")).into_response())
+}
+
+/// `/debug/pprof/threadcreate?debug=1`: Go's header line, then one line per OS thread.
+async fn go_threadcreate(RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = Params::parse(q.as_deref(), &["debug"])?;
+    params.choice("debug", &["1", "2"], "1")?;
+    let list = blocking("the process probe", threads).await?;
+    let mut text = format!(
+        "threadcreate profile: total {}\n# the OS threads of pid {} from /proc/self/task (prodbg records no thread-creation stacks)\n# tid\tstate\tname\n",
+        list.len(),
+        std::process::id()
+    );
+    for t in &list {
+        text.push_str(&format!("{}\t{}\t{}\n", t.tid, t.state, t.name));
+    }
+    Ok(([(header::CONTENT_TYPE, TEXT)], text).into_response())
+}
+
 impl Probe for Process {
     fn spec(&self) -> &'static ProbeSpec {
         &SPEC
@@ -100,11 +147,12 @@ impl Probe for Process {
 
     fn routes(&self) -> Vec<Route> {
         let state: ProcessState = (self.cx.service_name.clone(), self.build.clone());
-        vec![Route::new(
-            &SPEC.routes[0],
-            &self.cx.limits,
-            get(process).with_state(state),
-        )]
+        let l = &self.cx.limits;
+        vec![
+            Route::new(&SPEC.routes[0], l, get(process).with_state(state)),
+            Route::new(&SPEC.routes[1], l, get(go_cmdline)),
+            Route::new(&SPEC.routes[2], l, get(go_threadcreate)),
+        ]
     }
 
     fn collector(&self) -> Option<Box<dyn Collector>> {
@@ -121,12 +169,14 @@ impl Probe for Process {
         })]
     }
 
-    fn glance(&self) -> Option<serde_json::Value> {
+    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
         let s = stats();
-        Some(serde_json::json!({
+        ready(serde_json::json!({
+            "pid": s.pid,
             "resident_bytes": s.resident_bytes,
             "threads": s.threads,
             "open_fds": s.open_fds,
+            "uptime_seconds": info::uptime_seconds(&s),
         }))
     }
 }

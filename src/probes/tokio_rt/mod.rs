@@ -1,6 +1,8 @@
 //! `GET /debug/tokio` (runtime metrics per worker, with rates), `GET /debug/tokio/tasks` (an
-//! async task dump) and the `prodbg_tokio_*` Prometheus series.
+//! async task dump), Go's `GET /debug/pprof/goroutine?debug=1|2` (the same dump in Go's text
+//! shapes) and the `prodbg_tokio_*` Prometheus series.
 
+mod go_text;
 mod runtime;
 #[cfg(test)]
 mod tests;
@@ -8,14 +10,14 @@ mod unstable;
 mod window;
 
 pub(crate) use runtime::RuntimeRegistry;
-use runtime::{task_dump, RuntimeReport, TaskDumpError, WorkerReport};
+use runtime::{task_dump, task_stacks, RuntimeReport, TaskDumpError, WorkerReport};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::Method;
+use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
@@ -26,7 +28,8 @@ use serde::Serialize;
 use crate::encode::prometheus::Families;
 use crate::seam::fair::{Expensive, FairShare};
 use crate::seam::{
-    Access, ApiError, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec,
+    Access, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route,
+    RouteSpec,
 };
 use crate::security::Scope;
 
@@ -38,6 +41,8 @@ const DEFAULT_WINDOW_MS: u64 = 1000;
 const DUMP_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=30_000;
 /// Default wait for a task dump, in milliseconds.
 const DEFAULT_DUMP_TIMEOUT_MS: u64 = 5000;
+/// The window of the busy ratios at a glance (the console, the index JSON).
+const GLANCE_WINDOW: Duration = Duration::from_millis(250);
 
 /// The Tokio probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
@@ -59,6 +64,18 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
             summary: |_| {
                 format!(
                     "async task dump, one trace per task (?runtime=, ?timeout_ms={}..{}); needs --cfg tokio_unstable",
+                    DUMP_TIMEOUT_MS.start(),
+                    DUMP_TIMEOUT_MS.end()
+                )
+            },
+        },
+        RouteSpec {
+            method: Method::GET,
+            path: "/debug/pprof/goroutine",
+            access: Access::Scope(Scope::Profile),
+            summary: |_| {
+                format!(
+                    "the async task dump in Go's text shapes: ?debug=1 (default) counts tasks by stack, ?debug=2 prints every task like a goroutine dump; every registered runtime (or ?runtime=), ?timeout_ms={}..{}; needs --cfg tokio_unstable",
                     DUMP_TIMEOUT_MS.start(),
                     DUMP_TIMEOUT_MS.end()
                 )
@@ -173,6 +190,68 @@ async fn tasks(
         .into_response())
 }
 
+/// `/debug/pprof/goroutine?debug=1|2`: every registered runtime's tasks (or `?runtime=`'s) in
+/// Go's text shapes. With several runtimes, one that cannot be dumped is named in a `#` line
+/// and the others are still shown; with one, its error is the answer (501 when task dumps are
+/// not compiled in, 503 when a worker is blocked, 409 when a dump is already running).
+async fn goroutine(
+    State((runtimes, _, fair)): State<TokioState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(q.as_deref(), &["debug", "runtime", "timeout_ms"])?;
+    let _cap = fair.probe(Expensive::TaskDump)?;
+    let debug = params.choice("debug", &["1", "2"], "1").map_err(|e| {
+        ApiError::bad_parameter(format!(
+            "{}; prodbg serves the text forms only (debug=0, Go's protobuf, is not served)",
+            e.message
+        ))
+    })?;
+    let timeout = params.u64_in("timeout_ms", DUMP_TIMEOUT_MS, DEFAULT_DUMP_TIMEOUT_MS)?;
+    if !runtime::TASK_DUMP_COMPILED {
+        return Err(TaskDumpError::NotCompiled.into());
+    }
+    let names = require_runtimes(&runtimes)?;
+    let selected = match params.get("runtime") {
+        Some(n) if names.iter().any(|r| r == n) => vec![n.to_string()],
+        Some(n) => {
+            return Err(ApiError::bad_parameter(format!(
+                "runtime={:?} is not registered; registered: {}",
+                n.chars().take(64).collect::<String>(),
+                names.join(", ")
+            )))
+        }
+        None => names,
+    };
+    let timeout = Duration::from_millis(timeout);
+    let mut tasks = Vec::new();
+    let mut notes = Vec::new();
+    let mut first_error = None;
+    for name in &selected {
+        let dumped = match runtimes.get(name) {
+            Some(handle) => task_stacks(&handle, name, timeout).await,
+            None => Err(TaskDumpError::Failed(format!(
+                "runtime {name:?} is no longer registered"
+            ))),
+        };
+        match dumped {
+            Ok(t) => tasks.extend(t),
+            Err(e) => {
+                notes.push(format!("runtime {name:?} not dumped: {e}"));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let (Some(e), true) = (first_error, notes.len() == selected.len()) {
+        return Err(e.into());
+    }
+    let text = if debug == "2" {
+        go_text::debug2(&tasks, selected.len() > 1, &notes)
+    } else {
+        go_text::debug1(&tasks, &notes)
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
 /// One runtime's dump, headed by its name.
 async fn dump(
     runtimes: &RuntimeRegistry,
@@ -196,7 +275,8 @@ impl Probe for Tokio {
         let l = &self.cx.limits;
         vec![
             Route::new(&SPEC.routes[0], l, get(metrics).with_state(state.clone())),
-            Route::new(&SPEC.routes[1], l, get(tasks).with_state(state)),
+            Route::new(&SPEC.routes[1], l, get(tasks).with_state(state.clone())),
+            Route::new(&SPEC.routes[2], l, get(goroutine).with_state(state)),
         ]
     }
 
@@ -236,22 +316,35 @@ impl Probe for Tokio {
         vec![metrics, tasks]
     }
 
-    fn glance(&self) -> Option<serde_json::Value> {
-        let runtimes: Vec<_> = self
-            .runtimes
-            .snapshot_now()
-            .into_iter()
-            .map(|r| {
-                serde_json::json!({
-                    "name": r.name,
-                    "workers": r.workers,
-                    "global_queue_depth": r.global_queue_depth,
-                    "alive_tasks": r.alive_tasks,
-                })
-            })
-            .collect();
+    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+        let window = if self.runtimes.names().is_empty() {
+            Duration::ZERO
+        } else {
+            GLANCE_WINDOW
+        };
+        let snapshot = self.runtimes.snapshot(window);
         let console = self.console.map(|a| a.to_string());
-        Some(serde_json::json!({ "runtimes": runtimes, "console_addr": console }))
+        Box::pin(async move {
+            let runtimes: Vec<_> = snapshot
+                .await
+                .into_iter()
+                .map(|r| {
+                    let local: Option<usize> =
+                        r.per_worker.iter().map(|w| w.local_queue_depth).sum();
+                    serde_json::json!({
+                        "name": r.name,
+                        "workers": r.workers,
+                        "busy_ratio": r.busy_ratio,
+                        "window_seconds": r.window_seconds,
+                        "likely_blocked_workers": r.likely_blocked_workers,
+                        "global_queue_depth": r.global_queue_depth,
+                        "local_queue_depth": local,
+                        "alive_tasks": r.alive_tasks,
+                    })
+                })
+                .collect();
+            Some(serde_json::json!({ "runtimes": runtimes, "console_addr": console }))
+        })
     }
 }
 

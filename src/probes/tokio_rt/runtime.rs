@@ -497,6 +497,16 @@ pub(super) async fn task_dump(handle: &Handle, timeout: Duration) -> Result<Stri
     dump::task_dump(handle, timeout).await
 }
 
+/// Every task of the runtime behind `handle` (registered as `runtime`) with its resolved
+/// stacks, for Go's goroutine shapes: the same dump as [`task_dump`], with the same limits.
+pub(super) async fn task_stacks(
+    handle: &Handle,
+    runtime: &str,
+    timeout: Duration,
+) -> Result<Vec<super::go_text::TaskStacks>, TaskDumpError> {
+    dump::task_stacks(handle, runtime, timeout).await
+}
+
 #[cfg_attr(
     any(not(test), not(all(tokio_unstable, tokio_taskdump))),
     allow(dead_code)
@@ -505,7 +515,6 @@ pub(super) async fn task_dump(handle: &Handle, timeout: Duration) -> Result<Stri
 /// asking tokio for a dump.
 pub(super) const DUMP_PRECHECK: Duration = Duration::from_millis(300);
 
-#[cfg_attr(any(not(test), all(tokio_unstable, tokio_taskdump)), allow(dead_code))]
 /// Whether this build can take task dumps (see [`task_dump`]).
 pub(super) const TASK_DUMP_COMPILED: bool = dump::COMPILED;
 
@@ -521,7 +530,9 @@ pub(super) const TASK_DUMP_COMPILED: bool = dump::COMPILED;
     )
 ))]
 mod dump {
+    use super::super::go_text::TaskStacks;
     use super::TaskDumpError;
+    use crate::stack::Frame;
     use std::fmt::Write as _;
     use std::sync::Mutex;
     use std::time::Duration;
@@ -555,10 +566,11 @@ mod dump {
         }
     }
 
-    pub(super) async fn task_dump(
+    /// Takes the dump (pre-check, one at a time per runtime, bounded by `timeout`).
+    async fn raw_dump(
         handle: &Handle,
         timeout: Duration,
-    ) -> Result<String, TaskDumpError> {
+    ) -> Result<tokio::runtime::Dump, TaskDumpError> {
         let guard = InFlight::acquire(handle.id()).ok_or(TaskDumpError::AlreadyRunning)?;
         if handle.runtime_flavor() != RuntimeFlavor::CurrentThread {
             let m = handle.metrics();
@@ -602,20 +614,76 @@ mod dump {
             Err(_) => Err(TaskDumpError::Timeout { timeout }),
             Ok(Err(join)) => Err(TaskDumpError::Failed(join.to_string())),
             Ok(Ok(Err(msg))) => Err(TaskDumpError::Failed(msg)),
-            Ok(Ok(Ok(dump))) => {
-                let mut out = String::new();
-                for (n, task) in dump.tasks().iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "Task {} (id {}):\n{}\n",
-                        n + 1,
-                        task.id(),
-                        task.trace()
-                    );
-                }
-                Ok(out)
-            }
+            Ok(Ok(Ok(dump))) => Ok(dump),
         }
+    }
+
+    pub(super) async fn task_dump(
+        handle: &Handle,
+        timeout: Duration,
+    ) -> Result<String, TaskDumpError> {
+        let dump = raw_dump(handle, timeout).await?;
+        let mut out = String::new();
+        for (n, task) in dump.tasks().iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "Task {} (id {}):\n{}\n",
+                n + 1,
+                task.id(),
+                task.trace()
+            );
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn task_stacks(
+        handle: &Handle,
+        runtime: &str,
+        timeout: Duration,
+    ) -> Result<Vec<TaskStacks>, TaskDumpError> {
+        let dump = raw_dump(handle, timeout).await?;
+        let runtime = runtime.to_string();
+        // Resolving parses debug info (the first time ~100 ms): off the admin runtime's thread.
+        tokio::task::spawn_blocking(move || {
+            dump.tasks()
+                .iter()
+                .map(|task| TaskStacks {
+                    runtime: runtime.clone(),
+                    id: task.id().to_string().parse().unwrap_or(0),
+                    stacks: task
+                        .trace()
+                        .resolve_backtraces()
+                        .iter()
+                        .map(|bt| bt.frames().flat_map(frames).collect())
+                        .collect(),
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| TaskDumpError::Failed(e.to_string()))
+    }
+
+    /// One machine frame's functions, inlined ones first (as [`Frame`] lists them).
+    fn frames(f: &tokio::runtime::dump::BacktraceFrame) -> Vec<Frame> {
+        let address = f.ip() as u64;
+        let mut out: Vec<Frame> = f
+            .symbols()
+            .map(|s| Frame {
+                address,
+                function: s
+                    .name_demangled()
+                    .map(|n| super::super::go_text::strip_hash(n).to_string()),
+                system_name: None,
+                file: s.filename().map(|p| p.display().to_string()),
+                line: s.lineno(),
+                inlined: true,
+            })
+            .collect();
+        match out.last_mut() {
+            Some(physical) => physical.inlined = false,
+            None => out.push(Frame::unknown(address)),
+        }
+        out
     }
 }
 
@@ -635,10 +703,17 @@ mod dump {
     use std::time::Duration;
     use tokio::runtime::Handle;
 
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) const COMPILED: bool = false;
 
     pub(super) async fn task_dump(_: &Handle, _: Duration) -> Result<String, TaskDumpError> {
+        Err(TaskDumpError::NotCompiled)
+    }
+
+    pub(super) async fn task_stacks(
+        _: &Handle,
+        _: &str,
+        _: Duration,
+    ) -> Result<Vec<super::super::go_text::TaskStacks>, TaskDumpError> {
         Err(TaskDumpError::NotCompiled)
     }
 }
