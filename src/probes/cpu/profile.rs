@@ -31,36 +31,32 @@
 //! table is read). When no slot is free the sample is counted as overflow and reported in
 //! [`CpuProfile::warnings`].
 //!
-//! # Unwinder choice and why a sample cannot hang or crash the host
-//! The handler unwinds with libgcc's `_Unwind_Backtrace` (DWARF `.eh_frame`, via
-//! [`backtrace::trace_unsynchronized`]), not frame pointers: Rust builds omit frame pointers
-//! unless the host sets `-C force-frame-pointers=yes`, and without them a frame-pointer
-//! unwinder returns empty stacks with no error. `.eh_frame` is in every Rust binary (it is
-//! what makes panics unwind).
-//!
-//! The handler may interrupt any code, holding any lock. What stops each danger:
-//! - *The allocator and our own locks.* The handler allocates nothing and takes no lock: the
-//!   stack goes into a stack array, the table is preallocated and all its fields are atomics,
-//!   the thread id comes from `gettid`. A sample that interrupts `malloc` (jemalloc linked
-//!   into the binary is unwound; glibc's is blocklisted) cannot deadlock.
-//!   `tests/cpu_probe.rs` stresses this at 999 Hz.
-//! - *Locks of libc, libgcc and the loader.* Samples whose interrupted instruction lies in
-//!   `libc`, `libgcc_s`, `libpthread`, the dynamic loader (`ld-linux`) or the vDSO are dropped
-//!   before unwinding; their address ranges are found with `dl_iterate_phdr` at start, never
-//!   in the handler. The unwinder finds `.eh_frame` through glibc's lock-free
-//!   `_dl_find_object` (libgcc ≥ 12, glibc ≥ 2.35) or `dl_iterate_phdr`, whose lock is
-//!   recursive. libgcc's one-time initialisation is done by a warm-up walk before any timer
-//!   is armed, and Rust links with `-z now`, so the handler never binds a symbol lazily.
-//!   `trace_unsynchronized` skips the `backtrace` crate's own global lock.
-//! - *Wrong unwind tables.* The vDSO's CFI is wrong on some distributions: blocklisted too.
+//! # Unwinder and why a sample cannot hang or crash the host
+//! The handler unwinds with framehop's DWARF CFI unwinder (`.eh_frame`, in every Rust binary
+//! and shared object), prepared before any timer is armed: `crate::stack::signal_unwinder`.
+//! Frame pointers are not needed, and libgcc is never called. The handler may interrupt any
+//! code, holding any lock — libc, libgcc, the loader, the vDSO, the allocator — and is safe
+//! there because:
+//! - *No allocation, no lock, no loader call.* The module list (`dl_iterate_phdr`, the vDSO
+//!   included), the unwind sections and the stack map (`/proc/self/maps`) are read outside the
+//!   handler; framehop's caches are preallocated (`MustNotAllocateDuringUnwind`) and claimed
+//!   with one compare-and-swap; the table is preallocated and all atomics.
+//! - *Bounded reads.* Unwind sections stay mapped (shared objects are pinned with
+//!   `dlopen(RTLD_NOLOAD)` while the snapshot lives); stack reads are accepted only between the
+//!   interrupted SP and the thread's stack top.
+//! - *Modules loaded mid-profile.* The scanner re-prepares the unwinder when the loader's
+//!   counters move and re-reads the stack map before arming new threads' timers; the old ones
+//!   are freed only once no handler is running.
+//! - *Nothing is dropped.* A walk that stops early (no unwind info, unknown stack, full
+//!   buffer) keeps the frames found, at least the interrupted instruction, under a visible
+//!   `[truncated]` frame; [`CpuProfile::truncated`] counts them.
 //! - *Use after free.* Timers are deleted before the table is read; the table pointer is
 //!   cleared and [`RunningProfile::stop`] waits for the handlers already running (an atomic
-//!   in-handler counter) before it reads and frees the table; a handler that arrives later
-//!   sees no table and returns. `errno` is saved and restored.
-//!
-//! The price of the blocklist: time spent in libc (memcpy, syscall wrappers, glibc malloc) is
-//! not attributed; it is missing from the profile rather than shown under its caller. The
-//! number of such samples is logged, and a warning is added when it exceeds 10 %.
+//!   in-handler counter) before it reads and frees the table and the unwinder. `errno` is
+//!   saved and restored.
+//! - *The host's own SIGPROF.* A host handler or a running `ITIMER_PROF` makes [`start`]
+//!   refuse ([`CpuError::HostSigprof`]); the previous disposition is restored exactly once no
+//!   SIGPROF of ours is still queued.
 //!
 //! # Rate
 //! The kernel checks CPU-time timers on its scheduler tick (`CONFIG_HZ`, often 250 Hz), so a
@@ -70,15 +66,15 @@
 //! count (expirations missed since the last one), and the sample is counted `1 + overrun`
 //! times, so counts stay proportional to CPU time (999 Hz on 2 busy threads: ~500 signals/s
 //! carrying ~2000 samples/s); the stacks themselves are still taken at most once per tick
-//! per thread. [`CpuProfile::effective_rate_hz`] reports what was recorded, and the pprof
-//! `cpu` values are scaled by the process CPU time actually used.
+//! per thread. [`CpuProfile::effective_rate_hz`] reports what was recorded; each sample's
+//! pprof `cpu` value is the sampling period, never rescaled.
 //!
 //! # Memory
 //! While sampling: the table's touched pages (well under 1 MB for hundreds of stacks; at most
-//! ~8.6 MB), a timer per thread and one scanner thread; all of it is freed at stop. The first
-//! profile's [`RunningProfile::stop`] also parses the binary's debug info to symbolize, and
-//! the `backtrace` crate keeps it cached (tens of MB for a large binary) so that later
-//! profiles symbolize in milliseconds. `benches/cpu_overhead.rs` measures both.
+//! ~8.6 MB), the unwinder (module list and caches, under 1 MB; unwind sections are read in
+//! place), a timer per thread and one scanner thread; all of it is freed at stop. Symbolizing
+//! reads the debug info one compilation unit at a time through a mapping whose pages are
+//! dropped as it goes, and keeps nothing (`crate::stack::dwarf`).
 
 use std::collections::HashMap;
 use std::fmt;

@@ -18,17 +18,19 @@
 //! 2. For each thread, the dumping thread arms a single, statically allocated slot (target tid,
 //!    generation number, frame capacity) and sends the signal with `tgkill(pid, tid, sig)`.
 //! 3. The handler, running on the target thread, claims the slot with a compare-and-swap from
-//!    *armed (generation g, tid)* to *writing (g)*, records the raw instruction pointers of its
-//!    stack with [`backtrace::trace_unsynchronized`] into the slot's fixed array, then marks it
-//!    *done (g)*. Nothing else: no allocation, no locks, no symbolization.
+//!    *armed (generation g, tid)* to *writing (g)*, unwinds its own interrupted stack from the
+//!    signal's `ucontext` with the dump's prepared framehop unwinder
+//!    (`crate::stack::signal_unwinder`, the same as the CPU profiler's) into the slot's fixed
+//!    array, then marks it *done (g)*. Nothing else: no allocation, no locks, no symbolization.
 //! 4. The dumping thread waits for *done (g)* at most [`DumpOptions::per_thread_timeout`]. On
 //!    timeout it moves the slot from *armed (g)* back to idle by compare-and-swap, so a handler
 //!    that fires later (the signal was blocked, the thread was stopped or stuck in an
 //!    uninterruptible sleep) fails its own compare-and-swap and writes nothing. If the handler
 //!    had already claimed the slot but not finished, the slot is abandoned to it (leaked, never
 //!    reused) and a fresh one is allocated: a late writer can never touch a reused slot.
-//! 5. Symbolization ([`backtrace::resolve`]) runs afterwards on the dumping thread, outside any
-//!    signal context. The calling thread walks its own stack directly.
+//! 5. Symbolization (`crate::stack::symbolize`, no cache kept) runs afterwards on the dumping
+//!    thread, outside any signal context. The calling thread unwinds its own stack from
+//!    `getcontext` with the same unwinder.
 //!
 //! Threads whose `/proc/self/task/<tid>/status` shows the signal blocked, and stopped or dead
 //! threads, are not signalled: they are reported with an `error` and no frames at once instead
@@ -44,15 +46,11 @@
 //! * It does not allocate and takes no lock of its own: the slot is pre-allocated, all its
 //!   fields are atomics, and the frame callback only stores into them. `errno` is saved and
 //!   restored.
-//! * `trace_unsynchronized` skips the `backtrace` crate's global lock (which a thread printing
-//!   a panic backtrace might hold) and calls libgcc's `_Unwind_Backtrace`. To find unwind
-//!   tables, libgcc ≥ 12 calls glibc's `_dl_find_object` (glibc ≥ 2.35), which is lock-free
-//!   and async-signal-safe, so a thread interrupted inside the dynamic loader is fine. Older
-//!   pairs fall back to `dl_iterate_phdr`, whose lock is recursive, so an interrupted holder
-//!   re-enters it rather than deadlocking. libgcc's unwinder does not allocate; its one-time
-//!   initialisation (a `pthread_once`) is done on the dumping thread by a warm-up walk before
-//!   the first signal is sent, and Rust links with `-z now`, so the handler never triggers
-//!   lazy symbol binding.
+//! * The unwinder needs no lock, no allocation and no call into the loader or libgcc: the
+//!   module list, unwind sections and stack map are prepared by the dump before the first
+//!   signal, framehop's caches are preallocated, and every stack read is bounded to the
+//!   interrupted thread's stack. A handler that arrives after the dump finds no unwinder and
+//!   records nothing; the dump frees the unwinder only once no handler is running.
 //! * The handler never waits for anything, so each thread answers independently; no thread is
 //!   ever held stopped by the dump, and threads are asked one at a time.
 //!
@@ -67,9 +65,8 @@
 //!   signal-based profiler.
 //! * A thread that blocks the signal, is stopped (`SIGSTOP`, a debugger), or sits in an
 //!   uninterruptible sleep (`D`) longer than the timeout gets an `error` and no frames.
-//! * Code that registers unwind tables at run time (`__register_frame`, as JITs do) and is
-//!   interrupted while doing so may make a stack walk in that thread fail or wait; Rust
-//!   programs do not do this.
+//! * Code without `.eh_frame` (JIT code registered with `__register_frame`) ends the walk:
+//!   the thread's stack is then `truncated` at that frame.
 //! * If another library later installs its own handler for the same signal, stacks of other
 //!   threads stop answering and time out; the signal number is in [`ThreadDump::signal`].
 //!
