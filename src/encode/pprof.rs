@@ -206,6 +206,23 @@ pub(crate) struct LineSpec<'a> {
     pub line: u32,
 }
 
+/// A mapping for [`ProfileBuilder::mapping_spec`]: a file mapped at `start..limit`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MappingSpec<'a> {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub limit: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    /// The file's path.
+    pub path: &'a str,
+    /// The file's build id (hex), or empty.
+    pub build_id: &'a str,
+    /// Whether the locations of this mapping carry functions, files and lines.
+    pub symbolized: bool,
+}
+
 /// Builds a [`Profile`] step by step. See the module docs.
 pub(crate) struct ProfileBuilder {
     profile: Profile,
@@ -268,19 +285,35 @@ impl ProfileBuilder {
     /// functions). Returns its id. Locations belong to the first mapping that holds their
     /// address.
     pub(crate) fn mapping(&mut self, start: u64, limit: u64, offset: u64, path: &str) -> u64 {
+        self.mapping_spec(&MappingSpec {
+            start,
+            limit,
+            offset,
+            path,
+            build_id: "",
+            symbolized: true,
+        })
+    }
+
+    /// Adds a mapping described by `m`; returns its id. Locations belong to the first mapping
+    /// that holds their address. An unsymbolized mapping (`symbolized: false`) tells
+    /// `go tool pprof` and Parca to symbolize its locations themselves (from the file found by
+    /// path or build id, or through `/debug/pprof/symbol`).
+    pub(crate) fn mapping_spec(&mut self, m: &MappingSpec<'_>) -> u64 {
         let id = self.profile.mapping.len() as u64 + 1;
-        let filename = self.string(path);
+        let filename = self.string(m.path);
+        let build_id = self.string(m.build_id);
         self.profile.mapping.push(Mapping {
             id,
-            memory_start: start,
-            memory_limit: limit,
-            file_offset: offset,
+            memory_start: m.start,
+            memory_limit: m.limit,
+            file_offset: m.offset,
             filename,
-            has_functions: true,
-            has_filenames: true,
-            has_line_numbers: true,
-            has_inline_frames: true,
-            ..Default::default()
+            build_id,
+            has_functions: m.symbolized,
+            has_filenames: m.symbolized,
+            has_line_numbers: m.symbolized,
+            has_inline_frames: m.symbolized,
         });
         id
     }

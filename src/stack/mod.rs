@@ -1,15 +1,178 @@
-//! What the stack-taking probes share: the one [`Frame`] type, the symbolizer and what a
-//! signal handler can read of the code it interrupted.
+//! What the stack-taking probes share: the one [`Frame`] type, the unwinder, the symbolizer and
+//! what a signal handler can read of the code it
+//! interrupted ([`unwind::InterruptedRegs`]).
+//!
+//! - [`frame`]: the one [`Frame`] type (innermost first).
+//! - [`modules`]: the loaded modules (`dl_iterate_phdr`): unwind sections, segments, build ids.
+//! - [`unwind`], [`stack_bounds`], [`cache_pool`], [`published`], [`signal_unwinder`]:
+//!   framehop unwinding from a signal handler (CPU samples, thread dumps), lock-free and
+//!   allocation-free, every stack read bounded to the interrupted thread's stack.
+//! - [`dwarf`]: address → functions, file:line and inlined calls, one compilation unit at a
+//!   time, no cache kept; [`symbolize`] is the probes' face of it (it returns [`Frame`]s and
+//!   gives the freed memory back).
+//! - [`offline`]: pprof mappings (path, offsets, build id) and Go's `/debug/pprof/symbol`.
+//!
+//! Each probe uses part of it; builds with only some of the features leave the rest unused
+//! (hence the `dead_code` allowances below).
+//!
+//! All of it needs Linux on x86_64 or aarch64 (ELF, `dl_iterate_phdr`, the `ucontext` layout).
 
-pub(crate) mod frame;
-#[cfg(any(feature = "cpu", feature = "threads"))]
-pub(crate) mod signal_context;
+#[cfg(all(
+    any(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    ),
+    not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))
+))]
+compile_error!(
+    "prodbg's cpu, heap, threads and deadlock features need Linux on x86_64 or aarch64 \
+     (build with --no-default-features elsewhere)"
+);
+
 #[cfg(any(
     feature = "cpu",
     feature = "heap",
     feature = "threads",
     feature = "deadlock"
 ))]
+#[cfg_attr(
+    not(all(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod dwarf;
+#[cfg(any(
+    feature = "cpu",
+    feature = "heap",
+    feature = "threads",
+    feature = "deadlock"
+))]
+#[cfg_attr(
+    not(all(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod frame;
+#[cfg(any(
+    feature = "cpu",
+    feature = "heap",
+    feature = "threads",
+    feature = "deadlock"
+))]
+#[cfg_attr(
+    not(all(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod modules;
+#[cfg(any(
+    feature = "cpu",
+    feature = "heap",
+    feature = "threads",
+    feature = "deadlock"
+))]
+#[cfg_attr(
+    not(all(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod offline;
+#[cfg(any(
+    feature = "cpu",
+    feature = "heap",
+    feature = "threads",
+    feature = "deadlock"
+))]
+#[cfg_attr(
+    not(all(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )),
+    allow(dead_code)
+)]
 pub(crate) mod symbolize;
-
+#[cfg(any(
+    feature = "cpu",
+    feature = "heap",
+    feature = "threads",
+    feature = "deadlock"
+))]
 pub(crate) use frame::Frame;
+#[cfg(any(feature = "cpu", feature = "threads"))]
+#[cfg_attr(
+    not(all(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod cache_pool;
+#[cfg(any(feature = "cpu", feature = "threads"))]
+#[cfg_attr(
+    not(all(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod published;
+#[cfg(any(feature = "cpu", feature = "threads"))]
+#[cfg_attr(
+    not(all(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod signal_unwinder;
+#[cfg(any(feature = "cpu", feature = "threads"))]
+#[cfg_attr(
+    not(all(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod stack_bounds;
+#[cfg(any(feature = "cpu", feature = "threads"))]
+#[cfg_attr(
+    not(all(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod unwind;

@@ -1,63 +1,115 @@
 //! Code address → functions, files and lines, with inlined functions: the one symbolizer of the
-//! CPU, heap and thread probes.
+//! CPU, heap, thread and deadlock probes.
 //!
-//! It asks the `backtrace` crate, which parses each binary's debug info on first use and keeps
-//! it cached for the life of the process (tens of MB for a large binary with `debug = 1`), so
-//! the first lookup is slow (~100 ms) and later ones are fast. Each probe decides which frames
-//! of a stack to keep; this module only names them.
+//! It is [`super::dwarf`]: each call maps the module files, reads the compilation units that
+//! hold the addresses one at a time, and keeps nothing afterwards — no process-lifetime cache
+//! (the `backtrace` crate kept the whole binary's parsed debug info, tens of MB, for the life
+//! of the process). After each call the freed temporaries are given back to the OS
+//! (`malloc_trim(0)` on glibc, an arena purge when jemalloc is the allocator and the `heap`
+//! feature is on). Each probe decides which frames of a stack to keep; this module only
+//! names them.
 
 use std::collections::HashMap;
-use std::ffi::c_void;
 
+use super::dwarf::{self, ProcessAddress, SymbolizeOptions};
+use super::modules::ModuleSet;
 use super::Frame;
 
-/// The functions at code address `addr`, **innermost first**: functions inlined into others
-/// come first, the physical function last (as `profile.proto` lists a location's lines and a
-/// stack trace prints them). Empty when nothing is known about the address.
-///
-/// Like [`backtrace::resolve`], `addr` is taken for a return address: the lookup is for
-/// `addr - 1`, inside the call instruction. Pass `pc + 1` for an exact instruction address.
-pub(crate) fn resolve(addr: usize) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    backtrace::resolve(addr as *mut c_void, |sym| {
-        let name = sym.name();
-        frames.push(Frame {
-            address: addr as u64,
-            function: name.as_ref().map(|n| format!("{n:#}")),
-            system_name: name.map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned()),
-            file: sym.filename().map(|p| p.display().to_string()),
-            line: sym.lineno(),
-            inlined: true,
-        });
-    });
-    if let Some(physical) = frames.last_mut() {
-        physical.inlined = false;
-    }
-    frames
-}
-
-/// [`resolve`] with each address looked up once, for a profile whose stacks share addresses.
-/// Used by the CPU and heap probes (the thread probe resolves each address once anyway).
+/// The frames of a set of addresses, resolved in one batch.
 #[derive(Debug, Default)]
-#[cfg_attr(not(any(feature = "cpu", feature = "heap")), allow(dead_code))]
-pub(crate) struct SymbolCache(HashMap<usize, Vec<Frame>>);
+pub(crate) struct Symbols(HashMap<ProcessAddress, Vec<Frame>>);
 
-#[cfg_attr(not(any(feature = "cpu", feature = "heap")), allow(dead_code))]
-impl SymbolCache {
-    /// The frames at `addr` (see [`resolve`]), resolving them on first use.
-    pub(crate) fn resolve(&mut self, addr: usize) -> &[Frame] {
-        self.0.entry(addr).or_insert_with(|| resolve(addr))
+impl Symbols {
+    /// Resolves `addrs` in the modules loaded now (a fresh [`ModuleSet`] snapshot).
+    pub(crate) fn resolve_here(addrs: impl IntoIterator<Item = ProcessAddress>) -> Symbols {
+        match ModuleSet::snapshot() {
+            Ok(modules) => Self::resolve(&modules, addrs),
+            Err(e) => {
+                tracing::debug!(error = %e, "no module list: addresses left unsymbolized");
+                Symbols::default()
+            }
+        }
     }
 
-    /// The frames at `addr` if [`resolve`](Self::resolve) was called for it, else none.
-    pub(crate) fn get(&self, addr: usize) -> &[Frame] {
+    /// Resolves `addrs` (duplicates are looked up once) in `modules`.
+    pub(crate) fn resolve(
+        modules: &ModuleSet,
+        addrs: impl IntoIterator<Item = ProcessAddress>,
+    ) -> Symbols {
+        let mut unique: Vec<ProcessAddress> = addrs.into_iter().collect();
+        unique.sort_unstable_by_key(|a| (a.avma, a.is_return_address));
+        unique.dedup();
+        let found = dwarf::symbolize_in_process(modules, &unique, SymbolizeOptions::default());
+        let map = unique
+            .into_iter()
+            .zip(found)
+            .map(|(a, symbols)| {
+                let frames = symbols
+                    .into_iter()
+                    .map(|s| Frame {
+                        address: a.avma,
+                        function: s.function,
+                        system_name: s.linkage_name,
+                        file: s.file,
+                        line: s.line,
+                        inlined: s.inlined,
+                    })
+                    .collect();
+                (a, frames)
+            })
+            .collect();
+        release_freed_memory();
+        Symbols(map)
+    }
+
+    /// The frames at `addr`, innermost first (inlined functions first, the physical function
+    /// last); empty when nothing is known of it or it was not resolved.
+    pub(crate) fn get(&self, addr: ProcessAddress) -> &[Frame] {
         self.0.get(&addr).map_or(&[], Vec::as_slice)
+    }
+
+    /// [`get`](Self::get), or one [`Frame::unknown`] when nothing is known.
+    pub(crate) fn frames_or_unknown(&self, addr: ProcessAddress) -> Vec<Frame> {
+        match self.get(addr) {
+            [] => vec![Frame::unknown(addr.avma)],
+            frames => frames.to_vec(),
+        }
     }
 
     /// Number of distinct addresses resolved.
     #[cfg_attr(not(feature = "cpu"), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.0.len()
+    }
+}
+
+/// An interrupted instruction (looked up as is).
+pub(crate) fn pc(avma: u64) -> ProcessAddress {
+    ProcessAddress {
+        avma,
+        is_return_address: false,
+    }
+}
+
+/// A return address (looked up at `avma - 1`, inside the call).
+pub(crate) fn return_address(avma: u64) -> ProcessAddress {
+    ProcessAddress {
+        avma,
+        is_return_address: true,
+    }
+}
+
+/// Gives heap memory freed by a symbolization back to the OS: glibc keeps freed pages unless
+/// asked (`malloc_trim`); jemalloc keeps dirty pages until they decay unless its arenas are
+/// purged (`arena.<MALLCTL_ARENAS_ALL>.purge`, with the `heap` feature, which links it).
+pub(crate) fn release_freed_memory() {
+    dwarf::release_freed_heap();
+    #[cfg(feature = "heap")]
+    {
+        // MALLCTL_ARENAS_ALL = 4096. Fails harmlessly when jemalloc is not the allocator's
+        // backing (the mallctl then acts on an unused jemalloc).
+        // SAFETY: `arena.4096.purge` takes no input and returns nothing.
+        let _ = unsafe { tikv_jemalloc_ctl::raw::write(b"arena.4096.purge\0", ()) };
     }
 }
 
@@ -72,9 +124,9 @@ mod tests {
 
     #[test]
     fn resolves_a_function_of_this_binary() {
-        let addr = prodbg_symbols_test_target_x4 as fn() -> usize as usize + 1;
-        let mut cache = SymbolCache::default();
-        let frames = cache.resolve(addr).to_vec();
+        let addr = prodbg_symbols_test_target_x4 as fn() -> usize as usize as u64;
+        let symbols = Symbols::resolve_here([pc(addr), return_address(addr + 1)]);
+        let frames = symbols.get(pc(addr)).to_vec();
         let physical = frames
             .last()
             .expect("no symbol for a function of this binary");
@@ -86,9 +138,20 @@ mod tests {
         );
         assert!(!function.contains("::h"), "hash not stripped: {function}");
         assert!(physical.system_name.as_deref().unwrap_or_default().len() > function.len());
+        assert!(physical
+            .file
+            .as_deref()
+            .unwrap_or("")
+            .ends_with("symbolize.rs"));
         assert!(frames[..frames.len() - 1].iter().all(|f| f.inlined));
-        assert_eq!(cache.get(addr), frames);
-        assert_eq!(cache.len(), 1);
-        assert!(cache.get(addr + 1).is_empty());
+        let via_return: Vec<_> = symbols.get(return_address(addr + 1)).to_vec();
+        assert_eq!(via_return.len(), frames.len());
+        assert!(via_return
+            .iter()
+            .zip(&frames)
+            .all(|(a, b)| a.function == b.function && a.address == addr + 1 && b.address == addr));
+        assert_eq!(symbols.len(), 2);
+        assert!(symbols.get(pc(addr + 1)).is_empty());
+        assert_eq!(symbols.frames_or_unknown(pc(1)), vec![Frame::unknown(1)]);
     }
 }

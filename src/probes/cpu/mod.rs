@@ -13,23 +13,43 @@ pub(crate) const MAX_FREQUENCY_HZ: u32 = 1000;
 pub(crate) const DEFAULT_FREQUENCY_HZ: u32 = 99;
 /// Default profile length in seconds: Go's.
 pub(crate) const DEFAULT_SECONDS: u64 = 30;
+/// Most addresses one `POST /debug/pprof/symbol` may ask for (the body is bounded too).
+pub(crate) const MAX_SYMBOL_ADDRESSES: usize = 4096;
 
 /// The CPU probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "cpu",
     feature: Some("cpu"),
-    routes: &[RouteSpec {
-        method: Method::GET,
-        path: "/debug/pprof/profile",
-        access: Access::Scope(Scope::Profile),
-        summary: |l| {
-            let max = l.max_profile_seconds;
-            format!(
-                "CPU profile: ?seconds=1..{max} ({}) &frequency=1..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded; gzipped profile.proto by default, like Go",
+    routes: &[
+        RouteSpec {
+            method: Method::GET,
+            path: "/debug/pprof/profile",
+            access: Access::Scope(Scope::Profile),
+            summary: |l| {
+                let max = l.max_profile_seconds;
+                format!(
+                "CPU profile: ?seconds=1..{max} ({}) &frequency=1..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &symbolize=true|false (pprof only: false leaves symbolization to go tool pprof or Parca, by mapping path and build id); gzipped profile.proto by default, like Go",
                 DEFAULT_SECONDS.min(max)
             )
+            },
         },
-    }],
+        RouteSpec {
+            method: Method::GET,
+            path: "/debug/pprof/symbol",
+            access: Access::Scope(Scope::Profile),
+            summary: |_| {
+                "Go's symbol protocol: num_symbols: 1 (go tool pprof symbolizes remotely through POST)".into()
+            },
+        },
+        RouteSpec {
+            method: Method::POST,
+            path: "/debug/pprof/symbol",
+            access: Access::Scope(Scope::Profile),
+            summary: |_| {
+                format!("Go's symbol protocol: body 0x…+0x… (at most {MAX_SYMBOL_ADDRESSES} addresses) → one `0x… function` line per address of this process with a name")
+            },
+        },
+    ],
     bundle_files: &["cpu.pb.gz", "cpu.svg"],
 };
 
@@ -48,14 +68,16 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
-use crate::seam::fair::{Expensive, FairShare};
 use crate::seam::download::{attachment, file_name, inline};
+use crate::seam::fair::{Expensive, FairShare};
 use crate::seam::{
     blocking, ready, ApiError, BoxFuture, BundlePart, Caller, Params, Probe, ProbeContext,
     Results, Route, StoredResult,
 };
+use crate::stack::modules::ModuleSet;
+use crate::stack::{offline, symbolize};
 
 impl From<CpuError> for ApiError {
     fn from(e: CpuError) -> ApiError {
@@ -65,6 +87,7 @@ impl From<CpuError> for ApiError {
                 remaining.as_secs().max(1)
             )),
             CpuError::Start(m) => ApiError::internal(format!("cannot start the CPU profiler: {m}")),
+            CpuError::HostSigprof(m) => ApiError::conflict(m),
             CpuError::Report(m) => ApiError::internal(format!("cannot build the CPU profile: {m}")),
         }
     }
@@ -93,11 +116,11 @@ struct CpuState {
 
 /// Samples for `opts.duration` and returns the symbolized profile. Dropping the future (the
 /// client hung up) drops the running profile, which stops sampling.
-async fn take(opts: CpuProfileOptions) -> Result<CpuProfile, ApiError> {
-    // The first start reads the binary's debug info: keep it off the admin runtime's thread.
+async fn take(opts: CpuProfileOptions, symbolize: bool) -> Result<CpuProfile, ApiError> {
+    // Starting reads the module list and the stack mappings: keep it off the admin runtime's thread.
     let running = blocking("starting the profiler", move || profile::start(opts)).await??;
     tokio::time::sleep(opts.duration).await;
-    Ok(blocking("stopping the profiler", move || running.stop()).await??)
+    Ok(blocking("stopping the profiler", move || running.stop_with(symbolize)).await??)
 }
 
 /// The flamegraph title: service, length, rate and sample count.
@@ -117,7 +140,7 @@ async fn cpu_profile(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(q.as_deref(), &["seconds", "frequency", "format"])?;
+    let params = Params::parse(q.as_deref(), &["seconds", "frequency", "format", "symbolize"])?;
     let max = st.max_seconds;
     let seconds = params.u64_in("seconds", 1..=max, DEFAULT_SECONDS.min(max))?;
     let frequency = params.u64_in(
@@ -126,13 +149,19 @@ async fn cpu_profile(
         u64::from(DEFAULT_FREQUENCY_HZ),
     )?;
     let format = params.choice("format", &["pprof", "svg", "folded"], "pprof")?.to_string();
+    let symbolize = params.choice("symbolize", &["true", "false"], "true")? == "true";
+    if !symbolize && format != "pprof" {
+        return Err(ApiError::bad_parameter(
+            "symbolize=false is for format=pprof only (its mappings carry path, offsets and build id for off-host symbolization); svg and folded need names",
+        ));
+    }
     let opts = CpuProfileOptions {
         duration: Duration::from_secs(seconds),
         frequency_hz: frequency as u32,
     };
     let _cap = st.fair.probe(Expensive::CpuProfile)?;
     let started = SystemTime::now();
-    let profile = take(opts).await?;
+    let profile = take(opts, symbolize).await?;
     let service = st.service.clone();
     let fmt = format.clone();
     let (profile, body, kept_pprof, render_ms) = blocking("rendering the profile", move || {
@@ -193,10 +222,42 @@ async fn cpu_profile(
     set("x-prodbg-samples", profile.samples.to_string());
     set("x-prodbg-requested-hz", frequency.to_string());
     set("x-prodbg-effective-sample-rate", format!("{:.1}", profile.effective_rate_hz));
+    set("x-prodbg-truncated-samples", profile.truncated.to_string());
     if let Some(w) = profile.warnings.first() {
         set("x-prodbg-warning", w.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "));
     }
     Ok(response)
+}
+
+/// `GET /debug/pprof/symbol`: tells `go tool pprof` that symbols are served here.
+async fn symbol_count(RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], offline::SYMBOL_COUNT_LINE).into_response())
+}
+
+/// `POST /debug/pprof/symbol`: the names of the addresses in the body (Go's protocol).
+async fn symbol_lookup(RawQuery(q): RawQuery, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::bad_parameter("the body must be text: addresses in hex (0x…) joined by +, as go tool pprof sends them")
+    })?;
+    let addrs = offline::parse_symbol_request(text);
+    if addrs.len() > MAX_SYMBOL_ADDRESSES {
+        return Err(ApiError::bad_parameter(format!(
+            "{} addresses asked for; at most {MAX_SYMBOL_ADDRESSES} per request",
+            addrs.len()
+        )));
+    }
+    let answer = blocking("symbolizing addresses", move || {
+        let modules = ModuleSet::snapshot()
+            .map_err(|e| ApiError::internal(format!("reading the module list: {e}")))?;
+        let names = offline::function_names(&modules, &addrs);
+        drop(modules);
+        symbolize::release_freed_memory();
+        Ok::<_, ApiError>(offline::symbol_response(&addrs, &names))
+    })
+    .await??;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], answer).into_response())
 }
 
 impl Probe for Cpu {
@@ -211,7 +272,11 @@ impl Probe for Cpu {
             fair: self.cx.fair.clone(),
             results: self.cx.results.clone(),
         };
-        vec![Route::new(&SPEC.routes[0], &self.cx.limits, get(cpu_profile).with_state(st))]
+        vec![
+            Route::new(&SPEC.routes[0], &self.cx.limits, get(cpu_profile).with_state(st)),
+            Route::new(&SPEC.routes[1], &self.cx.limits, get(symbol_count)),
+            Route::new(&SPEC.routes[2], &self.cx.limits, post(symbol_lookup)),
+        ]
     }
 
     fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
@@ -235,7 +300,7 @@ impl Probe for Cpu {
                 duration: window,
                 frequency_hz: DEFAULT_FREQUENCY_HZ,
             };
-            let profile = match take(opts).await {
+            let profile = match take(opts, true).await {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(e.message.clone()));

@@ -31,36 +31,32 @@
 //! table is read). When no slot is free the sample is counted as overflow and reported in
 //! [`CpuProfile::warnings`].
 //!
-//! # Unwinder choice and why a sample cannot hang or crash the host
-//! The handler unwinds with libgcc's `_Unwind_Backtrace` (DWARF `.eh_frame`, via
-//! [`backtrace::trace_unsynchronized`]), not frame pointers: Rust builds omit frame pointers
-//! unless the host sets `-C force-frame-pointers=yes`, and without them a frame-pointer
-//! unwinder returns empty stacks with no error. `.eh_frame` is in every Rust binary (it is
-//! what makes panics unwind).
-//!
-//! The handler may interrupt any code, holding any lock. What stops each danger:
-//! - *The allocator and our own locks.* The handler allocates nothing and takes no lock: the
-//!   stack goes into a stack array, the table is preallocated and all its fields are atomics,
-//!   the thread id comes from `gettid`. A sample that interrupts `malloc` (jemalloc linked
-//!   into the binary is unwound; glibc's is blocklisted) cannot deadlock.
-//!   `tests/cpu_probe.rs` stresses this at 999 Hz.
-//! - *Locks of libc, libgcc and the loader.* Samples whose interrupted instruction lies in
-//!   `libc`, `libgcc_s`, `libpthread`, the dynamic loader (`ld-linux`) or the vDSO are dropped
-//!   before unwinding; their address ranges are found with `dl_iterate_phdr` at start, never
-//!   in the handler. The unwinder finds `.eh_frame` through glibc's lock-free
-//!   `_dl_find_object` (libgcc ≥ 12, glibc ≥ 2.35) or `dl_iterate_phdr`, whose lock is
-//!   recursive. libgcc's one-time initialisation is done by a warm-up walk before any timer
-//!   is armed, and Rust links with `-z now`, so the handler never binds a symbol lazily.
-//!   `trace_unsynchronized` skips the `backtrace` crate's own global lock.
-//! - *Wrong unwind tables.* The vDSO's CFI is wrong on some distributions: blocklisted too.
+//! # Unwinder and why a sample cannot hang or crash the host
+//! The handler unwinds with framehop's DWARF CFI unwinder (`.eh_frame`, in every Rust binary
+//! and shared object), prepared before any timer is armed: `crate::stack::signal_unwinder`.
+//! Frame pointers are not needed, and libgcc is never called. The handler may interrupt any
+//! code, holding any lock — libc, libgcc, the loader, the vDSO, the allocator — and is safe
+//! there because:
+//! - *No allocation, no lock, no loader call.* The module list (`dl_iterate_phdr`, the vDSO
+//!   included), the unwind sections and the stack map (`/proc/self/maps`) are read outside the
+//!   handler; framehop's caches are preallocated (`MustNotAllocateDuringUnwind`) and claimed
+//!   with one compare-and-swap; the table is preallocated and all atomics.
+//! - *Bounded reads.* Unwind sections stay mapped (shared objects are pinned with
+//!   `dlopen(RTLD_NOLOAD)` while the snapshot lives); stack reads are accepted only between the
+//!   interrupted SP and the thread's stack top.
+//! - *Modules loaded mid-profile.* The scanner re-prepares the unwinder when the loader's
+//!   counters move and re-reads the stack map before arming new threads' timers; the old ones
+//!   are freed only once no handler is running.
+//! - *Nothing is dropped.* A walk that stops early (no unwind info, unknown stack, full
+//!   buffer) keeps the frames found, at least the interrupted instruction, under a visible
+//!   `[truncated]` frame; [`CpuProfile::truncated`] counts them.
 //! - *Use after free.* Timers are deleted before the table is read; the table pointer is
 //!   cleared and [`RunningProfile::stop`] waits for the handlers already running (an atomic
-//!   in-handler counter) before it reads and frees the table; a handler that arrives later
-//!   sees no table and returns. `errno` is saved and restored.
-//!
-//! The price of the blocklist: time spent in libc (memcpy, syscall wrappers, glibc malloc) is
-//! not attributed; it is missing from the profile rather than shown under its caller. The
-//! number of such samples is logged, and a warning is added when it exceeds 10 %.
+//!   in-handler counter) before it reads and frees the table and the unwinder. `errno` is
+//!   saved and restored.
+//! - *The host's own SIGPROF.* A host handler or a running `ITIMER_PROF` makes [`start`]
+//!   refuse ([`CpuError::HostSigprof`]); the previous disposition is restored exactly once no
+//!   SIGPROF of ours is still queued.
 //!
 //! # Rate
 //! The kernel checks CPU-time timers on its scheduler tick (`CONFIG_HZ`, often 250 Hz), so a
@@ -70,15 +66,15 @@
 //! count (expirations missed since the last one), and the sample is counted `1 + overrun`
 //! times, so counts stay proportional to CPU time (999 Hz on 2 busy threads: ~500 signals/s
 //! carrying ~2000 samples/s); the stacks themselves are still taken at most once per tick
-//! per thread. [`CpuProfile::effective_rate_hz`] reports what was recorded, and the pprof
-//! `cpu` values are scaled by the process CPU time actually used.
+//! per thread. [`CpuProfile::effective_rate_hz`] reports what was recorded; each sample's
+//! pprof `cpu` value is the sampling period, never rescaled.
 //!
 //! # Memory
 //! While sampling: the table's touched pages (well under 1 MB for hundreds of stacks; at most
-//! ~8.6 MB), a timer per thread and one scanner thread; all of it is freed at stop. The first
-//! profile's [`RunningProfile::stop`] also parses the binary's debug info to symbolize, and
-//! the `backtrace` crate keeps it cached (tens of MB for a large binary) so that later
-//! profiles symbolize in milliseconds. `benches/cpu_overhead.rs` measures both.
+//! ~8.6 MB), the unwinder (module list and caches, under 1 MB; unwind sections are read in
+//! place), a timer per thread and one scanner thread; all of it is freed at stop. Symbolizing
+//! reads the debug info one compilation unit at a time through a mapping whose pages are
+//! dropped as it goes, and keeps nothing (`crate::stack::dwarf`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -86,7 +82,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::encode::{flamegraph, pprof as pb};
-use crate::stack::symbolize::SymbolCache;
+use crate::stack::modules::ModuleSet;
+use crate::stack::offline::{pprof_mappings, PprofMapping};
+use crate::stack::symbolize::{self as symbols, Symbols};
 use crate::stack::Frame;
 
 use super::sampler;
@@ -124,6 +122,9 @@ pub(crate) enum CpuError {
     },
     /// The profiler could not be started (bad options, or the signal handler could not be installed).
     Start(String),
+    /// The host uses `SIGPROF` itself (its own handler, or `ITIMER_PROF` running): a profile
+    /// would take its signal over, so none is taken. The message names what was found.
+    HostSigprof(String),
     /// Sampling ran but the report could not be built or rendered.
     Report(String),
 }
@@ -137,6 +138,7 @@ impl fmt::Display for CpuError {
                 remaining.as_secs_f64()
             ),
             CpuError::Start(msg) => write!(f, "could not start the CPU profiler: {msg}"),
+            CpuError::HostSigprof(msg) => write!(f, "{msg}"),
             CpuError::Report(msg) => write!(f, "could not build the CPU profile: {msg}"),
         }
     }
@@ -193,7 +195,10 @@ pub(super) fn start(opts: CpuProfileOptions) -> Result<RunningProfile, CpuError>
     let cpu_start = process_cpu_time();
     let start_time = SystemTime::now();
     let started = Instant::now();
-    let sampler = sampler::Sampler::start(opts.frequency_hz).map_err(CpuError::Start)?;
+    let sampler = sampler::Sampler::start(opts.frequency_hz).map_err(|e| match e {
+        sampler::StartError::HostSigprof(m) => CpuError::HostSigprof(m),
+        sampler::StartError::Other(m) => CpuError::Start(m),
+    })?;
     tracing::info!(
         frequency_hz = opts.frequency_hz,
         duration_s = opts.duration.as_secs_f64(),
@@ -237,9 +242,16 @@ impl RunningProfile {
 
     /// Stops sampling and symbolizes the stacks.
     ///
-    /// CPU-heavy and synchronous (tens of ms; the first call in a process also parses the
-    /// binary's debug info): async callers run it in `spawn_blocking`.
-    pub(super) fn stop(mut self) -> Result<CpuProfile, CpuError> {
+    /// CPU-heavy and synchronous (tens to a few hundred ms: the debug info is read anew
+    /// each time, nothing is cached): async callers run it in `spawn_blocking`.
+    #[cfg(test)]
+    pub(super) fn stop(self) -> Result<CpuProfile, CpuError> {
+        self.stop_with(true)
+    }
+
+    /// Stops sampling; symbolizes the stacks only if `symbolize` (else the frames carry only
+    /// their addresses, and the pprof mappings say so, for off-host symbolization).
+    pub(super) fn stop_with(mut self, symbolize: bool) -> Result<CpuProfile, CpuError> {
         let t0 = Instant::now();
         let sampler = self
             .sampler
@@ -253,7 +265,7 @@ impl RunningProfile {
         };
         tracing::debug!(
             signals = collected.signals,
-            dropped = collected.dropped,
+            truncated = collected.truncated,
             overflow = collected.overflow,
             slots = collected.stacks.len(),
             sample_ms = t0.elapsed().as_secs_f64() * 1e3,
@@ -265,10 +277,14 @@ impl RunningProfile {
             frequency_hz: self.opts.frequency_hz,
             cpu_time,
         };
-        let profile = CpuProfile::from_collected(collected, timing);
-        release_freed_memory();
+        let modules = ModuleSet::snapshot()
+            .map_err(|e| CpuError::Report(format!("reading the module list: {e}")))?;
+        let profile = CpuProfile::from_collected(collected, timing, &modules, symbolize);
+        drop(modules);
+        symbols::release_freed_memory();
         tracing::info!(
             samples = profile.samples,
+            truncated = profile.truncated,
             stacks = profile.stacks.len(),
             effective_rate_hz = profile.effective_rate_hz,
             stop_ms = t0.elapsed().as_secs_f64() * 1e3,
@@ -303,10 +319,17 @@ pub(super) struct CpuProfile {
     pub duration: Duration,
     /// Requested sampling rate, Hz of process CPU time.
     pub frequency_hz: u32,
-    /// Samples recorded (all stacks; samples dropped by the blocklist are not counted). A
-    /// signal that arrives with timer overruns counts as `1 + overrun` samples (see the
-    /// module docs' *Rate*).
+    /// Samples recorded (all stacks; none is dropped: a stack that could not be unwound to
+    /// its end is kept under a `[truncated]` frame). A signal that arrives with timer overruns
+    /// counts as `1 + overrun` samples (see the module docs' *Rate*).
     pub samples: u64,
+    /// Samples whose unwind stopped early (included in `samples`, under `[truncated]`).
+    pub truncated: u64,
+    /// Whether the frames carry functions, files and lines (else addresses only).
+    pub symbolized: bool,
+    /// The executable segments of the loaded modules (path, offsets, build id), the
+    /// profile's pprof mappings.
+    pub mappings: Vec<PprofMapping>,
     /// Samples actually recorded per wall-clock second (`samples / duration`). With `n` busy
     /// threads the ideal is `n × frequency_hz`; each thread's signals are capped near `CONFIG_HZ`,
     /// the overrun count makes up the difference.
@@ -320,16 +343,28 @@ pub(super) struct CpuProfile {
 }
 
 impl CpuProfile {
-    fn from_collected(collected: sampler::Collected, timing: Timing) -> Self {
+    fn from_collected(
+        collected: sampler::Collected,
+        timing: Timing,
+        modules: &ModuleSet,
+        symbolize: bool,
+    ) -> Self {
         let t0 = Instant::now();
-        let mut symbols = SymbolCache::default();
+        let symbols = if symbolize {
+            Symbols::resolve(
+                modules,
+                collected.stacks.iter().flat_map(|raw| addresses(&raw.ips)),
+            )
+        } else {
+            Symbols::default()
+        };
         let mut merged: HashMap<(String, Vec<Frame>), u64> = HashMap::new();
         for raw in &collected.stacks {
             let thread = match &raw.thread {
                 n if n.is_empty() => format!("thread-{}", raw.tid),
                 n => n.clone(),
             };
-            let stack = symbolize_stack(&mut symbols, &raw.ips, raw.exact);
+            let stack = symbolize_stack(&symbols, &raw.ips, raw.truncated, symbolize);
             *merged.entry((thread, stack)).or_default() += raw.count;
         }
         let mut stacks: Vec<CpuStack> = merged
@@ -363,6 +398,9 @@ impl CpuProfile {
             duration,
             frequency_hz,
             samples,
+            truncated: collected.truncated,
+            symbolized: symbolize,
+            mappings: pprof_mappings(modules),
             effective_rate_hz,
             cpu_time,
             stacks,
@@ -400,19 +438,25 @@ impl CpuProfile {
                     .to_string(),
             );
         }
-        let seen = self.samples + collected.dropped;
-        if collected.dropped * 10 > seen {
+        if collected.truncated * 10 > self.samples.max(1) {
             warnings.push(format!(
-                "{} of {seen} samples interrupted libc, libgcc, the dynamic loader or the vDSO \
-                 and were dropped (they cannot be unwound safely from a signal handler): \
-                 time spent there is missing from the profile",
-                collected.dropped
+                "{} of {} samples could not be unwound to the thread's entry (no unwind info, \
+                 or a thread whose stack was not known yet); they are kept with the frames \
+                 found, under a [truncated] frame",
+                collected.truncated, self.samples
             ));
+        }
+        if collected.handler_kept {
+            warnings.push(
+                "a SIGPROF was still queued for a thread that blocks it, so prodbg's inert \
+                 SIGPROF handler stays installed instead of the previous disposition"
+                    .to_string(),
+            );
         }
         if self.samples == 0 {
             warnings.push(
-                "no samples were collected: the process used (almost) no CPU outside libc \
-                 while profiling, or the profile was too short"
+                "no samples were collected: the process used (almost) no CPU while \
+                 profiling, or the profile was too short"
                     .to_string(),
             );
             return warnings;
@@ -423,7 +467,7 @@ impl CpuProfile {
             .filter(|s| s.frames.iter().all(|f| f.function.is_none()))
             .map(|s| s.samples)
             .sum();
-        if empty * 2 > self.samples {
+        if self.symbolized && empty * 2 > self.samples {
             warnings.push(format!(
                 "{empty} of {} samples have no symbolized frames: the stacks could not be \
                  unwound or the binary is stripped (keep debug info or at least symbols)",
@@ -435,9 +479,8 @@ impl CpuProfile {
             if expected >= 10.0 && (self.samples as f64) < expected * 0.5 {
                 warnings.push(format!(
                     "only {} samples for {:.2} s of CPU time at {} Hz (expected ~{expected:.0}): \
-                     threads that block SIGPROF, samples dropped in libc, or CPU used by \
-                     threads that exited between scans; CPU values are scaled by the \
-                     measured CPU time, counts are not",
+                     threads that block SIGPROF, or CPU used by threads that lived less \
+                     than a scan (20 ms); each sample stands for one sampling period",
                     self.samples,
                     cpu.as_secs_f64(),
                     self.frequency_hz
@@ -447,20 +490,18 @@ impl CpuProfile {
         warnings
     }
 
-    /// CPU nanoseconds one sample stands for: the measured process CPU time divided by the
-    /// samples when available, else the sampling period.
-    pub(super) fn nanos_per_sample(&self) -> f64 {
-        match self.cpu_time {
-            Some(cpu) if self.samples > 0 && !cpu.is_zero() => {
-                cpu.as_nanos() as f64 / self.samples as f64
-            }
-            _ => 1e9 / f64::from(self.frequency_hz.max(1)),
-        }
+    /// CPU nanoseconds one sample stands for: the sampling period. Never rescaled to the
+    /// measured CPU time, which would hide missing samples behind inflated ones.
+    pub(super) fn nanos_per_sample(&self) -> i64 {
+        1_000_000_000 / i64::from(self.frequency_hz.max(1))
     }
 
-    /// Gzipped `profile.proto`: sample types `samples/count` and `cpu/nanoseconds`, period
-    /// `1e9 / frequency_hz` ns of `cpu`, function names, files and lines (inlined functions as
-    /// extra lines of their location), and a `thread` label on every sample.
+    /// Gzipped `profile.proto`: sample types `samples/count` and `cpu/nanoseconds` (count ×
+    /// period), period `1e9 / frequency_hz` ns of `cpu`, one mapping per executable segment
+    /// (path, file offset, GNU build id), function names, files and lines when symbolized
+    /// (inlined functions as extra lines of their location), and a `thread` label on every
+    /// sample. Location addresses are the interrupted instruction for the leaf and the
+    /// return address minus one (inside the call) for callers, as pprof tools expect.
     pub(super) fn pprof_gz(&self) -> Result<Vec<u8>, CpuError> {
         let t0 = Instant::now();
         let period = 1_000_000_000 / i64::from(self.frequency_hz.max(1));
@@ -469,11 +510,16 @@ impl CpuProfile {
             ("cpu", "nanoseconds"),
             period,
         );
-        // One mapping covering every address: the locations carry their own symbols.
-        let exe = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        b.mapping(0, u64::MAX, 0, &exe);
+        for m in &self.mappings {
+            b.mapping_spec(&pb::MappingSpec {
+                start: m.memory_start,
+                limit: m.memory_limit,
+                offset: m.file_offset,
+                path: &m.filename,
+                build_id: m.build_id.as_deref().unwrap_or(""),
+                symbolized: self.symbolized,
+            });
+        }
         let nanos = self.nanos_per_sample();
         for stack in &self.stacks {
             let mut locations = Vec::new();
@@ -495,11 +541,20 @@ impl CpuProfile {
                         line: f.line.unwrap_or(0),
                     })
                     .collect();
-                locations.push(b.location(group[0].address, &lines));
+                let lines = if self.symbolized || group[0].function.is_some() {
+                    lines
+                } else {
+                    Vec::new()
+                };
+                let address = match group[0].address {
+                    a if start == 0 || a == 0 => a,
+                    a => a - 1,
+                };
+                locations.push(b.location(address, &lines));
                 start = end;
             }
             let samples = i64::try_from(stack.samples).unwrap_or(i64::MAX);
-            let cpu = (stack.samples as f64 * nanos).round() as i64;
+            let cpu = samples.saturating_mul(nanos);
             b.sample(locations, vec![samples, cpu], &[("thread", &stack.thread)]);
         }
         let start = self
@@ -551,53 +606,38 @@ impl CpuProfile {
     }
 }
 
-/// Symbolizes one sampled stack (leaf first, as unwound) into frames, innermost first.
-///
-/// When `exact`, `raw[0]` is the interrupted instruction itself (looked up as is, not as a
-/// return address); else the stack still starts with the signal handler's frames, which are
-/// cut here by name.
-fn symbolize_stack(symbols: &mut SymbolCache, raw: &[usize], exact: bool) -> Vec<Frame> {
-    // `resolve` looks up `addr - 1`, right for return addresses; `pc + 1` finds `pc` itself.
-    let lookup = |i: usize, ip: usize| if i == 0 && exact { ip + 1 } else { ip };
-    for (i, &ip) in raw.iter().enumerate() {
-        symbols.resolve(lookup(i, ip));
-    }
-    let resolved: Vec<(usize, &[Frame])> = raw
-        .iter()
-        .enumerate()
-        .map(|(i, &ip)| (ip, symbols.get(lookup(i, ip))))
-        .collect();
-    // Without the interrupted pc: skip up to and including the handler and the kernel's
-    // signal trampoline (`__restore_rt`) that follows it.
-    let skip = if exact {
-        0
-    } else {
-        resolved
-            .iter()
-            .position(|(_, fs)| {
-                fs.iter().any(|f| {
-                    f.function
-                        .as_deref()
-                        .is_some_and(|n| n.ends_with("on_sigprof"))
-                })
-            })
-            .map_or(0, |i| i + 2)
-    };
-    let mut out: Vec<Frame> = Vec::new();
-    for &(ip, frames) in resolved.iter().skip(skip) {
-        if frames.is_empty() {
-            out.push(Frame::unknown(ip as u64));
+/// Name of the frame under which a stack that could not be unwound to its end is shown.
+pub(super) const TRUNCATED_FRAME: &str = "[truncated]";
+
+/// The addresses of a sampled stack to symbolize: the interrupted instruction as is, the
+/// return addresses inside their call.
+fn addresses(ips: &[u64]) -> impl Iterator<Item = crate::stack::dwarf::ProcessAddress> + '_ {
+    ips.iter().enumerate().map(|(i, &ip)| {
+        if i == 0 {
+            symbols::pc(ip)
         } else {
-            out.extend(frames.iter().map(|f| Frame {
-                address: ip as u64,
-                ..f.clone()
-            }));
+            symbols::return_address(ip)
         }
-    }
-    // The unwinder often reports one unsymbolizable frame past the thread's entry
-    // (`clone3`): drop trailing unknowns, they are noise in every stack.
-    while out.len() > 1 && out.last().is_some_and(|f| f.function.is_none()) {
-        out.pop();
+    })
+}
+
+/// One sampled stack (leaf first, as unwound: the interrupted instruction, then return
+/// addresses) as frames, innermost first; a truncated stack ends with a [`TRUNCATED_FRAME`].
+fn symbolize_stack(symbols: &Symbols, raw: &[u64], truncated: bool, symbolized: bool) -> Vec<Frame> {
+    let mut out: Vec<Frame> = addresses(raw)
+        .flat_map(|a| symbols.frames_or_unknown(a))
+        .collect();
+    if truncated {
+        out.push(Frame {
+            function: Some(TRUNCATED_FRAME.to_string()),
+            ..Frame::unknown(0)
+        });
+    } else if symbolized {
+        // A walk that ends in a frame nothing is known of (the outermost return address of
+        // some threads) adds noise to every stack: drop trailing unknowns.
+        while out.len() > 1 && out.last().is_some_and(|f| f.function.is_none()) {
+            out.pop();
+        }
     }
     out
 }
@@ -625,14 +665,4 @@ struct Timing {
     duration: Duration,
     frequency_hz: u32,
     cpu_time: Option<Duration>,
-}
-
-/// Symbolizing allocates and frees a few MB of temporaries; glibc keeps freed heap pages
-/// unless asked. (A host on jemalloc returns them by decay.)
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap memory to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

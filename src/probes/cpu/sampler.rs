@@ -2,9 +2,9 @@
 //! the interrupted thread into a preallocated lock-free table, and the code that arms, disarms
 //! and reads it. The safety argument is in the [parent module's docs](super).
 
-use crate::stack::signal_context::{interrupted_pc, PC_KNOWN};
+use crate::stack::signal_unwinder::SignalUnwinder;
 use std::collections::HashMap;
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_int, c_void};
 use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -13,62 +13,46 @@ use std::time::{Duration, Instant};
 
 /// Most frames kept per sample (outermost frames beyond this are cut).
 pub(super) const MAX_DEPTH: usize = 64;
-/// Room for the handler's own frames (handler, trampoline), cut before storing.
-const HANDLER_FRAMES: usize = 32;
 /// Distinct (thread, stack) pairs the table holds: 16384 × 552 B ≈ 8.6 MB of address space,
 /// of which only the touched pages become resident.
 pub(super) const SLOTS: usize = 16384;
 /// Slots tried (open addressing, linear probing) before a sample counts as overflow.
 const MAX_PROBES: usize = 64;
-/// Executable segments of blocklisted objects remembered.
-const MAX_BLOCKED: usize = 32;
 /// How often the scanner arms timers for new threads and deletes those of exited ones, at
 /// least; with many threads the pause grows so that scanning takes ≤ 1 % of a core.
 const RESCAN: Duration = Duration::from_millis(20);
-/// Shared objects whose samples are dropped before unwinding (substrings of the file name).
-const BLOCKLIST: &[&str] = &[
-    "libc.so",
-    "libc-",
-    "libgcc_s",
-    "libpthread",
-    "ld-linux",
-    "ld-musl",
-    "linux-vdso",
-    "linux-gate",
-];
-
 /// Slot key: unused.
 const EMPTY: u64 = 0;
 /// Slot key: a handler is writing the slot.
 const CLAIMED: u64 = 1;
 /// Set in every written slot's key (the stack's hash), so it is never `EMPTY` or `CLAIMED`.
 const WRITTEN: u64 = 1 << 63;
-/// In `Slot::depth`: the first address is the exact interrupted instruction (the handler's
-/// own frames were cut), not a return address.
-const EXACT: u32 = 1 << 16;
+/// In `Slot::depth`: the unwind stopped before the thread's outermost frame (the stack holds
+/// the frames it found, at least the interrupted instruction).
+const TRUNCATED: u32 = 1 << 16;
 
 /// One distinct (thread, stack) and its count. All atomics, so the handler can fill it.
 struct Slot {
     key: AtomicU64,
     count: AtomicU64,
     tid: AtomicI32,
-    /// Number of addresses in `ips`, plus [`EXACT`].
+    /// Number of addresses in `ips`, plus [`TRUNCATED`].
     depth: AtomicU32,
     /// The thread's name when the slot was written (`PR_GET_NAME`, NUL-padded 16 bytes).
     name: [AtomicU64; 2],
-    /// Addresses, leaf first.
+    /// Addresses, leaf first: the interrupted instruction, then return addresses.
     ips: [AtomicUsize; MAX_DEPTH],
 }
 
 impl Slot {
-    fn matches(&self, tid: i32, depth: u32, ips: &[usize]) -> bool {
+    fn matches(&self, tid: i32, depth: u32, ips: &[u64]) -> bool {
         self.tid.load(Ordering::Relaxed) == tid
             && self.depth.load(Ordering::Relaxed) == depth
             && self
                 .ips
                 .iter()
                 .zip(ips)
-                .all(|(a, &b)| a.load(Ordering::Relaxed) == b)
+                .all(|(a, &b)| a.load(Ordering::Relaxed) as u64 == b)
     }
 }
 
@@ -76,12 +60,11 @@ impl Slot {
 /// table, and untouched pages cost no RSS), freed at stop.
 struct Table {
     slots: [Slot; SLOTS],
-    /// Executable address ranges `[start, end)` of blocklisted objects; written before the
-    /// table is published, read-only afterwards.
-    blocked: [(usize, usize); MAX_BLOCKED],
-    n_blocked: usize,
-    /// Samples whose interrupted instruction was in a blocklisted object.
-    dropped: AtomicU64,
+    /// The unwinder the handler uses: set before the table is published, owned by the
+    /// [`Sampler`] (an `Arc`), which keeps it alive until the table is freed.
+    unwinder: AtomicPtr<SignalUnwinder>,
+    /// Samples whose unwind stopped before the outermost frame (recorded all the same).
+    truncated: AtomicU64,
     /// Samples that found no free slot.
     overflow: AtomicU64,
     /// Signals handled (one per timer expiry delivered; a signal may stand for several
@@ -114,7 +97,7 @@ impl Table {
             ));
         }
         // The mapping is zero-filled and page-aligned; every field of `Table` is an atomic
-        // integer, an integer array or a tuple of integers, valid as all-zero bytes.
+        // integer or an array of them (a null `AtomicPtr` is all-zero), valid as all-zero bytes.
         Ok(p.cast::<Table>())
     }
 
@@ -125,12 +108,6 @@ impl Table {
     unsafe fn free(table: *mut Table) {
         // SAFETY: the caller's contract; `table` is a mapping of exactly this size.
         unsafe { libc::munmap(table.cast(), std::mem::size_of::<Table>()) };
-    }
-
-    fn is_blocked(&self, pc: usize) -> bool {
-        self.blocked[..self.n_blocked]
-            .iter()
-            .any(|&(start, end)| (start..end).contains(&pc))
     }
 }
 
@@ -180,45 +157,28 @@ fn weight(info: *mut libc::siginfo_t) -> u64 {
     }
 }
 
-/// Runs inside the signal handler: atomics and the unwinder only (see the module docs).
+/// Runs inside the signal handler: atomics and the prepared unwinder only (see the module docs).
 fn record(table: &Table, weight: u64, context: *mut c_void) {
     table.signals.fetch_add(1, Ordering::Relaxed);
-    let pc = interrupted_pc(context);
-    if pc != 0 && table.is_blocked(pc) {
-        table.dropped.fetch_add(weight, Ordering::Relaxed);
+    let unwinder = table.unwinder.load(Ordering::Acquire);
+    if unwinder.is_null() {
         return;
     }
-    let mut buf = [0usize; MAX_DEPTH + HANDLER_FRAMES];
-    let mut len = 0;
-    let mut at_pc: Option<usize> = None;
-    // SAFETY: `trace_unsynchronized` skips the backtrace crate's global lock, which the
-    // interrupted code may hold. The callback only writes the stack array and cannot panic.
-    unsafe {
-        backtrace::trace_unsynchronized(|frame| {
-            let ip = frame.ip() as usize;
-            let Some(cell) = buf.get_mut(len) else {
-                return false;
-            };
-            if ip == 0 {
-                return false;
-            }
-            *cell = ip;
-            if at_pc.is_none() && pc != 0 && ip == pc {
-                at_pc = Some(len);
-            }
-            len += 1;
-            match at_pc {
-                Some(start) => len - start < MAX_DEPTH,
-                None => true,
-            }
-        });
-    }
-    let (stack, exact) = match at_pc {
-        Some(start) => (&buf[start..len], EXACT),
-        None => (&buf[..len.min(MAX_DEPTH)], 0),
+    // SAFETY: set before the table was published; the sampler keeps it alive until no
+    // handler can reach the table (`Sampler::shutdown`).
+    let unwinder = unsafe { &*unwinder };
+    let mut buf = [0u64; MAX_DEPTH];
+    // SAFETY: `context` is the `ucontext_t` of the SIGPROF being handled on this thread.
+    let result = unsafe { unwinder.unwind_signal(context.cast(), &mut buf) };
+    let stack = &buf[..result.depth];
+    let truncated = if result.truncated {
+        table.truncated.fetch_add(weight, Ordering::Relaxed);
+        TRUNCATED
+    } else {
+        0
     };
     let tid = current_tid();
-    let depth = stack.len() as u32 | exact;
+    let depth = stack.len() as u32 | truncated;
     let key = hash(tid, depth, stack) | WRITTEN;
     let mut i = (key as usize) % SLOTS;
     for _ in 0..MAX_PROBES {
@@ -245,7 +205,7 @@ fn record(table: &Table, weight: u64, context: *mut c_void) {
             }
             slot.depth.store(depth, Ordering::Relaxed);
             for (cell, &ip) in slot.ips.iter().zip(stack) {
-                cell.store(ip, Ordering::Relaxed);
+                cell.store(ip as usize, Ordering::Relaxed);
             }
             slot.count.store(weight, Ordering::Relaxed);
             slot.key.store(key, Ordering::Release);
@@ -259,7 +219,7 @@ fn record(table: &Table, weight: u64, context: *mut c_void) {
 }
 
 /// FNV-1a over the thread id, depth and addresses.
-fn hash(tid: i32, depth: u32, ips: &[usize]) -> u64 {
+fn hash(tid: i32, depth: u32, ips: &[u64]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut mix = |v: u64| {
         h ^= v;
@@ -268,7 +228,7 @@ fn hash(tid: i32, depth: u32, ips: &[usize]) -> u64 {
     mix(tid as u32 as u64);
     mix(u64::from(depth));
     for &ip in ips {
-        mix(ip as u64);
+        mix(ip);
     }
     h ^ (h >> 29)
 }
@@ -278,48 +238,10 @@ fn current_tid() -> i32 {
     unsafe { libc::syscall(libc::SYS_gettid) as i32 }
 }
 
-/// Fills `table.blocked` with the executable segments of the blocklisted shared objects.
-fn find_blocked(table: &mut Table) {
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: dl_iterate_phdr passes a valid info and our `&mut Table` as `data`.
-        let (info, table) = unsafe { (&*info, &mut *data.cast::<Table>()) };
-        let name = if info.dlpi_name.is_null() {
-            ""
-        } else {
-            // SAFETY: a non-null dlpi_name is a NUL-terminated string.
-            unsafe { CStr::from_ptr(info.dlpi_name) }
-                .to_str()
-                .unwrap_or("")
-        };
-        let base = name.rsplit('/').next().unwrap_or(name);
-        if !BLOCKLIST.iter().any(|b| base.contains(b)) {
-            return 0;
-        }
-        for i in 0..usize::from(info.dlpi_phnum) {
-            // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
-            let ph = unsafe { &*info.dlpi_phdr.add(i) };
-            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
-                if table.n_blocked == MAX_BLOCKED {
-                    return 1;
-                }
-                let start = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize);
-                table.blocked[table.n_blocked] = (start, start + ph.p_memsz as usize);
-                table.n_blocked += 1;
-            }
-        }
-        0
-    }
-    // SAFETY: the callback matches dl_iterate_phdr's contract; `table` outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), ptr::from_mut(table).cast()) };
-}
-
 /// Timers and names of the threads seen while sampling; shared with the scanner thread.
-#[derive(Default)]
 struct Threads {
+    /// The unwinder the handler uses (also referenced by the table).
+    unwinder: Arc<SignalUnwinder>,
     /// tid → timer id (`timer_t` as an address, so the struct is `Send`).
     timers: HashMap<i32, usize>,
     /// Threads whose timer could not be created (other than because they had just exited).
@@ -328,9 +250,19 @@ struct Threads {
 }
 
 impl Threads {
-    /// Arms timers for threads not seen before and deletes those of exited threads.
+    /// Re-prepares the unwinder if modules were loaded or unloaded, arms timers for threads
+    /// not seen before (after re-reading the stack mappings, so their stacks are known) and
+    /// deletes those of exited threads.
     fn scan(&mut self) {
+        if let Err(e) = self.unwinder.refresh_modules() {
+            tracing::debug!(error = %e, "could not refresh the module list");
+        }
         let live = list_threads();
+        if live.iter().any(|tid| !self.timers.contains_key(tid)) {
+            if let Err(e) = self.unwinder.refresh_stacks() {
+                tracing::debug!(error = %e, "could not refresh the stack map");
+            }
+        }
         for &tid in &live {
             if self.timers.contains_key(&tid) {
                 continue;
@@ -353,6 +285,7 @@ impl Threads {
             }
             alive
         });
+        self.unwinder.reclaim();
     }
 }
 
@@ -408,19 +341,18 @@ pub(super) struct RawStack {
     pub tid: i32,
     /// The thread's name when it was first sampled with this stack (empty if unnamed).
     pub thread: String,
-    /// Addresses, leaf first.
-    pub ips: Vec<usize>,
-    /// Whether `ips[0]` is the exact interrupted instruction (else the handler's own frames
-    /// are still on top).
-    pub exact: bool,
+    /// Addresses, leaf first: the interrupted instruction, then return addresses.
+    pub ips: Vec<u64>,
+    /// Whether the unwind stopped before the thread's outermost frame.
+    pub truncated: bool,
     pub count: u64,
 }
 
 /// What a finished sampling run collected.
 pub(super) struct Collected {
     pub stacks: Vec<RawStack>,
-    /// Samples dropped because they interrupted a blocklisted object.
-    pub dropped: u64,
+    /// Samples whose unwind stopped before the outermost frame (they are in `stacks`).
+    pub truncated: u64,
     /// Samples lost because the table was full.
     pub overflow: u64,
     /// Signals handled (each stands for 1 + overrun expirations).
@@ -428,12 +360,91 @@ pub(super) struct Collected {
     pub arm_failures: u64,
     /// Whether a signal handler did not finish within the stop timeout (table leaked).
     pub stuck: bool,
+    /// Whether our handler stayed installed because a thread that blocks SIGPROF still has
+    /// one queued (the previous disposition could not be restored safely).
+    pub handler_kept: bool,
+}
+
+/// Why a sampler could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum StartError {
+    /// The host uses `SIGPROF` itself (a handler, or `ITIMER_PROF` running): profiling would
+    /// replace its handler or steal its signals, so it is refused.
+    HostSigprof(String),
+    /// Anything else (no memory for the table, no module list, a failed system call).
+    Other(String),
+}
+
+impl From<String> for StartError {
+    fn from(m: String) -> Self {
+        StartError::Other(m)
+    }
+}
+
+/// Refuses when the host has its own `SIGPROF` handler installed or `ITIMER_PROF` running.
+/// Our own handler (left installed by an earlier profile whose signals were still pending) is
+/// not the host's.
+fn check_host_sigprof() -> Result<libc::sigaction, StartError> {
+    // SAFETY: a zeroed sigaction is a valid out-parameter; a null `act` only queries.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: valid signal number and pointers.
+    if unsafe { libc::sigaction(libc::SIGPROF, ptr::null(), &mut old) } != 0 {
+        return Err(StartError::Other(format!(
+            "sigaction(SIGPROF): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let ours = on_sigprof as extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void)
+        as libc::sighandler_t;
+    let h = old.sa_sigaction;
+    if h != libc::SIG_DFL && h != libc::SIG_IGN && h != ours {
+        return Err(StartError::HostSigprof(format!(
+            "the host process has its own SIGPROF handler installed (at {h:#x}); a CPU profile \
+             would replace it, so prodbg does not take one (another profiler, e.g. pprof-rs or \
+             gperftools, is probably active)"
+        )));
+    }
+    // SAFETY: `t` is a valid out-parameter.
+    let mut t: libc::itimerval = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getitimer(libc::ITIMER_PROF, &mut t) } == 0 {
+        let armed = |v: &libc::timeval| v.tv_sec != 0 || v.tv_usec != 0;
+        if armed(&t.it_value) || armed(&t.it_interval) {
+            return Err(StartError::HostSigprof(format!(
+                "the host process has an ITIMER_PROF timer running (interval {}.{:06} s): its \
+                 SIGPROF signals would be taken for samples, so prodbg does not take a CPU profile",
+                t.it_interval.tv_sec, t.it_interval.tv_usec
+            )));
+        }
+    }
+    Ok(old)
+}
+
+/// Whether any thread of this process, or the process, has `SIGPROF` pending.
+fn sigprof_pending() -> bool {
+    let bit = 1u64 << (libc::SIGPROF - 1);
+    let has = |path: &str| {
+        std::fs::read_to_string(path).is_ok_and(|status| {
+            status.lines().any(|l| {
+                (l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+                    && l.split_once(':').is_some_and(|(_, m)| {
+                        u64::from_str_radix(m.trim(), 16).is_ok_and(|m| m & bit != 0)
+                    })
+            })
+        })
+    };
+    list_threads()
+        .iter()
+        .any(|tid| has(&format!("/proc/self/task/{tid}/status")))
 }
 
 /// A running sampler. Dropping it stops sampling and frees the table.
 pub(super) struct Sampler {
     threads: Arc<Mutex<Threads>>,
     scanner: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    /// The handler's unwinder; the table points to it. Dropped only once no handler can
+    /// reach it (after the table is unpublished and the in-handler count is zero).
+    unwinder: Option<Arc<SignalUnwinder>>,
     old_action: libc::sigaction,
     stopped: bool,
 }
@@ -442,26 +453,23 @@ pub(super) struct Sampler {
 unsafe impl Send for Sampler {}
 
 impl Sampler {
-    /// Warms up the unwinder, allocates the table, installs the handler, arms a timer on every
-    /// thread and starts the scanner thread.
-    pub(super) fn start(frequency_hz: u32) -> Result<Sampler, String> {
-        // Without the interrupted PC the blocklist cannot be checked, and a sample could unwind
-        // from inside libc's or the loader's locks.
-        if !PC_KNOWN {
-            return Err(
-                "CPU profiling needs Linux with glibc on x86_64 or aarch64 (the signal \
-                        handler reads the interrupted instruction from the ucontext)"
-                    .into(),
-            );
-        }
+    /// Checks that the host does not use `SIGPROF`, prepares the unwinder (module list, unwind
+    /// sections, stack map, caches), allocates the table, installs the handler, arms a timer
+    /// on every thread and starts the scanner thread.
+    pub(super) fn start(frequency_hz: u32) -> Result<Sampler, StartError> {
         if !TABLE.load(Ordering::SeqCst).is_null() {
-            return Err("a sampler is already running".into());
+            return Err("a sampler is already running".to_string().into());
         }
-        // libgcc's one-time unwinder initialisation, outside any signal handler.
-        backtrace::trace(|_| true);
+        check_host_sigprof()?;
+        let unwinder = Arc::new(
+            SignalUnwinder::prepare()
+                .map_err(|e| format!("preparing the unwinder (module list, stacks): {e}"))?,
+        );
         let table = Table::alloc()?;
-        // SAFETY: freshly mapped, valid as all-zero (see `Table::alloc`), not yet shared.
-        find_blocked(unsafe { &mut *table });
+        // SAFETY: freshly mapped, not yet shared; the `Arc` outlives the table (`shutdown`).
+        unsafe { &*table }
+            .unwinder
+            .store(Arc::as_ptr(&unwinder).cast_mut(), Ordering::Release);
         TABLE.store(table, Ordering::SeqCst);
 
         // SAFETY: zeroed is a valid sigaction; the fields we rely on are set below.
@@ -478,16 +486,19 @@ impl Sampler {
         if unsafe { libc::sigaction(libc::SIGPROF, &act, &mut old_action) } != 0 {
             let err = std::io::Error::last_os_error();
             free_table();
-            return Err(format!("sigaction(SIGPROF): {err}"));
+            return Err(format!("sigaction(SIGPROF): {err}").into());
         }
 
         let threads = Arc::new(Mutex::new(Threads {
+            unwinder: unwinder.clone(),
+            timers: HashMap::new(),
+            arm_failures: 0,
             period: Duration::from_nanos(1_000_000_000 / u64::from(frequency_hz.max(1))),
-            ..Threads::default()
         }));
         let mut sampler = Sampler {
             threads: threads.clone(),
             scanner: None,
+            unwinder: Some(unwinder),
             old_action,
             stopped: false,
         };
@@ -540,31 +551,48 @@ impl Sampler {
             }
             std::thread::yield_now();
         }
-        // A signal still queued for a deleted timer must not hit SIGPROF's default action
-        // (terminate): when there was no handler before, leave the signal ignored.
-        let mut restore = self.old_action;
-        if restore.sa_sigaction == libc::SIG_DFL {
-            restore.sa_sigaction = libc::SIG_IGN;
+        // Restore the previous disposition exactly, but only once no SIGPROF of a deleted
+        // timer is still queued: delivered under the default action it would terminate the
+        // process. Queued signals reach our handler (which finds no table) as soon as their
+        // thread runs; a thread that blocks SIGPROF keeps its signal queued, and then our
+        // handler stays installed (harmless: it returns at once) instead.
+        let restore_deadline = Instant::now() + Duration::from_secs(1);
+        let mut pending = sigprof_pending();
+        while pending && Instant::now() < restore_deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            pending = sigprof_pending();
         }
-        // SAFETY: restoring a disposition read from the kernel by the earlier sigaction.
-        unsafe { libc::sigaction(libc::SIGPROF, &restore, ptr::null_mut()) };
+        let handler_kept = pending;
+        if !pending {
+            // SAFETY: restoring a disposition read from the kernel by the earlier sigaction.
+            unsafe { libc::sigaction(libc::SIGPROF, &self.old_action, ptr::null_mut()) };
+        } else {
+            tracing::warn!(
+                "a SIGPROF is still queued for a thread that blocks it: prodbg's (inert) \
+                 SIGPROF handler stays installed instead of the previous disposition"
+            );
+        }
 
         let mut out = Collected {
             stacks: Vec::new(),
-            dropped: 0,
+            truncated: 0,
             overflow: 0,
             signals: 0,
             arm_failures: threads.arm_failures,
             stuck,
+            handler_kept,
         };
+        drop(threads);
         if table.is_null() || stuck {
-            // Never free memory a handler might still write (leaks ~8 MB in that case).
+            // Never free memory a handler might still use (leaks ~8 MB in that case): the
+            // forgotten reference keeps the unwinder alive for good.
+            std::mem::forget(self.unwinder.take());
             return out;
         }
         // SAFETY: TABLE was nulled and no handler runs, so we own the table again.
         let mapped = table;
         let table = unsafe { &*mapped };
-        out.dropped = table.dropped.load(Ordering::Relaxed);
+        out.truncated = table.truncated.load(Ordering::Relaxed);
         out.overflow = table.overflow.load(Ordering::Relaxed);
         out.signals = table.signals.load(Ordering::Relaxed);
         for slot in &table.slots {
@@ -573,7 +601,7 @@ impl Sampler {
                 continue;
             }
             let depth = slot.depth.load(Ordering::Relaxed);
-            let n = ((depth & !EXACT) as usize).min(MAX_DEPTH);
+            let n = ((depth & !TRUNCATED) as usize).min(MAX_DEPTH);
             out.stacks.push(RawStack {
                 tid: slot.tid.load(Ordering::Relaxed),
                 thread: {
@@ -587,14 +615,16 @@ impl Sampler {
                 },
                 ips: slot.ips[..n]
                     .iter()
-                    .map(|ip| ip.load(Ordering::Relaxed))
+                    .map(|ip| ip.load(Ordering::Relaxed) as u64)
                     .collect(),
-                exact: depth & EXACT != 0,
+                truncated: depth & TRUNCATED != 0,
                 count: slot.count.load(Ordering::Relaxed),
             });
         }
         // SAFETY: `table` is not used after this; no handler can reach it (see above).
         unsafe { Table::free(mapped) };
+        // `Threads` holds the other reference; no handler can reach the unwinder any more.
+        drop(self.unwinder.take());
         out
     }
 }

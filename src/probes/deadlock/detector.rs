@@ -11,6 +11,7 @@
 
 use serde::Serialize;
 
+use crate::stack::symbolize::{self, Symbols};
 use crate::stack::Frame;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -267,7 +268,7 @@ impl Shared {
                             frames: frames(thread.backtrace()),
                         };
                         #[cfg(feature = "threads")]
-                        if let Some(os) = matching_thread(&stacks, thread.backtrace()) {
+                        if let Some(os) = matching_thread(&stacks, &t.frames) {
                             t.tid = Some(os.tid);
                             t.name = t.name.or_else(|| Some(os.name.clone()));
                         }
@@ -304,65 +305,36 @@ impl Shared {
 #[cfg(feature = "threads")]
 fn matching_thread<'a>(
     dump: &'a crate::probes::threads::ThreadDump,
-    backtrace: &backtrace::Backtrace,
+    frames: &[Frame],
 ) -> Option<&'a crate::probes::threads::ThreadStack> {
-    let ips: Vec<usize> = backtrace
-        .frames()
-        .iter()
-        .skip_while(|f| {
-            f.symbols().first().and_then(|s| s.name()).is_some_and(|n| {
-                let n = format!("{n:#}");
-                n.starts_with("backtrace::") || n.starts_with("parking_lot_core::")
-            })
-        })
-        .map(|f| f.ip() as usize)
-        .take(8)
-        .collect();
+    let physical = |fs: &[Frame]| -> Vec<u64> {
+        fs.iter().filter(|f| !f.inlined).map(|f| f.address).collect()
+    };
+    let ips: Vec<u64> = physical(frames).into_iter().take(8).collect();
     if ips.len() < 3 {
         return None;
     }
-    dump.threads.iter().find(|t| {
-        let own: Vec<usize> = t
-            .frames
-            .iter()
-            .filter(|f| !f.inlined)
-            .map(|f| f.address as usize)
-            .collect();
-        own.windows(ips.len()).any(|w| w == ips.as_slice())
-    })
+    dump.threads
+        .iter()
+        .find(|t| physical(&t.frames).windows(ips.len()).any(|w| w == ips.as_slice()))
 }
 
 /// The thread's frames from the lock call outward, without the detector's own machinery.
+///
+/// parking_lot captures the addresses (with the `backtrace` crate, when it finds the cycle);
+/// they are named here by prodbg's own symbolizer, which keeps no cache.
 fn frames(backtrace: &backtrace::Backtrace) -> Vec<Frame> {
-    let all = backtrace.frames().iter().flat_map(|frame| {
-        let symbols = frame.symbols();
-        let address = frame.ip() as u64;
-        if symbols.is_empty() {
-            return vec![Frame::unknown(address)];
-        }
-        let last = symbols.len() - 1;
-        symbols
-            .iter()
-            .enumerate()
-            .map(|(i, symbol)| Frame {
-                address,
-                function: symbol.name().map(|name| format!("{name:#}")),
-                system_name: symbol
-                    .name()
-                    .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned()),
-                file: symbol.filename().map(|f| f.display().to_string()),
-                line: symbol.lineno(),
-                inlined: i < last,
+    let addrs: Vec<u64> = backtrace.frames().iter().map(|f| f.ip() as u64).collect();
+    let symbols = Symbols::resolve_here(addrs.iter().map(|&a| symbolize::return_address(a)));
+    addrs
+        .iter()
+        .flat_map(|&a| symbols.frames_or_unknown(symbolize::return_address(a)))
+        .skip_while(|frame| {
+            frame.function.as_deref().is_some_and(|f| {
+                f.starts_with("backtrace::") || f.starts_with("parking_lot_core::")
             })
-            .collect()
-    });
-    all.skip_while(|frame| {
-        frame
-            .function
-            .as_deref()
-            .is_some_and(|f| f.starts_with("backtrace::") || f.starts_with("parking_lot_core::"))
-    })
-    .collect()
+        })
+        .collect()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -75,7 +75,7 @@ use tikv_jemalloc_ctl::raw;
 
 use crate::encode::flamegraph::{self, FoldedStack};
 use crate::encode::pprof as pb;
-use crate::stack::symbolize::SymbolCache;
+use crate::stack::symbolize::{self as symbols, Symbols as SymbolTable};
 use crate::stack::Frame;
 
 /// The `malloc_conf` value prodbg recommends: profiling enabled, sampling off until
@@ -349,23 +349,19 @@ impl HeapProfile {
 
 /// Symbols of every address of a profile. Addresses are return addresses minus one, so they
 /// point into the call instruction.
-struct Symbols(SymbolCache);
+struct Symbols(SymbolTable);
 
 impl Symbols {
     fn resolve(profile: &HeapProfile) -> Self {
-        let mut cache = SymbolCache::default();
-        for s in &profile.stacks {
-            for &addr in &s.addrs {
-                cache.resolve(addr.saturating_sub(1) as usize);
-            }
-        }
-        Symbols(cache)
+        Symbols(SymbolTable::resolve_here(profile.stacks.iter().flat_map(|s| {
+            s.addrs.iter().map(|&addr| symbols::pc(addr.saturating_sub(1)))
+        })))
     }
 
     /// The functions at `pc` that have a name, with that name, innermost (inlined) first.
     fn frames(&self, pc: u64) -> Vec<(&str, &Frame)> {
         self.0
-            .get(pc as usize)
+            .get(symbols::pc(pc))
             .iter()
             .filter_map(|f| Some((f.function.as_deref()?, f)))
             .collect()

@@ -18,17 +18,19 @@
 //! 2. For each thread, the dumping thread arms a single, statically allocated slot (target tid,
 //!    generation number, frame capacity) and sends the signal with `tgkill(pid, tid, sig)`.
 //! 3. The handler, running on the target thread, claims the slot with a compare-and-swap from
-//!    *armed (generation g, tid)* to *writing (g)*, records the raw instruction pointers of its
-//!    stack with [`backtrace::trace_unsynchronized`] into the slot's fixed array, then marks it
-//!    *done (g)*. Nothing else: no allocation, no locks, no symbolization.
+//!    *armed (generation g, tid)* to *writing (g)*, unwinds its own interrupted stack from the
+//!    signal's `ucontext` with the dump's prepared framehop unwinder
+//!    (`crate::stack::signal_unwinder`, the same as the CPU profiler's) into the slot's fixed
+//!    array, then marks it *done (g)*. Nothing else: no allocation, no locks, no symbolization.
 //! 4. The dumping thread waits for *done (g)* at most [`DumpOptions::per_thread_timeout`]. On
 //!    timeout it moves the slot from *armed (g)* back to idle by compare-and-swap, so a handler
 //!    that fires later (the signal was blocked, the thread was stopped or stuck in an
 //!    uninterruptible sleep) fails its own compare-and-swap and writes nothing. If the handler
 //!    had already claimed the slot but not finished, the slot is abandoned to it (leaked, never
 //!    reused) and a fresh one is allocated: a late writer can never touch a reused slot.
-//! 5. Symbolization ([`backtrace::resolve`]) runs afterwards on the dumping thread, outside any
-//!    signal context. The calling thread walks its own stack directly.
+//! 5. Symbolization (`crate::stack::symbolize`, no cache kept) runs afterwards on the dumping
+//!    thread, outside any signal context. The calling thread unwinds its own stack from
+//!    `getcontext` with the same unwinder.
 //!
 //! Threads whose `/proc/self/task/<tid>/status` shows the signal blocked, and stopped or dead
 //! threads, are not signalled: they are reported with an `error` and no frames at once instead
@@ -44,15 +46,11 @@
 //! * It does not allocate and takes no lock of its own: the slot is pre-allocated, all its
 //!   fields are atomics, and the frame callback only stores into them. `errno` is saved and
 //!   restored.
-//! * `trace_unsynchronized` skips the `backtrace` crate's global lock (which a thread printing
-//!   a panic backtrace might hold) and calls libgcc's `_Unwind_Backtrace`. To find unwind
-//!   tables, libgcc ≥ 12 calls glibc's `_dl_find_object` (glibc ≥ 2.35), which is lock-free
-//!   and async-signal-safe, so a thread interrupted inside the dynamic loader is fine. Older
-//!   pairs fall back to `dl_iterate_phdr`, whose lock is recursive, so an interrupted holder
-//!   re-enters it rather than deadlocking. libgcc's unwinder does not allocate; its one-time
-//!   initialisation (a `pthread_once`) is done on the dumping thread by a warm-up walk before
-//!   the first signal is sent, and Rust links with `-z now`, so the handler never triggers
-//!   lazy symbol binding.
+//! * The unwinder needs no lock, no allocation and no call into the loader or libgcc: the
+//!   module list, unwind sections and stack map are prepared by the dump before the first
+//!   signal, framehop's caches are preallocated, and every stack read is bounded to the
+//!   interrupted thread's stack. A handler that arrives after the dump finds no unwinder and
+//!   records nothing; the dump frees the unwinder only once no handler is running.
 //! * The handler never waits for anything, so each thread answers independently; no thread is
 //!   ever held stopped by the dump, and threads are asked one at a time.
 //!
@@ -67,9 +65,8 @@
 //!   signal-based profiler.
 //! * A thread that blocks the signal, is stopped (`SIGSTOP`, a debugger), or sits in an
 //!   uninterruptible sleep (`D`) longer than the timeout gets an `error` and no frames.
-//! * Code that registers unwind tables at run time (`__register_frame`, as JITs do) and is
-//!   interrupted while doing so may make a stack walk in that thread fail or wait; Rust
-//!   programs do not do this.
+//! * Code without `.eh_frame` (JIT code registered with `__register_frame`) ends the walk:
+//!   the thread's stack is then `truncated` at that frame.
 //! * If another library later installs its own handler for the same signal, stacks of other
 //!   threads stop answering and time out; the signal number is in [`ThreadDump::signal`].
 //!
@@ -84,22 +81,24 @@ use std::collections::BTreeSet;
 use std::ffi::{c_int, c_void};
 use std::fmt::Write as _;
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::stack::signal_context::interrupted_pc;
-use crate::stack::symbolize as symbols;
+use crate::stack::signal_unwinder::SignalUnwinder;
+use crate::stack::symbolize::{self as symbols, Symbols};
 use crate::stack::Frame;
 
 /// The most frames [`dump`] records per thread; larger [`DumpOptions::max_frames`] are capped.
 pub(super) const MAX_FRAMES: usize = 256;
 
-/// Room for the handler's own frames (handler, unwinder, signal trampoline), trimmed later.
-const HANDLER_FRAMES: usize = 32;
-const SLOT_CAPACITY: usize = MAX_FRAMES + HANDLER_FRAMES;
+/// Room for the capture's own frames on the dumping thread's stack, trimmed later.
+const SELF_FRAMES: usize = 32;
+/// Addresses a signalled thread can record (its unwind starts at the interrupted
+/// instruction, so no handler frame takes room).
+const SLOT_CAPACITY: usize = MAX_FRAMES;
 /// First real-time signal tried, as an offset from `SIGRTMIN`.
 const FIRST_SIGNAL_OFFSET: c_int = 6;
 
@@ -154,6 +153,9 @@ pub(crate) struct ThreadStack {
     pub cpu_seconds: f64,
     /// The stack, innermost (currently executing) frame first. Empty if `error` is set.
     pub frames: Vec<Frame>,
+    /// Whether the unwind stopped before the thread's entry point (`frames` then holds what
+    /// was found, at least the current instruction).
+    pub truncated: bool,
     /// Why there is no stack, e.g. "did not answer the signal within 200 ms".
     pub error: Option<String>,
 }
@@ -171,6 +173,14 @@ pub(crate) fn dump(opts: DumpOptions) -> ThreadDump {
     let taken_at = SystemTime::now();
     let max_frames = opts.max_frames.min(MAX_FRAMES);
     let signal = install_handler();
+    // The unwinder the handlers use during this dump: modules and stack mappings as of now.
+    let unwinder = match SignalUnwinder::prepare() {
+        Ok(u) => Some(Published::publish(u)),
+        Err(e) => {
+            tracing::debug!(error = %e, "no unwinder for the thread dump");
+            None
+        }
+    };
     let pid = std::process::id();
     let me = current_tid();
     // Take every raw stack first and symbolize afterwards, so the stacks are close in time.
@@ -179,6 +189,7 @@ pub(crate) fn dump(opts: DumpOptions) -> ThreadDump {
         .map(|tid| {
             let info = read_task(tid, signal.as_ref().ok().copied());
             let stack = match (&signal, info.refusal()) {
+                _ if unwinder.is_none() => Err("the unwinder could not be prepared".to_string()),
                 _ if tid as i32 == me => Ok(capture_self(max_frames)),
                 (Err(e), _) => Err(e.clone()),
                 (Ok(_), Some(refusal)) => Err(refusal),
@@ -189,13 +200,27 @@ pub(crate) fn dump(opts: DumpOptions) -> ThreadDump {
             (tid, info, stack)
         })
         .collect();
+    // No handler may use the unwinder past here; its module list still names the addresses.
+    let modules = unwinder.and_then(Published::unpublish);
+    let symbols = match &modules {
+        Some(u) => Symbols::resolve(
+            u.current().modules(),
+            raw.iter()
+                .filter_map(|(_, _, s)| s.as_ref().ok())
+                .flat_map(|r| addresses(r, max_frames)),
+        ),
+        None => Symbols::resolve_here(std::iter::empty()),
+    };
+    drop(modules);
     let threads = raw
         .into_iter()
         .map(|(tid, info, stack)| {
-            let (frames, error) = match stack {
-                Ok(raw) if raw.is_self => (symbolize_self(&raw, max_frames), None),
-                Ok(raw) => (symbolize(&raw, max_frames), None),
-                Err(e) => (Vec::new(), Some(e)),
+            let (frames, truncated, error) = match stack {
+                Ok(raw) if raw.is_self => {
+                    (symbolize_self(&symbols, &raw, max_frames), raw.truncated, None)
+                }
+                Ok(raw) => (symbolize(&symbols, &raw, max_frames), raw.truncated, None),
+                Err(e) => (Vec::new(), false, Some(e)),
             };
             ThreadStack {
                 tid,
@@ -203,6 +228,7 @@ pub(crate) fn dump(opts: DumpOptions) -> ThreadDump {
                 state: state_name(info.state),
                 cpu_seconds: info.cpu_seconds,
                 frames,
+                truncated,
                 error,
             }
         })
@@ -266,8 +292,8 @@ struct Slot {
     state: AtomicU64,
     tid: AtomicI32,
     capacity: AtomicUsize,
-    /// The interrupted instruction pointer, from the signal's `ucontext` (0 if unknown).
-    pc: AtomicUsize,
+    /// Whether the unwind stopped before the outermost frame.
+    truncated: AtomicBool,
     len: AtomicUsize,
     ips: [AtomicUsize; SLOT_CAPACITY],
 }
@@ -278,7 +304,7 @@ impl Slot {
             state: AtomicU64::new(IDLE),
             tid: AtomicI32::new(0),
             capacity: AtomicUsize::new(0),
-            pc: AtomicUsize::new(0),
+            truncated: AtomicBool::new(false),
             len: AtomicUsize::new(0),
             ips: [const { AtomicUsize::new(0) }; SLOT_CAPACITY],
         }
@@ -290,11 +316,46 @@ static FIRST_SLOT: Slot = Slot::new();
 static SLOT: AtomicPtr<Slot> = AtomicPtr::new(&FIRST_SLOT as *const Slot as *mut Slot);
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// The unwinder of the running dump (null between dumps); see [`Published`].
+static UNWINDER: AtomicPtr<SignalUnwinder> = AtomicPtr::new(ptr::null_mut());
+/// Handlers between their increment and decrement (they may be using `UNWINDER`).
+static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Owns the unwinder published in [`UNWINDER`] for one dump.
+struct Published(*mut SignalUnwinder);
+
+impl Published {
+    fn publish(u: SignalUnwinder) -> Published {
+        let p = Box::into_raw(Box::new(u));
+        UNWINDER.store(p, Ordering::SeqCst);
+        Published(p)
+    }
+
+    /// Unpublishes the unwinder and returns it once no handler can be using it; `None` (and
+    /// the unwinder leaked for good) if a handler did not finish within a second.
+    fn unpublish(self) -> Option<Box<SignalUnwinder>> {
+        UNWINDER.store(ptr::null_mut(), Ordering::SeqCst);
+        // SeqCst pairs with the handler's increment-then-load: either it sees null, or it is
+        // counted here.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while IN_HANDLER.load(Ordering::SeqCst) != 0 {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+        // SAFETY: from `Box::into_raw` in `publish`, unpublished, and no handler holds it.
+        Some(unsafe { Box::from_raw(self.0) })
+    }
+}
+
 extern "C" fn on_signal(_sig: c_int, _info: *mut libc::siginfo_t, context: *mut c_void) {
     // SAFETY: `__errno_location` returns this thread's errno; reading and writing it is
     // async-signal-safe.
     let errno = unsafe { *libc::__errno_location() };
+    IN_HANDLER.fetch_add(1, Ordering::SeqCst);
     record_own_stack(context);
+    IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
 }
@@ -320,22 +381,21 @@ fn record_own_stack(context: *mut c_void) {
     {
         return; // the dumping thread gave up on this request meanwhile
     }
-    slot.pc.store(interrupted_pc(context), Ordering::Relaxed);
     let capacity = slot.capacity.load(Ordering::Relaxed).min(SLOT_CAPACITY);
-    let mut len = 0;
-    // SAFETY: `trace_unsynchronized` is unsafe because it skips the backtrace crate's global
-    // lock; we must not take that lock here (the interrupted code may hold it). The callback
-    // only stores into pre-allocated atomics and cannot panic.
-    unsafe {
-        backtrace::trace_unsynchronized(|frame| match slot.ips.get(len) {
-            Some(cell) if len < capacity => {
-                cell.store(frame.ip() as usize, Ordering::Relaxed);
-                len += 1;
-                true
-            }
-            _ => false,
-        });
+    let unwinder = UNWINDER.load(Ordering::SeqCst);
+    let mut buf = [0u64; SLOT_CAPACITY];
+    let (len, truncated) = if unwinder.is_null() {
+        (0, true)
+    } else {
+        // SAFETY: a published unwinder stays alive while this handler is counted in
+        // IN_HANDLER (`Published::unpublish`); `context` is this signal's `ucontext_t`.
+        let r = unsafe { (*unwinder).unwind_signal(context.cast(), &mut buf[..capacity]) };
+        (r.depth, r.truncated)
+    };
+    for (cell, &ip) in slot.ips.iter().zip(&buf[..len]) {
+        cell.store(ip as usize, Ordering::Relaxed);
     }
+    slot.truncated.store(truncated, Ordering::Relaxed);
     slot.len.store(len, Ordering::Relaxed);
     slot.state.store(generation | DONE, Ordering::Release);
 }
@@ -350,8 +410,6 @@ fn install_handler() -> Result<c_int, String> {
     static SIGNAL: OnceLock<Result<c_int, String>> = OnceLock::new();
     SIGNAL
         .get_or_init(|| {
-            // Warm up the unwinder (its one-time init) outside any signal handler.
-            backtrace::trace(|_| true);
             for sig in libc::SIGRTMIN() + FIRST_SIGNAL_OFFSET..=libc::SIGRTMAX() {
                 // SAFETY: a zeroed sigaction is a valid out-parameter; a null `act` only
                 // queries the current disposition.
@@ -382,9 +440,10 @@ fn install_handler() -> Result<c_int, String> {
 
 #[derive(Debug)]
 struct RawStack {
-    ips: Vec<usize>,
-    /// True if `ips[0]` is the exact interrupted address rather than a return address.
-    exact_first: bool,
+    /// The interrupted (or current) instruction, then return addresses.
+    ips: Vec<u64>,
+    /// Whether the unwind stopped before the outermost frame.
+    truncated: bool,
     /// True for the calling thread's own stack, which starts with the capture's own frames.
     is_self: bool,
 }
@@ -401,10 +460,9 @@ fn capture_remote(
     let slot = unsafe { &*SLOT.load(Ordering::Acquire) };
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed) << 2;
     slot.tid.store(tid as i32, Ordering::Relaxed);
-    slot.capacity
-        .store(max_frames + HANDLER_FRAMES, Ordering::Relaxed);
+    slot.capacity.store(max_frames, Ordering::Relaxed);
     slot.len.store(0, Ordering::Relaxed);
-    slot.pc.store(0, Ordering::Relaxed);
+    slot.truncated.store(false, Ordering::Relaxed);
     slot.state.store(generation | ARMED, Ordering::Release);
 
     // A signal still queued from an earlier, timed-out request answers this one just as well
@@ -468,44 +526,58 @@ fn capture_remote(
     }
 
     let len = slot.len.load(Ordering::Relaxed).min(SLOT_CAPACITY);
-    let mut ips: Vec<usize> = slot.ips[..len]
+    let ips: Vec<u64> = slot.ips[..len]
         .iter()
-        .map(|ip| ip.load(Ordering::Relaxed))
+        .map(|ip| ip.load(Ordering::Relaxed) as u64)
         .collect();
-    let pc = slot.pc.load(Ordering::Relaxed);
+    let truncated = slot.truncated.load(Ordering::Relaxed);
     slot.state.store(generation | IDLE, Ordering::Release);
-    // Drop the handler's own frames: everything above the interrupted instruction.
-    let exact_first = match ips.iter().position(|&ip| pc != 0 && ip == pc) {
-        Some(at) => {
-            ips.drain(..at);
-            true
-        }
-        None => false,
-    };
     Ok(RawStack {
         ips,
-        exact_first,
+        truncated,
         is_self: false,
     })
 }
 
-/// The calling thread's own stack, walked directly (no signal).
+/// The calling thread's own stack: `getcontext`, then the same unwinder as the handlers.
 fn capture_self(max_frames: usize) -> RawStack {
-    let mut ips = Vec::new();
-    backtrace::trace(|frame| {
-        ips.push(frame.ip() as usize);
-        ips.len() < max_frames + HANDLER_FRAMES
-    });
+    let unwinder = UNWINDER.load(Ordering::SeqCst);
+    let mut buf = vec![0u64; max_frames + SELF_FRAMES];
+    // SAFETY: all-zero is a valid `ucontext_t` to fill.
+    let mut uc: libc::ucontext_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `uc` is a valid out-parameter; no `setcontext` ever returns to it.
+    let ok = unsafe { libc::getcontext(&mut uc) } == 0;
+    let (len, truncated) = if ok && !unwinder.is_null() {
+        // SAFETY: this thread's own context; the unwinder is alive while the dump runs (only
+        // `dump` unpublishes it, after the captures).
+        let r = unsafe { (*unwinder).unwind_signal(&uc, &mut buf) };
+        (r.depth, r.truncated)
+    } else {
+        (0, true)
+    };
+    buf.truncate(len);
     RawStack {
-        ips,
-        exact_first: false,
+        ips: buf,
+        truncated,
         is_self: true,
     }
 }
 
+/// The addresses of a raw stack to symbolize: the first as is, the others inside their call.
+fn addresses(raw: &RawStack, max_frames: usize) -> impl Iterator<Item = crate::stack::dwarf::ProcessAddress> + '_ {
+    let take = if raw.is_self { usize::MAX } else { max_frames };
+    raw.ips.iter().take(take).enumerate().map(|(i, &ip)| {
+        if i == 0 {
+            symbols::pc(ip)
+        } else {
+            symbols::return_address(ip)
+        }
+    })
+}
+
 /// Symbolizes the calling thread's stack, starting at the caller of [`dump`].
-fn symbolize_self(raw: &RawStack, max_frames: usize) -> Vec<Frame> {
-    let mut frames = symbolize(raw, usize::MAX);
+fn symbolize_self(symbols: &Symbols, raw: &RawStack, max_frames: usize) -> Vec<Frame> {
+    let mut frames = symbolize(symbols, raw, usize::MAX);
     // Code in this module never calls back into the caller's code, so everything up to the
     // last frame of this module is the capture itself; the caller of `dump` follows.
     let ours = concat!(module_path!(), "::");
@@ -527,27 +599,10 @@ fn symbolize_self(raw: &RawStack, max_frames: usize) -> Vec<Frame> {
     frames
 }
 
-fn symbolize(raw: &RawStack, max_frames: usize) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    // A zero address marks the end of the stack (the outermost frame's return address).
-    let ips = raw.ips.iter().filter(|&&ip| ip != 0);
-    for (i, &ip) in ips.take(max_frames).enumerate() {
-        // `resolve` looks up `addr - 1` (right for return addresses); undo that for an exact pc.
-        let addr = if i == 0 && raw.exact_first {
-            ip + 1
-        } else {
-            ip
-        };
-        let resolved = symbols::resolve(addr);
-        if resolved.is_empty() {
-            frames.push(Frame::unknown(ip as u64));
-        }
-        frames.extend(resolved.into_iter().map(|f| Frame {
-            address: ip as u64,
-            ..f
-        }));
-    }
-    frames
+fn symbolize(symbols: &Symbols, raw: &RawStack, max_frames: usize) -> Vec<Frame> {
+    addresses(raw, max_frames)
+        .flat_map(|a| symbols.frames_or_unknown(a))
+        .collect()
 }
 
 // ---- /proc -----------------------------------------------------------------------------------
