@@ -294,3 +294,22 @@ async fn ten_thousand_health_probes_write_at_most_10_kb_of_audit() {
     );
     drop(dir);
 }
+
+#[tokio::test]
+async fn an_unauthenticated_readiness_probe_shows_no_error_text() {
+    let server = spawn_with(|b| {
+        b.readiness_check("db", Duration::from_secs(1), || async {
+            Err("connect to db-primary.internal:5432 as app_rw failed".to_string())
+        })
+    });
+    let (s, open) = get(&server.url("/health/ready"), None).await;
+    assert_eq!(s, 503, "{open}");
+    assert!(open.contains("\"db\"") && open.contains("failed"), "{open}");
+    assert!(
+        !open.contains("db-primary") && !open.contains("app_rw"),
+        "{open}"
+    );
+    let (s, with_token) = get(&server.url("/health/ready"), Some(READ_SECRET)).await;
+    assert_eq!(s, 503);
+    assert!(with_token.contains("db-primary.internal"), "{with_token}");
+}
