@@ -50,12 +50,6 @@ compile_error!(
     allow(dead_code)
 )]
 pub(crate) mod dwarf;
-#[cfg(any(
-    feature = "cpu",
-    feature = "heap",
-    feature = "threads",
-    feature = "deadlock"
-))]
 #[cfg_attr(
     not(all(
         feature = "cpu",
@@ -114,12 +108,6 @@ pub(crate) mod offline;
     allow(dead_code)
 )]
 pub(crate) mod symbolize;
-#[cfg(any(
-    feature = "cpu",
-    feature = "heap",
-    feature = "threads",
-    feature = "deadlock"
-))]
 pub(crate) use frame::Frame;
 #[cfg(any(feature = "cpu", feature = "threads"))]
 #[cfg_attr(
