@@ -48,6 +48,7 @@ mod file;
 mod fold;
 mod key;
 mod log;
+mod options;
 mod record;
 mod sighup;
 mod verify;
@@ -63,7 +64,7 @@ pub use key::{AuditKey, KeyError};
 #[cfg(test)]
 use log::AuditLogBuilder;
 pub(crate) use log::{AuditError, AuditLog};
-pub use log::{FsyncPolicy, Rotation};
+pub use options::{FsyncPolicy, Rotation};
 pub(crate) use record::AuditRecord;
 pub use record::Checkpoint;
 #[cfg(test)]

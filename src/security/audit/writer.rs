@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::chain::{Chainer, GENESIS_HASH};
 use super::file::{last_record_of, open_file, rotated_path, scan_tail, OpenFile, Tail};
 use super::fold::FoldTable;
-use super::log::{AuditError, AuditStats, FsyncPolicy, Rotation, AUDIT_TARGET};
+use super::options::{AuditError, AuditStats, FsyncPolicy, Rotation, AUDIT_TARGET};
 use super::record::{
     now_ts, AuditEntry, Checkpoint, CheckpointRecord, Gap, ResumeReason, Resumed, Summary,
 };
