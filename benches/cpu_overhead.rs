@@ -1,46 +1,56 @@
-//! CPU profiler cost, measured the way an operator takes profiles: an in-process [`Admin`]
-//! server on 127.0.0.1:0 and `GET /debug/pprof/profile` over real HTTP.
+//! CPU profiler accuracy, cost and memory, measured the way an operator takes profiles: an
+//! in-process [`Admin`] server on 127.0.0.1:0 and `GET /debug/pprof/profile` over real HTTP,
+//! side by side with pprof-rs 0.15 (the crate a user would pick instead) on the same workload.
 //!
-//! - Throughput of a CPU-bound 2-thread workload while a profile runs at 99 and 999 Hz,
-//!   relative to unprofiled (interleaved rounds, median ratio).
-//! - Samples delivered (`x-prodbg-samples`) ÷ (threads × Hz × s) and ÷ (process CPU s × Hz),
-//!   the process CPU time read with `clock_gettime(CLOCK_PROCESS_CPUTIME_ID)` around the
-//!   workload.
-//! - How long the response takes beyond `seconds`, split into start (request sent → the index
-//!   reports `probes.cpu.profile_running`) and stop + symbolize + encode + transfer (workload
-//!   end → body received), for the first profile in the process and a later one.
-//! - RSS (VmRSS, RssAnon, RssFile from /proc/self/status) before, during and after a long
-//!   profile.
+//! The workload is the textbook CPU incident: 2 busy threads, each looping over
+//! `compute_step` (~60 % of the time, own code), `alloc_step` (~5 %, small `malloc`/`free`)
+//! and `clone_step` (~35 %, an unnecessary clone of a 1 MiB `Vec`: `memcpy` in libc). The true
+//! shares are measured with timers around each step in an unprofiled run of the same round.
 //!
-//! Not measurable through the public API any more: the server-side `stop()` time alone and the
-//! encode time of one profile in several formats (a request returns one format of its own
-//! profile). The bench reports the response time beyond `seconds` instead, and encodes a
-//! separate profile per format to compare formats. `RUST_LOG=prodbg=debug` (or `info`) shows the
-//! server's own `stop_ms` / `render_ms` log lines.
+//! 1. **Memory and latency of symbolization** (first: nothing else has symbolized yet). An
+//!    unsymbolized profile first shows what the profiler's one-time set-up keeps. Then RSS
+//!    (VmRSS, RssAnon, RssFile) before a 10 s profile, while it samples, its peak during stop +
+//!    symbolize + encode (VmHWM, reset with `/proc/self/clear_refs` while sampling), and after
+//!    the response; the same for two thread dumps (`/debug/threads`); then pprof-rs's first
+//!    report. Server-side stop + symbolize + encode times are read from prodbg's own
+//!    `stop_ms` / `render_ms` log fields (a `tracing` layer in this process); the client-side
+//!    figure adds the transfer.
+//! 2. **Accuracy and overhead**, interleaved rounds of: unprofiled (the truth), prodbg 99 Hz,
+//!    prodbg 999 Hz, pprof-rs 99 Hz (blocklist libc, libgcc, pthread, vdso, as its README
+//!    suggests), each round followed by the next round's unprofiled run. Per round:
+//!    throughput ÷ the mean of the unprofiled runs before and after it; samples ÷ (the workers' CPU s ×
+//!    Hz); the total-variation distance between the sampled and the true shares of the four
+//!    parts (compute, alloc, clone, other). Printed min / median / max over the rounds.
+//! 3. **Overhead on pure compute**, the same interleaving on a compute-only loop, whose
+//!    run-to-run noise is lower than the memcpy-heavy mix's.
 //!
-//! Run: `cargo bench --bench cpu_overhead` (about 3 minutes). `PRODBG_BENCH_ROUNDS=n` sets
-//! the interleaved rounds (default 7). Set `PRODBG_BENCH_OUT=dir` to also write the per-format
-//! profiles as `cpu.pb.gz`, `cpu.folded` and `cpu.svg` there (for `go tool pprof`).
+//! Run: `cargo bench --bench cpu_overhead` (about 8 minutes). `PRODBG_BENCH_ROUNDS=n` sets the
+//! rounds (default 12). `PRODBG_BENCH_OUT=dir` also writes the first profile (`cpu.pb.gz`).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prodbg::{Admin, AdminHandle, Scope};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
 
 const THREADS: usize = 2;
-const DEFAULT_ROUNDS: usize = 7;
-/// Length of one interleaved round, in seconds (the profile endpoint takes whole seconds).
-const ROUND_S: u64 = 2;
-/// Length of the long profiles that measure memory and first-profile cost.
-const LONG_S: u64 = 30;
-/// Length of the per-format profiles.
-const FORMAT_S: u64 = 5;
+const DEFAULT_ROUNDS: usize = 12;
+/// Length of one interleaved run, in seconds (the profile endpoint takes whole seconds).
+const ROUND_S: u64 = 3;
+/// Length of the profiles that measure memory and latency.
+const LONG_S: u64 = 10;
+const CLONE_BYTES: usize = 1 << 20;
 const SECRET: &str = "bench-secret-0123456789abcdef";
+const WORKER: &str = "acc-worker";
+
+// ---------------------------------------------------------------- the workload
 
 #[inline(never)]
-fn spin(iters: u64) -> u64 {
+fn compute_step(iters: u64) -> u64 {
     let mut x = 1u64;
     for i in 0..iters {
         x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
@@ -48,60 +58,39 @@ fn spin(iters: u64) -> u64 {
     x
 }
 
-/// Recurses `depth` levels through a few functions before spinning: gives the long profile
-/// a few dozen distinct, deep-ish stacks, as a service would have.
 #[inline(never)]
-fn layer_a(depth: u32, iters: u64) -> u64 {
-    if depth == 0 {
-        spin(iters)
-    } else if depth.is_multiple_of(3) {
-        layer_b(depth - 1, iters)
-    } else {
-        layer_a(depth - 1, iters) ^ black_box(depth as u64)
+fn alloc_step(count: u64) -> u64 {
+    let mut sum = 0u64;
+    for i in 0..count {
+        let v: Vec<u64> = Vec::with_capacity(4 + (i % 29) as usize);
+        let v = black_box(v);
+        sum = sum.wrapping_add(v.capacity() as u64);
     }
+    sum
 }
 
+/// The textbook incident: cloning the whole `Vec` where a borrow would do.
 #[inline(never)]
-fn layer_b(depth: u32, iters: u64) -> u64 {
-    if depth.is_multiple_of(2) {
-        layer_a(depth, iters / 2) ^ spin(iters / 2)
-    } else {
-        layer_a(depth, iters)
-    }
+#[allow(clippy::ptr_arg)]
+fn clone_step(src: &Vec<u8>) -> u64 {
+    let copy = black_box(src.clone());
+    u64::from(copy[copy.len() / 2])
 }
 
-/// CPU time of the whole process so far.
-fn process_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// One workload run: work units per second, and the process CPU time it spanned.
-struct Run {
-    tput: f64,
-    cpu: Duration,
-}
-
-/// Runs the workload on `THREADS` threads for `len`, calling `mid` half-way.
-fn workload(len: Duration, mid: impl FnOnce()) -> Run {
+/// The low-noise overhead workload: compute only, no memory traffic (the memcpy-heavy mix
+/// varies by a few % from run to run with the memory bandwidth the machine's neighbours leave).
+fn compute_only(len: Duration) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
-    let cpu0 = process_cpu_time();
     let t0 = Instant::now();
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
             let stop = stop.clone();
             std::thread::Builder::new()
-                .name(format!("bench-worker-{t}"))
+                .name(format!("{WORKER}-{t}"))
                 .spawn(move || {
                     let mut units = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        black_box(layer_a((units % 24) as u32, 20_000));
+                        black_box(compute_step(20_000));
                         units += 1;
                     }
                     units
@@ -109,19 +98,246 @@ fn workload(len: Duration, mid: impl FnOnce()) -> Run {
                 .expect("spawn")
         })
         .collect();
+    std::thread::sleep(len);
+    stop.store(true, Ordering::Relaxed);
+    let units: u64 = handles.into_iter().map(|h| h.join().expect("join")).sum();
+    units as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// How much of each step one loop iteration ("unit") does.
+#[derive(Clone, Copy, Debug)]
+struct Mix {
+    compute_iters: u64,
+    alloc_count: u64,
+}
+
+/// Nanoseconds spent in each step, and the loop's total (the rest is "other": the loop and the
+/// clock reads themselves).
+#[derive(Clone, Copy, Debug, Default)]
+struct Split {
+    compute: u64,
+    alloc: u64,
+    clone: u64,
+    total: u64,
+}
+
+impl Split {
+    fn add(&mut self, o: Split) {
+        self.compute += o.compute;
+        self.alloc += o.alloc;
+        self.clone += o.clone;
+        self.total += o.total;
+    }
+
+    /// Shares of (compute, alloc, clone, other).
+    fn shares(&self) -> [f64; 4] {
+        let t = self.total.max(1) as f64;
+        let (c, a, k) = (
+            self.compute as f64 / t,
+            self.alloc as f64 / t,
+            self.clone as f64 / t,
+        );
+        [c, a, k, (1.0 - c - a - k).max(0.0)]
+    }
+}
+
+/// One worker's loop, timing each step with `Instant` (the vDSO's clock, no system call).
+///
+/// Two things would make wall-clock step times differ from CPU time, and `main` rules both
+/// out: glibc serving each 1 MiB clone with `mmap`/`munmap` (page faults, and waits on the
+/// address space's lock while the other thread maps: off-CPU time no CPU profile sees), so the
+/// bench raises glibc's mmap and trim thresholds; and the thread CPU clock itself
+/// (`CLOCK_THREAD_CPUTIME_ID` is a system call, and CPU-timer signals are delivered on the
+/// way out of system calls, so timing each step with it draws samples into the clock read).
+#[inline(never)]
+fn worker_loop(mix: Mix, src: &Vec<u8>, stop: &AtomicBool) -> (u64, Split, Duration) {
+    let cpu0 = thread_cpu_time();
+    let start = Instant::now();
+    let (mut units, mut split) = (0u64, Split::default());
+    while !stop.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
+        black_box(compute_step(mix.compute_iters));
+        let t1 = Instant::now();
+        black_box(alloc_step(mix.alloc_count));
+        let t2 = Instant::now();
+        black_box(clone_step(src));
+        let t3 = Instant::now();
+        split.compute += (t1 - t0).as_nanos() as u64;
+        split.alloc += (t2 - t1).as_nanos() as u64;
+        split.clone += (t3 - t2).as_nanos() as u64;
+        units += 1;
+    }
+    split.total = start.elapsed().as_nanos() as u64;
+    (units, split, thread_cpu_time().saturating_sub(cpu0))
+}
+
+fn clock(id: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into.
+    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn thread_cpu_time() -> Duration {
+    clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// One workload run.
+struct Run {
+    /// Units per second, all workers.
+    tput: f64,
+    /// Time per step, summed over the workers.
+    split: Split,
+    /// CPU time of the worker threads.
+    cpu: Duration,
+}
+
+/// Runs the workload on `THREADS` threads for `len`, calling `mid` half-way.
+fn workload(mix: Mix, src: &Arc<Vec<u8>>, len: Duration, mid: impl FnOnce()) -> Run {
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (stop, src) = (stop.clone(), src.clone());
+            std::thread::Builder::new()
+                .name(format!("{WORKER}-{t}"))
+                .spawn(move || worker_loop(mix, &src, &stop))
+                .expect("spawn")
+        })
+        .collect();
     std::thread::sleep(len / 2);
     mid();
     std::thread::sleep(len.saturating_sub(t0.elapsed()));
     stop.store(true, Ordering::Relaxed);
-    let units: u64 = handles.into_iter().map(|h| h.join().expect("join")).sum();
+    let (mut units, mut split, mut cpu) = (0, Split::default(), Duration::ZERO);
+    for h in handles {
+        let (u, s, c) = h.join().expect("join");
+        units += u;
+        split.add(s);
+        cpu += c;
+    }
     Run {
         tput: units as f64 / t0.elapsed().as_secs_f64(),
-        cpu: process_cpu_time().saturating_sub(cpu0),
+        split,
+        cpu,
     }
 }
 
-/// `(VmRSS, RssAnon, RssFile)` of this process in MB; RssFile is mapped files (the binary).
-fn rss_mb() -> (f64, f64, f64) {
+/// Chooses the step sizes so one unit is ~60 % compute, ~5 % alloc, ~35 % clone.
+fn calibrate(src: &Vec<u8>) -> Mix {
+    let per_call = |f: &dyn Fn() -> u64, n: u32| {
+        let t = Instant::now();
+        for _ in 0..n {
+            black_box(f());
+        }
+        t.elapsed().as_secs_f64() / f64::from(n)
+    };
+    let _ = per_call(&|| clone_step(src), 200);
+    let clone = per_call(&|| clone_step(src), 400);
+    let compute = per_call(&|| compute_step(100_000), 200) / 100_000.0;
+    let alloc = per_call(&|| alloc_step(1000), 200) / 1000.0;
+    let unit = clone / 0.35;
+    Mix {
+        compute_iters: (unit * 0.60 / compute) as u64,
+        alloc_count: ((unit * 0.05 / alloc) as u64).max(1),
+    }
+}
+
+// ---------------------------------------------------------------- samples by part
+
+/// Which part of the loop a stack (outermost first or innermost first, any order) is in.
+fn part_of<'a>(mut names: impl Iterator<Item = &'a str>) -> usize {
+    let mut part = 3;
+    for n in names.by_ref() {
+        if n.ends_with("clone_step") {
+            part = part.min(2);
+        } else if n.ends_with("alloc_step") {
+            part = part.min(1);
+        } else if n.ends_with("compute_step") {
+            part = 0;
+        }
+    }
+    part
+}
+
+/// Samples of the worker threads by part, from prodbg's folded text (thread name first).
+fn parts_folded(folded: &[u8]) -> [u64; 4] {
+    let mut parts = [0u64; 4];
+    for line in String::from_utf8_lossy(folded).lines() {
+        let Some((stack, count)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let mut frames = stack.split(';');
+        if !frames.next().is_some_and(|t| t.starts_with(WORKER)) {
+            continue;
+        }
+        parts[part_of(frames)] += count.parse::<u64>().unwrap_or(0);
+    }
+    parts
+}
+
+/// The worker stacks in no step ("other"), most sampled first, innermost frames first.
+fn other_stacks(folded: &[u8], n: usize) -> Vec<(u64, String)> {
+    let mut other: Vec<(u64, String)> = String::from_utf8_lossy(folded)
+        .lines()
+        .filter_map(|line| {
+            let (stack, count) = line.rsplit_once(' ')?;
+            let frames: Vec<&str> = stack.split(';').collect();
+            let worker = frames.first().is_some_and(|t| t.starts_with(WORKER));
+            (worker && part_of(frames.iter().copied().skip(1)) == 3).then(|| {
+                let inner: Vec<&str> = frames.iter().rev().take(4).copied().collect();
+                (count.parse().unwrap_or(0), inner.join(" <- "))
+            })
+        })
+        .collect();
+    other.sort_by_key(|o| std::cmp::Reverse(o.0));
+    other.truncate(n);
+    other
+}
+
+/// Samples of the worker threads by part, from a pprof-rs report.
+fn parts_pprof_rs(report: &pprof::Report) -> [u64; 4] {
+    let mut parts = [0u64; 4];
+    for (frames, &count) in &report.data {
+        if !frames.thread_name.starts_with(WORKER) {
+            continue;
+        }
+        let names: Vec<String> = frames.frames.iter().flatten().map(|s| s.name()).collect();
+        parts[part_of(names.iter().map(String::as_str))] += count.max(0) as u64;
+    }
+    parts
+}
+
+/// Total-variation distance between sampled part counts and true shares.
+fn tvd(parts: [u64; 4], truth: [f64; 4]) -> f64 {
+    let n = parts.iter().sum::<u64>().max(1) as f64;
+    0.5 * parts
+        .iter()
+        .zip(truth)
+        .map(|(&p, t)| (p as f64 / n - t).abs())
+        .sum::<f64>()
+}
+
+fn fmt_shares(s: [f64; 4]) -> String {
+    format!(
+        "compute {:.3}, alloc {:.3}, clone {:.3}, other {:.3}",
+        s[0], s[1], s[2], s[3]
+    )
+}
+
+fn shares_of(parts: [u64; 4]) -> [f64; 4] {
+    let n = parts.iter().sum::<u64>().max(1) as f64;
+    parts.map(|p| p as f64 / n)
+}
+
+// ---------------------------------------------------------------- memory
+
+/// `(VmRSS, RssAnon, RssFile, VmHWM)` of this process in MB.
+fn rss_mb() -> [f64; 4] {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status
@@ -130,27 +346,76 @@ fn rss_mb() -> (f64, f64, f64) {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
     };
-    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
+    [
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("VmHWM:"),
+    ]
 }
 
-fn fmt_rss((rss, anon, file): (f64, f64, f64)) -> String {
-    format!("{rss:.1} (anon {anon:.1}, file {file:.1})")
+/// Resets VmHWM (peak RSS) to the current RSS.
+fn reset_peak() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("write /proc/self/clear_refs");
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+fn fmt_rss(r: [f64; 4]) -> String {
+    format!("{:.1} (anon {:.1}, file {:.1})", r[0], r[1], r[2])
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+/// Before / peak / after of one symbolizing step, as printed and as (added peak, kept).
+fn memory_line(label: &str, before: [f64; 4], peak: f64, after: [f64; 4]) -> (f64, f64) {
+    println!(
+        "{label}: RSS MB before {}, peak {peak:.1}, after {}  => peak +{:.1} MB, kept +{:.1} MB \
+         (anon {:+.1})",
+        fmt_rss(before),
+        fmt_rss(after),
+        peak - before[0],
+        after[0] - before[0],
+        after[1] - before[1],
+    );
+    (peak - before[0], after[0] - before[0])
 }
+
+// ---------------------------------------------------------------- server-side timings
+
+/// `stop_ms` and `render_ms` of the last profile, from prodbg's own log events.
+static SERVER_MS: Mutex<(Option<f64>, Option<f64>)> = Mutex::new((None, None));
+
+struct TimingLayer;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for TimingLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct V<'a>(&'a mut (Option<f64>, Option<f64>), bool);
+        impl tracing::field::Visit for V<'_> {
+            fn record_f64(&mut self, f: &tracing::field::Field, v: f64) {
+                match f.name() {
+                    "stop_ms" => self.0 .0 = Some(v),
+                    "render_ms" if self.1 => self.0 .1 = Some(v),
+                    _ => {}
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        // The probe's summary line ("CPU profile taken") carries the render time of the format
+        // the request asked for.
+        let summary = event.metadata().target() == "prodbg";
+        let mut ms = SERVER_MS.lock().unwrap_or_else(|e| e.into_inner());
+        event.record(&mut V(&mut ms, summary));
+    }
+}
+
+fn take_server_ms() -> Option<f64> {
+    let mut ms = SERVER_MS.lock().unwrap_or_else(|e| e.into_inner());
+    let (stop, render) = std::mem::take(&mut *ms);
+    Some(stop? + render?)
+}
+
+// ---------------------------------------------------------------- HTTP
 
 /// A CPU profile response.
 struct Response {
     samples: u64,
-    effective_hz: f64,
-    warning: Option<String>,
     body: Vec<u8>,
     /// When the whole body had arrived.
     received: Instant,
@@ -181,6 +446,22 @@ impl Http {
             client,
             base: admin.url(),
         }
+    }
+
+    fn get(&self, path: &str) -> Vec<u8> {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(SECRET)
+                .send()
+                .await
+                .expect("GET");
+            let status = r.status();
+            let body = r.bytes().await.expect("body").to_vec();
+            assert!(status.is_success(), "{path}: {status}");
+            body
+        })
     }
 
     /// `probes.cpu.profile_running` from the JSON index.
@@ -220,17 +501,11 @@ impl Http {
         self.rt.spawn(async move {
             let r = request.send().await.expect("GET /debug/pprof/profile");
             let status = r.status();
-            let header = |name: &str| {
-                r.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let (samples, effective_hz, warning) = (
-                header("x-prodbg-samples"),
-                header("x-prodbg-effective-sample-rate"),
-                header("x-prodbg-warning"),
-            );
+            let samples = r
+                .headers()
+                .get("x-prodbg-samples")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.parse().ok());
             let body = r.bytes().await.expect("profile body").to_vec();
             let received = Instant::now();
             assert!(
@@ -239,13 +514,7 @@ impl Http {
                 String::from_utf8_lossy(&body)
             );
             Response {
-                samples: samples
-                    .and_then(|s| s.parse().ok())
-                    .expect("x-prodbg-samples"),
-                effective_hz: effective_hz
-                    .and_then(|s| s.parse().ok())
-                    .expect("x-prodbg-effective-sample-rate"),
-                warning,
+                samples: samples.expect("x-prodbg-samples"),
                 body,
                 received,
             }
@@ -257,112 +526,163 @@ impl Http {
 struct Profiled {
     run: Run,
     resp: Response,
-    seconds: u64,
-    hz: u32,
-    /// Request sent → the index shows the profile running.
-    start: Duration,
-    /// Response complete − request sent − `seconds`.
-    beyond: Duration,
     /// Workload end → response complete: stop + symbolize + encode + transfer.
     tail: Duration,
 }
 
-impl Profiled {
-    /// Samples ÷ (busy threads × Hz × s), and ÷ (process CPU s × Hz): the second does not count
-    /// CPU the workload did not get on a shared machine.
-    fn accuracy(&self) -> (f64, f64) {
-        let (samples, hz) = (self.resp.samples as f64, f64::from(self.hz));
-        (
-            samples / (THREADS as f64 * hz * self.seconds as f64),
-            samples / (self.run.cpu.as_secs_f64() * hz),
-        )
-    }
-}
-
 /// Requests a `seconds` profile at `hz` in `format`, waits until it runs, runs the workload for
 /// `seconds` (calling `mid` half-way), then waits for the response.
-fn profiled(http: &Http, seconds: u64, hz: u32, format: &str, mid: impl FnOnce()) -> Profiled {
+#[allow(clippy::too_many_arguments)]
+fn profiled(
+    http: &Http,
+    mix: Mix,
+    src: &Arc<Vec<u8>>,
+    seconds: u64,
+    hz: u32,
+    format: &str,
+    mid: impl FnOnce(),
+) -> Profiled {
     let sent = Instant::now();
     let pending = http.start_profile(seconds, hz, format);
     while !http.profile_running() {
-        if pending.is_finished() {
-            // It failed (or ended) before it was seen running: surface why.
-            let r = http.rt.block_on(pending).expect("profile task");
-            panic!(
-                "profile ended before it was seen running ({} B)",
-                r.body.len()
-            );
-        }
+        assert!(
+            !pending.is_finished(),
+            "the profile ended before it was seen running"
+        );
         assert!(
             sent.elapsed() < Duration::from_secs(60),
             "profile not running 60 s after the request"
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    let start = sent.elapsed();
-    let run = workload(Duration::from_secs(seconds), mid);
+    let run = workload(mix, src, Duration::from_secs(seconds), mid);
     let workload_end = Instant::now();
     let resp = http.rt.block_on(pending).expect("profile task");
-    let elapsed = resp.received.duration_since(sent);
     Profiled {
         tail: resp.received.saturating_duration_since(workload_end),
-        beyond: elapsed.saturating_sub(Duration::from_secs(seconds)),
         run,
         resp,
-        seconds,
-        hz,
-        start,
     }
 }
 
-fn stack_count(folded: &[u8]) -> usize {
-    String::from_utf8_lossy(folded)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count()
+/// pprof-rs on the same workload: the run, its worker samples by part.
+fn pprof_rs(mix: Mix, src: &Arc<Vec<u8>>, seconds: u64) -> (Run, pprof::Report, Duration) {
+    let guard = pprof::ProfilerGuardBuilder::default()
+        .frequency(99)
+        .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+        .build()
+        .expect("pprof-rs profiler");
+    let run = workload(mix, src, Duration::from_secs(seconds), || {});
+    let t = Instant::now();
+    let report = guard.report().build().expect("pprof-rs report");
+    let took = t.elapsed();
+    drop(guard);
+    (run, report, took)
 }
 
-fn long_profile(http: &Http, label: &str) {
-    let before = rss_mb();
-    let mut during = (0.0, 0.0, 0.0);
-    let p = profiled(http, LONG_S, 99, "folded", || during = rss_mb());
-    let after_response = rss_mb();
-    println!(
-        "{label}: {LONG_S} s x 99 Hz x {THREADS} threads: {} samples, {} stacks ({} B folded); \
-         response {:.0} ms beyond seconds: start {:.0} ms, stop + symbolize + encode + transfer {:.0} ms",
-        p.resp.samples,
-        stack_count(&p.resp.body),
-        p.resp.body.len(),
-        ms(p.beyond),
-        ms(p.start),
-        ms(p.tail),
-    );
-    drop(p);
-    println!(
-        "{label}: RSS MB before {}, during {}, after response {}, after drop {}",
-        fmt_rss(before),
-        fmt_rss(during),
-        fmt_rss(after_response),
-        fmt_rss(rss_mb())
-    );
+// ---------------------------------------------------------------- statistics
+
+fn stats(v: &[f64]) -> String {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.as_slice() {
+        [] => "-".into(),
+        [first, .., last] => format!("{first:.3} / {:.3} / {last:.3}", s[s.len() / 2]),
+        [only] => format!("{only:.3}"),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[derive(Default)]
+struct Series {
+    tput: Vec<f64>,
+    rate: Vec<f64>,
+    /// Against the unprofiled run's timers (the truth).
+    tvd: Vec<f64>,
+    /// Against the profiled run's own timers (sampling error alone, without workload drift).
+    tvd_own: Vec<f64>,
+    /// Samples by part over all rounds, and the truth's time by part over all rounds.
+    pooled: [u64; 4],
+    pooled_truth: Split,
+}
+
+impl Series {
+    /// `base_tput`: the unprofiled throughput around this run (the mean of the unprofiled runs
+    /// before and after its round, so a drift in the machine's speed cancels).
+    fn push(&mut self, run: &Run, base: &Run, base_tput: f64, parts: [u64; 4], hz: u32) {
+        self.tput.push(run.tput / base_tput);
+        self.rate
+            .push(parts.iter().sum::<u64>() as f64 / (run.cpu.as_secs_f64() * f64::from(hz)));
+        self.tvd.push(tvd(parts, base.split.shares()));
+        self.tvd_own.push(tvd(parts, run.split.shares()));
+        for (p, k) in self.pooled.iter_mut().zip(parts) {
+            *p += k;
+        }
+        self.pooled_truth.add(base.split);
+    }
+
+    fn print(&self, label: &str) {
+        println!(
+            "{label:<15} throughput ÷ unprofiled {}   samples ÷ (CPU s × Hz) {}",
+            stats(&self.tput),
+            stats(&self.rate),
+        );
+        println!(
+            "{:<15} TVD per round {} (vs its own timers {}); all rounds pooled {:.3}: {}",
+            "",
+            stats(&self.tvd),
+            stats(&self.tvd_own),
+            tvd(self.pooled, self.pooled_truth.shares()),
+            fmt_shares(shares_of(self.pooled)),
+        );
+    }
 }
 
 fn main() {
-    // `RUST_LOG=prodbg=debug` shows the probe's symbolize/trim/render timings.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
+    // `RUST_LOG=prodbg=debug` shows the probe's own symbolize/trim/render timings on stderr.
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing_subscriber::EnvFilter::from_default_env()),
+        )
+        .with(
+            TimingLayer.with_filter(
+                "prodbg=info"
+                    .parse::<tracing_subscriber::filter::Targets>()
+                    .expect("targets"),
+            ),
+        )
         .init();
     let rounds = std::env::var("PRODBG_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
         .filter(|&n| n > 0)
         .unwrap_or(DEFAULT_ROUNDS);
-    // cargo bench passes `--bench`; ignore arguments.
+    let exe = std::env::current_exe().expect("current_exe");
+    let exe_mb = std::fs::metadata(&exe).map_or(0.0, |m| m.len() as f64 / 1e6);
     println!(
-        "cpu_overhead: {THREADS} busy threads, {} CPUs, profiles over HTTP from an in-process admin server",
+        "cpu_overhead: {THREADS} workers, {} CPUs, this binary {exe_mb:.0} MB (debug = 1); \
+         profiles over HTTP from an in-process admin server",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    // Clones come from the heap, not a fresh mapping each (see `worker_loop`).
+    // SAFETY: mallopt only changes glibc's thresholds.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+    let src = Arc::new(vec![7u8; CLONE_BYTES]);
+    let mix = calibrate(&src);
+    let truth = workload(mix, &src, Duration::from_secs(ROUND_S), || {});
+    println!(
+        "workload {mix:?}: true shares (timers, unprofiled) {}",
+        fmt_shares(truth.split.shares())
+    );
+
     let admin = Admin::builder()
         .bind("127.0.0.1:0")
         .service_name("cpu_overhead")
@@ -371,83 +691,208 @@ fn main() {
         .expect("admin server");
     let http = Http::new(&admin);
     assert!(!http.profile_running(), "no profile running at start");
+    let _ = http.get("/debug/");
 
-    // 1. Memory and response time of long profiles; the first also pays for parsing debug info.
-    long_profile(&http, "profile 1 (first in process)");
-    long_profile(&http, "profile 2 (symbol cache warm)");
-
-    // 2. Encoding cost per format: one profile each (a response carries one format).
-    let out = std::env::var_os("PRODBG_BENCH_OUT").map(std::path::PathBuf::from);
-    for (format, file) in [
-        ("folded", "cpu.folded"),
-        ("pprof", "cpu.pb.gz"),
-        ("svg", "cpu.svg"),
-    ] {
-        let p = profiled(&http, FORMAT_S, 999, format, || {});
+    // 1. Memory and latency of symbolization, first in the process and later.
+    println!("\n-- symbolization memory and latency ({LONG_S} s profiles at 99 Hz, pprof format)");
+    let (mut peak_added, mut kept, mut server) = (vec![], vec![], vec![]);
+    {
+        // The profiler's one-time set-up (its sampler thread, the server's blocking thread and
+        // their allocator arenas), without symbolization: what stays of it is not the
+        // symbolizer's.
+        let before = rss_mb();
+        let p = profiled(
+            &http,
+            mix,
+            &src,
+            ROUND_S,
+            99,
+            "pprof&symbolize=false",
+            || {},
+        );
+        drop(p.resp.body);
+        let after = rss_mb();
         println!(
-            "format {format:<6}: {FORMAT_S} s x 999 Hz: {} samples, {} B; stop + symbolize + encode + transfer {:.0} ms",
+            "first profile in the process, unsymbolized ({ROUND_S} s): RSS MB before {}, after {}  => kept +{:.1} MB (anon {:+.1})",
+            fmt_rss(before),
+            fmt_rss(after),
+            after[0] - before[0],
+            after[1] - before[1]
+        );
+        take_server_ms();
+    }
+    for label in ["first symbolized CPU profile", "later CPU profile"] {
+        let before = rss_mb();
+        let mut during = [0.0; 4];
+        take_server_ms();
+        let p = profiled(&http, mix, &src, LONG_S, 99, "pprof", || {
+            during = rss_mb();
+            reset_peak();
+        });
+        let peak = rss_mb()[3];
+        let server_ms = take_server_ms();
+        if let (Some(dir), false) = (
+            std::env::var_os("PRODBG_BENCH_OUT"),
+            label == "later CPU profile",
+        ) {
+            std::fs::write(std::path::Path::new(&dir).join("cpu.pb.gz"), &p.resp.body)
+                .expect("write");
+        }
+        drop(p.resp.body);
+        let after = rss_mb();
+        println!(
+            "{label}: {} samples; stop + symbolize + encode {} ms server-side, {:.0} ms to the \
+             last byte; RSS while sampling {}",
             p.resp.samples,
-            p.resp.body.len(),
+            server_ms.map_or("?".into(), |m| format!("{m:.0}")),
             ms(p.tail),
+            fmt_rss(during)
         );
-        if let Some(dir) = &out {
-            std::fs::write(dir.join(file), &p.resp.body).expect("write");
-        }
+        let (a, k) = memory_line(label, before, peak, after);
+        peak_added.push(a);
+        kept.push(k);
+        server.extend(server_ms);
+    }
+    for label in ["first thread dump", "later thread dump"] {
+        let before = rss_mb();
+        reset_peak();
+        let t = Instant::now();
+        let body = http.get("/debug/threads");
+        let took = t.elapsed();
+        let peak = rss_mb()[3];
+        drop(body);
+        let after = rss_mb();
+        println!("{label}: {:.0} ms", ms(took));
+        let (a, k) = memory_line(label, before, peak, after);
+        peak_added.push(a);
+        kept.push(k);
+    }
+    {
+        // The server's blocking threads (where symbolization runs) exit after 10 s idle, and
+        // with them their stacks.
+        std::thread::sleep(Duration::from_secs(11));
+        println!(
+            "after the server's blocking threads idled out: RSS MB {}",
+            fmt_rss(rss_mb())
+        );
+        let before = rss_mb();
+        let (_run, report, took) = pprof_rs(mix, &src, LONG_S);
+        drop(report);
+        let after = rss_mb();
+        println!(
+            "pprof-rs first report: {:.0} ms; RSS MB before {}, after {}  => kept +{:.1} MB",
+            ms(took),
+            fmt_rss(before),
+            fmt_rss(after),
+            after[0] - before[0]
+        );
     }
 
-    // 3. Overhead and sampling accuracy, interleaved rounds.
-    let (mut r99, mut r999, mut beyond, mut tails) = (vec![], vec![], vec![], vec![]);
-    let (mut a99, mut a999, mut c99, mut c999) = (vec![], vec![], vec![], vec![]);
-    let mut warnings = std::collections::BTreeSet::new();
+    // 2. Accuracy and overhead, interleaved rounds.
+    println!("\n-- accuracy and overhead: {rounds} rounds of {ROUND_S} s per configuration");
+    let (mut s99, mut s999, mut srs) = (Series::default(), Series::default(), Series::default());
+    let mut tails = vec![];
+    let mut last = None;
+    let mut base = workload(mix, &src, Duration::from_secs(ROUND_S), || {});
     for round in 0..rounds {
-        let base = workload(Duration::from_secs(ROUND_S), || {}).tput;
-        let p99 = profiled(&http, ROUND_S, 99, "folded", || {});
-        let p999 = profiled(&http, ROUND_S, 999, "folded", || {});
-        r99.push(p99.run.tput / base);
-        r999.push(p999.run.tput / base);
-        a99.push(p99.accuracy().0);
-        a999.push(p999.accuracy().0);
-        c99.push(p99.accuracy().1);
-        c999.push(p999.accuracy().1);
-        for p in [&p99, &p999] {
-            beyond.push(ms(p.beyond));
-            tails.push(ms(p.tail));
-            warnings.extend(p.resp.warning.clone());
-        }
+        let p99 = profiled(&http, mix, &src, ROUND_S, 99, "folded", || {});
+        let later = take_server_ms();
+        let p999 = profiled(&http, mix, &src, ROUND_S, 999, "folded", || {});
+        let later999 = take_server_ms();
+        let (rs_run, rs_report, _) = pprof_rs(mix, &src, ROUND_S);
+        let next = workload(mix, &src, Duration::from_secs(ROUND_S), || {});
+        let base_tput = (base.tput + next.tput) / 2.0;
+        let (k99, k999, krs) = (
+            parts_folded(&p99.resp.body),
+            parts_folded(&p999.resp.body),
+            parts_pprof_rs(&rs_report),
+        );
+        s99.push(&p99.run, &base, base_tput, k99, 99);
+        s999.push(&p999.run, &base, base_tput, k999, 999);
+        srs.push(&rs_run, &base, base_tput, krs, 99);
+        server.extend(later.into_iter().chain(later999));
+        tails.extend([ms(p99.tail), ms(p999.tail)]);
         println!(
-            "round {round}: base {base:.0} units/s, 99 Hz x{:.4} ({} samples), 999 Hz x{:.4} ({} samples, {:.0}/s)",
-            p99.run.tput / base,
-            p99.resp.samples,
-            p999.run.tput / base,
-            p999.resp.samples,
-            p999.resp.effective_hz
+            "round {round}: truth {}; 99 Hz x{:.3} {} samples, 999 Hz x{:.3} {} samples, \
+             pprof-rs x{:.3} {} samples",
+            fmt_shares(base.split.shares()),
+            p99.run.tput / base_tput,
+            k99.iter().sum::<u64>(),
+            p999.run.tput / base_tput,
+            k999.iter().sum::<u64>(),
+            rs_run.tput / base_tput,
+            krs.iter().sum::<u64>(),
+        );
+        if round + 1 == rounds {
+            for (count, stack) in other_stacks(&p999.resp.body, 4) {
+                println!("  'other' at 999 Hz: {count} samples: {stack}");
+            }
+        }
+        last = Some((base.split.shares(), k99, krs));
+        base = next;
+    }
+    if let Some((truth, k99, krs)) = last {
+        println!("last round, true shares:     {}", fmt_shares(truth));
+        println!(
+            "last round, prodbg 99 Hz:    {}",
+            fmt_shares(shares_of(k99))
+        );
+        println!(
+            "last round, pprof-rs 99 Hz:  {}",
+            fmt_shares(shares_of(krs))
         );
     }
-    println!(
-        "median throughput ratio (profiled / unprofiled): 99 Hz {:.4}, 999 Hz {:.4}",
-        median(r99),
-        median(r999)
-    );
-    println!(
-        "median sampling accuracy (samples / (threads x Hz x s)): 99 Hz {:.3}, 999 Hz {:.3}",
-        median(a99),
-        median(a999)
-    );
-    println!(
-        "median samples / (process CPU s x Hz): 99 Hz {:.3}, 999 Hz {:.3}",
-        median(c99),
-        median(c999)
-    );
-    println!(
-        "median response time beyond seconds of a {ROUND_S} s profile: {:.1} ms; \
-         of which stop (incl. malloc_trim) + symbolize + encode + transfer: {:.1} ms",
-        median(beyond),
-        median(tails)
-    );
-    for w in warnings {
-        println!("warning from the profiler: {w}");
+
+    // 3. Overhead on pure compute: same interleaving, less noise.
+    println!("\n-- overhead on pure compute: {rounds} rounds of {ROUND_S} s per configuration");
+    let (mut c99, mut c999) = (vec![], vec![]);
+    let run = Duration::from_secs(ROUND_S);
+    let mut before = compute_only(run);
+    for _ in 0..rounds {
+        let mut on = [0.0; 2];
+        for (i, hz) in [99, 999].into_iter().enumerate() {
+            let pending = http.start_profile(ROUND_S + 1, hz, "folded");
+            while !http.profile_running() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            on[i] = compute_only(run);
+            http.rt.block_on(pending).expect("profile task");
+        }
+        let after = compute_only(run);
+        let base = (before + after) / 2.0;
+        c99.push(on[0] / base);
+        c999.push(on[1] / base);
+        before = after;
     }
+
+    println!("\n-- summary (min / median / max)");
+    s99.print("prodbg 99 Hz");
+    s999.print("prodbg 999 Hz");
+    srs.print("pprof-rs 99 Hz");
+    println!(
+        "pure compute, throughput ÷ unprofiled: 99 Hz {}, 999 Hz {}",
+        stats(&c99),
+        stats(&c999)
+    );
+    println!(
+        "symbolization memory: peak +MB {}; kept +MB {} (CPU first, later, thread dump first, later)",
+        kept_fmt(&peak_added),
+        kept_fmt(&kept)
+    );
+    println!(
+        "stop + symbolize + encode, server-side ms: first {}, later ones {}; 2 s profile to the last byte after the workload: {} ms",
+        server.first().map_or("?".into(), |m| format!("{m:.0}")),
+        stats(server.get(1..).unwrap_or(&[])),
+        stats(&tails)
+    );
     drop(http);
     admin.shutdown();
     println!("RSS MB at end: {}", fmt_rss(rss_mb()));
+}
+
+fn kept_fmt(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -334,6 +334,21 @@ fn rss() -> (u64, u64, u64) {
     (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
 }
 
+/// Peak RSS (VmHWM) in bytes since the last [`reset_peak`].
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Resets the peak RSS to the current RSS.
+fn reset_peak() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("write /proc/self/clear_refs");
+}
+
 /// Samples (one per stack) in a gzipped profile.proto.
 fn pprof_stacks(gz: &[u8]) -> usize {
     let mut raw = Vec::new();
@@ -417,13 +432,18 @@ fn main() {
     http.set_active(false);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     for attempt in ["first", "second"] {
-        let (before, t) = (rss(), Instant::now());
+        let before = rss();
+        reset_peak();
+        let t = Instant::now();
         let gz = http.get("/debug/pprof/heap?format=pprof");
-        let (after, took) = (rss(), t.elapsed());
+        let (peak, took) = (peak_rss(), t.elapsed());
+        let after = rss();
         println!(
-            "heap profile ({attempt} GET /debug/pprof/heap: snapshot + symbolize + encode + HTTP): RSS +{:.1} MiB ({:.1} -> {:.1} MiB; anonymous +{:.1} MiB, file-backed +{:.1} MiB), {:.0} ms; {} stacks, {} bytes gzipped",
+            "heap profile ({attempt} GET /debug/pprof/heap: snapshot + symbolize + encode + HTTP): peak RSS +{:.1} MiB, kept +{:.1} MiB ({:.1} -> peak {:.1} -> {:.1} MiB; anonymous +{:.1} MiB, file-backed +{:.1} MiB), {:.0} ms; {} stacks, {} bytes gzipped",
+            mib(peak) - mib(before.0),
             mib(after.0) - mib(before.0),
             mib(before.0),
+            mib(peak),
             mib(after.0),
             mib(after.1) - mib(before.1),
             mib(after.2) - mib(before.2),
