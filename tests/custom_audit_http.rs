@@ -264,3 +264,46 @@ async fn a_panicking_custom_handler_still_records_the_body() {
         "{rec}"
     );
 }
+
+#[tokio::test]
+async fn a_custom_body_sent_too_slowly_gets_408_and_is_audited() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let host = Arc::new(Host::default());
+    let mut limits = prodbg::Limits::default();
+    limits.body_read_timeout = std::time::Duration::from_secs(1);
+    let config = with_config_endpoint(host.clone());
+    let server = spawn_with(move |b| config(b.limits(limits)));
+    // Ten bytes announced, two sent, then nothing: the body read times out.
+    let mut s = tokio::net::TcpStream::connect(server.handle.local_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {CONFIG} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {ADMIN_SECRET}\r\ncontent-length: 10\r\n\r\n{{\""
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            answer.extend_from_slice(&buf[..n]);
+            if n == 0 || answer.ends_with(b"}") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("an answer");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let message = error_message(body, "timeout");
+    assert!(message.contains("within 1 s"), "{message}");
+    assert_eq!(host.calls.load(Ordering::SeqCst), 0);
+    let rec = record_for(&server, "POST", CONFIG).pop().unwrap();
+    assert_eq!(
+        (rec["status"].as_u64(), rec["token_id"].as_str()),
+        (Some(408), Some("ops"))
+    );
+}
