@@ -200,8 +200,10 @@ impl AdminBuilder {
         self
     }
 
-    /// When the audit file is fsync'd: every record (`Always`, ~0.4 ms each on a plain disk),
-    /// at most every interval (`Every`, the default: 1 s, on the audit thread), or never.
+    /// When the audit file is fsync'd: every record (`Always`: each request waits for the disk
+    /// flush, and on the spawned server's one thread so do the requests behind it), at most
+    /// every interval (`Every`, the default: 1 s, on the audit thread), or never.
+    /// `cargo bench --bench audit_fsync` measures each; the README has the figures.
     pub fn audit_fsync(mut self, policy: FsyncPolicy) -> Self {
         self.audit_fsync = policy;
         self
@@ -337,6 +339,12 @@ impl AdminBuilder {
     /// Adds a host endpoint: `handler` answers `method` at `path`, guarded by `scope`, audited
     /// and listed in the index like the built-in ones, e.g.
     /// `.endpoint(Method::POST, "/debug/flush-cache", Scope::Admin, "drop the cache", flush)`.
+    ///
+    /// The request body (at most `Limits::max_body_bytes`) reaches the handler unchanged; a
+    /// request with a body, and every POST/PUT/PATCH/DELETE, records the body's size, SHA-256
+    /// and a redacted copy of at most 1 KiB in `details.request_body` of its audit record. The
+    /// handler adds what it changed (the previous value) by returning an
+    /// [`AuditDetails`](crate::AuditDetails) with its body.
     pub fn endpoint<H, T>(
         mut self,
         method: Method,

@@ -49,6 +49,7 @@ mod test_support;
 pub use admin::{Admin, AdminBuilder, AdminHandle, DEFAULT_ADDR};
 pub use config::Limits;
 pub use error::Error;
+pub use seam::AuditDetails;
 pub use security::{generate_secret, verify_audit_log, Scope};
 
 /// The audit log's options and its verifier: `verify_audit_log(base, key, checkpoint)` checks

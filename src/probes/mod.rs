@@ -76,6 +76,6 @@ pub(crate) fn register(
             deadlock::Deadlocks::new(cx, host.deadlock_interval)?
         ),
         Arc::new(process::Process::new(cx, host.build_info)),
-        Arc::new(custom::Custom::new(host.custom)),
+        Arc::new(custom::Custom::new(cx, host.custom)),
     ])
 }

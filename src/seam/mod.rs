@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
+use axum::response::{IntoResponseParts, ResponseParts};
 use axum::routing::MethodRouter;
 use prometheus_client::collector::Collector;
 
@@ -148,22 +149,34 @@ impl BundlePart {
     }
 }
 
-/// What a mutating handler changed, for its audit record (`directive`, `ttl_s`, `previous`, …;
-/// never a secret). Return it as `(Extension(AuditDetails::new().with(..)), body)`; the guard
-/// moves it into the request's audit record.
+/// What a mutating handler changed, for the request's audit record (`details`): the previous
+/// value, the new one, a TTL — never a secret. Return it next to the body, e.g.
+/// `(AuditDetails::new().with("previous", old), Json(new))` (or wrapped in axum's
+/// `Extension`); the server moves it into the record. In a host endpoint's record each value
+/// is kept up to 1 KiB of JSON (longer ones become a clipped string), 32 entries at most, and
+/// `request_body` is prodbg's own (see the README's audit section).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct AuditDetails(pub(crate) serde_json::Map<String, serde_json::Value>);
+pub struct AuditDetails(pub(crate) serde_json::Map<String, serde_json::Value>);
 
 impl AuditDetails {
     /// No details yet.
-    pub(crate) fn new() -> AuditDetails {
+    pub fn new() -> AuditDetails {
         AuditDetails::default()
     }
 
-    /// Adds `key: value`.
-    pub(crate) fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> AuditDetails {
+    /// Adds `key: value` (any JSON value: `"info"`, `900`, `serde_json::json!({..})`).
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> AuditDetails {
         self.0.insert(key.to_string(), value.into());
         self
+    }
+}
+
+impl IntoResponseParts for AuditDetails {
+    type Error = std::convert::Infallible;
+
+    fn into_response_parts(self, mut res: ResponseParts) -> Result<ResponseParts, Self::Error> {
+        res.extensions_mut().insert(self);
+        Ok(res)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Redaction of secrets from command lines, environment variables and free-form values
-//! (`/debug/process`, the bundle's copy, span fields, audit queries).
+//! (`/debug/process`, the bundle's copy, span fields, audit queries, the copy of a host
+//! endpoint's request body in its audit record).
 //!
 //! Two signals, either enough: a **name** that suggests a secret (`DB_PASS`, `--db-password`,
 //! `SMTP_PASS`, `*_CREDS`, `*_PRIVATE_KEY`, `OTEL_EXPORTER_OTLP_HEADERS`, `sig=` …) redacts
@@ -454,6 +455,33 @@ pub(crate) fn redact_env(name: &str, value: &str) -> String {
     }
 }
 
+/// Redacts a JSON document in place with the rules of [`redact_env`]: the value of a member
+/// whose name suggests a secret (`password`, `apiKey`, `db_token`, …) becomes `"[redacted]"`
+/// whatever its type (an empty string or `null` stays, to show it is unset); every other string
+/// is judged by [`redact_value`]. Numbers, booleans and names stay readable.
+pub(crate) fn redact_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(members) => {
+            for (name, v) in members.iter_mut() {
+                let unset = v.is_null() || v.as_str().is_some_and(str::is_empty);
+                if is_secret_name(name) && !unset {
+                    *v = Value::String(REDACTED.to_string());
+                } else {
+                    redact_json(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        Value::String(s) => {
+            if let Cow::Owned(r) = redact_value(s) {
+                *s = r;
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Next {
     Plain,
@@ -690,6 +718,40 @@ mod tests {
         assert_eq!(
             redact_query("seconds=30&token=abc"),
             "seconds=30&token=[redacted]"
+        );
+    }
+
+    #[test]
+    fn json_members_are_judged_by_name_and_strings_by_value() {
+        let mut doc = serde_json::json!({
+            "user": "bob",
+            "password": "hunter2",
+            "apiKey": 12345,
+            "credentials": {"id": "x", "nested": [1, 2]},
+            "db_token": "",
+            "session": null,
+            "token_ttl": 900,
+            "retries": 3,
+            "enabled": true,
+            "callback": "postgres://app:hunter2@db:5432/app",
+            "list": [{"secret": "s3"}, "Bearer abc.def.ghi", "ghp_0123456789abcdefABCDEF0123"],
+        });
+        redact_json(&mut doc);
+        assert_eq!(
+            doc,
+            serde_json::json!({
+                "user": "bob",
+                "password": R,
+                "apiKey": R,
+                "credentials": R,
+                "db_token": "",
+                "session": null,
+                "token_ttl": 900,
+                "retries": 3,
+                "enabled": true,
+                "callback": "postgres://app:[redacted]@db:5432/app",
+                "list": [{"secret": R}, "Bearer [redacted]", R],
+            })
         );
     }
 }

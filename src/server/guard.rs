@@ -80,6 +80,7 @@ pub(crate) async fn guard(
         query: req.uri().query().map(str::to_string),
         ..AuditRecord::default()
     });
+    req.extensions_mut().insert(pending.details_slot());
     let method = req.method().as_str().to_string();
 
     let mut bad_credentials = false;

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::chain::Chainer;
@@ -252,6 +252,7 @@ impl AuditLog {
         PendingRequest {
             log: self.clone(),
             record: rec,
+            late: DetailsSlot::default(),
             start: Instant::now(),
             cancel_status: 499,
             done: false,
@@ -311,11 +312,34 @@ impl AuditLog {
     }
 }
 
+/// Details that become known while a request runs (a host endpoint's request body), shared
+/// between the request's guard and its handlers and merged into its record however the request
+/// ends: answered, timed out, panicked or cancelled. An entry here replaces one of the same
+/// name the response carried.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DetailsSlot(Arc<Mutex<serde_json::Map<String, serde_json::Value>>>);
+
+impl DetailsSlot {
+    /// Sets `key` to `value`.
+    pub(crate) fn insert(&self, key: &str, value: serde_json::Value) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), value);
+    }
+
+    fn drain_into(&self, details: &mut serde_json::Map<String, serde_json::Value>) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        details.extend(std::mem::take(&mut *slot));
+    }
+}
+
 /// A request being answered; see [`AuditLog::begin`].
 #[derive(Debug)]
 pub(crate) struct PendingRequest {
     log: AuditLog,
     record: AuditRecord,
+    late: DetailsSlot,
     start: Instant,
     cancel_status: u16,
     done: bool,
@@ -325,6 +349,11 @@ impl PendingRequest {
     /// The record so far (fill in `token_id`, `details`, … as they become known).
     pub(crate) fn record_mut(&mut self) -> &mut AuditRecord {
         &mut self.record
+    }
+
+    /// Where the request's handlers put details they learn while it runs (see [`DetailsSlot`]).
+    pub(crate) fn details_slot(&self) -> DetailsSlot {
+        self.late.clone()
     }
 
     /// The status recorded if the guard is dropped unfinished: 499 unless changed (e.g. 504
@@ -338,6 +367,7 @@ impl PendingRequest {
     pub(crate) fn finish(mut self, status: u16, bytes: u64, folding: Folding) {
         self.done = true;
         let mut rec = std::mem::take(&mut self.record);
+        self.late.drain_into(&mut rec.details);
         rec.status = status;
         rec.bytes = bytes;
         if rec.outcome == Outcome::Allowed {
@@ -354,6 +384,7 @@ impl Drop for PendingRequest {
             return;
         }
         let mut rec = std::mem::take(&mut self.record);
+        self.late.drain_into(&mut rec.details);
         rec.status = self.cancel_status;
         rec.outcome = Outcome::from_status(self.cancel_status);
         rec.duration_ms = millis(self.start.elapsed());

@@ -63,7 +63,7 @@ pub(crate) use fold::Folding;
 pub use key::{AuditKey, KeyError};
 #[cfg(test)]
 use log::AuditLogBuilder;
-pub(crate) use log::{AuditError, AuditLog};
+pub(crate) use log::{AuditError, AuditLog, DetailsSlot};
 pub use options::{FsyncPolicy, Rotation};
 pub(crate) use record::AuditRecord;
 pub use record::Checkpoint;

@@ -877,6 +877,41 @@ fn cancelled_requests_are_recorded_as_499() {
 }
 
 #[test]
+fn late_details_are_recorded_however_the_request_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = builder(&path).build().unwrap();
+    let cancelled = log.begin(rec(0));
+    cancelled
+        .details_slot()
+        .insert("request_body", serde_json::json!({"bytes": 2}));
+    drop(cancelled); // the client hung up while the handler ran
+    let mut answered = log.begin(rec(1));
+    answered
+        .details_slot()
+        .insert("request_body", serde_json::json!({"bytes": 3}));
+    let rec = answered.record_mut();
+    rec.details.insert("previous".into(), "a".into());
+    rec.details.insert("request_body".into(), "forged".into());
+    answered.finish(200, 0, Folding::Never);
+    drop(log);
+    let l: Vec<serde_json::Value> = lines(&path)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(l[0]["status"], 499);
+    assert_eq!(
+        l[0]["details"],
+        serde_json::json!({"request_body": {"bytes": 2}})
+    );
+    assert_eq!(
+        l[1]["details"],
+        serde_json::json!({"previous": "a", "request_body": {"bytes": 3}})
+    );
+    verify(&path).unwrap();
+}
+
+#[test]
 fn mutations_record_details_and_queries_are_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
