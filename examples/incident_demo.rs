@@ -183,6 +183,7 @@ mod checkout {
                 tracing::error!(order_id, "checkout of order {order_id} failed: {e}");
             }
             drop(_entered);
+            drop(request);
             std::thread::sleep(Duration::from_millis(50));
         }
     }

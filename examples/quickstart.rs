@@ -36,7 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (spans, spans_handle) = prodbg::spans::layer(prodbg::spans::Options::default());
     tracing_subscriber::registry()
         .with(console_layer)
-        .with(tracing_subscriber::fmt::layer().and_then(spans).with_filter(filter))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .and_then(spans)
+                .with_filter(filter),
+        )
         .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

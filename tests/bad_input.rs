@@ -374,7 +374,11 @@ fn bad_queries(params: &[(&'static str, Kind)]) -> Vec<Case> {
         let bad: Vec<String> = match kind {
             Kind::Int(max) | Kind::Int0(max) => [
                 "-1",
-                if matches!(kind, Kind::Int(_)) { "0" } else { "-0.5" },
+                if matches!(kind, Kind::Int(_)) {
+                    "0"
+                } else {
+                    "-0.5"
+                },
                 "99999999999999999999999",
                 "18446744073709551616",
                 "abc",

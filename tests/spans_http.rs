@@ -50,7 +50,11 @@ async fn in_request<F: std::future::Future>(method: &str, route: &str, body: F) 
 
 /// Fails one payment: one `error!` callsite, whatever the order id.
 fn fail_payment(order_id: u64) {
-    tracing::error!(order_id, card_token = "tok_live_4242424242", "payment for order {order_id} failed");
+    tracing::error!(
+        order_id,
+        card_token = "tok_live_4242424242",
+        "payment for order {order_id} failed"
+    );
 }
 
 /// The host: an axum app on this test's runtime, on a free loopback port.
@@ -103,7 +107,10 @@ async fn until(url: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_js
         if done(&v) {
             return v;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "{url} never got there: {v}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{url} never got there: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -146,7 +153,10 @@ async fn a_hanging_handler_is_listed_with_its_route_and_errors_fold_into_one_gro
     let s = &spans[0];
     assert_eq!(s["fields"]["method"], "GET");
     assert!(s["age_ms"].as_f64().unwrap() >= 500.0, "{s}");
-    assert!(s["target"].as_str().unwrap().starts_with("spans_http"), "{s}");
+    assert!(
+        s["target"].as_str().unwrap().starts_with("spans_http"),
+        "{s}"
+    );
     assert!(s["started_at"].as_str().unwrap().ends_with('Z'), "{s}");
     assert_eq!(s["entered"], false, "the future is parked, not polled: {s}");
     assert!(s["thread"]["tid"].as_i64().unwrap() > 0, "{s}");
@@ -171,7 +181,10 @@ async fn a_hanging_handler_is_listed_with_its_route_and_errors_fold_into_one_gro
     )
     .await;
     assert_eq!(status, 200);
-    assert!(text.contains("request{method=\"GET\" route=\"/hang\"}"), "{text}");
+    assert!(
+        text.contains("request{method=\"GET\" route=\"/hang\"}"),
+        "{text}"
+    );
     assert!(text.contains("spans open for at least 500 ms"), "{text}");
 
     // Seven failed payments with different order ids: one group of seven.
@@ -198,7 +211,13 @@ async fn a_hanging_handler_is_listed_with_its_route_and_errors_fold_into_one_gro
     assert_eq!(g["count"], 7, "{g}");
     assert_eq!(g["last_minute"], 7, "{g}");
     assert_eq!(g["message"], "payment for order 89 failed");
-    assert!(g["callsite"].as_str().unwrap().starts_with("tests/spans_http.rs:"), "{g}");
+    assert!(
+        g["callsite"]
+            .as_str()
+            .unwrap()
+            .starts_with("tests/spans_http.rs:"),
+        "{g}"
+    );
     let recent = g["recent"].as_array().unwrap();
     assert_eq!(recent.len(), 5, "the last five events: {g}");
     assert_eq!(recent[4]["fields"]["order_id"], "89");
@@ -224,7 +243,10 @@ async fn a_hanging_handler_is_listed_with_its_route_and_errors_fold_into_one_gro
     assert!(sample("prodbg_log_events_total{level=\"error\"}") >= 7.0);
     assert!(sample("prodbg_error_groups ") >= 1.0);
     assert!(sample("prodbg_spans_in_flight ") >= 1.0);
-    assert!(!metrics.contains("prodbg_log_events_total{level=\"debug\"}"), "DEBUG is filtered out: unknown, not 0");
+    assert!(
+        !metrics.contains("prodbg_log_events_total{level=\"debug\"}"),
+        "DEBUG is filtered out: unknown, not 0"
+    );
 
     // The console's glance.
     let index: serde_json::Value = client
@@ -241,12 +263,18 @@ async fn a_hanging_handler_is_listed_with_its_route_and_errors_fold_into_one_gro
     assert_eq!(glance["installed"], true, "{glance}");
     assert!(glance["in_flight"].as_u64().unwrap() >= 1, "{glance}");
     assert!(glance["oldest_ms"].as_f64().unwrap() >= 500.0, "{glance}");
-    assert!(glance["errors_last_minute"].as_u64().unwrap() >= 7, "{glance}");
+    assert!(
+        glance["errors_last_minute"].as_u64().unwrap() >= 7,
+        "{glance}"
+    );
 
     // Released, the request closes and leaves the in-flight list for the latency summary.
     state.release.notify_one();
     assert_eq!(hang.await.unwrap(), "released");
-    let v = until(&server.url("/debug/spans"), |v| requests(v, "/hang").is_empty()).await;
+    let v = until(&server.url("/debug/spans"), |v| {
+        requests(v, "/hang").is_empty()
+    })
+    .await;
     let request = v["latency"]["names"]
         .as_array()
         .unwrap()
@@ -286,9 +314,13 @@ async fn without_the_layer_the_routes_say_how_to_install_it_and_parameters_are_c
         ("format=xml", "format"),
         ("limit=3", "unknown parameter"),
     ] {
-        let (status, body) = get(&server.url(&format!("/debug/spans?{q}")), Some(READ_SECRET)).await;
+        let (status, body) =
+            get(&server.url(&format!("/debug/spans?{q}")), Some(READ_SECRET)).await;
         assert_eq!(status, 400, "{q}: {body}");
-        assert!(common::error_message(&body, "bad_parameter").contains(mentions), "{q}: {body}");
+        assert!(
+            common::error_message(&body, "bad_parameter").contains(mentions),
+            "{q}: {body}"
+        );
     }
     let (status, body) = get(&server.url("/debug/errors?min_age_ms=1"), Some(READ_SECRET)).await;
     assert_eq!(status, 400, "{body}");

@@ -29,7 +29,11 @@ pub(crate) struct Info {
 impl Info {
     pub(crate) fn pack(self) -> u64 {
         let s = self.special;
-        let otel = if s.otel_status == NO_FIELD { 0x7F } else { s.otel_status & 0x7F };
+        let otel = if s.otel_status == NO_FIELD {
+            0x7F
+        } else {
+            s.otel_status & 0x7F
+        };
         1 << 63
             | self.name_id as u64
             | (self.stat as u64) << 16
@@ -167,7 +171,11 @@ impl Callsites {
 
     /// The span name of each latency slot, in slot order.
     pub(crate) fn stat_names(&self) -> Vec<&'static str> {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
     }
 }
 

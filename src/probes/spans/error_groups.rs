@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing::Metadata;
 use tracing::callsite::Identifier;
+use tracing::Metadata;
 
 /// Buckets of the last-minute rate: 12 of 5 s.
 const RATE_BUCKETS: usize = 12;

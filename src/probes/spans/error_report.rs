@@ -158,7 +158,10 @@ pub(crate) fn report(shared: &super::layer::Shared) -> ErrorReport {
                 fingerprint: fingerprint(meta),
                 level: meta.level().as_str(),
                 target: meta.target(),
-                callsite: meta.file().zip(meta.line()).map(|(f, l)| format!("{f}:{l}")),
+                callsite: meta
+                    .file()
+                    .zip(meta.line())
+                    .map(|(f, l)| format!("{f}:{l}")),
                 message: recent.last().and_then(|e| e.message.clone()),
                 count: g.count,
                 first_seen: g.first_seen,

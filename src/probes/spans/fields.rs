@@ -9,8 +9,8 @@
 use std::fmt::{self, Write as _};
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use tracing::field::{Field, Visit};
 use tracing::field::FieldSet;
+use tracing::field::{Field, Visit};
 
 use super::labels::{self, MAX_LABEL_VALUE_BYTES};
 use super::options::RedactFn;
@@ -37,7 +37,10 @@ impl Fields {
     /// The value of field `name`, if recorded.
     #[cfg(test)]
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -138,7 +141,9 @@ impl<'a> Recorder<'a> {
             self.mask >> idx & 1 != 0
         } else {
             let i = idx.min(NO_FIELD as usize - 1) as u8;
-            self.special.label.contains(&i) || i == self.special.error || i == self.special.otel_status
+            self.special.label.contains(&i)
+                || i == self.special.error
+                || i == self.special.otel_status
         }
     }
 
@@ -213,7 +218,11 @@ impl<'a> Recorder<'a> {
             let room = self.room();
             if room > 0 {
                 let cut = value.len() > room;
-                let v = if cut { labels::truncate(value, room) } else { value };
+                let v = if cut {
+                    labels::truncate(value, room)
+                } else {
+                    value
+                };
                 let hdr = v.len() as u16 | if cut { TRUNCATED } else { 0 };
                 self.push(index(field), KIND_STR, hdr, v.as_bytes());
                 if cut {
@@ -294,7 +303,6 @@ impl<'a> Recorder<'a> {
             self.special_value(field, tmp.as_str());
         }
     }
-
 }
 
 fn index(field: &Field) -> u8 {

@@ -83,7 +83,11 @@ pub(crate) fn quantile(counts: &[u64; BUCKETS], q: f64, max: Option<u64>) -> Opt
         seen += c;
         if seen >= rank {
             let lo = lower(i);
-            let hi = if i + 1 < BUCKETS { lower(i + 1) } else { lo * 2 };
+            let hi = if i + 1 < BUCKETS {
+                lower(i + 1)
+            } else {
+                lo * 2
+            };
             let mid = lo + (hi - lo) / 2;
             return Some(max.map_or(mid, |m| mid.min(m)));
         }

@@ -27,8 +27,8 @@ mod slots;
 
 use serde::Serialize;
 
-pub(crate) use intern::{MAX_LABEL_NAMES, MAX_LABEL_VALUES, MAX_LABEL_VALUE_BYTES, OTHER};
 pub(crate) use intern::{hash_bytes, name_id, truncate, value_id, ID_NONE, ID_OTHER};
+pub(crate) use intern::{MAX_LABEL_NAMES, MAX_LABEL_VALUES, MAX_LABEL_VALUE_BYTES, OTHER};
 pub(crate) use slots::{claim, release, write};
 pub(crate) use slots::{current_labels, current_labels_for, MAX_LABELLED_THREADS};
 

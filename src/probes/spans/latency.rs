@@ -128,8 +128,7 @@ impl Latency {
         let tag = m + 1;
         let cur = b.minute.load(Ordering::Acquire);
         if cur != tag
-            && b
-                .minute
+            && b.minute
                 .compare_exchange(cur, tag, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         {

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
 use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::filter::{Filtered, LevelFilter, Targets};
 use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
@@ -17,11 +17,11 @@ use super::error_groups::{ErrorGroups, Recent};
 use super::error_report::{ErrorReport, LogEventCounts};
 use super::fields::{Recorder, Special};
 use super::labels::{self, LabelTableStats, Labels};
+use super::latency::{Latency, Slow};
 use super::options::Options;
 use super::options::RedactFn;
-use super::latency::{Latency, Slow};
-use super::table::{Table, FLAG_ERROR, FLAG_TRUNCATED};
 use super::span_report::{InFlightReport, LatencyReport};
+use super::table::{Table, FLAG_ERROR, FLAG_TRUNCATED};
 use super::{clock, thread};
 
 /// prodbg's `tracing` layer, unfiltered: made by [`layer`], installed inside the host's
@@ -159,7 +159,11 @@ impl SpansLayer {
             truncated: AtomicU64::new(0),
             untracked_name_closes: AtomicU64::new(0),
             levels: [const { AtomicU64::new(0) }; 5],
-            max_event: if opts.errors { max_event } else { LevelFilter::OFF },
+            max_event: if opts.errors {
+                max_event
+            } else {
+                LevelFilter::OFF
+            },
         });
         (
             SpansLayer {
@@ -213,7 +217,13 @@ impl Shared {
     /// (`LevelFilter::current()`), keeps out is `None`.
     pub(crate) fn event_counts(&self) -> LogEventCounts {
         let max = self.max_event.min(LevelFilter::current());
-        let levels = [Level::ERROR, Level::WARN, Level::INFO, Level::DEBUG, Level::TRACE];
+        let levels = [
+            Level::ERROR,
+            Level::WARN,
+            Level::INFO,
+            Level::DEBUG,
+            Level::TRACE,
+        ];
         let c = |i: usize| (max >= levels[i]).then(|| self.levels[i].load(Ordering::Relaxed));
         LogEventCounts {
             error: c(0),
@@ -254,13 +264,8 @@ impl<S: Subscriber> Layer<S> for SpansLayer {
             info.special.any()
         };
         let mut truncated = 0;
-        sh.table.insert(
-            id.into_u64(),
-            meta,
-            packed,
-            parent,
-            start,
-            |buf| {
+        sh.table
+            .insert(id.into_u64(), meta, packed, parent, start, |buf| {
                 if !visit {
                     return (Labels::pack(info.name_id, [0, 0]), 0);
                 }
@@ -270,8 +275,7 @@ impl<S: Subscriber> Layer<S> for SpansLayer {
                 let flags = if rec.error { FLAG_ERROR } else { 0 }
                     | if rec.truncated > 0 { FLAG_TRUNCATED } else { 0 };
                 (Labels::pack(info.name_id, rec.labels), flags)
-            },
-        );
+            });
         sh.count_truncated(truncated);
     }
 
@@ -392,8 +396,9 @@ impl<S: Subscriber> Layer<S> for SpansLayer {
         }
         let here = match event.parent() {
             Some(p) => sh.table.find(p.into_u64()).map(|(_, s)| (p.into_u64(), s)),
-            None if event.is_contextual() => thread::top()
-                .and_then(|(id, idx)| sh.table.at(idx, id).map(|s| (id, s))),
+            None if event.is_contextual() => {
+                thread::top().and_then(|(id, idx)| sh.table.at(idx, id).map(|s| (id, s)))
+            }
             None => None,
         };
         if *level == Level::ERROR {

@@ -114,7 +114,8 @@ const FORMATS: &[&str] = &["json", "text"];
 const NOT_INSTALLED: &str = "no span layer is installed: create it with `let (spans, handle) = prodbg::spans::layer(Default::default())`, install it inside the host's filter (`fmt::layer().and_then(spans).with_filter(filter)`), and pass the handle to the builder's .spans(handle)";
 
 fn handle(h: &Option<SpansHandle>) -> Result<&SpansHandle, ApiError> {
-    h.as_ref().ok_or_else(|| ApiError::unavailable(NOT_INSTALLED))
+    h.as_ref()
+        .ok_or_else(|| ApiError::unavailable(NOT_INSTALLED))
 }
 
 type Handle = State<Option<SpansHandle>>;
@@ -237,9 +238,9 @@ impl Collector for SpansCollector {
         f.counters(
             "prodbg_log_events",
             "tracing events seen by prodbg's span layer, by level",
-            levels
-                .iter()
-                .filter_map(|(l, n)| Some((vec![("level".to_string(), l.to_string())], (*n)? as f64))),
+            levels.iter().filter_map(|(l, n)| {
+                Some((vec![("level".to_string(), l.to_string())], (*n)? as f64))
+            }),
         )?;
         f.gauge(
             "prodbg_error_groups",

@@ -3,7 +3,6 @@
 use tracing::Level;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 
-
 /// Default cap on spans tracked at once: 16 384 (the span table's slots, ~1.4 MiB).
 pub const DEFAULT_MAX_SPANS: usize = 16_384;
 /// Default cap on recorded field bytes per span (and per kept event): 512.
@@ -165,7 +164,10 @@ impl Options {
     }
 
     pub(crate) fn max_event_level(&self) -> LevelFilter {
-        let mut max = self.event_filter.default_level().unwrap_or(LevelFilter::OFF);
+        let mut max = self
+            .event_filter
+            .default_level()
+            .unwrap_or(LevelFilter::OFF);
         for (_, l) in self.event_filter.iter() {
             max = max.max(l);
         }

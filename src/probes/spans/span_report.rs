@@ -6,12 +6,12 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::histogram::quantile;
-use super::latency::WINDOW_MINUTES;
-use super::table::{FLAG_ERROR, FLAG_TRUNCATED};
 use super::clock;
 use super::fields::{decode, Fields};
+use super::histogram::quantile;
+use super::latency::WINDOW_MINUTES;
 use super::layer::Shared;
+use super::table::{FLAG_ERROR, FLAG_TRUNCATED};
 use crate::encode::time::rfc3339;
 
 /// Longest parent chain shown per span.
@@ -215,7 +215,10 @@ pub(crate) fn in_flight(shared: &Shared, min_age_ms: u64) -> InFlightReport {
         min_age_ms,
         tracked: shared.table.tracked(),
         max_spans: shared.table.size(),
-        dropped_spans_total: shared.table.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        dropped_spans_total: shared
+            .table
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
         truncated_fields_total: shared.truncated(),
         max_field_bytes: shared.max_field_bytes,
         spans: spans.into_iter().map(|(_, s)| s).collect(),
@@ -316,7 +319,12 @@ impl fmt::Display for InFlightReport {
                 s.callsite.as_deref().unwrap_or("")
             )?;
             for p in &s.parents {
-                writeln!(f, "              in {} (id {})", p.name.unwrap_or("?"), p.id)?;
+                writeln!(
+                    f,
+                    "              in {} (id {})",
+                    p.name.unwrap_or("?"),
+                    p.id
+                )?;
             }
         }
         Ok(())

@@ -7,9 +7,7 @@
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{
-    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
-};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use tracing::Metadata;
 
@@ -28,7 +26,6 @@ const ID_SLOT_BITS: u64 = (1 << 51) - 1;
 
 pub(crate) const FLAG_ERROR: u32 = 1;
 pub(crate) const FLAG_TRUNCATED: u32 = 2;
-
 
 /// A slot's field buffer behind a one-byte spin lock. Holders never block or allocate for
 /// long: a close or `record` appends a few values, a report copies at most the byte cap.

@@ -158,6 +158,9 @@ fn spans_below_the_filter_are_not_tracked() {
         let r = h.in_flight(0);
         assert_eq!(r.spans.len(), 1);
         assert_eq!(r.spans[0].name, "kept");
-        assert!(r.spans[0].parents.is_empty(), "the debug span is not a tracked parent");
+        assert!(
+            r.spans[0].parents.is_empty(),
+            "the debug span is not a tracked parent"
+        );
     });
 }

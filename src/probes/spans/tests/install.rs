@@ -13,7 +13,9 @@ impl<S: tracing::Subscriber> Layer<S> for Host {}
 #[test]
 fn inside_the_host_filter_tracks_what_the_host_logs() {
     let (layer, h) = layer(Options::default());
-    let host_filter = Targets::new().with_default(LevelFilter::INFO).with_target("db", LevelFilter::DEBUG);
+    let host_filter = Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target("db", LevelFilter::DEBUG);
     let d = Dispatch::new(
         tracing_subscriber::registry().with(Host.and_then(layer).with_filter(host_filter)),
     );
@@ -54,7 +56,11 @@ fn own_filter_does_not_widen_or_narrow_the_host() {
         let _a = tracing::info_span!("a").entered();
         let _b = tracing::debug_span!("b").entered();
         let _c = tracing::trace_span!("c").entered();
-        assert_eq!(h.in_flight(0).spans.len(), 1, "only the INFO span is tracked");
+        assert_eq!(
+            h.in_flight(0).spans.len(),
+            1,
+            "only the INFO span is tracked"
+        );
     });
     assert_eq!(
         seen.load(std::sync::atomic::Ordering::Relaxed),

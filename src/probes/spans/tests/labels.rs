@@ -14,13 +14,19 @@ fn slot_shows_the_innermost_span_and_clears_on_exit() {
         let l = current_labels().resolve();
         assert_eq!(l.span, Some("outer"));
         assert_eq!(l.fields.len(), 1);
-        assert_eq!((l.fields[0].field, l.fields[0].value), (Some("route"), "/users/:id"));
+        assert_eq!(
+            (l.fields[0].field, l.fields[0].value),
+            (Some("route"), "/users/:id")
+        );
         assert_eq!(l.pairs(), [("span", "outer"), ("route", "/users/:id")]);
         {
             let _inner = tracing::info_span!("db_query", table = "users").entered();
             let l = current_labels_for(tid()).resolve();
             assert_eq!(l.span, Some("db_query"));
-            assert!(l.fields.is_empty(), "the inner span has no route of its own");
+            assert!(
+                l.fields.is_empty(),
+                "the inner span has no route of its own"
+            );
         }
         assert_eq!(current_labels().resolve().span, Some("outer"));
         drop(g);
@@ -46,7 +52,10 @@ fn another_thread_reads_the_slot_by_tid() {
     assert_eq!(Labels::from_bits(l.to_bits()), l);
     done_tx.send(()).ok();
     t.join().expect("join");
-    assert!(current_labels_for(other).is_empty(), "slot released at thread exit");
+    assert!(
+        current_labels_for(other).is_empty(),
+        "slot released at thread exit"
+    );
 }
 
 #[test]
@@ -67,7 +76,10 @@ static FROM_HANDLER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 
 extern "C" fn on_signal(_: libc::c_int) {
     // What a CPU profiler's SIGPROF handler does: read the slot, keep the word.
-    FROM_HANDLER.store(current_labels().to_bits(), std::sync::atomic::Ordering::SeqCst);
+    FROM_HANDLER.store(
+        current_labels().to_bits(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
 }
 
 /// SIGUSR2 stands in for SIGPROF, which the CPU profiler's own tests in this binary use.
