@@ -25,7 +25,7 @@ use super::table::{Table, FLAG_ERROR, FLAG_TRUNCATED};
 use super::{clock, thread};
 
 /// prodbg's `tracing` layer, unfiltered: made by [`layer`], installed inside the host's
-/// filter (see the [module docs](self) for the three ways). Installed unfiltered next to a
+/// filter (see the [module docs](crate::spans) for the three ways). Installed unfiltered next to a
 /// per-layer-filtered host layer it would enable every callsite of every crate; under a global
 /// filter it sees what that filter enables.
 ///
@@ -89,7 +89,7 @@ impl<S> Filter<S> for SpansFilter {
 /// The layer with its own per-layer filter ([`Options::span_filter`], default `INFO`+;
 /// [`Options::event_filter`], default `WARN`+), and its handle. Works in any stack and never
 /// changes what the host's own layers see, but costs more than [`layer`] (see the
-/// [module docs](self)).
+/// [module docs](crate::spans)).
 ///
 /// ```
 /// use tracing_subscriber::prelude::*;
