@@ -1,4 +1,4 @@
-//! A service with four faults from production life, switchable at run time, to practise
+//! A service with five faults from production life, switchable at run time, to practise
 //! diagnosing each with curl alone (see the README's walkthrough).
 //!
 //! ```text
@@ -9,7 +9,9 @@
 //!
 //! Faults (`name=`): `cpu` (a hot loop in `pricing::recompute_all_quotes`), `leak` (a cache in
 //! `sessions::remember_forever` that never evicts), `pool` (the database pool's max drops from 16
-//! to 2 under load), `deadlock` (two threads take two parking_lot locks in opposite order).
+//! to 2 under load), `deadlock` (two threads take two parking_lot locks in opposite order),
+//! `hang` (the inventory service stops answering and checkouts, which read its socket without
+//! a timeout, hang in `checkout::reserve_stock`).
 
 use axum::http::Method;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,13 +36,17 @@ pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\
 static CPU_FAULT: AtomicBool = AtomicBool::new(false);
 static LEAK_FAULT: AtomicBool = AtomicBool::new(false);
 static DEADLOCK_STARTED: AtomicBool = AtomicBool::new(false);
+static HANG_FAULT: AtomicBool = AtomicBool::new(false);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, log_control) = prodbg::log_level::reloadable(filter);
+    // The filter is global here, so prodbg's span layer goes next to the fmt layer, unfiltered.
+    let (spans, spans_handle) = prodbg::spans::layer(prodbg::spans::Options::default());
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer())
+        .with(spans)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -59,12 +65,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .token("oncall", Scope::Admin, &secret)
             .pool_registry(pools.clone())
             .log_control(log_control)
+            .spans(spans_handle)
             .deadlock_detection(Duration::from_secs(2))
             .endpoint(
                 Method::POST,
                 "/demo/fault",
                 Scope::Admin,
-                "switch a fault on: ?name=cpu|leak|pool|deadlock",
+                "switch a fault on: ?name=cpu|leak|pool|deadlock|hang",
                 move |Query(q): Query<std::collections::HashMap<String, String>>| {
                     let pool_tx = pool_tx.clone();
                     async move {
@@ -76,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = admin.url();
     println!("incident demo: admin server on {url}/debug/");
     println!("token (admin scope): {secret}");
-    println!("switch a fault on:  curl -s -XPOST -H 'Authorization: Bearer {secret}' '{url}/demo/fault?name=cpu'   (cpu|leak|pool|deadlock)");
+    println!("switch a fault on:  curl -s -XPOST -H 'Authorization: Bearer {secret}' '{url}/demo/fault?name=cpu'   (cpu|leak|pool|deadlock|hang)");
 
     // The healthy background: request handlers that price quotes and remember sessions.
     std::thread::Builder::new()
@@ -85,6 +92,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::thread::Builder::new()
         .name("session-cache".into())
         .spawn(sessions::run)?;
+    let inventory = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let inventory_addr = inventory.local_addr()?;
+    std::thread::Builder::new()
+        .name("inventory".into())
+        .spawn(move || checkout::inventory(inventory))?;
+    for i in 0..2 {
+        std::thread::Builder::new()
+            .name(format!("checkout-{i}"))
+            .spawn(move || checkout::run(inventory_addr, i))?;
+    }
     runtime.block_on(async move {
         let handle = tokio::spawn(database::run(pools, pool_rx));
         tokio::signal::ctrl_c().await.ok();
@@ -105,6 +122,7 @@ fn switch_fault(
         "pool" => {
             let _ = pool_tx.send(2);
         }
+        "hang" => HANG_FAULT.store(true, Ordering::SeqCst),
         "deadlock" => {
             if !DEADLOCK_STARTED.swap(true, Ordering::SeqCst) {
                 locks::start_deadlock();
@@ -113,7 +131,7 @@ fn switch_fault(
         other => {
             return (
                 StatusCode::BAD_REQUEST,
-                format!("unknown fault {other:?}; choose cpu, leak, pool or deadlock\n"),
+                format!("unknown fault {other:?}; choose cpu, leak, pool, deadlock or hang\n"),
             )
         }
     }
@@ -147,6 +165,59 @@ mod pricing {
     #[inline(never)]
     fn quote(i: u64) -> u64 {
         std::hint::black_box(i.wrapping_mul(2_654_435_761) >> 7)
+    }
+}
+
+mod checkout {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+
+    /// Checkout requests on a handler thread: each reserves stock with the inventory service.
+    pub fn run(inventory: SocketAddr, worker: u64) {
+        for n in 0u64.. {
+            let order_id = n * 2 + worker;
+            let request = tracing::info_span!("request", route = "/orders/{id}/checkout", order_id);
+            let _entered = request.enter();
+            if let Err(e) = reserve_stock(inventory, order_id) {
+                tracing::error!(order_id, "checkout of order {order_id} failed: {e}");
+            }
+            drop(_entered);
+            drop(request);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The fault's victim: reads the inventory service's answer with no read timeout.
+    #[inline(never)]
+    pub fn reserve_stock(inventory: SocketAddr, order_id: u64) -> std::io::Result<()> {
+        let _call = tracing::info_span!("inventory_call", peer = %inventory).entered();
+        let mut conn = TcpStream::connect(inventory)?;
+        writeln!(conn, "reserve {order_id}")?;
+        let mut answer = [0u8; 3];
+        conn.read_exact(&mut answer)?;
+        if &answer != b"ok\n" {
+            tracing::warn!(order_id, "order {order_id}: item out of stock");
+        }
+        Ok(())
+    }
+
+    /// The inventory service: answers each reservation, one in ten out of stock; with the
+    /// fault on it keeps reading and never answers.
+    pub fn inventory(listener: TcpListener) {
+        let mut held = Vec::new();
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut line = String::new();
+            if BufReader::new(&conn).read_line(&mut line).is_err() {
+                continue;
+            }
+            if HANG_FAULT.load(Ordering::Relaxed) {
+                held.push(conn);
+                continue;
+            }
+            let _ = conn.write_all(if n % 10 == 9 { b"no\n" } else { b"ok\n" });
+        }
     }
 }
 

@@ -28,13 +28,19 @@ pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The host's log filter, wrapped so PUT /debug/log-level can change it for a while. It
-    // filters the fmt layer only, so tokio-console (when on) still sees tokio's spans.
+    // filters the fmt layer only, so tokio-console (when on) still sees tokio's spans; prodbg's
+    // span layer (/debug/spans, /debug/errors) shares it, the cheapest way to install it.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, log_control) = prodbg::log_level::reloadable(filter);
     let (console_layer, console_addr) = console();
+    let (spans, spans_handle) = prodbg::spans::layer(prodbg::spans::Options::default());
     tracing_subscriber::registry()
         .with(console_layer)
-        .with(tracing_subscriber::fmt::layer().with_filter(filter))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .and_then(spans)
+                .with_filter(filter),
+        )
         .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -47,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .service_name("quickstart")
         .build_info("version", env!("CARGO_PKG_VERSION"))
         .log_control(log_control)
+        .spans(spans_handle)
         .readiness_check("work-loop", Duration::from_secs(1), || async { Ok(()) });
     let generated = if std::env::var_os("PRODBG_TOKENS").is_none() {
         let secret = prodbg::generate_secret()?;
@@ -97,6 +104,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })?;
     }
     runtime.block_on(async move {
+        // Requests: a span per request with its route, one in 50 slow, one in 20 failing.
+        tokio::spawn(async {
+            for n in 0u64.. {
+                let route = ["/users/{id}", "/orders/{id}", "/search"][n as usize % 3];
+                let request = tracing::info_span!("request", route, id = n);
+                tracing::Instrument::instrument(handle_request(n), request).await;
+            }
+        });
         // Several async tasks that allocate: a small cache that churns.
         for t in 0..4 {
             let work = work.clone();
@@ -144,6 +159,15 @@ fn console() -> (
     Option<std::net::SocketAddr>,
 ) {
     (None, None)
+}
+
+/// One simulated request: some work, now and then slow or failing.
+async fn handle_request(n: u64) {
+    let slow = n.is_multiple_of(50);
+    tokio::time::sleep(Duration::from_millis(if slow { 1500 } else { 20 })).await;
+    if n.is_multiple_of(20) {
+        tracing::error!(request_id = n, "upstream refused request {n}");
+    }
 }
 
 #[inline(never)]

@@ -290,6 +290,15 @@ impl AdminBuilder {
         self
     }
 
+    /// Serves `/debug/spans` and `/debug/errors` from prodbg's `tracing` layer: install it with
+    /// `let (spans, handle) = prodbg::spans::layer(Default::default());` inside the host's
+    /// filter, `registry().with(fmt::layer().and_then(spans).with_filter(filter)).init();`,
+    /// then hand the handle here. Without it those routes answer 503 saying so.
+    pub fn spans(mut self, handle: crate::probes::spans::SpansHandle) -> Self {
+        self.probes.spans = Some(handle);
+        self
+    }
+
     /// Starts parking_lot's deadlock detector, checking every `interval` (10 s is a good
     /// default), keeping the last 16 reports for `/debug/deadlocks`. Off unless called.
     #[cfg(feature = "deadlock")]

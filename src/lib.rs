@@ -25,6 +25,7 @@
 //! See the README for the endpoint table and the security model.
 //!
 //! The integration handles a host may need: [`log_level`] (a run-time log filter),
+//! [`spans`] (the `tracing` layer behind `/debug/spans` and `/debug/errors`),
 //! [`pools`] (connection-pool adapters), `console` (tokio-console, feature `console`),
 //! `deadlock` (naming threads for deadlock reports, feature `deadlock`), and
 //! [`verify_audit_log`] for the audit file.
@@ -65,6 +66,56 @@ pub mod audit {
 /// The host's tracing filter, changeable at run time through `PUT /debug/log-level`.
 pub mod log_level {
     pub use crate::probes::log_level::{reloadable, LogControl};
+}
+
+/// The `tracing` layer behind `/debug/spans` (spans in flight, latency per span name) and
+/// `/debug/errors` (`WARN`/`ERROR` events grouped by callsite). One line to install, inside the
+/// host's filter, and its handle to the builder:
+///
+/// ```no_run
+/// use tracing_subscriber::prelude::*;
+///
+/// # fn main() -> Result<(), prodbg::Error> {
+/// let (filter, log_control) =
+///     prodbg::log_level::reloadable(tracing_subscriber::EnvFilter::new("info"));
+/// let (spans, spans_handle) = prodbg::spans::layer(prodbg::spans::Options::default());
+/// tracing_subscriber::registry()
+///     .with(tracing_subscriber::fmt::layer().and_then(spans).with_filter(filter))
+///     .init();
+/// let admin = prodbg::Admin::builder()
+///     .log_control(log_control)
+///     .spans(spans_handle)
+///     .spawn()?;
+/// # Ok(()) }
+/// ```
+///
+/// # Three ways to install it
+///
+/// * **Inside the host's per-layer filter (recommended)**, sharing it, as above: it tracks
+///   exactly what the host's (run-time reloadable) log filter lets through, and costs least.
+/// * Under a global filter (an `EnvFilter` added as a plain layer): [`layer`](spans::layer)
+///   next to the host's layers; it sees what that filter enables. Never install it unfiltered
+///   next to a host layer that has a per-layer filter: `tracing-subscriber` would then enable
+///   every callsite of every crate for it.
+/// * With its own per-layer filter, [`filtered_layer`](spans::filtered_layer): works in any
+///   stack and never changes what the host's layers see, at ~70 ns more per span.
+///
+/// # Bounds
+///
+/// Spans tracked at once: [`Options::max_spans`](spans::Options::max_spans) (default
+/// [`DEFAULT_MAX_SPANS`](spans::DEFAULT_MAX_SPANS)); field bytes per span and per kept event:
+/// [`Options::max_field_bytes`](spans::Options::max_field_bytes) (default
+/// [`DEFAULT_MAX_FIELD_BYTES`](spans::DEFAULT_MAX_FIELD_BYTES)), one value at most
+/// [`MAX_VALUE_BYTES`](spans::MAX_VALUE_BYTES); span names with a latency summary:
+/// [`DEFAULT_MAX_SPAN_NAMES`](spans::DEFAULT_MAX_SPAN_NAMES); error groups:
+/// [`DEFAULT_MAX_ERROR_GROUPS`](spans::DEFAULT_MAX_ERROR_GROUPS), the least recently seen
+/// evicted. Whatever a cap drops is counted and shown. The README has the measured cost.
+pub mod spans {
+    pub use crate::probes::spans::{
+        filtered_layer, layer, Options, RedactFn, SpansFilter, SpansHandle, SpansLayer,
+        DEFAULT_MAX_ERROR_GROUPS, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_SPANS,
+        DEFAULT_MAX_SPAN_NAMES, DEFAULT_RECENT_EVENTS, DEFAULT_SLOWEST, MAX_VALUE_BYTES,
+    };
 }
 
 /// Connection pools shown by `/debug/pools` and `/metrics`: the [`PoolStats`](pools::PoolStats) trait, the

@@ -283,6 +283,8 @@ fn expect_error(server: &Server, label: &str, bytes: &[u8], status: u16, code: &
 enum Kind {
     /// An integer 1..=max (`Params::u64_in`).
     Int(u64),
+    /// An integer 0..=max.
+    Int0(u64),
     /// `ttl`: `0`, seconds or a humantime duration up to 24 h.
     Ttl,
     /// One of these.
@@ -310,6 +312,11 @@ fn params_of(method: &str, path: &str) -> Vec<(&'static str, Kind)> {
             vec![("format", Kind::Choice(DUMP_FORMATS))]
         }
         ("PUT", "/debug/log-level") => vec![("ttl", Kind::Ttl)],
+        ("GET", "/debug/spans") => vec![
+            ("min_age_ms", Kind::Int0(86_400_000)),
+            ("format", Kind::Choice(DUMP_FORMATS)),
+        ],
+        ("GET", "/debug/errors") => vec![("format", Kind::Choice(DUMP_FORMATS))],
         _ => vec![],
     }
 }
@@ -355,7 +362,7 @@ fn bad_queries(params: &[(&'static str, Kind)]) -> Vec<Case> {
         ));
         // A known key followed by an unknown one: refused as a whole.
         let valid = match kind {
-            Kind::Int(_) => "1",
+            Kind::Int(_) | Kind::Int0(_) => "1",
             Kind::Ttl => "60",
             Kind::Choice(c) => c[0],
         };
@@ -365,9 +372,13 @@ fn bad_queries(params: &[(&'static str, Kind)]) -> Vec<Case> {
             "more than once",
         ));
         let bad: Vec<String> = match kind {
-            Kind::Int(max) => [
+            Kind::Int(max) | Kind::Int0(max) => [
                 "-1",
-                "0",
+                if matches!(kind, Kind::Int(_)) {
+                    "0"
+                } else {
+                    "-0.5"
+                },
                 "99999999999999999999999",
                 "18446744073709551616",
                 "abc",

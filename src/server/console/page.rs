@@ -207,6 +207,8 @@ fn figures(input: &PageInput<'_>) -> String {
     }
     out.push_str("</div>\n");
 
+    out.push_str(&requests(&g("spans")));
+
     // Deadlocks, CPU, process.
     out.push_str("<div class=\"card\"><h2>Process</h2>\n");
     let deadlock = g("deadlock");
@@ -296,6 +298,61 @@ fn figures(input: &PageInput<'_>) -> String {
         crate::encode::time::format(input.now)
     ));
     out
+}
+
+/// The spans probe's card: requests in flight and error groups, with links to the lists.
+fn requests(spans: &Value) -> String {
+    let mut out = String::from("<div class=\"card\"><h2>Requests</h2>\n");
+    if spans["installed"] != true {
+        out.push_str("<p id=\"fig-spans\">no span layer: <code>prodbg::spans::layer(..)</code> inside the host's filter, then <code>.spans(handle)</code></p>\n</div>\n");
+        return out;
+    }
+    let slow = spans["slow"].as_u64().unwrap_or(0);
+    out.push_str(&figure(
+        "fig-spans",
+        "spans in flight",
+        &format!(
+            "{} <small>oldest {}</small>",
+            or_dash(spans["in_flight"].as_u64().map(|v| v.to_string())),
+            or_dash(spans["oldest_ms"].as_f64().map(duration_ms))
+        ),
+        false,
+    ));
+    out.push_str(&figure(
+        "fig-spans-slow",
+        &format!(
+            "open ≥ {}",
+            duration_ms(spans["slow_ms"].as_f64().unwrap_or(1000.0))
+        ),
+        &format!(
+            "{slow} <small><a href=\"spans?format=text&amp;min_age_ms=1000\">list</a></small>"
+        ),
+        slow > 0,
+    ));
+    let errors = spans["errors_last_minute"].as_u64().unwrap_or(0);
+    out.push_str(&figure(
+        "fig-errors",
+        "errors / warnings last minute",
+        &format!(
+            "{errors} / {} <small>in {} groups, <a href=\"errors?format=text\">list</a></small>",
+            spans["warnings_last_minute"].as_u64().unwrap_or(0),
+            spans["error_groups"].as_u64().unwrap_or(0)
+        ),
+        errors > 0,
+    ));
+    out.push_str("</div>\n");
+    out
+}
+
+/// Milliseconds as `850 ms`, `12.3 s` or minutes and hours.
+fn duration_ms(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else if ms < 60_000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        duration(ms / 1000.0)
+    }
 }
 
 fn actions(input: &PageInput<'_>) -> String {
@@ -447,6 +504,7 @@ mod tests {
             "memory": { "rss_bytes": 50u64 << 20, "jemalloc_allocated_bytes": null, "jemalloc_unavailable": "not <jemalloc>" },
             "tokio": { "runtimes": [{ "name": "main", "workers": 2, "busy_ratio": 0.95, "likely_blocked_workers": 1, "global_queue_depth": 7, "local_queue_depth": null, "alive_tasks": 12 }] },
             "pools": { "pools": 2, "saturated": ["db"], "each": [] },
+            "spans": { "installed": true, "in_flight": 3, "oldest_ms": 12_345.0, "slow": 2, "slow_ms": 1000, "error_groups": 4, "errors_last_minute": 9, "warnings_last_minute": 1 },
             "deadlock": { "enabled": true, "detected_total": 1, "checks_total": 9 },
             "overrides": { "entries": [{ "kind": "log_level", "value": "debug", "set_by": "ops", "set_at": "t", "expires_at": null }] },
         }))
@@ -467,6 +525,9 @@ mod tests {
             "<tr class=\"bad\"><td>main</td><td>2</td><td>95 %</td><td>1</td><td class=\"warn\">7</td><td>—</td><td>12</td></tr>",
             "id=\"fig-pools-saturated\"><span class=\"label\">saturated</span> <span class=\"value\">db</span>",
             "class=\"figure bad\" id=\"fig-deadlocks\"",
+            "id=\"fig-spans\"><span class=\"label\">spans in flight</span> <span class=\"value\">3 <small>oldest 12.3 s</small>",
+            "class=\"figure bad\" id=\"fig-spans-slow\"><span class=\"label\">open ≥ 1.0 s</span> <span class=\"value\">2 ",
+            "9 / 1 <small>in 4 groups",
             "<b>log_level</b> = <code>debug</code> by ops at t, until undone",
             "signed in as <b id=\"caller\">ops</b> (scope admin)",
         ] {

@@ -1,0 +1,194 @@
+//! Per-callsite facts the hot path needs, computed once per callsite and cached lock-free:
+//! the span name's label id, the layer's latency slot for that name, and which fields are
+//! label, `error` or `otel.status_code` fields.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use tracing::Metadata;
+
+use super::fields::{Special, NO_FIELD};
+use super::labels;
+
+/// Callsites whose facts are cached; past it they are recomputed per span (slower, counted).
+pub(crate) const MAX_CALLSITES: usize = 4096;
+const INDEX: usize = MAX_CALLSITES * 2;
+const PROBES: usize = 64;
+/// "No latency slot": the name came after [`Options::max_span_names`](super::Options::max_span_names).
+pub(crate) const NO_STAT: u16 = u16::MAX;
+
+/// What the layer knows about one callsite.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Info {
+    pub(crate) name_id: u16,
+    pub(crate) stat: u16,
+    pub(crate) special: Special,
+}
+
+impl Info {
+    pub(crate) fn pack(self) -> u64 {
+        let s = self.special;
+        let otel = if s.otel_status == NO_FIELD {
+            0x7F
+        } else {
+            s.otel_status & 0x7F
+        };
+        1 << 63
+            | self.name_id as u64
+            | (self.stat as u64) << 16
+            | (s.label[0] as u64) << 32
+            | (s.label[1] as u64) << 40
+            | (s.error as u64) << 48
+            | (otel as u64) << 56
+    }
+
+    pub(crate) fn unpack(w: u64) -> Info {
+        let otel = ((w >> 56) & 0x7F) as u8;
+        Info {
+            name_id: w as u16,
+            stat: (w >> 16) as u16,
+            special: Special {
+                label: [(w >> 32) as u8, (w >> 40) as u8],
+                error: (w >> 48) as u8,
+                otel_status: if otel == 0x7F { NO_FIELD } else { otel },
+            },
+        }
+    }
+}
+
+pub(crate) struct Callsites {
+    keys: Box<[AtomicUsize]>,
+    vals: Box<[AtomicU64]>,
+    label_fields: [Option<Box<str>>; 2],
+    max_names: usize,
+    /// name id -> latency slot, and the names in slot order.
+    stats: Mutex<(HashMap<u16, u16>, Vec<&'static str>)>,
+    pub(crate) uncached: AtomicU64,
+}
+
+impl Callsites {
+    pub(crate) fn new(label_fields: &[String], max_names: usize) -> Callsites {
+        let mut lf: [Option<Box<str>>; 2] = [None, None];
+        for (slot, f) in lf.iter_mut().zip(label_fields) {
+            *slot = Some(f.as_str().into());
+        }
+        Callsites {
+            keys: (0..INDEX).map(|_| AtomicUsize::new(0)).collect(),
+            vals: (0..INDEX).map(|_| AtomicU64::new(0)).collect(),
+            label_fields: lf,
+            max_names: max_names.min(NO_STAT as usize),
+            stats: Mutex::new((HashMap::new(), Vec::new())),
+            uncached: AtomicU64::new(0),
+        }
+    }
+
+    /// The facts of a callsite, unpacked and packed.
+    #[inline]
+    pub(crate) fn get(&self, meta: &'static Metadata<'static>) -> (Info, u64) {
+        let key = meta as *const Metadata<'static> as usize;
+        let mut i = home(key);
+        for _ in 0..PROBES {
+            let k = self.keys[i].load(Ordering::Acquire);
+            if k == key {
+                let w = self.vals[i].load(Ordering::Relaxed);
+                return (Info::unpack(w), w);
+            }
+            if k == 0 {
+                break;
+            }
+            i = (i + 1) % INDEX;
+        }
+        self.insert(meta, key)
+    }
+
+    #[cold]
+    fn insert(&self, meta: &'static Metadata<'static>, key: usize) -> (Info, u64) {
+        let info = self.compute(meta);
+        let info = (info, info.pack());
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut i = home(key);
+        for _ in 0..PROBES {
+            let k = self.keys[i].load(Ordering::Acquire);
+            if k == key {
+                return info;
+            }
+            if k == 0 {
+                self.vals[i].store(info.1, Ordering::Relaxed);
+                self.keys[i].store(key, Ordering::Release);
+                drop(stats);
+                return info;
+            }
+            i = (i + 1) % INDEX;
+        }
+        drop(stats);
+        self.uncached.fetch_add(1, Ordering::Relaxed);
+        info
+    }
+
+    fn compute(&self, meta: &'static Metadata<'static>) -> Info {
+        let mut special = Special::NONE;
+        for (i, f) in meta.fields().iter().enumerate().take(NO_FIELD as usize - 1) {
+            let name = f.name();
+            for (k, lf) in self.label_fields.iter().enumerate() {
+                if lf.as_deref() == Some(name) {
+                    special.label[k] = i as u8;
+                }
+            }
+            if name == "error" {
+                special.error = i as u8;
+            } else if name == "otel.status_code" && i < 0x7F {
+                special.otel_status = i as u8;
+            }
+        }
+        let (name_id, stat) = if meta.is_span() {
+            let name_id = labels::name_id(meta.name());
+            (name_id, self.stat_slot(name_id, meta.name()))
+        } else {
+            (labels::ID_NONE, NO_STAT)
+        };
+        Info {
+            name_id,
+            stat,
+            special,
+        }
+    }
+
+    fn stat_slot(&self, name_id: u16, name: &'static str) -> u16 {
+        let mut g = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, names) = &mut *g;
+        if let Some(&s) = map.get(&name_id) {
+            return s;
+        }
+        if names.len() >= self.max_names || name_id == labels::ID_OTHER {
+            return NO_STAT;
+        }
+        let s = names.len() as u16;
+        names.push(name);
+        map.insert(name_id, s);
+        s
+    }
+
+    /// The span name of each latency slot, in slot order.
+    pub(crate) fn stat_names(&self) -> Vec<&'static str> {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+}
+
+fn home(key: usize) -> usize {
+    ((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize % INDEX
+}
+
+/// The latency slot in a packed word.
+#[inline]
+pub(crate) fn stat_of(w: u64) -> u16 {
+    (w >> 16) as u16
+}
+
+pub(crate) fn unpack(w: u64) -> Info {
+    Info::unpack(w)
+}

@@ -1,0 +1,438 @@
+//! Recording field values into a compact, capped buffer, and reading them back redacted.
+//!
+//! A buffer is a sequence of `[field index: u8][kind: u8][len: u16 LE, top bit = truncated]
+//! [payload]`: text for strings and formatted values, the raw 8 bytes of integers and floats
+//! (formatted only when a report reads them), one byte for booleans. A later entry for the same
+//! field (from `Span::record`) replaces an earlier one when read. Names are not stored: they
+//! are `&'static str` in the callsite's metadata.
+
+use std::fmt::{self, Write as _};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use tracing::field::FieldSet;
+use tracing::field::{Field, Visit};
+
+use super::labels::{self, MAX_LABEL_VALUE_BYTES};
+use super::options::RedactFn;
+use crate::security::redact::redact_env;
+
+/// Longest single field value kept, in bytes; longer values are cut at a character boundary
+/// and shown ending in `…`.
+pub const MAX_VALUE_BYTES: usize = 256;
+const TRUNCATED: u16 = 0x8000;
+const HEADER: usize = 4;
+const KIND_STR: u8 = 0;
+const KIND_U64: u8 = 1;
+const KIND_I64: u8 = 2;
+const KIND_F64: u8 = 3;
+const KIND_BOOL: u8 = 4;
+/// Marks a field index as "none".
+pub(crate) const NO_FIELD: u8 = u8::MAX;
+
+/// Field values as a report shows them: redacted, in recording order, as a JSON object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Fields(pub(crate) Vec<(&'static str, String)>);
+
+impl Fields {
+    /// The value of field `name`, if recorded.
+    #[cfg(test)]
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl fmt::Display for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_char(' ')?;
+            }
+            write!(f, "{k}={v:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which fields of a callsite matter beyond being recorded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Special {
+    /// Indices of the chosen label fields.
+    pub(crate) label: [u8; 2],
+    /// Index of a field named `error`.
+    pub(crate) error: u8,
+    /// Index of a field named `otel.status_code`.
+    pub(crate) otel_status: u8,
+}
+
+impl Special {
+    /// Whether any field of the callsite is special.
+    pub(crate) fn any(&self) -> bool {
+        self.label != [NO_FIELD; 2] || self.error != NO_FIELD || self.otel_status != NO_FIELD
+    }
+
+    pub(crate) const NONE: Special = Special {
+        label: [NO_FIELD; 2],
+        error: NO_FIELD,
+        otel_status: NO_FIELD,
+    };
+}
+
+/// A [`Visit`] that appends to a buffer of at most `cap` bytes.
+pub(crate) struct Recorder<'a> {
+    buf: &'a mut Vec<u8>,
+    cap: usize,
+    keep: bool,
+    special: Special,
+    /// Bit `i` set: field `i` (< 64) is special.
+    mask: u64,
+    /// Label value ids found (0 = field absent).
+    pub(crate) labels: [u16; 2],
+    /// An `error` field, or `otel.status_code = "ERROR"`, was seen.
+    pub(crate) error: bool,
+    /// Values cut short or left out for lack of room.
+    pub(crate) truncated: u32,
+}
+
+fn bit(idx: u8) -> u64 {
+    if idx < 64 {
+        1 << idx
+    } else {
+        0
+    }
+}
+
+impl<'a> Recorder<'a> {
+    /// `keep`: whether values stay in `buf` (for reports); otherwise only the special fields
+    /// are looked at and nothing is written.
+    #[inline]
+    pub(crate) fn new(buf: &'a mut Vec<u8>, cap: usize, keep: bool, special: Special) -> Self {
+        let mask = bit(special.label[0])
+            | bit(special.label[1])
+            | bit(special.error)
+            | bit(special.otel_status);
+        Recorder {
+            buf,
+            cap,
+            keep,
+            special,
+            mask,
+            labels: [0; 2],
+            error: false,
+            truncated: 0,
+        }
+    }
+
+    #[inline]
+    fn is_special(&self, idx: usize) -> bool {
+        if idx < 64 {
+            self.mask >> idx & 1 != 0
+        } else {
+            let i = idx.min(NO_FIELD as usize - 1) as u8;
+            self.special.label.contains(&i)
+                || i == self.special.error
+                || i == self.special.otel_status
+        }
+    }
+
+    /// Looks at the value of a special field.
+    #[inline(never)]
+    fn special_value(&mut self, field: &Field, value: &str) {
+        let idx = field.index().min(NO_FIELD as usize - 1) as u8;
+        if idx == self.special.error {
+            self.error = true;
+        }
+        if idx == self.special.otel_status && value.eq_ignore_ascii_case("error") {
+            self.error = true;
+        }
+        for k in 0..2 {
+            if self.special.label[k] == idx {
+                self.labels[k] = labels::value_id(field.name(), value);
+            }
+        }
+    }
+
+    /// Room left for one value, in bytes; counts a value left out when there is none.
+    #[inline]
+    fn room(&mut self) -> usize {
+        let room = self
+            .cap
+            .saturating_sub(self.buf.len() + HEADER)
+            .min(MAX_VALUE_BYTES);
+        if room == 0 {
+            self.truncated += 1;
+        }
+        room
+    }
+
+    /// Makes room for `extra` more bytes without letting the capacity grow past the byte cap
+    /// (plus one entry header): doubling, capped.
+    #[inline]
+    fn grow(&mut self, extra: usize) {
+        let len = self.buf.len();
+        if self.buf.capacity() - len < extra {
+            let want = (len + extra)
+                .max(self.buf.capacity() * 2)
+                .min(self.cap + HEADER + 8)
+                .max(len + extra);
+            self.buf.reserve_exact(want - len);
+        }
+    }
+
+    /// Appends one entry.
+    #[inline]
+    fn push(&mut self, idx: u8, kind: u8, hdr: u16, payload: &[u8]) {
+        let n = payload.len();
+        self.grow(HEADER + n);
+        let len = self.buf.len();
+        let [h0, h1] = hdr.to_le_bytes();
+        // SAFETY: `reserve` made room for `HEADER + n` more bytes, all written here before
+        // `set_len` exposes them.
+        unsafe {
+            let p = self.buf.as_mut_ptr().add(len);
+            p.write(idx);
+            p.add(1).write(kind);
+            p.add(2).write(h0);
+            p.add(3).write(h1);
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), p.add(HEADER), n);
+            self.buf.set_len(len + HEADER + n);
+        }
+    }
+
+    #[inline]
+    fn put_str(&mut self, field: &Field, value: &str) {
+        let special = self.is_special(field.index());
+        if self.keep {
+            let room = self.room();
+            if room > 0 {
+                let cut = value.len() > room;
+                let v = if cut {
+                    labels::truncate(value, room)
+                } else {
+                    value
+                };
+                let hdr = v.len() as u16 | if cut { TRUNCATED } else { 0 };
+                self.push(index(field), KIND_STR, hdr, v.as_bytes());
+                if cut {
+                    self.truncated += 1;
+                }
+            }
+        }
+        if special {
+            self.special_value(field, value);
+        }
+    }
+
+    /// A number or boolean: stored raw, formatted when read (or now, for a special field).
+    #[inline]
+    fn put_raw(&mut self, field: &Field, kind: u8, bits: u64) {
+        let special = self.is_special(field.index());
+        if self.keep {
+            if self.cap >= self.buf.len() + HEADER + 8 {
+                let [h0, h1] = 8u16.to_le_bytes();
+                self.grow(HEADER + 8);
+                let len = self.buf.len();
+                // SAFETY: `reserve` made room for the 12 bytes written before `set_len`.
+                unsafe {
+                    let p = self.buf.as_mut_ptr().add(len);
+                    p.write(index(field));
+                    p.add(1).write(kind);
+                    p.add(2).write(h0);
+                    p.add(3).write(h1);
+                    p.add(HEADER).cast::<u64>().write_unaligned(bits.to_le());
+                    self.buf.set_len(len + HEADER + 8);
+                }
+            } else {
+                self.truncated += 1;
+            }
+        }
+        if special {
+            let mut tmp = StackStr::new();
+            let _ = write_raw(&mut tmp, kind, bits);
+            self.special_value(field, tmp.as_str());
+        }
+    }
+
+    fn put_fmt(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        let special = self.is_special(field.index());
+        if !self.keep {
+            if special {
+                let mut tmp = StackStr::new();
+                let _ = tmp.write_fmt(value);
+                self.special_value(field, tmp.as_str());
+            }
+            return;
+        }
+        let room = self.room();
+        if room == 0 {
+            return;
+        }
+        let start = self.buf.len();
+        self.grow(HEADER + room);
+        self.buf.extend_from_slice(&[index(field), KIND_STR, 0, 0]);
+        let mut w = Bounded {
+            buf: self.buf,
+            limit: start + HEADER + room,
+            cut: false,
+        };
+        let _ = w.write_fmt(value);
+        let cut = w.cut;
+        let n = self.buf.len() - start - HEADER;
+        let hdr = n as u16 | if cut { TRUNCATED } else { 0 };
+        self.buf[start + 2..start + HEADER].copy_from_slice(&hdr.to_le_bytes());
+        if cut {
+            self.truncated += 1;
+        }
+        if special {
+            // SAFETY: `Bounded` only appends whole `&str`s or prefixes cut at char boundaries.
+            let v = unsafe { std::str::from_utf8_unchecked(&self.buf[start + HEADER..]) };
+            let mut tmp = StackStr::new();
+            let _ = tmp.write_str(v);
+            self.special_value(field, tmp.as_str());
+        }
+    }
+}
+
+fn index(field: &Field) -> u8 {
+    field.index().min(NO_FIELD as usize - 1) as u8
+}
+
+fn write_raw(w: &mut impl fmt::Write, kind: u8, bits: u64) -> fmt::Result {
+    match kind {
+        KIND_U64 => write!(w, "{bits}"),
+        KIND_I64 => write!(w, "{}", bits as i64),
+        KIND_F64 => write!(w, "{}", f64::from_bits(bits)),
+        _ => w.write_str(if bits != 0 { "true" } else { "false" }),
+    }
+}
+
+/// A string of at most [`MAX_LABEL_VALUE_BYTES`] on the stack, cut at a character boundary.
+struct StackStr {
+    buf: [u8; MAX_LABEL_VALUE_BYTES],
+    len: usize,
+}
+
+impl StackStr {
+    fn new() -> StackStr {
+        StackStr {
+            buf: [0; MAX_LABEL_VALUE_BYTES],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // SAFETY: only whole `&str`s or prefixes cut at char boundaries are copied in.
+        unsafe { std::str::from_utf8_unchecked(&self.buf[..self.len]) }
+    }
+}
+
+impl fmt::Write for StackStr {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = MAX_LABEL_VALUE_BYTES - self.len;
+        let v = labels::truncate(s, room);
+        self.buf[self.len..self.len + v.len()].copy_from_slice(v.as_bytes());
+        self.len += v.len();
+        if v.len() < s.len() {
+            Err(fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Appends to a buffer up to `limit`, cutting at a character boundary.
+struct Bounded<'a> {
+    buf: &'a mut Vec<u8>,
+    limit: usize,
+    cut: bool,
+}
+
+impl fmt::Write for Bounded<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.limit.saturating_sub(self.buf.len());
+        if s.len() <= room {
+            self.buf.extend_from_slice(s.as_bytes());
+            return Ok(());
+        }
+        self.buf
+            .extend_from_slice(labels::truncate(s, room).as_bytes());
+        self.cut = true;
+        Err(fmt::Error)
+    }
+}
+
+impl Visit for Recorder<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put_str(field, value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put_raw(field, KIND_U64, value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put_raw(field, KIND_I64, value as u64);
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put_raw(field, KIND_F64, value.to_bits());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put_raw(field, KIND_BOOL, value as u64);
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put_fmt(field, format_args!("{value}"));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put_fmt(field, format_args!("{value:?}"));
+    }
+}
+
+/// Reads a buffer back: one entry per field (the last recorded value wins), each redacted with
+/// the rules of `/debug/process` (`security::redact::redact_env`: by field name, then by
+/// value) and then by the host's extra rule, if any; cut values end in `…`.
+pub(crate) fn decode(buf: &[u8], names: &FieldSet, redact: Option<RedactFn>) -> Fields {
+    let mut out: Vec<(u8, &'static str, String)> = Vec::new();
+    let mut i = 0;
+    while i + HEADER <= buf.len() {
+        let (idx, kind) = (buf[i], buf[i + 1]);
+        let hdr = u16::from_le_bytes([buf[i + 2], buf[i + 3]]);
+        let len = (hdr & !TRUNCATED) as usize;
+        let end = (i + HEADER + len).min(buf.len());
+        let payload = &buf[i + HEADER..end];
+        i = end;
+        let raw = if kind == KIND_STR {
+            String::from_utf8_lossy(payload).into_owned()
+        } else {
+            let mut b = [0u8; 8];
+            b[..payload.len().min(8)].copy_from_slice(&payload[..payload.len().min(8)]);
+            let mut s = String::new();
+            let _ = write_raw(&mut s, kind, u64::from_le_bytes(b));
+            s
+        };
+        let Some(field) = names.iter().nth(idx as usize) else {
+            continue;
+        };
+        let mut value = redact_env(field.name(), &raw);
+        if let Some(extra) = redact {
+            value = extra(field.name(), &value);
+        }
+        if hdr & TRUNCATED != 0 {
+            value.push('…');
+        }
+        match out.iter_mut().find(|(k, _, _)| *k == idx) {
+            Some(e) => e.2 = value,
+            None => out.push((idx, field.name(), value)),
+        }
+    }
+    Fields(out.into_iter().map(|(_, k, v)| (k, v)).collect())
+}

@@ -1,0 +1,222 @@
+//! Latency of recently closed spans, per span name, over a sliding window of one-minute
+//! buckets. Counters are sharded by thread so that two threads closing spans of the same name
+//! do not write the same cache line; the slowest few spans of each name and minute are kept
+//! once, for all shards.
+//!
+//! Memory: per name and shard, 5 minutes × ~540 bytes of counters (allocated on the name's
+//! first close on that shard); per name, 5 minutes × the slowest few spans with their fields.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use super::histogram::{Histogram, BUCKETS};
+use super::thread::SHARDS;
+
+/// Minutes in the window (the current, partial one included).
+pub(crate) const WINDOW_MINUTES: usize = 5;
+const MINUTE_NS: u64 = 60_000_000_000;
+
+/// One slow span kept with its fields.
+#[derive(Clone)]
+pub(crate) struct Slow {
+    pub(crate) id: u64,
+    pub(crate) ns: u64,
+    pub(crate) end: u64,
+    pub(crate) tid: i32,
+    pub(crate) error: bool,
+    pub(crate) meta: &'static tracing::Metadata<'static>,
+    pub(crate) fields: Vec<u8>,
+}
+
+/// One minute of one name on one shard.
+struct Minute {
+    /// Minute number + 1 this bucket holds; 0 = never used.
+    minute: AtomicU64,
+    errors: AtomicU64,
+    max: AtomicU64,
+    hist: Histogram,
+}
+
+impl Minute {
+    fn new() -> Minute {
+        Minute {
+            minute: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+            hist: Histogram::new(),
+        }
+    }
+}
+
+struct NameStats {
+    minutes: [Minute; WINDOW_MINUTES],
+}
+
+/// One minute's slowest spans of one name, shared by all shards: it is only written when a
+/// span beats the floor, which after the first few closes of a minute is rare.
+struct SlowMinute {
+    minute: AtomicU64,
+    /// Durations at or below this do not make the list (when it is full).
+    floor: AtomicU64,
+    list: Mutex<Vec<Slow>>,
+}
+
+impl SlowMinute {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slow>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct SlowStats {
+    minutes: [SlowMinute; WINDOW_MINUTES],
+}
+
+/// One shard: a lazily allocated slot per span name.
+type Shard = Box<[OnceLock<Box<NameStats>>]>;
+
+/// Per-name, per-shard statistics, allocated on a name's first close on that shard.
+pub(crate) struct Latency {
+    shards: Box<[Shard]>,
+    slow: Box<[OnceLock<Box<SlowStats>>]>,
+    keep_slowest: usize,
+}
+
+/// A window's figures for one name, merged over shards.
+pub(crate) struct Merged {
+    pub(crate) count: u64,
+    pub(crate) errors: u64,
+    pub(crate) max: u64,
+    pub(crate) hist: [u64; BUCKETS],
+    pub(crate) slowest: Vec<Slow>,
+}
+
+impl Latency {
+    pub(crate) fn new(names: usize, keep_slowest: usize) -> Latency {
+        let shards = (0..SHARDS)
+            .map(|_| (0..names).map(|_| OnceLock::new()).collect())
+            .collect();
+        Latency {
+            shards,
+            slow: (0..names).map(|_| OnceLock::new()).collect(),
+            keep_slowest,
+        }
+    }
+
+    /// Records one closed span of latency slot `stat`; `fields` is called only when the span
+    /// makes its minute's slowest list.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) fn record(
+        &self,
+        shard: usize,
+        stat: usize,
+        end_ns: u64,
+        ns: u64,
+        error: bool,
+        slow: impl FnOnce() -> Slow,
+    ) {
+        let Some(cell) = self.shards[shard % SHARDS].get(stat) else {
+            return;
+        };
+        let stats = cell.get_or_init(|| {
+            Box::new(NameStats {
+                minutes: std::array::from_fn(|_| Minute::new()),
+            })
+        });
+        let m = end_ns / MINUTE_NS;
+        let b = &stats.minutes[(m % WINDOW_MINUTES as u64) as usize];
+        let tag = m + 1;
+        let cur = b.minute.load(Ordering::Acquire);
+        if cur != tag
+            && b.minute
+                .compare_exchange(cur, tag, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            b.errors.store(0, Ordering::Relaxed);
+            b.max.store(0, Ordering::Relaxed);
+            b.hist.clear();
+        }
+        if error {
+            b.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if ns > b.max.load(Ordering::Relaxed) {
+            b.max.fetch_max(ns, Ordering::Relaxed);
+        }
+        b.hist.record(ns);
+        if self.keep_slowest == 0 {
+            return;
+        }
+        let Some(cell) = self.slow.get(stat) else {
+            return;
+        };
+        let sm = cell.get_or_init(|| {
+            Box::new(SlowStats {
+                minutes: std::array::from_fn(|_| SlowMinute {
+                    minute: AtomicU64::new(0),
+                    floor: AtomicU64::new(0),
+                    list: Mutex::new(Vec::new()),
+                }),
+            })
+        });
+        let sb = &sm.minutes[(m % WINDOW_MINUTES as u64) as usize];
+        if sb.minute.load(Ordering::Acquire) == tag && ns <= sb.floor.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut list = sb.lock();
+        if sb.minute.load(Ordering::Acquire) != tag {
+            list.clear();
+            sb.floor.store(0, Ordering::Relaxed);
+            sb.minute.store(tag, Ordering::Release);
+        }
+        if ns <= sb.floor.load(Ordering::Relaxed) {
+            return;
+        }
+        let s = slow();
+        let pos = list.iter().position(|x| x.ns < s.ns).unwrap_or(list.len());
+        list.insert(pos, s);
+        list.truncate(self.keep_slowest);
+        if list.len() == self.keep_slowest {
+            sb.floor
+                .store(list.last().map_or(0, |x| x.ns), Ordering::Relaxed);
+        }
+    }
+
+    /// The window ending in the minute of `now_ns`, for latency slot `stat`.
+    pub(crate) fn merged(&self, stat: usize, now_ns: u64) -> Merged {
+        let now_m = now_ns / MINUTE_NS;
+        let mut out = Merged {
+            count: 0,
+            errors: 0,
+            max: 0,
+            hist: [0; BUCKETS],
+            slowest: Vec::new(),
+        };
+        for shard in self.shards.iter() {
+            let Some(stats) = shard.get(stat).and_then(OnceLock::get) else {
+                continue;
+            };
+            for b in &stats.minutes {
+                let tag = b.minute.load(Ordering::Acquire);
+                if tag == 0 || tag - 1 + (WINDOW_MINUTES as u64) <= now_m || tag - 1 > now_m {
+                    continue;
+                }
+                out.errors += b.errors.load(Ordering::Relaxed);
+                out.max = out.max.max(b.max.load(Ordering::Relaxed));
+                b.hist.add_to(&mut out.hist);
+            }
+        }
+        if let Some(sm) = self.slow.get(stat).and_then(OnceLock::get) {
+            for b in &sm.minutes {
+                let tag = b.minute.load(Ordering::Acquire);
+                if tag == 0 || tag - 1 + (WINDOW_MINUTES as u64) <= now_m || tag - 1 > now_m {
+                    continue;
+                }
+                out.slowest.extend(b.lock().iter().cloned());
+            }
+        }
+        out.count = out.hist.iter().sum();
+        out.slowest.sort_by_key(|s| std::cmp::Reverse(s.ns));
+        out.slowest.truncate(self.keep_slowest);
+        out
+    }
+}

@@ -1,0 +1,556 @@
+//! The one `tracing` layer: in-flight spans, span latency, error groups and profile labels.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::filter::{Filtered, LevelFilter, Targets};
+use tracing_subscriber::layer::{Context, Filter, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use super::callsite::{Callsites, NO_STAT};
+use super::error_groups::{ErrorGroups, Recent};
+use super::error_report::{ErrorReport, LogEventCounts};
+use super::fields::{Recorder, Special};
+use super::labels::{self, LabelTableStats, Labels};
+use super::latency::{Latency, Slow};
+use super::options::Options;
+use super::options::RedactFn;
+use super::span_report::{InFlightReport, LatencyReport};
+use super::table::{Table, FLAG_ERROR, FLAG_TRUNCATED};
+use super::{clock, thread};
+
+/// prodbg's `tracing` layer, unfiltered: made by [`layer`], installed inside the host's
+/// filter (see the [module docs](crate::spans) for the three ways). Installed unfiltered next to a
+/// per-layer-filtered host layer it would enable every callsite of every crate; under a global
+/// filter it sees what that filter enables.
+///
+/// What it does per span: on creation, one lock-free table insert, the field values copied
+/// into a capped buffer and the chosen label fields interned; on enter/exit, one table lookup
+/// and the thread's label slot written; on close, the duration added to the name's histogram.
+/// An `ERROR` event marks the innermost tracked span the emitting thread is in (not its
+/// ancestors) as failed.
+#[derive(Debug, Clone)]
+pub struct SpansLayer {
+    shared: Arc<Shared>,
+}
+
+/// What the admin server reads the layer through: hand it to
+/// [`AdminBuilder::spans`](crate::AdminBuilder::spans). Cheap to clone; clones read the same
+/// layer.
+#[derive(Debug, Clone)]
+pub struct SpansHandle {
+    shared: Arc<Shared>,
+}
+
+/// The per-layer filter of [`filtered_layer`]: [`Options::span_filter`] for spans,
+/// [`Options::event_filter`] for events. Callsites it rejects are never enabled on its account.
+#[derive(Debug, Clone)]
+pub struct SpansFilter {
+    spans: Targets,
+    events: Targets,
+}
+
+impl SpansFilter {
+    fn wants(&self, meta: &Metadata<'_>) -> bool {
+        let t = if meta.is_span() {
+            &self.spans
+        } else {
+            &self.events
+        };
+        t.would_enable(meta.target(), meta.level())
+    }
+}
+
+impl<S> Filter<S> for SpansFilter {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        self.wants(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if self.wants(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        let s = Filter::<S>::max_level_hint(&self.spans);
+        let e = Filter::<S>::max_level_hint(&self.events);
+        s.zip(e).map(|(s, e)| s.max(e))
+    }
+}
+
+/// The layer with its own per-layer filter ([`Options::span_filter`], default `INFO`+;
+/// [`Options::event_filter`], default `WARN`+), and its handle. Works in any stack and never
+/// changes what the host's own layers see, but costs more than [`layer`] (see the
+/// [module docs](crate::spans)).
+///
+/// ```
+/// use tracing_subscriber::prelude::*;
+///
+/// let (spans, handle) = prodbg::spans::filtered_layer(prodbg::spans::Options::default());
+/// tracing_subscriber::registry().with(spans).with(tracing_subscriber::fmt::layer()).init();
+/// let admin = prodbg::Admin::builder().spans(handle);
+/// # drop(admin);
+/// ```
+pub fn filtered_layer<S>(opts: Options) -> (Filtered<SpansLayer, SpansFilter, S>, SpansHandle)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let filter = SpansFilter {
+        spans: opts.span_filter.clone(),
+        events: opts.event_filter.clone(),
+    };
+    let (layer, handle) = SpansLayer::build(opts, true);
+    (layer.with_filter(filter), handle)
+}
+
+/// The layer, unfiltered, and its handle: install it inside the host's own per-layer filter
+/// (`fmt::layer().and_then(spans).with_filter(filter)`, the recommended way), or under a global
+/// filter. [`Options::span_filter`] and [`Options::event_filter`] are not applied: the host's
+/// filter decides.
+///
+/// ```
+/// use tracing_subscriber::prelude::*;
+///
+/// let (filter, log_control) =
+///     prodbg::log_level::reloadable(tracing_subscriber::EnvFilter::new("info"));
+/// let (spans, handle) = prodbg::spans::layer(prodbg::spans::Options::default());
+/// tracing_subscriber::registry()
+///     .with(tracing_subscriber::fmt::layer().and_then(spans).with_filter(filter))
+///     .init();
+/// let admin = prodbg::Admin::builder().log_control(log_control).spans(handle);
+/// # drop(admin);
+/// ```
+pub fn layer(opts: Options) -> (SpansLayer, SpansHandle) {
+    SpansLayer::build(opts, false)
+}
+
+impl SpansLayer {
+    fn build(opts: Options, filtered: bool) -> (SpansLayer, SpansHandle) {
+        clock::init();
+        let max_event = if filtered {
+            opts.max_event_level()
+        } else {
+            LevelFilter::TRACE
+        };
+        let shared = Arc::new(Shared {
+            callsites: Callsites::new(&opts.label_fields, opts.max_span_names),
+            table: Table::new(opts.max_spans, opts.in_flight),
+            latency: opts
+                .latency
+                .then(|| Latency::new(opts.max_span_names, opts.slowest)),
+            errors: opts
+                .errors
+                .then(|| ErrorGroups::new(opts.max_error_groups, opts.recent_events)),
+            redact: opts.redact,
+            max_spans: opts.max_spans,
+            max_field_bytes: opts.max_field_bytes,
+            max_span_names: opts.max_span_names,
+            keep_fields: opts.in_flight || (opts.latency && opts.slowest > 0),
+            timing: opts.in_flight || opts.latency,
+            in_flight: opts.in_flight,
+            truncated: AtomicU64::new(0),
+            untracked_name_closes: AtomicU64::new(0),
+            levels: [const { AtomicU64::new(0) }; 5],
+            max_event: if opts.errors {
+                max_event
+            } else {
+                LevelFilter::OFF
+            },
+        });
+        (
+            SpansLayer {
+                shared: shared.clone(),
+            },
+            SpansHandle { shared },
+        )
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) callsites: Callsites,
+    pub(crate) table: Table,
+    pub(crate) latency: Option<Latency>,
+    pub(crate) errors: Option<ErrorGroups>,
+    pub(crate) redact: Option<RedactFn>,
+    pub(crate) max_spans: usize,
+    pub(crate) max_field_bytes: usize,
+    pub(crate) max_span_names: usize,
+    keep_fields: bool,
+    timing: bool,
+    in_flight: bool,
+    truncated: AtomicU64,
+    pub(crate) untracked_name_closes: AtomicU64,
+    levels: [AtomicU64; 5],
+    /// The most verbose level this layer's own filter lets events through at.
+    max_event: LevelFilter,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("max_spans", &self.max_spans)
+            .field("max_field_bytes", &self.max_field_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn truncated(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
+    }
+
+    fn count_truncated(&self, n: u32) {
+        if n > 0 {
+            self.truncated.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts per level; a level that this layer's filter, or every filter of the subscriber
+    /// (`LevelFilter::current()`), keeps out is `None`.
+    pub(crate) fn event_counts(&self) -> LogEventCounts {
+        let max = self.max_event.min(LevelFilter::current());
+        let levels = [
+            Level::ERROR,
+            Level::WARN,
+            Level::INFO,
+            Level::DEBUG,
+            Level::TRACE,
+        ];
+        let c = |i: usize| (max >= levels[i]).then(|| self.levels[i].load(Ordering::Relaxed));
+        LogEventCounts {
+            error: c(0),
+            warn: c(1),
+            info: c(2),
+            debug: c(3),
+            trace: c(4),
+        }
+    }
+}
+
+fn level_index(l: &Level) -> usize {
+    match *l {
+        Level::ERROR => 0,
+        Level::WARN => 1,
+        Level::INFO => 2,
+        Level::DEBUG => 3,
+        _ => 4,
+    }
+}
+
+impl<S: Subscriber> Layer<S> for SpansLayer {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: Context<'_, S>) {
+        let sh = &*self.shared;
+        let meta = attrs.metadata();
+        let (info, packed) = sh.callsites.get(meta);
+        let top = thread::top_id();
+        let parent = match attrs.parent() {
+            Some(p) => p.into_u64(),
+            None if attrs.is_contextual() => top,
+            None => 0,
+        };
+        let start = if sh.timing { clock::now() } else { 0 };
+        let (keep, cap) = (sh.keep_fields, sh.max_field_bytes);
+        let visit = if keep {
+            !attrs.fields().is_empty()
+        } else {
+            info.special.any()
+        };
+        let mut truncated = 0;
+        sh.table
+            .insert(id.into_u64(), meta, packed, parent, start, |buf| {
+                if !visit {
+                    return (Labels::pack(info.name_id, [0, 0]), 0);
+                }
+                let mut rec = Recorder::new(buf, cap, keep, info.special);
+                attrs.record(&mut rec);
+                truncated = rec.truncated;
+                let flags = if rec.error { FLAG_ERROR } else { 0 }
+                    | if rec.truncated > 0 { FLAG_TRUNCATED } else { 0 };
+                (Labels::pack(info.name_id, rec.labels), flags)
+            });
+        sh.count_truncated(truncated);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
+        let sh = &*self.shared;
+        let id = id.into_u64();
+        let Some((_, slot)) = sh.table.find(id) else {
+            return;
+        };
+        let info = slot.info();
+        let (labels, error, truncated) = {
+            let mut buf = slot.lock();
+            let mut rec = Recorder::new(&mut buf, sh.max_field_bytes, sh.keep_fields, info.special);
+            values.record(&mut rec);
+            (rec.labels, rec.error, rec.truncated)
+        };
+        if error {
+            slot.set_flag(FLAG_ERROR);
+        }
+        if truncated > 0 {
+            slot.set_flag(FLAG_TRUNCATED);
+            sh.count_truncated(truncated);
+        }
+        if labels != [0, 0] {
+            let old = slot.word.load(Ordering::Relaxed);
+            let mut ids = [(old >> 16) as u16, (old >> 32) as u16];
+            for (o, n) in ids.iter_mut().zip(labels) {
+                if n != 0 {
+                    *o = n;
+                }
+            }
+            let word = Labels::pack(info.name_id, ids);
+            slot.word.store(word, Ordering::Relaxed);
+            thread::relabel(id, word);
+        }
+    }
+
+    fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
+        let id = id.into_u64();
+        match self.shared.table.find(id) {
+            Some((idx, slot)) => {
+                let word = if self.shared.in_flight {
+                    slot.entered(thread::tid())
+                } else {
+                    slot.word.load(Ordering::Relaxed)
+                };
+                thread::push(id, idx, word);
+            }
+            None => thread::push(id, thread::NO_SLOT, 0),
+        }
+    }
+
+    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
+        let id = id.into_u64();
+        let table = &self.shared.table;
+        let popped = thread::pop(id);
+        if !self.shared.in_flight {
+            // Only the in-flight list shows whether a span is entered.
+            return;
+        }
+        match popped {
+            thread::Popped::Slot(idx) => {
+                if let Some(s) = table.at(idx, id) {
+                    s.exited();
+                }
+            }
+            thread::Popped::Untracked => {}
+            thread::Popped::Unknown => {
+                if let Some((_, s)) = table.find(id) {
+                    s.exited();
+                }
+            }
+        }
+    }
+
+    fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
+        let sh = &*self.shared;
+        let shard = thread::shard();
+        let Some(lat) = &sh.latency else {
+            sh.table.close(id.into_u64(), |_| {});
+            return;
+        };
+        sh.table.close(id.into_u64(), |c| {
+            if c.stat == NO_STAT {
+                sh.untracked_name_closes.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let end = clock::now();
+            let ns = clock::to_nanos(end.saturating_sub(c.start));
+            let error = c.flags & FLAG_ERROR != 0;
+            lat.record(
+                shard,
+                c.stat as usize,
+                clock::to_nanos(end),
+                ns,
+                error,
+                || Slow {
+                    id: c.id,
+                    ns,
+                    end,
+                    tid: c.last_tid,
+                    error,
+                    meta: c.meta,
+                    fields: c.fields.to_vec(),
+                },
+            );
+        });
+    }
+
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let sh = &*self.shared;
+        let Some(groups) = &sh.errors else { return };
+        let meta = event.metadata();
+        let level = meta.level();
+        sh.levels[level_index(level)].fetch_add(1, Ordering::Relaxed);
+        if *level > Level::WARN {
+            return;
+        }
+        let here = match event.parent() {
+            Some(p) => sh.table.find(p.into_u64()).map(|(_, s)| (p.into_u64(), s)),
+            None if event.is_contextual() => {
+                thread::top().and_then(|(id, idx)| sh.table.at(idx, id).map(|s| (id, s)))
+            }
+            None => None,
+        };
+        if *level == Level::ERROR {
+            if let Some((_, s)) = here {
+                s.set_flag(FLAG_ERROR);
+            }
+        }
+        let mut fields = Vec::new();
+        let mut rec = Recorder::new(&mut fields, sh.max_field_bytes, true, Special::NONE);
+        event.record(&mut rec);
+        let truncated = rec.truncated;
+        sh.count_truncated(truncated);
+        groups.record(
+            meta,
+            Recent {
+                at: SystemTime::now(),
+                fields,
+                span: here.and_then(|(id, s)| s.meta().map(|m| (id, m.name()))),
+                tid: thread::tid(),
+            },
+        );
+    }
+}
+
+/// The layer's counters, as plain numbers for `/metrics`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Counters {
+    /// `prodbg_log_events_total{level}`: events seen per level (count; `null` = level filtered out).
+    pub(crate) log_events_total: LogEventCounts,
+    /// `prodbg_error_groups`: error groups held now (count).
+    pub(crate) error_groups: usize,
+    /// Error groups evicted since start (count).
+    pub(crate) error_groups_evicted_total: u64,
+    /// Spans tracked now (count).
+    pub(crate) spans_tracked: u64,
+    /// Spans not tracked because of the cap, since start (count).
+    pub(crate) spans_dropped_total: u64,
+    /// Field values cut or left out for the byte caps, since start (count).
+    pub(crate) fields_truncated_total: u64,
+    /// Closed spans whose name had no latency slot, since start (count).
+    pub(crate) untracked_name_closes_total: u64,
+    /// Callsites past the callsite cache (their facts are recomputed per span) (count).
+    pub(crate) uncached_callsites_total: u64,
+    /// The process-wide label tables.
+    pub(crate) labels: LabelTableStats,
+}
+
+/// The console's few figures, cheap to take: no field is decoded.
+#[derive(Debug, Clone)]
+pub(crate) struct Glance {
+    /// Spans tracked now (count).
+    pub(crate) in_flight: usize,
+    /// Age of the oldest, in milliseconds; `None` when none is open.
+    pub(crate) oldest_ms: Option<f64>,
+    /// Spans open for at least the `slow_ms` asked for (count).
+    pub(crate) slow: usize,
+    /// Spans not tracked because of the cap, since start (count).
+    pub(crate) dropped_spans_total: u64,
+    /// Error groups held now (count).
+    pub(crate) error_groups: usize,
+    /// `ERROR` events in the last minute, over all groups (count).
+    pub(crate) errors_last_minute: u64,
+    /// `WARN` events in the last minute, over all groups (count).
+    pub(crate) warnings_last_minute: u64,
+}
+
+/// `/debug/spans`: the in-flight spans and the latency summary, together.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SpansReport {
+    /// Spans open now.
+    pub(crate) in_flight: InFlightReport,
+    /// Latency of recently closed spans.
+    pub(crate) latency: LatencyReport,
+}
+
+impl SpansHandle {
+    /// Spans open now at least `min_age_ms` milliseconds old, oldest first.
+    pub(crate) fn in_flight(&self, min_age_ms: u64) -> InFlightReport {
+        super::span_report::in_flight(&self.shared, min_age_ms)
+    }
+
+    /// Latency per span name over the last [`WINDOW_MINUTES`](super::span_report::WINDOW_MINUTES).
+    pub(crate) fn latency(&self) -> LatencyReport {
+        super::span_report::latency_report(&self.shared)
+    }
+
+    /// Both halves of `/debug/spans`.
+    pub(crate) fn spans(&self, min_age_ms: u64) -> SpansReport {
+        SpansReport {
+            in_flight: self.in_flight(min_age_ms),
+            latency: self.latency(),
+        }
+    }
+
+    /// The error groups, most recently seen first.
+    pub(crate) fn errors(&self) -> ErrorReport {
+        super::error_report::report(&self.shared)
+    }
+
+    /// The console's figures; `slow_ms`: the age from which a span counts as slow.
+    pub(crate) fn glance(&self, slow_ms: u64, now: SystemTime) -> Glance {
+        let sh = &*self.shared;
+        let starts = sh.table.starts();
+        let t = clock::now();
+        let ages: Vec<u64> = starts
+            .iter()
+            .map(|&s| clock::to_nanos(t.saturating_sub(s)))
+            .collect();
+        let (mut errors, mut warnings) = (0, 0);
+        let mut groups = 0;
+        if let Some(eg) = &sh.errors {
+            let st = eg.lock();
+            groups = st.groups.len();
+            for g in st.groups.values() {
+                let n = g.last_minute(now);
+                if *g.meta.level() == Level::ERROR {
+                    errors += n;
+                } else {
+                    warnings += n;
+                }
+            }
+        }
+        Glance {
+            in_flight: ages.len(),
+            oldest_ms: ages.iter().max().map(|&ns| (ns / 1000) as f64 / 1000.0),
+            slow: ages
+                .iter()
+                .filter(|&&ns| ns >= slow_ms.saturating_mul(1_000_000))
+                .count(),
+            dropped_spans_total: sh.table.dropped.load(Ordering::Relaxed),
+            error_groups: groups,
+            errors_last_minute: errors,
+            warnings_last_minute: warnings,
+        }
+    }
+
+    /// The counters for `/metrics`.
+    pub(crate) fn counters(&self) -> Counters {
+        let sh = &*self.shared;
+        Counters {
+            log_events_total: sh.event_counts(),
+            error_groups: sh.errors.as_ref().map_or(0, ErrorGroups::len),
+            error_groups_evicted_total: sh
+                .errors
+                .as_ref()
+                .map_or(0, |e| e.evicted.load(Ordering::Relaxed)),
+            spans_tracked: sh.table.tracked(),
+            spans_dropped_total: sh.table.dropped.load(Ordering::Relaxed),
+            fields_truncated_total: sh.truncated(),
+            untracked_name_closes_total: sh.untracked_name_closes.load(Ordering::Relaxed),
+            uncached_callsites_total: sh.callsites.uncached.load(Ordering::Relaxed),
+            labels: labels::label_table_stats(),
+        }
+    }
+}

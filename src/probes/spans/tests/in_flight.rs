@@ -1,0 +1,166 @@
+//! In-flight spans: what shows, for how long, and the caps.
+
+use std::time::Duration;
+
+use super::{dispatch, with};
+use crate::probes::spans::Options;
+
+#[test]
+fn hanging_span_shows_once_old_enough_with_its_route_and_goes_when_closed() {
+    let (d, h) = dispatch(Options::default());
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let d2 = d.clone();
+    let worker = std::thread::Builder::new()
+        .name("hanger".into())
+        .spawn(move || {
+            with(&d2, || {
+                let server = tracing::info_span!("server");
+                let _s = server.enter();
+                let span = tracing::info_span!("request", route = "/hang", request_id = 7u64);
+                let _g = span.enter();
+                started_tx.send(()).ok();
+                rx.recv().ok();
+            })
+        })
+        .expect("spawn");
+    started_rx.recv().expect("started");
+    assert!(
+        h.in_flight(3_600_000).spans.is_empty(),
+        "no span is an hour old"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let r = h.in_flight(500);
+    let req = r
+        .spans
+        .iter()
+        .find(|s| s.name == "request")
+        .expect("request listed");
+    assert_eq!(req.fields.get("route"), Some("/hang"));
+    assert_eq!(req.fields.get("request_id"), Some("7"));
+    assert!(req.age_ms >= 500.0, "{}", req.age_ms);
+    assert!(req.entered);
+    let t = req.thread.as_ref().expect("entered by a thread");
+    assert_eq!(t.name.as_deref(), Some("hanger"));
+    assert_eq!(req.parents.len(), 1);
+    assert_eq!(req.parents[0].name, Some("server"));
+    // Oldest first: the server span was created before the request.
+    assert_eq!(r.spans[0].name, "server");
+    let text = r.to_string();
+    assert!(text.contains("request{route=\"/hang\""), "{text}");
+    assert!(text.contains("in server"), "{text}");
+    let json = serde_json::to_value(&r).expect("json");
+    assert_eq!(json["spans"][1]["fields"]["route"], "/hang");
+
+    tx.send(()).expect("release");
+    worker.join().expect("join");
+    assert!(h.in_flight(0).spans.is_empty(), "closed spans are gone");
+    assert_eq!(h.counters().spans_tracked, 0);
+}
+
+#[test]
+fn span_cap_is_honoured_and_drops_are_counted() {
+    let (d, h) = dispatch(Options::default().max_spans(10));
+    with(&d, || {
+        let spans: Vec<_> = (0..50).map(|i| tracing::info_span!("s", i)).collect();
+        let r = h.in_flight(0);
+        // 10 rounds up to a 16-slot table; the 64-slot probe window covers all of it.
+        assert_eq!(r.max_spans, 16);
+        assert_eq!(r.spans.len(), 16);
+        assert_eq!(r.tracked, 16);
+        assert_eq!(r.dropped_spans_total, 34);
+        assert_eq!(h.counters().spans_dropped_total, 34);
+        // Entering an untracked span is harmless.
+        drop(spans[49].enter());
+        drop(spans);
+        assert_eq!(h.in_flight(0).spans.len(), 0);
+    });
+}
+
+#[test]
+fn field_bytes_are_capped_and_truncations_counted() {
+    let (d, h) = dispatch(Options::default().max_field_bytes(40));
+    with(&d, || {
+        let long = "x".repeat(300);
+        let _s = tracing::info_span!("big", a = %long, b = "never fits").entered();
+        let r = h.in_flight(0);
+        let s = &r.spans[0];
+        assert!(s.fields_truncated);
+        let a = s.fields.get("a").expect("a kept, cut");
+        assert!(a.ends_with('…') && a.len() < 45, "{a}");
+        assert_eq!(s.fields.get("b"), None, "no room left for b");
+        assert_eq!(r.truncated_fields_total, 2);
+    });
+}
+
+#[test]
+fn values_longer_than_the_value_cap_are_cut() {
+    let (d, h) = dispatch(Options::default().max_field_bytes(4096));
+    with(&d, || {
+        let long = "é".repeat(300);
+        let _s = tracing::info_span!("big", a = %long).entered();
+        let s = &h.in_flight(0).spans[0];
+        let a = s.fields.get("a").expect("a");
+        assert!(a.len() <= crate::probes::spans::MAX_VALUE_BYTES + '…'.len_utf8());
+        assert!(a.ends_with('…'));
+    });
+}
+
+#[test]
+fn recorded_later_values_replace_earlier_ones() {
+    let (d, h) = dispatch(Options::default());
+    with(&d, || {
+        let s = tracing::info_span!("req", status = tracing::field::Empty, route = "/a");
+        s.record("status", 200u64);
+        s.record("status", 503u64);
+        let r = h.in_flight(0);
+        assert_eq!(r.spans[0].fields.get("status"), Some("503"));
+        assert_eq!(r.spans[0].fields.0.len(), 2);
+        assert!(!r.spans[0].entered && r.spans[0].thread.is_none());
+    });
+}
+
+#[test]
+fn fields_are_redacted_with_the_process_rules_then_the_hosts_hook() {
+    fn hook(name: &str, value: &str) -> String {
+        if name == "user" {
+            "<user>".to_string()
+        } else {
+            value.to_string()
+        }
+    }
+    let (d, h) = dispatch(Options::default().redact(hook));
+    with(&d, || {
+        let _s = tracing::info_span!(
+            "login",
+            user = "alice",
+            password = "hunter2",
+            db = "postgres://app:hunter2@db/app",
+            route = "/login"
+        )
+        .entered();
+        let r = h.in_flight(0);
+        let f = &r.spans[0].fields;
+        assert_eq!(f.get("user"), Some("<user>"));
+        assert_eq!(f.get("password"), Some("[redacted]"));
+        assert_eq!(f.get("db"), Some("postgres://app:[redacted]@db/app"));
+        assert_eq!(f.get("route"), Some("/login"));
+        assert!(!r.to_string().contains("hunter2"));
+    });
+}
+
+#[test]
+fn spans_below_the_filter_are_not_tracked() {
+    let (d, h) = dispatch(Options::default());
+    with(&d, || {
+        let _a = tracing::debug_span!("noisy").entered();
+        let _b = tracing::info_span!("kept").entered();
+        let r = h.in_flight(0);
+        assert_eq!(r.spans.len(), 1);
+        assert_eq!(r.spans[0].name, "kept");
+        assert!(
+            r.spans[0].parents.is_empty(),
+            "the debug span is not a tracked parent"
+        );
+    });
+}

@@ -1,0 +1,65 @@
+//! Latency of closed spans: counts, errors, quantiles, slowest.
+
+use std::time::Duration;
+
+use super::{dispatch, with};
+use crate::probes::spans::Options;
+
+#[test]
+fn counts_errors_quantiles_and_slowest() {
+    let (d, h) = dispatch(Options::default());
+    with(&d, || {
+        for i in 0..20u64 {
+            let s = tracing::info_span!("work", i, route = "/w");
+            let _g = s.enter();
+            if i == 3 {
+                tracing::error!(code = 500, "failed {i}");
+            }
+            if i == 19 {
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        }
+        let _e = tracing::info_span!("work", error = "boom").entered();
+    });
+    let r = h.latency();
+    let w = r.names.iter().find(|n| n.name == "work").expect("work");
+    assert_eq!(w.count, 21);
+    assert_eq!(w.errors, 2, "one ERROR event inside, one `error` field");
+    let max = w.max_ms.expect("max");
+    assert!(max >= 30.0, "{max}");
+    assert!(w.p50_ms.expect("p50") < 30.0);
+    assert!(w.p99_ms.expect("p99") <= max);
+    assert_eq!(w.slowest.len(), 5);
+    assert_eq!(w.slowest[0].fields.get("i"), Some("19"));
+    assert!(w.slowest[0].duration_ms >= 30.0);
+    assert_eq!(r.window_s, 300);
+    assert!(r.to_string().contains("work"));
+}
+
+#[test]
+fn otel_status_code_marks_an_error() {
+    let (d, h) = dispatch(Options::default());
+    with(&d, || {
+        let s = tracing::info_span!("call", otel.status_code = tracing::field::Empty);
+        s.record("otel.status_code", "ERROR");
+        drop(s);
+        drop(tracing::info_span!("call", otel.status_code = "OK"));
+    });
+    let r = h.latency();
+    let c = r.names.iter().find(|n| n.name == "call").expect("call");
+    assert_eq!((c.count, c.errors), (2, 1));
+}
+
+#[test]
+fn names_past_the_cap_are_counted_not_summarised() {
+    let (d, h) = dispatch(Options::default().max_span_names(1));
+    with(&d, || {
+        drop(tracing::info_span!("first"));
+        drop(tracing::info_span!("second"));
+        drop(tracing::info_span!("second"));
+    });
+    let r = h.latency();
+    assert_eq!(r.names.len(), 1);
+    assert_eq!(r.names[0].name, "first");
+    assert_eq!(r.untracked_name_closes_total, 2);
+}

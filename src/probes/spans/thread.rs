@@ -1,0 +1,269 @@
+//! Per-thread state the layer keeps: the thread id, its label slot, its shard, and the stack of
+//! spans it has entered.
+//!
+//! Everything lives in one `const`-initialised thread-local without a destructor, so reaching it
+//! is a plain TLS access (no lazy registration, no allocation). A second thread-local with a
+//! destructor is touched once per thread, to give the label slot back when the thread exits.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use super::labels;
+
+/// Deepest stack of entered spans remembered per thread; deeper enters still count, but their
+/// labels are those of the span at this depth.
+pub(crate) const STACK_DEPTH: usize = 32;
+/// Shards for per-thread-sharded counters: threads are dealt out round-robin.
+pub(crate) const SHARDS: usize = 4;
+/// Thread names remembered for in-flight reports.
+pub(crate) const MAX_THREAD_NAMES: usize = 4096;
+/// No table slot (the span is not tracked).
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+
+/// One entered span: its id, its table slot, and the label word it put in force.
+#[derive(Clone, Copy)]
+pub(crate) struct Frame {
+    pub(crate) id: u64,
+    pub(crate) slot: u32,
+    pub(crate) word: u64,
+}
+
+const EMPTY: Frame = Frame {
+    id: 0,
+    slot: NO_SLOT,
+    word: 0,
+};
+
+pub(crate) struct Local {
+    /// 0 until initialised; -1 once the thread is being torn down.
+    tid: Cell<i32>,
+    label_slot: Cell<u32>,
+    shard: Cell<u8>,
+    depth: Cell<u32>,
+    stack: [Cell<Frame>; STACK_DEPTH],
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            tid: Cell::new(0),
+            label_slot: Cell::new(NO_SLOT),
+            shard: Cell::new(0),
+            depth: Cell::new(0),
+            stack: [const { Cell::new(EMPTY) }; STACK_DEPTH],
+        }
+    };
+    static EXIT: ExitGuard = const { ExitGuard };
+}
+
+struct ExitGuard;
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let _ = LOCAL.try_with(|l| {
+            let slot = l.label_slot.replace(NO_SLOT);
+            if slot != NO_SLOT {
+                labels::release(slot);
+            }
+            l.tid.set(-1);
+        });
+    }
+}
+
+/// The calling thread's kernel id (Linux `gettid`); async-signal-safe.
+pub(crate) fn gettid() -> i32 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid takes no arguments, cannot fail and is async-signal-safe.
+        unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+fn init(l: &Local) {
+    static NEXT_SHARD: AtomicU32 = AtomicU32::new(0);
+    let tid = gettid();
+    l.tid.set(tid.max(1));
+    l.shard
+        .set((NEXT_SHARD.fetch_add(1, Ordering::Relaxed) as usize % SHARDS) as u8);
+    if let Some(slot) = labels::claim(tid) {
+        l.label_slot.set(slot);
+    }
+    remember_name(tid);
+    let _ = EXIT.try_with(|_| {});
+}
+
+#[inline]
+fn with<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|l| {
+            if l.tid.get() == 0 {
+                init(l);
+            }
+            f(l)
+        })
+        .ok()
+}
+
+/// The calling thread's kernel id (cached).
+#[inline]
+pub(crate) fn tid() -> i32 {
+    with(|l| l.tid.get()).unwrap_or(0)
+}
+
+/// The id of the calling thread's innermost entered span (0 if none).
+#[inline]
+pub(crate) fn top_id() -> u64 {
+    with(|l| {
+        let d = l.depth.get() as usize;
+        if d > 0 {
+            l.stack[(d - 1).min(STACK_DEPTH - 1)].get().id
+        } else {
+            0
+        }
+    })
+    .unwrap_or(0)
+}
+
+/// The calling thread's shard.
+#[inline]
+pub(crate) fn shard() -> usize {
+    with(|l| l.shard.get() as usize).unwrap_or(0)
+}
+
+/// Pushes an entered span and puts its labels in the thread's slot. A span without labels of
+/// its own (`word == 0`: not tracked) keeps the enclosing span's labels.
+#[inline]
+pub(crate) fn push(id: u64, slot: u32, word: u64) {
+    with(|l| {
+        let d = l.depth.get() as usize;
+        let word = if word == 0 && d > 0 {
+            l.stack[(d - 1).min(STACK_DEPTH - 1)].get().word
+        } else {
+            word
+        };
+        if d < STACK_DEPTH {
+            l.stack[d].set(Frame { id, slot, word });
+        }
+        l.depth.set(d as u32 + 1);
+        labels::write(l.label_slot.get(), word);
+    });
+}
+
+/// What [`pop`] found.
+pub(crate) enum Popped {
+    /// A frame of a tracked span, in this table slot.
+    Slot(u32),
+    /// A frame of an untracked span.
+    Untracked,
+    /// No frame (deeper than remembered, or never pushed): look the span up.
+    Unknown,
+}
+
+/// Pops the span `id` (the topmost frame with that id; frames above it stay) and puts the
+/// labels of the span now innermost back in the slot.
+#[inline]
+pub(crate) fn pop(id: u64) -> Popped {
+    with(|l| {
+        let d = l.depth.get() as usize;
+        if d == 0 {
+            return Popped::Unknown;
+        }
+        let top = d.min(STACK_DEPTH);
+        let mut found = None;
+        if d <= STACK_DEPTH {
+            for i in (0..top).rev() {
+                if l.stack[i].get().id == id {
+                    found = Some(i);
+                    break;
+                }
+            }
+        }
+        let popped = match found {
+            Some(i) => {
+                let f = l.stack[i].get();
+                for j in i..top - 1 {
+                    l.stack[j].set(l.stack[j + 1].get());
+                }
+                if f.slot == NO_SLOT {
+                    Popped::Untracked
+                } else {
+                    Popped::Slot(f.slot)
+                }
+            }
+            None => Popped::Unknown,
+        };
+        let d = d - 1;
+        l.depth.set(d as u32);
+        let word = if d == 0 {
+            0
+        } else {
+            l.stack[(d - 1).min(STACK_DEPTH - 1)].get().word
+        };
+        labels::write(l.label_slot.get(), word);
+        popped
+    })
+    .unwrap_or(Popped::Unknown)
+}
+
+/// The innermost entered span on this thread: `(id, table slot)`.
+pub(crate) fn top() -> Option<(u64, u32)> {
+    with(|l| {
+        let d = l.depth.get() as usize;
+        (d > 0).then(|| {
+            let f = l.stack[(d - 1).min(STACK_DEPTH - 1)].get();
+            (f.id, f.slot)
+        })
+    })
+    .flatten()
+}
+
+/// Replaces the label word of every frame of span `id` on this thread (after `span.record`
+/// changed a chosen field), and the slot if it is innermost.
+pub(crate) fn relabel(id: u64, word: u64) {
+    let _ = with(|l| {
+        let d = (l.depth.get() as usize).min(STACK_DEPTH);
+        for i in 0..d {
+            let mut f = l.stack[i].get();
+            if f.id == id {
+                f.word = word;
+                l.stack[i].set(f);
+            }
+        }
+        if d > 0 {
+            labels::write(l.label_slot.get(), l.stack[d - 1].get().word);
+        }
+    });
+}
+
+fn names() -> std::sync::MutexGuard<'static, HashMap<i32, Box<str>>> {
+    static NAMES: OnceLock<Mutex<HashMap<i32, Box<str>>>> = OnceLock::new();
+    NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn remember_name(tid: i32) {
+    let name = std::thread::current().name().map(Box::from);
+    let mut names = names();
+    match name {
+        Some(n) if names.len() < MAX_THREAD_NAMES || names.contains_key(&tid) => {
+            names.insert(tid, n);
+        }
+        _ => {
+            names.remove(&tid);
+        }
+    }
+}
+
+/// The name of thread `tid` as it was when it first entered a span; `None` if unnamed or
+/// unknown.
+pub(crate) fn name_of(tid: i32) -> Option<String> {
+    names().get(&tid).map(|n| n.to_string())
+}
