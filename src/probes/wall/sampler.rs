@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read as _;
+use std::os::unix::fs::FileExt as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -132,6 +133,9 @@ struct Tracked {
     letter: u8,
     /// `(cpu_ns, run_delay_ns, timeslices)` after its last sample.
     sched: Option<(u64, u64, u64)>,
+    /// Its `syscall` line (number, arguments, stack pointer, instruction pointer) when its
+    /// stack was last taken asleep: where it sleeps.
+    place: Option<Vec<u8>>,
     /// The entry its last sample went to.
     entry: Option<usize>,
     /// It did not answer a signal: check for a still-queued signal before sending another, and
@@ -139,7 +143,56 @@ struct Tracked {
     suspect: bool,
     /// Why it is never signalled (it blocks the signal).
     refused: Option<String>,
+    /// Its `/proc` files, held open (re-read with `pread`) for the first [`Ticker::held_max`]
+    /// threads.
+    files: ProcFiles,
 }
+
+/// A thread's `stat`, `schedstat` and `syscall` files, each held open or opened per read.
+struct ProcFiles {
+    dir: String,
+    held: Option<[File; 3]>,
+}
+
+const STAT: usize = 0;
+const SCHEDSTAT: usize = 1;
+const SYSCALL: usize = 2;
+const NAMES: [&str; 3] = ["stat", "schedstat", "syscall"];
+
+impl ProcFiles {
+    fn new(tid: u32, hold: bool) -> ProcFiles {
+        let dir = format!("/proc/self/task/{tid}");
+        let held = hold
+            .then(|| {
+                let open = |name: &str| File::open(format!("{dir}/{name}")).ok();
+                Some([open(NAMES[0])?, open(NAMES[1])?, open(NAMES[2])?])
+            })
+            .flatten();
+        ProcFiles { dir, held }
+    }
+
+    /// Reads file `which` whole into `buf`; `false` if it cannot be read (the thread exited).
+    fn read(&self, which: usize, buf: &mut Vec<u8>) -> bool {
+        buf.clear();
+        match &self.held {
+            Some(files) => {
+                // procfs regenerates the text on a read at offset 0.
+                buf.resize(READ_SIZE, 0);
+                match files[which].read_at(buf, 0) {
+                    Ok(n) if n > 0 => {
+                        buf.truncate(n);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            None => read(&format!("{}/{}", self.dir, NAMES[which]), buf),
+        }
+    }
+}
+
+/// Enough for one `stat`, `schedstat` or `syscall` text.
+const READ_SIZE: usize = 1024;
 
 struct Ticker {
     unwinder: Option<Box<SignalUnwinder>>,
@@ -151,6 +204,10 @@ struct Ticker {
     out: Collected,
     /// Where the next tick starts in the thread list (after a tick that ran out of time).
     resume_at: usize,
+    /// Threads whose `/proc` files are held open: at most 256, and 3 fds per thread within an
+    /// eighth of the soft `RLIMIT_NOFILE`; the others open and close them at each read.
+    held_max: usize,
+    held: usize,
     buf: Vec<u8>,
 }
 
@@ -168,7 +225,9 @@ impl Ticker {
                 ..Collected::default()
             },
             resume_at: 0,
-            buf: Vec::with_capacity(512),
+            held_max: held_max(),
+            held: 0,
+            buf: Vec::with_capacity(READ_SIZE),
         }
     }
 
@@ -246,41 +305,74 @@ impl Ticker {
             self.sample(&session, tid, tick);
         }
         self.unwinder = session.end();
+        let before = self.threads.len();
         self.threads.retain(|_, t| t.seen == tick);
+        if self.threads.len() != before {
+            self.held = self.threads.values().filter(|t| t.files.held.is_some()).count();
+        }
     }
 
     /// Records one sample of thread `tid`.
     fn sample(&mut self, session: &Session, tid: u32, tick: u64) {
-        let dir = format!("/proc/self/task/{tid}");
-        let Some(letter) = read(&format!("{dir}/stat"), &mut self.buf)
-            .then(|| state::parse_stat_letter(&self.buf))
+        if !self.threads.contains_key(&tid) {
+            let hold = self.held < self.held_max;
+            let files = ProcFiles::new(tid, hold);
+            self.held += usize::from(files.held.is_some());
+            let name = thread_name(&files.dir, &mut self.buf, tid);
+            self.threads.insert(
+                tid,
+                Tracked {
+                    name,
+                    born: tick,
+                    seen: tick,
+                    letter: 0,
+                    sched: None,
+                    place: None,
+                    entry: None,
+                    suspect: false,
+                    refused: None,
+                    files,
+                },
+            );
+        }
+        let buf = &mut self.buf;
+        let t = self.threads.get_mut(&tid).expect("tracked above");
+        t.seen = tick;
+        let Some(letter) = t
+            .files
+            .read(STAT, buf)
+            .then(|| state::parse_stat_letter(buf))
             .flatten()
         else {
-            return; // exited
+            // Exited (or its tid was reused: the held files answer for the old thread only).
+            self.threads.remove(&tid);
+            return;
         };
-        let sched = read(&format!("{dir}/schedstat"), &mut self.buf)
-            .then(|| state::parse_schedstat(&self.buf))
+        let sched = t
+            .files
+            .read(SCHEDSTAT, buf)
+            .then(|| state::parse_schedstat(buf))
             .flatten();
         if sched.is_none() {
             self.out.schedstat = false;
         }
-        let buf = &mut self.buf;
-        let t = self.threads.entry(tid).or_insert_with(|| Tracked {
-            name: thread_name(&dir, buf, tid),
-            born: tick,
-            seen: tick,
-            letter: 0,
-            sched: None,
-            entry: None,
-            suspect: false,
-            refused: None,
-        });
-        t.seen = tick;
-        // Not scheduled since its last sample, in the same state: its stack cannot have
-        // changed. Reuse it without waking the thread.
+        let mut place = None;
         if letter != b'R' && letter == t.letter {
             if let (Some(entry), Some(now), Some(then)) = (t.entry, sched, t.sched) {
-                if now.2 == then.2 {
+                // Not scheduled in since its last sample, in the same state: its stack cannot
+                // have changed. Reuse it without waking the thread.
+                let mut same = now.2 == then.2;
+                if !same && letter == b'S' && t.place.is_some() {
+                    // It ran, but sleeps again in the same system call with the same
+                    // arguments, stack pointer and return address: taken to be in the same
+                    // place (see the parent module's docs).
+                    if t.files.read(SYSCALL, buf) {
+                        same = t.place.as_deref() == Some(buf.as_slice());
+                        place = Some(buf.clone());
+                    }
+                }
+                if same {
+                    t.sched = sched;
                     self.out.entries[entry].1 += 1;
                     self.out.samples += 1;
                     return;
@@ -293,15 +385,11 @@ impl Ticker {
             }
             _ => false,
         };
-        let syscall = if letter == b'S' {
-            read(&format!("{dir}/syscall"), &mut self.buf)
-                .then(|| state::parse_syscall(&self.buf))
-                .flatten()
-        } else {
-            None
-        };
+        if letter == b'S' && place.is_none() && t.files.read(SYSCALL, buf) {
+            place = Some(buf.clone());
+        }
+        let syscall = place.as_deref().and_then(state::parse_syscall);
         let state = state::classify(letter, syscall, starved);
-        let t = self.threads.get_mut(&tid).expect("tracked above");
         let mut after = sched;
         let stack = if let Some(why) = &t.refused {
             Stack::Missing(why.clone())
@@ -316,12 +404,14 @@ impl Ticker {
                     t.suspect = false;
                     if tick < t.born + 3 {
                         // A thread names itself as it starts: its first reading may be early.
-                        t.name = thread_name(&dir, &mut self.buf, tid);
+                        t.name = thread_name(&t.files.dir, buf, tid);
                     }
                     // Its handler just ran: count that scheduling in, so that the next tick
                     // sees the thread as not scheduled since if it went back to sleep.
-                    after = read(&format!("{dir}/schedstat"), &mut self.buf)
-                        .then(|| state::parse_schedstat(&self.buf))
+                    after = t
+                        .files
+                        .read(SCHEDSTAT, buf)
+                        .then(|| state::parse_schedstat(buf))
                         .flatten();
                     Stack::Frames {
                         ips: raw.ips,
@@ -346,13 +436,15 @@ impl Ticker {
                 }
             }
         };
+        // Only a stack really taken marks where the thread sleeps (a timed-out one is retried).
+        t.place = place.filter(|_| matches!(stack, Stack::Frames { .. }));
+        t.letter = letter;
+        t.sched = after;
         let key = SampleKey {
             state,
             labels: vec![("thread", t.name.clone())],
             stack,
         };
-        t.letter = letter;
-        t.sched = after;
         let entry = self.entry(key);
         self.threads.get_mut(&tid).expect("tracked above").entry = Some(entry);
         self.out.entries[entry].1 += 1;
@@ -389,6 +481,19 @@ impl Ticker {
 fn read(path: &str, buf: &mut Vec<u8>) -> bool {
     buf.clear();
     File::open(path).and_then(|mut f| f.read_to_end(buf)).is_ok()
+}
+
+/// How many threads' `/proc` files may be held open (see [`Ticker::held_max`]).
+fn held_max() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    usize::try_from(lim.rlim_cur / 24).unwrap_or(usize::MAX).min(256)
 }
 
 /// The thread's name (`comm`), or `thread-<tid>` when it has none.
