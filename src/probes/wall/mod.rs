@@ -17,8 +17,6 @@ pub(crate) const MAX_FREQUENCY_HZ: u32 = 100;
 pub(crate) const DEFAULT_FREQUENCY_HZ: u32 = 29;
 /// Default profile length in seconds (as the CPU profile's).
 pub(crate) const DEFAULT_SECONDS: u64 = 30;
-/// Length of the bundle's wall profile, at most the bundle's window.
-pub(crate) const BUNDLE_SECONDS: u64 = 2;
 
 /// The wall-clock probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
@@ -41,6 +39,8 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
 
 crate::macros::cfg_feature! {
 "wall",
+/// Length of the bundle's wall profile, at most the bundle's window.
+const BUNDLE_SECONDS: u64 = 2;
 mod profile;
 mod sampler;
 mod state;

@@ -255,7 +255,7 @@ impl Ticker {
         }
         self.out.sampler_cpu = thread_cpu_time().saturating_sub(cpu0);
         let mut out = self.out;
-        out.entries.sort_by(|a, b| b.1.cmp(&a.1));
+        out.entries.sort_by_key(|e| std::cmp::Reverse(e.1));
         out
     }
 
