@@ -303,6 +303,11 @@ fn params_of(method: &str, path: &str) -> Vec<(&'static str, Kind)> {
             ("frequency", Kind::Int(1000)),
             ("format", Kind::Choice(PROFILE_FORMATS)),
         ],
+        ("GET", "/debug/pprof/wall") => vec![
+            ("seconds", Kind::Int(60)),
+            ("frequency", Kind::Int(100)),
+            ("format", Kind::Choice(PROFILE_FORMATS)),
+        ],
         ("GET", "/debug/pprof/heap" | "/debug/pprof/allocs") => vec![
             ("format", Kind::Choice(PROFILE_FORMATS)),
             ("seconds", Kind::Int(60)),

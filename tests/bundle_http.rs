@@ -84,6 +84,8 @@ async fn bundle_holds_every_part_and_survives_a_failing_one() {
     for file in [
         "cpu.pb.gz",
         "cpu.svg",
+        "wall.pb.gz",
+        "wall.svg",
         "heap.pb.gz",
         "memory.json",
         "threads.txt",
@@ -95,6 +97,9 @@ async fn bundle_holds_every_part_and_survives_a_failing_one() {
         assert!(!files[file].is_empty(), "{file} is empty");
     }
     assert_eq!(&files["cpu.pb.gz"][..2], &[0x1f, 0x8b]);
+    assert_eq!(&files["wall.pb.gz"][..2], &[0x1f, 0x8b]);
+    // The short wall profile is rooted at the thread states.
+    assert!(String::from_utf8_lossy(&files["wall.svg"]).contains("[futex]"));
     assert!(String::from_utf8_lossy(&files["threads.txt"]).contains("prodbg-admin"));
     assert!(
         String::from_utf8_lossy(&files["metrics.txt"]).contains("process_resident_memory_bytes")

@@ -18,6 +18,7 @@ mod process;
 pub(crate) mod spans;
 pub(crate) mod threads;
 pub(crate) mod tokio_rt;
+mod wall;
 
 pub(crate) use health::ReadinessCheck;
 
@@ -64,6 +65,7 @@ pub(crate) fn register(
     Ok(vec![
         Arc::new(health::Health::new(cx, host.checks)),
         gated!("cpu", cx, cpu::SPEC, cpu::Cpu::new(cx)),
+        gated!("wall", cx, wall::SPEC, wall::Wall::new(cx)),
         gated!("heap", cx, heap::SPEC, heap::Heap::new(cx)),
         Arc::new(memory::Memory::new(cx)),
         Arc::new(log_level::LogLevel::new(cx, host.log)),

@@ -38,6 +38,7 @@ impl Default for FairLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Expensive {
     CpuProfile,
+    WallProfile,
     HeapProfile,
     ThreadDump,
     TaskDump,
@@ -45,8 +46,9 @@ pub(crate) enum Expensive {
 }
 
 impl Expensive {
-    const ALL: [Expensive; 5] = [
+    const ALL: [Expensive; 6] = [
         Expensive::CpuProfile,
+        Expensive::WallProfile,
         Expensive::HeapProfile,
         Expensive::ThreadDump,
         Expensive::TaskDump,
@@ -60,6 +62,7 @@ impl Expensive {
     fn name(self) -> &'static str {
         match self {
             Expensive::CpuProfile => "CPU profiles",
+            Expensive::WallProfile => "wall-clock profiles",
             Expensive::HeapProfile => "heap profiles",
             Expensive::ThreadDump => "thread dumps",
             Expensive::TaskDump => "task dumps",
@@ -106,7 +109,7 @@ pub(crate) struct FairShare {
     tokens: HashMap<Box<str>, Arc<Semaphore>>,
     /// Shared by anonymous requests and token ids not registered at construction.
     other: Arc<Semaphore>,
-    probes: [Arc<Semaphore>; 5],
+    probes: [Arc<Semaphore>; 6],
 }
 
 /// Everything one request holds; dropping it frees all of it.

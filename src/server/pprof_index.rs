@@ -42,6 +42,7 @@ fn describe(name: &str) -> Option<(&'static str, &'static str)> {
         "goroutine" => ("goroutine?debug=1", "Stack traces of all current Tokio tasks (the async task dump), grouped by stack. Needs --cfg tokio_unstable."),
         "heap" => ("heap", "Sampled live allocations (jemalloc). ?format=svg for a flamegraph; ?seconds=N for the growth over N seconds."),
         "profile" => ("profile", "CPU profile. ?seconds=N (default 30) sets the duration; ?format=svg for a flamegraph. Downloads a file for go tool pprof."),
+        "wall" => ("wall", "Wall-clock profile of every thread, running or not, each sample labelled with the thread's state (running, runnable, futex, io, sleeping, stopped). ?seconds=N (default 30); ?format=svg for a flamegraph rooted at the states."),
         "threadcreate" => ("threadcreate?debug=1", "The OS threads of the process (from /proc; their creation stacks are not recorded)."),
         _ => return None,
     })

@@ -7,6 +7,8 @@
 //! - [`unwind`], [`stack_bounds`], [`cache_pool`], [`published`], [`signal_unwinder`]:
 //!   framehop unwinding from a signal handler (CPU samples, thread dumps), lock-free and
 //!   allocation-free, every stack read bounded to the interrupted thread's stack.
+//! - [`remote`] (feature `threads`): ask another thread for its stack by a real-time signal,
+//!   one at a time (thread dumps, wall-clock profiles).
 //! - [`dwarf`]: address → functions, file:line and inlined calls, one compilation unit at a
 //!   time, no cache kept; [`symbolize`] is the probes' face of it (it returns [`Frame`]s and
 //!   gives the freed memory back).
@@ -131,6 +133,8 @@ pub(crate) mod cache_pool;
     allow(dead_code)
 )]
 pub(crate) mod published;
+#[cfg(feature = "threads")]
+pub(crate) mod remote;
 #[cfg(any(feature = "cpu", feature = "threads"))]
 #[cfg_attr(
     not(all(

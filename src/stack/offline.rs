@@ -121,6 +121,49 @@ pub(crate) fn symbol_response(addrs: &[u64], names: &[Option<String>]) -> String
     out
 }
 
+/// Adds one stack's locations to a pprof profile: frames grouped into physical frames (the
+/// functions inlined into a real frame, then the real one), leaf first, each group's lines
+/// innermost first, as pprof wants. Location addresses are the interrupted instruction for the
+/// leaf and the return address minus one (inside the call) for callers. Unsymbolized stacks
+/// (`symbolized == false`) get locations without lines, for symbolization off the host.
+#[cfg(any(feature = "cpu", feature = "heap"))]
+pub(crate) fn pprof_locations(
+    b: &mut crate::encode::pprof::ProfileBuilder,
+    frames: &[crate::stack::Frame],
+    symbolized: bool,
+) -> Vec<u64> {
+    use crate::encode::pprof::LineSpec;
+    let mut locations = Vec::new();
+    let mut start = 0;
+    while start < frames.len() {
+        let end = frames[start..]
+            .iter()
+            .position(|f| !f.inlined)
+            .map_or(frames.len(), |i| start + i + 1);
+        let group = &frames[start..end];
+        let lines: Vec<LineSpec<'_>> = if symbolized || group[0].function.is_some() {
+            group
+                .iter()
+                .map(|f| LineSpec {
+                    function: f.name(),
+                    system_name: f.system_name(),
+                    file: f.file.as_deref().unwrap_or(""),
+                    line: f.line.unwrap_or(0),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let address = match group[0].address {
+            a if start == 0 || a == 0 => a,
+            a => a - 1,
+        };
+        locations.push(b.location(address, &lines));
+        start = end;
+    }
+    locations
+}
+
 fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

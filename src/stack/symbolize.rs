@@ -99,6 +99,46 @@ pub(crate) fn return_address(avma: u64) -> ProcessAddress {
     }
 }
 
+#[cfg(feature = "cpu")]
+/// Name of the frame under which a stack that could not be unwound to its end is shown.
+pub(crate) const TRUNCATED_FRAME: &str = "[truncated]";
+
+#[cfg(feature = "cpu")]
+/// The addresses of a sampled stack to symbolize: the interrupted instruction as is, the
+/// return addresses inside their call.
+pub(crate) fn sampled_addresses(ips: &[u64]) -> impl Iterator<Item = ProcessAddress> + '_ {
+    ips.iter()
+        .enumerate()
+        .map(|(i, &ip)| if i == 0 { pc(ip) } else { return_address(ip) })
+}
+
+#[cfg(feature = "cpu")]
+/// One sampled stack (leaf first, as unwound: the interrupted instruction, then return
+/// addresses) as frames, innermost first; a truncated stack ends with a [`TRUNCATED_FRAME`].
+pub(crate) fn sampled_stack(
+    symbols: &Symbols,
+    raw: &[u64],
+    truncated: bool,
+    symbolized: bool,
+) -> Vec<Frame> {
+    let mut out: Vec<Frame> = sampled_addresses(raw)
+        .flat_map(|a| symbols.frames_or_unknown(a))
+        .collect();
+    if truncated {
+        out.push(Frame {
+            function: Some(TRUNCATED_FRAME.to_string()),
+            ..Frame::unknown(0)
+        });
+    } else if symbolized {
+        // A walk that ends in a frame nothing is known of (the outermost return address of
+        // some threads) adds noise to every stack: drop trailing unknowns.
+        while out.len() > 1 && out.last().is_some_and(|f| f.function.is_none()) {
+            out.pop();
+        }
+    }
+    out
+}
+
 /// Gives heap memory freed by a symbolization back to the OS: glibc keeps freed pages unless
 /// asked (`malloc_trim`); jemalloc keeps dirty pages until they decay unless its arenas are
 /// purged (`arena.<MALLCTL_ARENAS_ALL>.purge`, with the `heap` feature, which links it).

@@ -83,7 +83,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::encode::{flamegraph, pprof as pb};
 use crate::stack::modules::ModuleSet;
-use crate::stack::offline::{pprof_mappings, PprofMapping};
+use crate::stack::offline::{pprof_locations, pprof_mappings, PprofMapping};
 use crate::stack::symbolize::{self as symbols, Symbols};
 use crate::stack::Frame;
 
@@ -353,7 +353,7 @@ impl CpuProfile {
         let symbols = if symbolize {
             Symbols::resolve(
                 modules,
-                collected.stacks.iter().flat_map(|raw| addresses(&raw.ips)),
+                collected.stacks.iter().flat_map(|raw| symbols::sampled_addresses(&raw.ips)),
             )
         } else {
             Symbols::default()
@@ -364,7 +364,7 @@ impl CpuProfile {
                 n if n.is_empty() => format!("thread-{}", raw.tid),
                 n => n.clone(),
             };
-            let stack = symbolize_stack(&symbols, &raw.ips, raw.truncated, symbolize);
+            let stack = symbols::sampled_stack(&symbols, &raw.ips, raw.truncated, symbolize);
             *merged.entry((thread, stack)).or_default() += raw.count;
         }
         let mut stacks: Vec<CpuStack> = merged
@@ -522,37 +522,7 @@ impl CpuProfile {
         }
         let nanos = self.nanos_per_sample();
         for stack in &self.stacks {
-            let mut locations = Vec::new();
-            // Group frames into physical frames (the functions inlined into a real frame, then
-            // the real one), leaf first; each group's lines innermost first, as pprof wants.
-            let mut start = 0;
-            while start < stack.frames.len() {
-                let end = stack.frames[start..]
-                    .iter()
-                    .position(|f| !f.inlined)
-                    .map_or(stack.frames.len(), |i| start + i + 1);
-                let group = &stack.frames[start..end];
-                let lines: Vec<pb::LineSpec<'_>> = group
-                    .iter()
-                    .map(|f| pb::LineSpec {
-                        function: f.name(),
-                        system_name: f.system_name(),
-                        file: f.file.as_deref().unwrap_or(""),
-                        line: f.line.unwrap_or(0),
-                    })
-                    .collect();
-                let lines = if self.symbolized || group[0].function.is_some() {
-                    lines
-                } else {
-                    Vec::new()
-                };
-                let address = match group[0].address {
-                    a if start == 0 || a == 0 => a,
-                    a => a - 1,
-                };
-                locations.push(b.location(address, &lines));
-                start = end;
-            }
+            let locations = pprof_locations(&mut b, &stack.frames, self.symbolized);
             let samples = i64::try_from(stack.samples).unwrap_or(i64::MAX);
             let cpu = samples.saturating_mul(nanos);
             b.sample(locations, vec![samples, cpu], &[("thread", &stack.thread)]);
@@ -604,42 +574,6 @@ impl CpuProfile {
             })
             .collect()
     }
-}
-
-/// Name of the frame under which a stack that could not be unwound to its end is shown.
-pub(super) const TRUNCATED_FRAME: &str = "[truncated]";
-
-/// The addresses of a sampled stack to symbolize: the interrupted instruction as is, the
-/// return addresses inside their call.
-fn addresses(ips: &[u64]) -> impl Iterator<Item = crate::stack::dwarf::ProcessAddress> + '_ {
-    ips.iter().enumerate().map(|(i, &ip)| {
-        if i == 0 {
-            symbols::pc(ip)
-        } else {
-            symbols::return_address(ip)
-        }
-    })
-}
-
-/// One sampled stack (leaf first, as unwound: the interrupted instruction, then return
-/// addresses) as frames, innermost first; a truncated stack ends with a [`TRUNCATED_FRAME`].
-fn symbolize_stack(symbols: &Symbols, raw: &[u64], truncated: bool, symbolized: bool) -> Vec<Frame> {
-    let mut out: Vec<Frame> = addresses(raw)
-        .flat_map(|a| symbols.frames_or_unknown(a))
-        .collect();
-    if truncated {
-        out.push(Frame {
-            function: Some(TRUNCATED_FRAME.to_string()),
-            ..Frame::unknown(0)
-        });
-    } else if symbolized {
-        // A walk that ends in a frame nothing is known of (the outermost return address of
-        // some threads) adds noise to every stack: drop trailing unknowns.
-        while out.len() > 1 && out.last().is_some_and(|f| f.function.is_none()) {
-            out.pop();
-        }
-    }
-    out
 }
 
 /// CPU time used by all threads of this process so far.

@@ -1,0 +1,275 @@
+//! Wall-clock profiler cost, measured the way an operator takes profiles: an in-process
+//! [`Admin`] server on 127.0.0.1:0 and `GET /debug/pprof/wall` over real HTTP.
+//!
+//! - Throughput of a CPU-bound 2-thread workload, with 50 idle threads around it (25 blocked
+//!   on a channel, 25 sleeping 100 ms at a time), while a wall profile runs at the default
+//!   29 Hz (and at the maximum, 100 Hz), relative to no profile: interleaved rounds, ratio
+//!   min / median / max.
+//! - Cost per thread per sample: the sampler thread's CPU time (`x-prodbg-sampler-cpu-us`, its
+//!   own `CLOCK_THREAD_CPUTIME_ID`) ÷ thread samples (`x-prodbg-samples`); and the share of
+//!   samples that needed a signal (`x-prodbg-signalled`; the others reused a thread's stack
+//!   because it had not been scheduled since). The signal handler's unwind runs on the sampled
+//!   thread and is not in the sampler's CPU time; the throughput ratio includes it.
+//!
+//! Run: `cargo bench --bench wall_overhead` (about a minute and a half). `PRODBG_BENCH_ROUNDS=n`
+//! sets the interleaved rounds (default 7).
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use prodbg::{Admin, AdminHandle, Scope};
+
+const BUSY_THREADS: usize = 2;
+const IDLE_THREADS: usize = 50;
+const DEFAULT_ROUNDS: usize = 7;
+/// Length of one round, in seconds (the endpoint takes whole seconds).
+const ROUND_S: u64 = 3;
+const SECRET: &str = "bench-secret-0123456789abcdef";
+
+#[inline(never)]
+fn spin(iters: u64) -> u64 {
+    let mut x = 1u64;
+    for i in 0..iters {
+        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+    }
+    x
+}
+
+/// Work units per second of `BUSY_THREADS` spinning threads over `len`.
+fn workload(len: Duration) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..BUSY_THREADS)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("bench-busy-{t}"))
+                .spawn(move || {
+                    let mut units = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        black_box(spin(20_000));
+                        units += 1;
+                    }
+                    units
+                })
+                .expect("spawn")
+        })
+        .collect();
+    std::thread::sleep(len);
+    stop.store(true, Ordering::Relaxed);
+    let units: u64 = handles.into_iter().map(|h| h.join().expect("join")).sum();
+    units as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// The idle threads: half blocked on a channel until the sender drops, half sleeping 100 ms
+/// at a time until `stop`.
+fn idle_threads(stop: &Arc<AtomicBool>) -> (mpsc::Sender<()>, Vec<std::thread::JoinHandle<()>>) {
+    let (tx, rx) = mpsc::channel::<()>();
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let handles = (0..IDLE_THREADS)
+        .map(|i| {
+            let (stop, rx) = (stop.clone(), rx.clone());
+            std::thread::Builder::new()
+                .name(format!("bench-idle-{i}"))
+                .spawn(move || {
+                    if i % 2 == 0 {
+                        // Blocks in the mutex or in recv (futex) until the sender is dropped.
+                        let _ = rx.lock().map(|r| r.recv());
+                    } else {
+                        while !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                })
+                .expect("spawn")
+        })
+        .collect();
+    (tx, handles)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn min_med_max(v: &[f64]) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "min {min:.4} / median {:.4} / max {max:.4}",
+        median(v.to_vec())
+    )
+}
+
+/// What a wall profile response said of itself.
+struct Wall {
+    samples: u64,
+    signalled: u64,
+    sampler_cpu_us: u64,
+    threads: u64,
+    ticks: u64,
+    warning: Option<String>,
+}
+
+struct Http {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Http {
+    fn new(admin: &AdminHandle) -> Http {
+        Http {
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("bench-http")
+                .enable_all()
+                .build()
+                .expect("tokio runtime"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+            base: admin.url(),
+        }
+    }
+
+    fn wall_running(&self) -> bool {
+        let index: serde_json::Value = self.rt.block_on(async {
+            self.client
+                .get(format!("{}/debug/", self.base))
+                .bearer_auth(SECRET)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .expect("GET /debug/")
+                .json()
+                .await
+                .expect("JSON index")
+        });
+        index["probes"]["wall"]["profile_running"]
+            .as_bool()
+            .expect("probes.wall.profile_running")
+    }
+
+    /// Runs the workload for `ROUND_S` while a wall profile at `hz` runs; its throughput and
+    /// the profile's figures.
+    fn profiled(&self, hz: u32) -> (f64, Wall) {
+        let request = self
+            .client
+            .get(format!(
+                "{}/debug/pprof/wall?seconds={ROUND_S}&frequency={hz}&format=folded",
+                self.base
+            ))
+            .bearer_auth(SECRET);
+        let pending = self.rt.spawn(async move {
+            let r = request.send().await.expect("GET /debug/pprof/wall");
+            assert!(r.status().is_success(), "wall profile: {}", r.status());
+            let h = |name: &str| {
+                r.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let n = |name: &str| h(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let wall = Wall {
+                samples: n("x-prodbg-samples"),
+                signalled: n("x-prodbg-signalled"),
+                sampler_cpu_us: n("x-prodbg-sampler-cpu-us"),
+                threads: n("x-prodbg-threads"),
+                ticks: n("x-prodbg-ticks"),
+                warning: h("x-prodbg-warning"),
+            };
+            let _ = r.bytes().await;
+            wall
+        });
+        let sent = Instant::now();
+        while !self.wall_running() {
+            assert!(!pending.is_finished(), "the profile ended before it ran");
+            assert!(
+                sent.elapsed() < Duration::from_secs(60),
+                "profile never started"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let tput = workload(Duration::from_secs(ROUND_S));
+        (tput, self.rt.block_on(pending).expect("profile task"))
+    }
+}
+
+fn main() {
+    let rounds = std::env::var("PRODBG_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(DEFAULT_ROUNDS);
+    let admin = Admin::builder()
+        .bind("127.0.0.1:0")
+        .service_name("wall_overhead")
+        .token("ops", Scope::Admin, SECRET)
+        .spawn()
+        .expect("admin server");
+    let http = Http::new(&admin);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (release, idle) = idle_threads(&stop);
+    println!(
+        "wall_overhead: {BUSY_THREADS} busy + {IDLE_THREADS} idle threads, {} CPUs, {ROUND_S} s rounds, wall profiles over HTTP",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    // Warm up: the first profile parses debug info to symbolize.
+    let _ = http.profiled(29);
+
+    let (mut r29, mut r100, mut cost29, mut cost100) = (vec![], vec![], vec![], vec![]);
+    let mut warnings = std::collections::BTreeSet::new();
+    for round in 0..rounds {
+        let base = workload(Duration::from_secs(ROUND_S));
+        let (t29, w29) = http.profiled(29);
+        let (t100, w100) = http.profiled(100);
+        r29.push(t29 / base);
+        r100.push(t100 / base);
+        let cost = |w: &Wall| w.sampler_cpu_us as f64 / w.samples.max(1) as f64;
+        cost29.push(cost(&w29));
+        cost100.push(cost(&w100));
+        for w in [&w29, &w100] {
+            warnings.extend(w.warning.clone());
+        }
+        println!(
+            "round {round}: base {base:.0} units/s; 29 Hz x{:.4} ({} threads, {} ticks, {} samples, {:.1}% signalled, sampler {:.1} us/thread-sample); 100 Hz x{:.4} ({} samples, {:.1}% signalled, {:.1} us/thread-sample)",
+            t29 / base,
+            w29.threads,
+            w29.ticks,
+            w29.samples,
+            100.0 * w29.signalled as f64 / w29.samples.max(1) as f64,
+            cost(&w29),
+            t100 / base,
+            w100.samples,
+            100.0 * w100.signalled as f64 / w100.samples.max(1) as f64,
+            cost(&w100),
+        );
+    }
+    println!(
+        "throughput ratio (wall profile / none), 29 Hz: {}",
+        min_med_max(&r29)
+    );
+    println!(
+        "throughput ratio (wall profile / none), 100 Hz: {}",
+        min_med_max(&r100)
+    );
+    println!(
+        "sampler CPU per thread per sample: 29 Hz median {:.2} us, 100 Hz median {:.2} us",
+        median(cost29),
+        median(cost100)
+    );
+    for w in warnings {
+        println!("warning from the profiler: {w}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(release);
+    idle.into_iter()
+        .for_each(|h| h.join().expect("idle thread"));
+    drop(http);
+    admin.shutdown();
+}

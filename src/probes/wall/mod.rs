@@ -1,0 +1,239 @@
+//! `GET /debug/pprof/wall`: a wall-clock profile of every thread, running or not, each sample
+//! labelled with the thread's state — "requests hang, CPU is low: where are my threads
+//! waiting?" as one flamegraph. Gzipped `profile.proto` by default, or an SVG / folded stacks
+//! rooted at the states (`[futex]`, `[io]`, `[running]`…). How it samples: [`profile`].
+
+use axum::http::Method;
+
+use crate::seam::{Access, ProbeSpec, RouteSpec};
+use crate::security::Scope;
+
+/// Lowest sampling rate, in Hz.
+pub(crate) const MIN_FREQUENCY_HZ: u32 = 1;
+/// Highest sampling rate, in Hz: every thread is visited at every tick.
+pub(crate) const MAX_FREQUENCY_HZ: u32 = 100;
+/// Default sampling rate, in Hz: a prime, so ticks do not fall in lockstep with periodic work
+/// (10 ms, 50 ms, 1 s timers).
+pub(crate) const DEFAULT_FREQUENCY_HZ: u32 = 29;
+/// Default profile length in seconds (as the CPU profile's).
+pub(crate) const DEFAULT_SECONDS: u64 = 30;
+
+/// The wall-clock probe.
+pub(crate) const SPEC: ProbeSpec = ProbeSpec {
+    name: "wall",
+    feature: Some("wall"),
+    routes: &[RouteSpec {
+        method: Method::GET,
+        path: "/debug/pprof/wall",
+        access: Access::Scope(Scope::Profile),
+        summary: |l| {
+            let max = l.max_profile_seconds;
+            format!(
+                "wall-clock profile of every thread, running or not, each sample labelled with the thread's state (running, runnable, futex, io, sleeping, stopped, other): ?seconds=1..{max} ({}) &frequency={MIN_FREQUENCY_HZ}..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &symbolize=true|false (pprof only); the SVG's root frames are the states",
+                DEFAULT_SECONDS.min(max)
+            )
+        },
+    }],
+    bundle_files: &["wall.pb.gz", "wall.svg"],
+};
+
+crate::macros::cfg_feature! {
+"wall",
+/// Length of the bundle's wall profile, at most the bundle's window.
+const BUNDLE_SECONDS: u64 = 2;
+mod profile;
+mod sampler;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use profile::{WallError, WallProfile};
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::seam::download::{attachment, file_name, inline};
+use crate::seam::fair::{Expensive, FairShare};
+use crate::seam::{blocking, ready, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, Route};
+
+impl From<WallError> for ApiError {
+    fn from(e: WallError) -> ApiError {
+        match e {
+            WallError::Busy { .. } => ApiError::conflict(e.to_string()),
+            WallError::Start(_) | WallError::Report(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+/// Wall-clock profiles of the whole process.
+#[derive(Debug)]
+pub(crate) struct Wall {
+    cx: ProbeContext,
+}
+
+impl Wall {
+    /// The wall-clock probe.
+    pub(crate) fn new(cx: &ProbeContext) -> Wall {
+        Wall { cx: cx.clone() }
+    }
+}
+
+#[derive(Clone)]
+struct WallState {
+    service: Arc<str>,
+    max_seconds: u64,
+    fair: Arc<FairShare>,
+}
+
+/// Samples for `duration` at `frequency_hz` and returns the profile. Dropping the future (the
+/// client hung up) drops the running profile, which stops the sampler thread.
+async fn take(duration: Duration, frequency_hz: u32, symbolize: bool) -> Result<WallProfile, ApiError> {
+    let running = blocking("starting the wall profiler", move || profile::start(duration, frequency_hz)).await??;
+    tokio::time::sleep(duration).await;
+    Ok(blocking("stopping the wall profiler", move || running.stop(symbolize)).await??)
+}
+
+/// The flamegraph title: service, length, rate, threads and samples.
+fn title(service: &str, p: &WallProfile) -> String {
+    format!(
+        "{service}: wall clock {} s at {} Hz, up to {} threads, {} samples",
+        p.duration.as_secs(),
+        p.frequency_hz,
+        p.max_threads,
+        p.samples
+    )
+}
+
+async fn wall_profile(State(st): State<WallState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = Params::parse(q.as_deref(), &["seconds", "frequency", "format", "symbolize"])?;
+    let max = st.max_seconds;
+    let seconds = params.u64_in("seconds", 1..=max, DEFAULT_SECONDS.min(max))?;
+    let frequency = params.u64_in(
+        "frequency",
+        u64::from(MIN_FREQUENCY_HZ)..=u64::from(MAX_FREQUENCY_HZ),
+        u64::from(DEFAULT_FREQUENCY_HZ),
+    )?;
+    let format = params.choice("format", &["pprof", "svg", "folded"], "pprof")?.to_string();
+    let symbolize = params.choice("symbolize", &["true", "false"], "true")? == "true";
+    if !symbolize && format != "pprof" {
+        return Err(ApiError::bad_parameter(
+            "symbolize=false is for format=pprof only (its mappings carry path, offsets and build id for off-host symbolization); svg and folded need names",
+        ));
+    }
+    let _cap = st.fair.probe(Expensive::WallProfile)?;
+    let started = SystemTime::now();
+    let profile = take(Duration::from_secs(seconds), frequency as u32, symbolize).await?;
+    let service = st.service.clone();
+    let fmt = format.clone();
+    let (profile, body, render_ms) = blocking("rendering the wall profile", move || {
+        let t0 = Instant::now();
+        let body = match fmt.as_str() {
+            "svg" => profile.svg(&title(&service, &profile))?,
+            "folded" => profile.folded().into_bytes(),
+            _ => profile.pprof_gz()?,
+        };
+        Ok::<_, WallError>((profile, body, t0.elapsed().as_secs_f64() * 1e3))
+    })
+    .await??;
+    tracing::info!(
+        target: "prodbg",
+        seconds, frequency, samples = profile.samples, ticks = profile.ticks,
+        threads = profile.max_threads, signalled = profile.signalled,
+        sampler_cpu_ms = profile.sampler_cpu.as_secs_f64() * 1e3,
+        format = %format, render_ms,
+        "wall profile taken"
+    );
+    let name = |ext: &str| file_name(&st.service, "wall", started, ext);
+    let (content_type, disposition) = match format.as_str() {
+        "svg" => ("image/svg+xml", inline(&name("svg"))),
+        "folded" => ("text/plain; charset=utf-8", inline(&name("folded.txt"))),
+        _ => ("application/octet-stream", attachment(&name("pb.gz"))),
+    };
+    let mut response = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (header::CONTENT_DISPOSITION, disposition)],
+        body,
+    )
+        .into_response();
+    if format == "svg" {
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(crate::seam::download::SVG_CSP),
+        );
+    }
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set("x-prodbg-samples", profile.samples.to_string());
+    set("x-prodbg-ticks", profile.ticks.to_string());
+    set("x-prodbg-requested-hz", frequency.to_string());
+    set("x-prodbg-threads", profile.max_threads.to_string());
+    set("x-prodbg-signalled", profile.signalled.to_string());
+    set("x-prodbg-sampler-cpu-us", profile.sampler_cpu.as_micros().to_string());
+    if let Some(w) = profile.warnings.first() {
+        set("x-prodbg-warning", w.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "));
+    }
+    Ok(response)
+}
+
+impl Probe for Wall {
+    fn spec(&self) -> &'static ProbeSpec {
+        &SPEC
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        let st = WallState {
+            service: self.cx.service_name.clone(),
+            max_seconds: self.cx.limits.max_profile_seconds,
+            fair: self.cx.fair.clone(),
+        };
+        vec![Route::new(&SPEC.routes[0], &self.cx.limits, get(wall_profile).with_state(st))]
+    }
+
+    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+        ready(serde_json::json!({ "profile_running": profile::running() }))
+    }
+
+    /// A short wall profile ([`BUNDLE_SECONDS`], at most the window) as pprof and SVG.
+    fn bundle(&self, window: Duration) -> Vec<BundlePart> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<Vec<u8>, String>>();
+        let service = self.cx.service_name.clone();
+        let fair = self.cx.fair.clone();
+        let pprof = BundlePart::new("wall.pb.gz", async move {
+            let result = async {
+                let _cap = fair.probe(Expensive::WallProfile).map_err(|b| b.to_string())?;
+                let duration = window.min(Duration::from_secs(BUNDLE_SECONDS));
+                let profile = take(duration, DEFAULT_FREQUENCY_HZ, true).await.map_err(|e| e.message)?;
+                blocking("rendering the wall profile", move || {
+                    let svg = profile.svg(&title(&service, &profile)).map_err(|e| e.to_string());
+                    (profile.pprof_gz().map_err(|e| e.to_string()), svg)
+                })
+                .await
+                .map_err(|e| e.message)
+            }
+            .await;
+            match result {
+                Ok((pprof, svg)) => {
+                    let _ = tx.send(svg);
+                    pprof
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.clone()));
+                    Err(e)
+                }
+            }
+        });
+        let svg = BundlePart::new("wall.svg", async move {
+            rx.await.unwrap_or_else(|_| Err("the wall profile part ended without a profile".into()))
+        });
+        vec![pprof, svg]
+    }
+}
+}
