@@ -319,7 +319,8 @@ async fn bad_parameters_are_400s_that_say_what_is_allowed() {
         ("seconds=61", "seconds"),
         ("format=xml", "format"),
         ("symbolize=false&format=svg", "symbolize=false"),
-        ("span=checkout", "unknown parameter"),
+        ("bogus=1", "unknown parameter"),
+        (&format!("span={}", "s".repeat(129)), "span"),
         ("seconds=1&seconds=2", "more than once"),
     ] {
         let (status, body) = get(

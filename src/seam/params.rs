@@ -84,6 +84,23 @@ impl Params {
         }
     }
 
+    #[cfg_attr(not(feature = "cpu"), allow(dead_code))]
+    /// A non-empty text of at most `max_bytes` bytes, or `None` when absent.
+    pub(crate) fn text(&self, key: &str, max_bytes: usize) -> Result<Option<&str>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some("") => Err(ApiError::bad_parameter(format!(
+                "{key}= is empty: give a value of 1 to {max_bytes} bytes"
+            ))),
+            Some(v) if v.len() > max_bytes => Err(ApiError::bad_parameter(format!(
+                "{key}={:?} is {} bytes long; at most {max_bytes}",
+                clip(v),
+                v.len()
+            ))),
+            Some(v) => Ok(Some(v)),
+        }
+    }
+
     #[cfg_attr(
         not(any(
             feature = "cpu",

@@ -28,7 +28,7 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
             summary: |l| {
                 let max = l.max_profile_seconds;
                 format!(
-                "CPU profile: ?seconds=1..{max} ({}) &frequency=1..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &symbolize=true|false (pprof only: false leaves symbolization to go tool pprof or Parca, by mapping path and build id); gzipped profile.proto by default, like Go",
+                "CPU profile: ?seconds=1..{max} ({}) &frequency=1..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &span=NAME (only samples taken inside that tracing span) &symbolize=true|false (pprof only: false leaves symbolization to go tool pprof or Parca, by mapping path and build id); gzipped profile.proto by default, like Go",
                 DEFAULT_SECONDS.min(max)
             )
             },
@@ -55,6 +55,7 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
 
 crate::macros::cfg_feature! {
 "cpu",
+use crate::probes::spans::labels::MAX_LABEL_VALUE_BYTES as MAX_SPAN_PARAM_BYTES;
 mod profile;
 mod sampler;
 #[cfg(test)]
@@ -140,7 +141,7 @@ async fn cpu_profile(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(q.as_deref(), &["seconds", "frequency", "format", "symbolize"])?;
+    let params = Params::parse(q.as_deref(), &["seconds", "frequency", "format", "symbolize", "span"])?;
     let max = st.max_seconds;
     let seconds = params.u64_in("seconds", 1..=max, DEFAULT_SECONDS.min(max))?;
     let frequency = params.u64_in(
@@ -150,6 +151,7 @@ async fn cpu_profile(
     )?;
     let format = params.choice("format", &["pprof", "svg", "folded"], "pprof")?.to_string();
     let symbolize = params.choice("symbolize", &["true", "false"], "true")? == "true";
+    let span = params.text("span", MAX_SPAN_PARAM_BYTES)?.map(str::to_owned);
     if !symbolize && format != "pprof" {
         return Err(ApiError::bad_parameter(
             "symbolize=false is for format=pprof only (its mappings carry path, offsets and build id for off-host symbolization); svg and folded need names",
@@ -161,7 +163,10 @@ async fn cpu_profile(
     };
     let _cap = st.fair.probe(Expensive::CpuProfile)?;
     let started = SystemTime::now();
-    let profile = take(opts, symbolize).await?;
+    let mut profile = take(opts, symbolize).await?;
+    if let Some(span) = &span {
+        profile.retain_span(span);
+    }
     let service = st.service.clone();
     let fmt = format.clone();
     let (profile, body, kept_pprof, render_ms) = blocking("rendering the profile", move || {

@@ -22,7 +22,7 @@
 //! client went away.
 //!
 //! # The sample table
-//! 16384 slots of (hash, count, thread id, depth, name, 64 addresses) ≈ 8.6 MB of address space,
+//! 16384 slots of (hash, count, thread id, depth, name, span labels, 64 addresses) ≈ 9.2 MB of address space,
 //! allocated zeroed at start (untouched pages cost no RSS: a profile with a few hundred
 //! distinct stacks touches a few hundred KB) and freed at stop. A slot is keyed by the
 //! thread and the stack; the handler finds it by open addressing (at most 64 probes), claims
@@ -71,7 +71,7 @@
 //!
 //! # Memory
 //! While sampling: the table's touched pages (well under 1 MB for hundreds of stacks; at most
-//! ~8.6 MB), the unwinder (module list and caches, under 1 MB; unwind sections are read in
+//! ~9.2 MB), the unwinder (module list and caches, under 1 MB; unwind sections are read in
 //! place), a timer per thread and one scanner thread; all of it is freed at stop. Symbolizing
 //! reads the debug info one compilation unit at a time through a mapping whose pages are
 //! dropped as it goes, and keeps nothing (`crate::stack::dwarf`).
@@ -302,6 +302,9 @@ pub(super) struct CpuStack {
     pub thread: String,
     /// Frames, innermost (the running function) first, as every stack in prodbg.
     pub frames: Vec<Frame>,
+    /// The `tracing` span the thread was in (`span`, then chosen fields such as `route`), from
+    /// prodbg's spans layer; empty outside spans or without the layer.
+    pub labels: Vec<(&'static str, &'static str)>,
     /// Number of samples that saw this stack on this thread.
     pub samples: u64,
 }
@@ -358,20 +361,27 @@ impl CpuProfile {
         } else {
             Symbols::default()
         };
-        let mut merged: HashMap<(String, Vec<Frame>), u64> = HashMap::new();
+        type Key = (String, Vec<(&'static str, &'static str)>, Vec<Frame>);
+        let mut merged: HashMap<Key, u64> = HashMap::new();
         for raw in &collected.stacks {
             let thread = match &raw.thread {
                 n if n.is_empty() => format!("thread-{}", raw.tid),
                 n => n.clone(),
             };
             let stack = symbols::sampled_stack(&symbols, &raw.ips, raw.truncated, symbolize);
-            *merged.entry((thread, stack)).or_default() += raw.count;
+            let labels = if raw.labels.is_empty() {
+                Vec::new()
+            } else {
+                raw.labels.resolve().pairs()
+            };
+            *merged.entry((thread, labels, stack)).or_default() += raw.count;
         }
         let mut stacks: Vec<CpuStack> = merged
             .into_iter()
-            .map(|((thread, frames), samples)| CpuStack {
+            .map(|((thread, labels, frames), samples)| CpuStack {
                 thread,
                 frames,
+                labels,
                 samples,
             })
             .collect();
@@ -499,8 +509,8 @@ impl CpuProfile {
     /// Gzipped `profile.proto`: sample types `samples/count` and `cpu/nanoseconds` (count ×
     /// period), period `1e9 / frequency_hz` ns of `cpu`, one mapping per executable segment
     /// (path, file offset, GNU build id), function names, files and lines when symbolized
-    /// (inlined functions as extra lines of their location), and a `thread` label on every
-    /// sample. Location addresses are the interrupted instruction for the leaf and the
+    /// (inlined functions as extra lines of their location), a `thread` label on every
+    /// sample, and `span` (plus chosen fields, e.g. `route`) on samples taken inside a span. Location addresses are the interrupted instruction for the leaf and the
     /// return address minus one (inside the call) for callers, as pprof tools expect.
     pub(super) fn pprof_gz(&self) -> Result<Vec<u8>, CpuError> {
         let t0 = Instant::now();
@@ -525,7 +535,9 @@ impl CpuProfile {
             let locations = pprof_locations(&mut b, &stack.frames, self.symbolized);
             let samples = i64::try_from(stack.samples).unwrap_or(i64::MAX);
             let cpu = samples.saturating_mul(nanos);
-            b.sample(locations, vec![samples, cpu], &[("thread", &stack.thread)]);
+            let mut labels = vec![("thread", stack.thread.as_str())];
+            labels.extend(stack.labels.iter().copied());
+            b.sample(locations, vec![samples, cpu], &labels);
         }
         let start = self
             .start_time
@@ -542,6 +554,12 @@ impl CpuProfile {
             "cpu profile rendered as pprof"
         );
         Ok(out)
+    }
+
+    /// Keeps only the samples taken inside a `tracing` span named `span` (`?span=`).
+    pub(super) fn retain_span(&mut self, span: &str) {
+        self.stacks.retain(|s| s.labels.iter().any(|&(k, v)| k == "span" && v == span));
+        self.samples = self.stacks.iter().map(|s| s.samples).sum();
     }
 
     /// Folded stacks, one `thread;outer;…;leaf count` line per stack: the text inferno,

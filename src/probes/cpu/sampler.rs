@@ -2,6 +2,7 @@
 //! the interrupted thread into a preallocated lock-free table, and the code that arms, disarms
 //! and reads it. The safety argument is in the [parent module's docs](super).
 
+use crate::probes::spans::labels as span_labels;
 use crate::stack::signal_unwinder::SignalUnwinder;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Most frames kept per sample (outermost frames beyond this are cut).
 pub(super) const MAX_DEPTH: usize = 64;
-/// Distinct (thread, stack) pairs the table holds: 16384 × 552 B ≈ 8.6 MB of address space,
+/// Distinct (thread, stack) pairs the table holds: 16384 × 560 B ≈ 9.2 MB of address space,
 /// of which only the touched pages become resident.
 pub(super) const SLOTS: usize = 16384;
 /// Slots tried (open addressing, linear probing) before a sample counts as overflow.
@@ -38,6 +39,8 @@ struct Slot {
     tid: AtomicI32,
     /// Number of addresses in `ips`, plus [`TRUNCATED`].
     depth: AtomicU32,
+    /// The thread's span labels when sampled (`spans::labels` word; 0 = in no span).
+    labels: AtomicU64,
     /// The thread's name when the slot was written (`PR_GET_NAME`, NUL-padded 16 bytes).
     name: [AtomicU64; 2],
     /// Addresses, leaf first: the interrupted instruction, then return addresses.
@@ -45,9 +48,10 @@ struct Slot {
 }
 
 impl Slot {
-    fn matches(&self, tid: i32, depth: u32, ips: &[u64]) -> bool {
+    fn matches(&self, tid: i32, depth: u32, labels: u64, ips: &[u64]) -> bool {
         self.tid.load(Ordering::Relaxed) == tid
             && self.depth.load(Ordering::Relaxed) == depth
+            && self.labels.load(Ordering::Relaxed) == labels
             && self
                 .ips
                 .iter()
@@ -178,13 +182,15 @@ fn record(table: &Table, weight: u64, context: *mut c_void) {
         0
     };
     let tid = current_tid();
+    // The span the thread is in: one atomic load from a static table (async-signal-safe).
+    let labels = span_labels::current_labels_for(tid).to_bits();
     let depth = stack.len() as u32 | truncated;
-    let key = hash(tid, depth, stack) | WRITTEN;
+    let key = hash(tid, depth, labels, stack) | WRITTEN;
     let mut i = (key as usize) % SLOTS;
     for _ in 0..MAX_PROBES {
         let slot = &table.slots[i];
         let k = slot.key.load(Ordering::Acquire);
-        if k == key && slot.matches(tid, depth, stack) {
+        if k == key && slot.matches(tid, depth, labels, stack) {
             slot.count.fetch_add(weight, Ordering::Relaxed);
             return;
         }
@@ -204,6 +210,7 @@ fn record(table: &Table, weight: u64, context: *mut c_void) {
                 cell.store(u64::from_ne_bytes(word), Ordering::Relaxed);
             }
             slot.depth.store(depth, Ordering::Relaxed);
+            slot.labels.store(labels, Ordering::Relaxed);
             for (cell, &ip) in slot.ips.iter().zip(stack) {
                 cell.store(ip as usize, Ordering::Relaxed);
             }
@@ -218,8 +225,8 @@ fn record(table: &Table, weight: u64, context: *mut c_void) {
     table.overflow.fetch_add(weight, Ordering::Relaxed);
 }
 
-/// FNV-1a over the thread id, depth and addresses.
-fn hash(tid: i32, depth: u32, ips: &[u64]) -> u64 {
+/// FNV-1a over the thread id, depth, span labels and addresses.
+fn hash(tid: i32, depth: u32, labels: u64, ips: &[u64]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut mix = |v: u64| {
         h ^= v;
@@ -227,6 +234,7 @@ fn hash(tid: i32, depth: u32, ips: &[u64]) -> u64 {
     };
     mix(tid as u32 as u64);
     mix(u64::from(depth));
+    mix(labels);
     for &ip in ips {
         mix(ip);
     }
@@ -345,6 +353,8 @@ pub(super) struct RawStack {
     pub ips: Vec<u64>,
     /// Whether the unwind stopped before the thread's outermost frame.
     pub truncated: bool,
+    /// The thread's span labels when sampled.
+    pub labels: span_labels::Labels,
     pub count: u64,
 }
 
@@ -618,6 +628,7 @@ impl Sampler {
                     .map(|ip| ip.load(Ordering::Relaxed) as u64)
                     .collect(),
                 truncated: depth & TRUNCATED != 0,
+                labels: span_labels::Labels::from_bits(slot.labels.load(Ordering::Relaxed)),
                 count: slot.count.load(Ordering::Relaxed),
             });
         }

@@ -3,8 +3,8 @@
 //! `route` and `http.route`), readable from a signal handler.
 //!
 //! The layer writes one packed `u64` per thread on every span enter and exit (one relaxed
-//! atomic store; nothing else happens when no profile runs). Nothing reads it yet: the CPU and
-//! wall-clock profilers are to use it like this —
+//! atomic store; nothing else happens when no profile runs). The CPU and wall-clock profilers
+//! read it —
 //!
 //! * in the `SIGPROF` handler (or a wall-clock sampler, for each thread it samples):
 //!   `let word = labels::current_labels_for(tid).to_bits();` and store the `u64` with the
@@ -18,7 +18,7 @@
 //! [`MAX_LABEL_VALUE_BYTES`] bytes; past them, [`OTHER`]), so a word stored at any time can be
 //! resolved later. At most [`MAX_LABELLED_THREADS`] threads carry labels at once.
 
-// The readers are for the profilers, which are not wired yet; the tests use them.
+// Some readers are used only by the profilers (features `cpu`, `wall`) and the tests.
 #![cfg_attr(not(test), allow(dead_code))]
 #![allow(unused_imports)]
 

@@ -29,7 +29,7 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
         summary: |l| {
             let max = l.max_profile_seconds;
             format!(
-                "wall-clock profile of every thread, running or not, each sample labelled with the thread's state (running, runnable, futex, io, sleeping, stopped, other): ?seconds=1..{max} ({}) &frequency={MIN_FREQUENCY_HZ}..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &symbolize=true|false (pprof only); the SVG's root frames are the states",
+                "wall-clock profile of every thread, running or not, each sample labelled with the thread's state (running, runnable, futex, io, sleeping, stopped, other): ?seconds=1..{max} ({}) &frequency={MIN_FREQUENCY_HZ}..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &span=NAME (only samples taken inside that tracing span) &symbolize=true|false (pprof only); the SVG's root frames are the states",
                 DEFAULT_SECONDS.min(max)
             )
         },
@@ -39,6 +39,7 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
 
 crate::macros::cfg_feature! {
 "wall",
+use crate::probes::spans::labels::MAX_LABEL_VALUE_BYTES as MAX_SPAN_PARAM_BYTES;
 /// Length of the bundle's wall profile, at most the bundle's window.
 const BUNDLE_SECONDS: u64 = 2;
 mod profile;
@@ -110,7 +111,7 @@ fn title(service: &str, p: &WallProfile) -> String {
 }
 
 async fn wall_profile(State(st): State<WallState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let params = Params::parse(q.as_deref(), &["seconds", "frequency", "format", "symbolize"])?;
+    let params = Params::parse(q.as_deref(), &["seconds", "frequency", "format", "symbolize", "span"])?;
     let max = st.max_seconds;
     let seconds = params.u64_in("seconds", 1..=max, DEFAULT_SECONDS.min(max))?;
     let frequency = params.u64_in(
@@ -120,6 +121,7 @@ async fn wall_profile(State(st): State<WallState>, RawQuery(q): RawQuery) -> Res
     )?;
     let format = params.choice("format", &["pprof", "svg", "folded"], "pprof")?.to_string();
     let symbolize = params.choice("symbolize", &["true", "false"], "true")? == "true";
+    let span = params.text("span", MAX_SPAN_PARAM_BYTES)?.map(str::to_owned);
     if !symbolize && format != "pprof" {
         return Err(ApiError::bad_parameter(
             "symbolize=false is for format=pprof only (its mappings carry path, offsets and build id for off-host symbolization); svg and folded need names",
@@ -127,7 +129,10 @@ async fn wall_profile(State(st): State<WallState>, RawQuery(q): RawQuery) -> Res
     }
     let _cap = st.fair.probe(Expensive::WallProfile)?;
     let started = SystemTime::now();
-    let profile = take(Duration::from_secs(seconds), frequency as u32, symbolize).await?;
+    let mut profile = take(Duration::from_secs(seconds), frequency as u32, symbolize).await?;
+    if let Some(span) = &span {
+        profile.retain_span(span);
+    }
     let service = st.service.clone();
     let fmt = format.clone();
     let (profile, body, render_ms) = blocking("rendering the wall profile", move || {

@@ -384,6 +384,13 @@ impl WallProfile {
         Ok(pb::encode_gz(&profile))
     }
 
+    /// Keeps only the samples taken inside a `tracing` span named `span` (`?span=`).
+    pub(crate) fn retain_span(&mut self, span: &str) {
+        self.stacks
+            .retain(|s| s.labels.iter().any(|(k, v)| *k == "span" && v == span));
+        self.samples = self.stacks.iter().map(|s| s.samples).sum();
+    }
+
     /// Folded stacks, `[state];outer;…;leaf count` per line.
     pub(crate) fn folded(&self) -> String {
         flamegraph::folded_text(&self.folded_stacks())

@@ -2,6 +2,7 @@
 //! requested rate and, at every tick, records one sample of every other thread of the process,
 //! whatever it is doing. See the [parent module's docs](super) for the method and its bounds.
 
+use crate::probes::spans::labels as span_labels;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read as _;
@@ -440,9 +441,15 @@ impl Ticker {
         t.place = place.filter(|_| matches!(stack, Stack::Frames { .. }));
         t.letter = letter;
         t.sched = after;
+        let mut labels: Labels = vec![("thread", t.name.clone())];
+        // The span the thread is in now, from prodbg's spans layer (a plain read of its slot).
+        let span = span_labels::current_labels_for(tid as i32);
+        if !span.is_empty() {
+            labels.extend(span.resolve().pairs().into_iter().map(|(k, v)| (k, v.to_owned())));
+        }
         let key = SampleKey {
             state,
-            labels: vec![("thread", t.name.clone())],
+            labels,
             stack,
         };
         let entry = self.entry(key);
