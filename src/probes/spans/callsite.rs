@@ -83,16 +83,17 @@ impl Callsites {
         }
     }
 
-    /// The facts of a callsite, unpacked and packed.
+    /// The facts of a callsite, packed (see [`Info::pack`]; [`unpack`] gives them back).
+    /// Handing back the one word, not the unpacked struct, keeps the hot path from storing
+    /// the struct in halves and reloading it whole (a store-forwarding stall).
     #[inline]
-    pub(crate) fn get(&self, meta: &'static Metadata<'static>) -> (Info, u64) {
+    pub(crate) fn get(&self, meta: &'static Metadata<'static>) -> u64 {
         let key = meta as *const Metadata<'static> as usize;
         let mut i = home(key);
         for _ in 0..PROBES {
             let k = self.keys[i].load(Ordering::Acquire);
             if k == key {
-                let w = self.vals[i].load(Ordering::Relaxed);
-                return (Info::unpack(w), w);
+                return self.vals[i].load(Ordering::Relaxed);
             }
             if k == 0 {
                 break;
@@ -103,9 +104,8 @@ impl Callsites {
     }
 
     #[cold]
-    fn insert(&self, meta: &'static Metadata<'static>, key: usize) -> (Info, u64) {
-        let info = self.compute(meta);
-        let info = (info, info.pack());
+    fn insert(&self, meta: &'static Metadata<'static>, key: usize) -> u64 {
+        let info = self.compute(meta).pack();
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let mut i = home(key);
         for _ in 0..PROBES {
@@ -114,7 +114,7 @@ impl Callsites {
                 return info;
             }
             if k == 0 {
-                self.vals[i].store(info.1, Ordering::Relaxed);
+                self.vals[i].store(info, Ordering::Relaxed);
                 self.keys[i].store(key, Ordering::Release);
                 drop(stats);
                 return info;

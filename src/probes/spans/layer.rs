@@ -249,7 +249,7 @@ impl<S: Subscriber> Layer<S> for SpansLayer {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: Context<'_, S>) {
         let sh = &*self.shared;
         let meta = attrs.metadata();
-        let (info, packed) = sh.callsites.get(meta);
+        let packed = sh.callsites.get(meta);
         let top = thread::top_id();
         let parent = match attrs.parent() {
             Some(p) => p.into_u64(),
@@ -258,14 +258,15 @@ impl<S: Subscriber> Layer<S> for SpansLayer {
         };
         let start = if sh.timing { clock::now() } else { 0 };
         let (keep, cap) = (sh.keep_fields, sh.max_field_bytes);
-        let visit = if keep {
-            !attrs.fields().is_empty()
-        } else {
-            info.special.any()
-        };
         let mut truncated = 0;
         sh.table
             .insert(id.into_u64(), meta, packed, parent, start, |buf| {
+                let info = super::callsite::unpack(packed);
+                let visit = if keep {
+                    !attrs.fields().is_empty()
+                } else {
+                    info.special.any()
+                };
                 if !visit {
                     return (Labels::pack(info.name_id, [0, 0]), 0);
                 }

@@ -5,6 +5,7 @@
 //! process, so a profile taken at any time can still turn an id into its string. Both tables
 //! are bounded; past the bound a name or value gets the id of [`OTHER`].
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -140,6 +141,78 @@ pub(crate) fn name_id(name: &'static str) -> u16 {
 /// known already (the common case: one hash and one compare).
 pub(crate) fn value_id(field: &'static str, value: &str) -> u16 {
     let value = truncate(value, MAX_LABEL_VALUE_BYTES);
+    if let Some(id) = recent_get(field, value) {
+        return id;
+    }
+    let id = value_id_slow(field, value);
+    if id != ID_OTHER {
+        if let Some(v) = VALUES[id as usize].get() {
+            recent_put(field, v, id);
+        }
+    }
+    id
+}
+
+/// Pairs this thread interned last: a hit costs a pointer and a byte compare instead of a
+/// hash and an index probe. Only ids of pairs in the table are kept (never [`ID_OTHER`]), and
+/// a table entry never changes, so a hit is always the table's answer.
+#[derive(Clone, Copy)]
+struct Recent {
+    field: *const u8,
+    field_len: usize,
+    value: &'static str,
+    id: u16,
+}
+
+const RECENT_WAYS: usize = 4;
+
+const RECENT_NONE: Recent = Recent {
+    field: std::ptr::null(),
+    field_len: 0,
+    value: "",
+    id: ID_NONE,
+};
+
+thread_local! {
+    static RECENT: [Cell<Recent>; RECENT_WAYS] = const { [const { Cell::new(RECENT_NONE) }; RECENT_WAYS] };
+    static RECENT_NEXT: Cell<u8> = const { Cell::new(0) };
+}
+
+#[inline]
+fn recent_get(field: &'static str, value: &str) -> Option<u16> {
+    RECENT
+        .try_with(|r| {
+            r.iter().find_map(|e| {
+                let e = e.get();
+                (e.field == field.as_ptr()
+                    && e.field_len == field.len()
+                    && e.value.as_bytes() == value.as_bytes())
+                .then_some(e.id)
+            })
+        })
+        .ok()
+        .flatten()
+}
+
+fn recent_put(field: &'static str, value: &'static str, id: u16) {
+    let i = RECENT_NEXT
+        .try_with(|n| {
+            let i = n.get() as usize % RECENT_WAYS;
+            n.set((i + 1) as u8);
+            i
+        })
+        .unwrap_or(0);
+    let _ = RECENT.try_with(|r| {
+        r[i].set(Recent {
+            field: field.as_ptr(),
+            field_len: field.len(),
+            value,
+            id,
+        })
+    });
+}
+
+fn value_id_slow(field: &'static str, value: &str) -> u16 {
     let hash = hash_bytes(hash_bytes(0, field.as_bytes()), value.as_bytes());
     let eq = |id: u16| {
         VALUES[id as usize].get() == Some(value)
