@@ -56,13 +56,27 @@ impl DerefMut for FieldGuard<'_> {
 }
 
 impl Drop for FieldGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.0.locked.store(false, Ordering::Release);
     }
 }
 
 impl FieldCell {
+    #[inline]
     fn lock(&self) -> FieldGuard<'_> {
+        if self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_slow();
+        }
+        FieldGuard(self)
+    }
+
+    #[cold]
+    fn lock_slow(&self) {
         let mut spins = 0u32;
         while self
             .locked
@@ -76,7 +90,6 @@ impl FieldCell {
                 std::thread::yield_now();
             }
         }
-        FieldGuard(self)
     }
 }
 
@@ -111,20 +124,24 @@ impl Slot {
         }
     }
 
+    #[inline]
     pub(crate) fn lock(&self) -> FieldGuard<'_> {
         self.fields.lock()
     }
 
+    #[inline]
     pub(crate) fn set_flag(&self, f: u32) {
         self.flags.fetch_or(f, Ordering::Relaxed);
     }
 
+    #[inline]
     pub(crate) fn meta(&self) -> Option<&'static Metadata<'static>> {
         let p = self.meta.load(Ordering::Relaxed) as *const Metadata<'static>;
         // SAFETY: only ever stored from a `&'static Metadata<'static>`, or null.
         unsafe { p.as_ref() }
     }
 
+    #[inline]
     pub(crate) fn info(&self) -> Info {
         super::callsite::unpack(self.info.load(Ordering::Relaxed))
     }
@@ -145,6 +162,7 @@ impl Slot {
         self.thread.store(t & !1, Ordering::Relaxed);
     }
 
+    #[inline]
     fn last_thread(&self) -> (i32, u32) {
         let t = self.thread.load(Ordering::Relaxed);
         ((t >> 32) as u32 as i32, (t & 1) as u32)
