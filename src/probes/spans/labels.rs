@@ -1,6 +1,7 @@
 //! Span labels for the profilers: per thread, the innermost entered span's name and up to two
 //! chosen field values ([`Options::label_fields`](super::Options::label_fields), default
-//! `route` and `http.route`), readable from a signal handler.
+//! `route` and `http.route`; a span without one inherits the enclosing entered span's value),
+//! readable from a signal handler.
 //!
 //! The layer writes one packed `u64` per thread on every span enter and exit (one relaxed
 //! atomic store; nothing else happens when no profile runs). The CPU and wall-clock profilers

@@ -137,15 +137,17 @@ pub(crate) fn shard() -> usize {
 }
 
 /// Pushes an entered span and puts its labels in the thread's slot. A span without labels of
-/// its own (`word == 0`: not tracked) keeps the enclosing span's labels.
+/// its own (`word == 0`: not tracked) keeps the enclosing span's labels; a span that lacks a
+/// chosen field inherits the enclosing span's value for it (as Go's `pprof.Do` labels nest), so
+/// a `db` span inside a `request{route}` span still carries the route.
 #[inline]
 pub(crate) fn push(id: u64, slot: u32, word: u64) {
     with(|l| {
         let d = l.depth.get() as usize;
-        let word = if word == 0 && d > 0 {
-            l.stack[(d - 1).min(STACK_DEPTH - 1)].get().word
-        } else {
+        let word = if d == 0 {
             word
+        } else {
+            inherit(word, l.stack[(d - 1).min(STACK_DEPTH - 1)].get().word)
         };
         if d < STACK_DEPTH {
             l.stack[d].set(Frame { id, slot, word });
@@ -153,6 +155,19 @@ pub(crate) fn push(id: u64, slot: u32, word: u64) {
         l.depth.set(d as u32 + 1);
         labels::write(l.label_slot.get(), word);
     });
+}
+
+/// `word` with each absent part (span name, field value) taken from `outer`.
+#[inline]
+fn inherit(word: u64, outer: u64) -> u64 {
+    const PARTS: [u64; 3] = [0xFFFF, 0xFFFF << 16, 0xFFFF << 32];
+    let mut w = word;
+    for m in PARTS {
+        if w & m == 0 {
+            w |= outer & m;
+        }
+    }
+    w
 }
 
 /// What [`pop`] found.
@@ -224,14 +239,19 @@ pub(crate) fn top() -> Option<(u64, u32)> {
 }
 
 /// Replaces the label word of every frame of span `id` on this thread (after `span.record`
-/// changed a chosen field), and the slot if it is innermost.
+/// changed a chosen field), and the slot if it is innermost. Frames entered inside it keep the
+/// value they inherited when they were entered.
 pub(crate) fn relabel(id: u64, word: u64) {
     let _ = with(|l| {
         let d = (l.depth.get() as usize).min(STACK_DEPTH);
         for i in 0..d {
             let mut f = l.stack[i].get();
             if f.id == id {
-                f.word = word;
+                f.word = if i == 0 {
+                    word
+                } else {
+                    inherit(word, l.stack[i - 1].get().word)
+                };
                 l.stack[i].set(f);
             }
         }

@@ -23,9 +23,16 @@ fn slot_shows_the_innermost_span_and_clears_on_exit() {
             let _inner = tracing::info_span!("db_query", table = "users").entered();
             let l = current_labels_for(tid()).resolve();
             assert_eq!(l.span, Some("db_query"));
-            assert!(
-                l.fields.is_empty(),
-                "the inner span has no route of its own"
+            assert_eq!(
+                l.pairs(),
+                [("span", "db_query"), ("route", "/users/:id")],
+                "the inner span has no route of its own: it inherits the outer one"
+            );
+            let _own = tracing::info_span!("proxy", route = "/upstream").entered();
+            assert_eq!(
+                current_labels().resolve().pairs(),
+                [("span", "proxy"), ("route", "/upstream")],
+                "a span's own value wins"
             );
         }
         assert_eq!(current_labels().resolve().span, Some("outer"));
