@@ -12,6 +12,8 @@ mod health;
 pub(crate) mod heap;
 pub(crate) mod log_level;
 mod memory;
+#[cfg(any(feature = "cpu", feature = "wall"))]
+mod one_at_a_time;
 mod overrides;
 pub(crate) mod pools;
 mod process;

@@ -4,7 +4,8 @@
 
 use std::time::SystemTime;
 
-use axum::http::HeaderValue;
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 
 /// The `Content-Security-Policy` of an inferno SVG served as a document (a frame of the
 /// console, or opened directly): its own inline script (search, zoom) and style may run,
@@ -47,6 +48,45 @@ pub(crate) fn attachment(name: &str) -> HeaderValue {
 /// `Content-Disposition: inline; filename="…"` (shown by a browser, saved by `curl -OJ`).
 pub(crate) fn inline(name: &str) -> HeaderValue {
     disposition("inline", name)
+}
+
+/// A profile's response in `format` (`svg`, `folded`, else gzipped pprof): its content type, a
+/// disposition named `name(ext)`, the SVG's [`SVG_CSP`], and the `x-prodbg-*` figures in
+/// `figures` (a value that is not header-safe has its non-ASCII and control characters blanked).
+#[cfg_attr(not(any(feature = "cpu", feature = "wall")), allow(dead_code))]
+pub(crate) fn profile_response(
+    format: &str,
+    name: impl Fn(&str) -> String,
+    body: Vec<u8>,
+    figures: &[(&'static str, String)],
+) -> Response {
+    let (content_type, disposition) = match format {
+        "svg" => ("image/svg+xml", inline(&name("svg"))),
+        "folded" => ("text/plain; charset=utf-8", inline(&name("folded.txt"))),
+        _ => ("application/octet-stream", attachment(&name("pb.gz"))),
+    };
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if format == "svg" {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SVG_CSP),
+        );
+    }
+    for (name, value) in figures {
+        let clean = value.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " ");
+        if let Ok(v) = HeaderValue::from_str(&clean) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+    response
 }
 
 fn disposition(kind: &str, name: &str) -> HeaderValue {

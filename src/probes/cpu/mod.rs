@@ -67,11 +67,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::seam::download::{attachment, file_name, inline};
+use crate::seam::download::{file_name, profile_response};
 use crate::seam::fair::{Expensive, FairShare};
 use crate::seam::{
     blocking, ready, ApiError, BoxFuture, BundlePart, Caller, Params, Probe, ProbeContext,
@@ -202,36 +202,14 @@ async fn cpu_profile(
         format = %format, render_ms,
         "CPU profile taken"
     );
-    let (content_type, disposition) = match format.as_str() {
-        "svg" => ("image/svg+xml", inline(&name("svg"))),
-        "folded" => ("text/plain; charset=utf-8", inline(&name("folded.txt"))),
-        _ => ("application/octet-stream", attachment(&name("pb.gz"))),
-    };
-    let mut response = (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (header::CONTENT_DISPOSITION, disposition)],
-        body,
-    )
-        .into_response();
-    if format == "svg" {
-        response.headers_mut().insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(crate::seam::download::SVG_CSP),
-        );
-    }
-    let headers = response.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    };
-    set("x-prodbg-samples", profile.samples.to_string());
-    set("x-prodbg-requested-hz", frequency.to_string());
-    set("x-prodbg-effective-sample-rate", format!("{:.1}", profile.effective_rate_hz));
-    set("x-prodbg-truncated-samples", profile.truncated.to_string());
-    if let Some(w) = profile.warnings.first() {
-        set("x-prodbg-warning", w.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "));
-    }
-    Ok(response)
+    let mut figures = vec![
+        ("x-prodbg-samples", profile.samples.to_string()),
+        ("x-prodbg-requested-hz", frequency.to_string()),
+        ("x-prodbg-effective-sample-rate", format!("{:.1}", profile.effective_rate_hz)),
+        ("x-prodbg-truncated-samples", profile.truncated.to_string()),
+    ];
+    figures.extend(profile.warnings.first().map(|w| ("x-prodbg-warning", w.clone())));
+    Ok(profile_response(&format, name, body, &figures))
 }
 
 /// `GET /debug/pprof/symbol`: tells `go tool pprof` that symbols are served here.

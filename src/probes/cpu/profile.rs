@@ -78,10 +78,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::encode::{flamegraph, pprof as pb};
+use crate::probes::one_at_a_time::{Held, OneAtATime};
 use crate::stack::modules::ModuleSet;
 use crate::stack::offline::{pprof_locations, pprof_mappings, PprofMapping};
 use crate::stack::symbolize::{self as symbols, Symbols};
@@ -146,37 +146,21 @@ impl fmt::Display for CpuError {
 
 impl std::error::Error for CpuError {}
 
-/// End of the running profile's requested duration; `Some` while a profile runs.
-static ACTIVE: Mutex<Option<Instant>> = Mutex::new(None);
+/// Held while a profile runs, until the end of its requested duration.
+static ACTIVE: OneAtATime = OneAtATime::new();
 
 /// Whether a CPU profile is running in this process now.
 pub(super) fn running() -> bool {
+    ACTIVE.running()
+}
+
+/// The process-wide "busy" flag, held; cleared on drop.
+type Busy = Held;
+
+fn acquire(duration: Duration) -> Result<Busy, CpuError> {
     ACTIVE
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .is_some()
-}
-
-/// Holds the process-wide "busy" flag; clears it on drop.
-#[derive(Debug)]
-struct Busy;
-
-impl Busy {
-    fn acquire(duration: Duration) -> Result<Self, CpuError> {
-        let mut active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(deadline) = *active {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            return Err(CpuError::Busy { remaining });
-        }
-        *active = Some(Instant::now() + duration);
-        Ok(Busy)
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        *ACTIVE.lock().unwrap_or_else(PoisonError::into_inner) = None;
-    }
+        .acquire(duration)
+        .map_err(|remaining| CpuError::Busy { remaining })
 }
 
 /// Starts sampling every thread of the process.
@@ -191,7 +175,7 @@ pub(super) fn start(opts: CpuProfileOptions) -> Result<RunningProfile, CpuError>
             opts.frequency_hz
         )));
     }
-    let busy = Busy::acquire(opts.duration)?;
+    let busy = acquire(opts.duration)?;
     let cpu_start = process_cpu_time();
     let start_time = SystemTime::now();
     let started = Instant::now();

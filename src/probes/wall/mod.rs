@@ -54,11 +54,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderName, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 
-use crate::seam::download::{attachment, file_name, inline};
+use crate::seam::download::{file_name, profile_response};
 use crate::seam::fair::{Expensive, FairShare};
 use crate::seam::{blocking, ready, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, Route};
 
@@ -154,38 +153,16 @@ async fn wall_profile(State(st): State<WallState>, RawQuery(q): RawQuery) -> Res
         "wall profile taken"
     );
     let name = |ext: &str| file_name(&st.service, "wall", started, ext);
-    let (content_type, disposition) = match format.as_str() {
-        "svg" => ("image/svg+xml", inline(&name("svg"))),
-        "folded" => ("text/plain; charset=utf-8", inline(&name("folded.txt"))),
-        _ => ("application/octet-stream", attachment(&name("pb.gz"))),
-    };
-    let mut response = (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (header::CONTENT_DISPOSITION, disposition)],
-        body,
-    )
-        .into_response();
-    if format == "svg" {
-        response.headers_mut().insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(crate::seam::download::SVG_CSP),
-        );
-    }
-    let headers = response.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    };
-    set("x-prodbg-samples", profile.samples.to_string());
-    set("x-prodbg-ticks", profile.ticks.to_string());
-    set("x-prodbg-requested-hz", frequency.to_string());
-    set("x-prodbg-threads", profile.max_threads.to_string());
-    set("x-prodbg-signalled", profile.signalled.to_string());
-    set("x-prodbg-sampler-cpu-us", profile.sampler_cpu.as_micros().to_string());
-    if let Some(w) = profile.warnings.first() {
-        set("x-prodbg-warning", w.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "));
-    }
-    Ok(response)
+    let mut figures = vec![
+        ("x-prodbg-samples", profile.samples.to_string()),
+        ("x-prodbg-ticks", profile.ticks.to_string()),
+        ("x-prodbg-requested-hz", frequency.to_string()),
+        ("x-prodbg-threads", profile.max_threads.to_string()),
+        ("x-prodbg-signalled", profile.signalled.to_string()),
+        ("x-prodbg-sampler-cpu-us", profile.sampler_cpu.as_micros().to_string()),
+    ];
+    figures.extend(profile.warnings.first().map(|w| ("x-prodbg-warning", w.clone())));
+    Ok(profile_response(&format, name, body, &figures))
 }
 
 impl Probe for Wall {

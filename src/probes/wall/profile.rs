@@ -39,10 +39,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::encode::{flamegraph, pprof as pb};
+use crate::probes::one_at_a_time::{Held, OneAtATime};
 use crate::stack::modules::ModuleSet;
 use crate::stack::offline::{pprof_locations, pprof_mappings, PprofMapping};
 use crate::stack::symbolize::{self as symbols, Symbols};
@@ -79,34 +79,21 @@ impl fmt::Display for WallError {
 
 impl std::error::Error for WallError {}
 
-/// End of the running profile's requested duration; `Some` while a profile runs.
-static ACTIVE: Mutex<Option<Instant>> = Mutex::new(None);
+/// Held while a profile runs, until the end of its requested duration.
+static ACTIVE: OneAtATime = OneAtATime::new();
 
 /// Whether a wall profile is running in this process now.
 pub(crate) fn running() -> bool {
-    ACTIVE.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    ACTIVE.running()
 }
 
-/// Holds the process-wide "busy" flag; clears it on drop.
-#[derive(Debug)]
-struct Busy;
+/// The process-wide "busy" flag, held; cleared on drop.
+type Busy = Held;
 
-impl Busy {
-    fn acquire(duration: Duration) -> Result<Busy, WallError> {
-        let mut active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(deadline) = *active {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            return Err(WallError::Busy { remaining });
-        }
-        *active = Some(Instant::now() + duration);
-        Ok(Busy)
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        *ACTIVE.lock().unwrap_or_else(PoisonError::into_inner) = None;
-    }
+fn acquire(duration: Duration) -> Result<Busy, WallError> {
+    ACTIVE
+        .acquire(duration)
+        .map_err(|remaining| WallError::Busy { remaining })
 }
 
 /// Starts sampling every thread at `frequency_hz` for (about) `duration`; the caller sleeps
@@ -117,7 +104,7 @@ pub(crate) fn start(duration: Duration, frequency_hz: u32) -> Result<RunningWall
             "frequency must be {MIN_FREQUENCY_HZ}..={MAX_FREQUENCY_HZ} Hz, got {frequency_hz}"
         )));
     }
-    let busy = Busy::acquire(duration)?;
+    let busy = acquire(duration)?;
     let start_time = SystemTime::now();
     let started = Instant::now();
     let sampler = sampler::Sampler::start(frequency_hz).map_err(WallError::Start)?;
