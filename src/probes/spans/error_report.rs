@@ -1,11 +1,15 @@
 //! What `/debug/errors` shows.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use serde::Serialize;
+use tracing::Level;
+use tracing_subscriber::filter::LevelFilter;
 
 use super::fields::{decode, Fields};
+use super::shared::Shared;
 use super::span_report::ThreadRef;
 use crate::encode::time::rfc3339;
 
@@ -123,7 +127,28 @@ impl fmt::Display for ErrorReport {
     }
 }
 
-pub(crate) fn report(shared: &super::layer::Shared) -> ErrorReport {
+/// Counts per level; a level that this layer's filter, or every filter of the subscriber
+/// (`LevelFilter::current()`), keeps out is `None`.
+pub(crate) fn event_counts(sh: &Shared) -> LogEventCounts {
+    let max = sh.max_event.min(LevelFilter::current());
+    let levels = [
+        Level::ERROR,
+        Level::WARN,
+        Level::INFO,
+        Level::DEBUG,
+        Level::TRACE,
+    ];
+    let c = |i: usize| (max >= levels[i]).then(|| sh.levels[i].load(Ordering::Relaxed));
+    LogEventCounts {
+        error: c(0),
+        warn: c(1),
+        info: c(2),
+        debug: c(3),
+        trace: c(4),
+    }
+}
+
+pub(crate) fn report(shared: &Shared) -> ErrorReport {
     let taken_at = SystemTime::now();
     let mut groups = Vec::new();
     let (mut groups_total, mut max_groups, mut evicted_total) = (0, 0, 0);
@@ -178,7 +203,7 @@ pub(crate) fn report(shared: &super::layer::Shared) -> ErrorReport {
         groups_total,
         max_groups,
         evicted_total,
-        events_total: shared.event_counts(),
+        events_total: event_counts(shared),
         groups,
     }
 }

@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -14,13 +13,12 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::callsite::{Callsites, NO_STAT};
 use super::error_groups::{ErrorGroups, Recent};
-use super::error_report::{ErrorReport, LogEventCounts};
 use super::fields::{Recorder, Special};
-use super::labels::{self, LabelTableStats, Labels};
+use super::handle::SpansHandle;
+use super::labels::Labels;
 use super::latency::{Latency, Slow};
 use super::options::Options;
-use super::options::RedactFn;
-use super::span_report::{InFlightReport, LatencyReport};
+use super::shared::{level_index, Shared};
 use super::table::{Table, FLAG_ERROR, FLAG_TRUNCATED};
 use super::{clock, thread};
 
@@ -36,14 +34,6 @@ use super::{clock, thread};
 /// ancestors) as failed.
 #[derive(Debug, Clone)]
 pub struct SpansLayer {
-    shared: Arc<Shared>,
-}
-
-/// What the admin server reads the layer through: hand it to
-/// [`AdminBuilder::spans`](crate::AdminBuilder::spans). Cheap to clone; clones read the same
-/// layer.
-#[derive(Debug, Clone)]
-pub struct SpansHandle {
     shared: Arc<Shared>,
 }
 
@@ -169,79 +159,8 @@ impl SpansLayer {
             SpansLayer {
                 shared: shared.clone(),
             },
-            SpansHandle { shared },
+            SpansHandle::new(shared),
         )
-    }
-}
-
-pub(crate) struct Shared {
-    pub(crate) callsites: Callsites,
-    pub(crate) table: Table,
-    pub(crate) latency: Option<Latency>,
-    pub(crate) errors: Option<ErrorGroups>,
-    pub(crate) redact: Option<RedactFn>,
-    pub(crate) max_spans: usize,
-    pub(crate) max_field_bytes: usize,
-    pub(crate) max_span_names: usize,
-    keep_fields: bool,
-    timing: bool,
-    in_flight: bool,
-    truncated: AtomicU64,
-    pub(crate) untracked_name_closes: AtomicU64,
-    levels: [AtomicU64; 5],
-    /// The most verbose level this layer's own filter lets events through at.
-    max_event: LevelFilter,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("max_spans", &self.max_spans)
-            .field("max_field_bytes", &self.max_field_bytes)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    pub(crate) fn truncated(&self) -> u64 {
-        self.truncated.load(Ordering::Relaxed)
-    }
-
-    fn count_truncated(&self, n: u32) {
-        if n > 0 {
-            self.truncated.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Counts per level; a level that this layer's filter, or every filter of the subscriber
-    /// (`LevelFilter::current()`), keeps out is `None`.
-    pub(crate) fn event_counts(&self) -> LogEventCounts {
-        let max = self.max_event.min(LevelFilter::current());
-        let levels = [
-            Level::ERROR,
-            Level::WARN,
-            Level::INFO,
-            Level::DEBUG,
-            Level::TRACE,
-        ];
-        let c = |i: usize| (max >= levels[i]).then(|| self.levels[i].load(Ordering::Relaxed));
-        LogEventCounts {
-            error: c(0),
-            warn: c(1),
-            info: c(2),
-            debug: c(3),
-            trace: c(4),
-        }
-    }
-}
-
-fn level_index(l: &Level) -> usize {
-    match *l {
-        Level::ERROR => 0,
-        Level::WARN => 1,
-        Level::INFO => 2,
-        Level::DEBUG => 3,
-        _ => 4,
     }
 }
 
@@ -421,137 +340,5 @@ impl<S: Subscriber> Layer<S> for SpansLayer {
                 tid: thread::tid(),
             },
         );
-    }
-}
-
-/// The layer's counters, as plain numbers for `/metrics`.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Counters {
-    /// `prodbg_log_events_total{level}`: events seen per level (count; `null` = level filtered out).
-    pub(crate) log_events_total: LogEventCounts,
-    /// `prodbg_error_groups`: error groups held now (count).
-    pub(crate) error_groups: usize,
-    /// Error groups evicted since start (count).
-    pub(crate) error_groups_evicted_total: u64,
-    /// Spans tracked now (count).
-    pub(crate) spans_tracked: u64,
-    /// Spans not tracked because of the cap, since start (count).
-    pub(crate) spans_dropped_total: u64,
-    /// Field values cut or left out for the byte caps, since start (count).
-    pub(crate) fields_truncated_total: u64,
-    /// Closed spans whose name had no latency slot, since start (count).
-    pub(crate) untracked_name_closes_total: u64,
-    /// Callsites past the callsite cache (their facts are recomputed per span) (count).
-    pub(crate) uncached_callsites_total: u64,
-    /// The process-wide label tables.
-    pub(crate) labels: LabelTableStats,
-}
-
-/// The console's few figures, cheap to take: no field is decoded.
-#[derive(Debug, Clone)]
-pub(crate) struct Glance {
-    /// Spans tracked now (count).
-    pub(crate) in_flight: usize,
-    /// Age of the oldest, in milliseconds; `None` when none is open.
-    pub(crate) oldest_ms: Option<f64>,
-    /// Spans open for at least the `slow_ms` asked for (count).
-    pub(crate) slow: usize,
-    /// Spans not tracked because of the cap, since start (count).
-    pub(crate) dropped_spans_total: u64,
-    /// Error groups held now (count).
-    pub(crate) error_groups: usize,
-    /// `ERROR` events in the last minute, over all groups (count).
-    pub(crate) errors_last_minute: u64,
-    /// `WARN` events in the last minute, over all groups (count).
-    pub(crate) warnings_last_minute: u64,
-}
-
-/// `/debug/spans`: the in-flight spans and the latency summary, together.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct SpansReport {
-    /// Spans open now.
-    pub(crate) in_flight: InFlightReport,
-    /// Latency of recently closed spans.
-    pub(crate) latency: LatencyReport,
-}
-
-impl SpansHandle {
-    /// Spans open now at least `min_age_ms` milliseconds old, oldest first.
-    pub(crate) fn in_flight(&self, min_age_ms: u64) -> InFlightReport {
-        super::span_report::in_flight(&self.shared, min_age_ms)
-    }
-
-    /// Latency per span name over the last [`WINDOW_MINUTES`](super::span_report::WINDOW_MINUTES).
-    pub(crate) fn latency(&self) -> LatencyReport {
-        super::span_report::latency_report(&self.shared)
-    }
-
-    /// Both halves of `/debug/spans`.
-    pub(crate) fn spans(&self, min_age_ms: u64) -> SpansReport {
-        SpansReport {
-            in_flight: self.in_flight(min_age_ms),
-            latency: self.latency(),
-        }
-    }
-
-    /// The error groups, most recently seen first.
-    pub(crate) fn errors(&self) -> ErrorReport {
-        super::error_report::report(&self.shared)
-    }
-
-    /// The console's figures; `slow_ms`: the age from which a span counts as slow.
-    pub(crate) fn glance(&self, slow_ms: u64, now: SystemTime) -> Glance {
-        let sh = &*self.shared;
-        let starts = sh.table.starts();
-        let t = clock::now();
-        let ages: Vec<u64> = starts
-            .iter()
-            .map(|&s| clock::to_nanos(t.saturating_sub(s)))
-            .collect();
-        let (mut errors, mut warnings) = (0, 0);
-        let mut groups = 0;
-        if let Some(eg) = &sh.errors {
-            let st = eg.lock();
-            groups = st.groups.len();
-            for g in st.groups.values() {
-                let n = g.last_minute(now);
-                if *g.meta.level() == Level::ERROR {
-                    errors += n;
-                } else {
-                    warnings += n;
-                }
-            }
-        }
-        Glance {
-            in_flight: ages.len(),
-            oldest_ms: ages.iter().max().map(|&ns| (ns / 1000) as f64 / 1000.0),
-            slow: ages
-                .iter()
-                .filter(|&&ns| ns >= slow_ms.saturating_mul(1_000_000))
-                .count(),
-            dropped_spans_total: sh.table.dropped.load(Ordering::Relaxed),
-            error_groups: groups,
-            errors_last_minute: errors,
-            warnings_last_minute: warnings,
-        }
-    }
-
-    /// The counters for `/metrics`.
-    pub(crate) fn counters(&self) -> Counters {
-        let sh = &*self.shared;
-        Counters {
-            log_events_total: sh.event_counts(),
-            error_groups: sh.errors.as_ref().map_or(0, ErrorGroups::len),
-            error_groups_evicted_total: sh
-                .errors
-                .as_ref()
-                .map_or(0, |e| e.evicted.load(Ordering::Relaxed)),
-            spans_tracked: sh.table.tracked(),
-            spans_dropped_total: sh.table.dropped.load(Ordering::Relaxed),
-            fields_truncated_total: sh.truncated(),
-            untracked_name_closes_total: sh.untracked_name_closes.load(Ordering::Relaxed),
-            uncached_callsites_total: sh.callsites.uncached.load(Ordering::Relaxed),
-            labels: labels::label_table_stats(),
-        }
     }
 }

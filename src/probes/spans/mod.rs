@@ -41,11 +41,13 @@ mod clock;
 mod error_groups;
 mod error_report;
 mod fields;
+mod handle;
 mod histogram;
 pub(crate) mod labels;
 mod latency;
 mod layer;
 mod options;
+mod shared;
 mod span_report;
 mod table;
 mod thread;
@@ -54,7 +56,8 @@ mod thread;
 mod tests;
 
 pub use fields::MAX_VALUE_BYTES;
-pub use layer::{filtered_layer, layer, SpansFilter, SpansHandle, SpansLayer};
+pub use handle::SpansHandle;
+pub use layer::{filtered_layer, layer, SpansFilter, SpansLayer};
 pub use options::{
     Options, RedactFn, DEFAULT_MAX_ERROR_GROUPS, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_SPANS,
     DEFAULT_MAX_SPAN_NAMES, DEFAULT_RECENT_EVENTS, DEFAULT_SLOWEST,

@@ -10,7 +10,7 @@ use super::clock;
 use super::fields::{decode, Fields};
 use super::histogram::quantile;
 use super::latency::WINDOW_MINUTES;
-use super::layer::Shared;
+use super::shared::Shared;
 use super::table::{FLAG_ERROR, FLAG_TRUNCATED};
 use crate::encode::time::rfc3339;
 
