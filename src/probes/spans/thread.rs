@@ -18,15 +18,21 @@ use super::labels;
 pub(crate) const STACK_DEPTH: usize = 32;
 /// Shards for per-thread-sharded counters. The first [`OWNED_SHARDS`] are each held by at most
 /// one live thread at a time, whose writes to them need no read-modify-write (see
-/// [`owns_shard`]); threads that find them all held are dealt the other
-/// [`SHARDS`]` - `[`OWNED_SHARDS`], shared, round-robin.
+/// [`owns_shard`]); threads that find them all held share the other `SHARDS - OWNED_SHARDS`,
+/// dealt round-robin.
 pub(crate) const SHARDS: usize = 8;
 /// Shards held by one thread at a time (see [`SHARDS`]).
 pub(crate) const OWNED_SHARDS: usize = 4;
 
-/// Whether `shard` is held by the calling thread alone (so plain load-then-store updates of
-/// its counters lose nothing): true for the shards below [`OWNED_SHARDS`], which a thread
-/// gets only by claiming them and gives back as it exits.
+/// Thread names remembered for in-flight reports.
+pub(crate) const MAX_THREAD_NAMES: usize = 4096;
+/// No table slot (the span is not tracked).
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+
+/// Whether `shard`, the calling thread's shard as [`closing`] gives it, is one that thread
+/// holds alone (so plain load-then-store updates of its counters lose nothing): true for the
+/// shards below [`OWNED_SHARDS`], which a thread gets only by claiming one and gives back as
+/// it exits (switching to a shared one for anything it still records).
 #[inline]
 pub(crate) fn owns_shard(shard: usize) -> bool {
     shard < OWNED_SHARDS
@@ -40,10 +46,6 @@ fn shared_shard() -> u8 {
     (OWNED_SHARDS + NEXT_SHARD.fetch_add(1, Ordering::Relaxed) as usize % (SHARDS - OWNED_SHARDS))
         as u8
 }
-/// Thread names remembered for in-flight reports.
-pub(crate) const MAX_THREAD_NAMES: usize = 4096;
-/// No table slot (the span is not tracked).
-pub(crate) const NO_SLOT: u32 = u32::MAX;
 
 /// One entered span: its id, its table slot, and the label word it put in force.
 #[derive(Clone, Copy)]
@@ -181,7 +183,8 @@ pub(crate) fn closing(id: u64) -> (usize, u32) {
             if last == id { slot } else { NO_SLOT },
         )
     })
-    .unwrap_or((0, NO_SLOT))
+    // Never an owned shard without owning it.
+    .unwrap_or((OWNED_SHARDS, NO_SLOT))
 }
 
 /// Enters span `id`: `slot` gets the thread's id (to note where the span runs) and hands back
