@@ -236,16 +236,16 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    /// Appends a whole entry in place when it needs nothing else: `keep`, not special, whole
+    /// Appends a whole entry in place when it needs nothing else: `keep`, whole
     /// (`0 < payload.len() + HEADER <= cap - len`, payload at most [`MAX_VALUE_BYTES`]) and
     /// within the buffer's capacity. Returns whether it did; otherwise the caller takes the
-    /// general path, which handles every case.
+    /// general path, which handles every case. Whether the field is special is the caller's
+    /// business.
     #[inline(always)]
     fn try_put_fast(&mut self, field: &Field, kind: u8, payload: &[u8]) -> bool {
         let n = payload.len();
         let len = self.buf.len();
         if !self.keep
-            || self.is_special(field.index())
             || n > MAX_VALUE_BYTES
             || len + HEADER + n.max(1) > self.cap
             || self.buf.capacity() - len < HEADER + n
@@ -285,6 +285,21 @@ impl<'a> Recorder<'a> {
         }
         if special {
             self.special_value(field, value);
+        }
+    }
+
+    /// A number or boolean: a plain one kept whole in place, anything else by [`put_raw`].
+    ///
+    /// [`put_raw`]: Self::put_raw
+    #[inline(always)]
+    fn record_raw(&mut self, field: &Field, kind: u8, bits: u64) {
+        let special = self.is_special(field.index());
+        if special || !self.keep {
+            if special {
+                self.put_raw(field, kind, bits);
+            }
+        } else if !self.try_put_fast(field, kind, &bits.to_le_bytes()) {
+            self.put_raw(field, kind, bits);
         }
     }
 
@@ -425,30 +440,27 @@ impl fmt::Write for Bounded<'_> {
 
 impl Visit for Recorder<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if !self.try_put_fast(field, KIND_STR, value.as_bytes()) {
+        if !self.keep {
+            if self.is_special(field.index()) {
+                self.special_value(field, value);
+            }
+        } else if !self.try_put_fast(field, KIND_STR, value.as_bytes()) {
             self.put_str(field, value);
+        } else if self.is_special(field.index()) {
+            self.special_value(field, value);
         }
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if !self.try_put_fast(field, KIND_U64, &value.to_le_bytes()) {
-            self.put_raw(field, KIND_U64, value);
-        }
+        self.record_raw(field, KIND_U64, value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if !self.try_put_fast(field, KIND_I64, &value.to_le_bytes()) {
-            self.put_raw(field, KIND_I64, value as u64);
-        }
+        self.record_raw(field, KIND_I64, value as u64);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let bits = value.to_bits();
-        if !self.try_put_fast(field, KIND_F64, &bits.to_le_bytes()) {
-            self.put_raw(field, KIND_F64, bits);
-        }
+        self.record_raw(field, KIND_F64, value.to_bits());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if !self.try_put_fast(field, KIND_BOOL, &(value as u64).to_le_bytes()) {
-            self.put_raw(field, KIND_BOOL, value as u64);
-        }
+        self.record_raw(field, KIND_BOOL, value as u64);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.put_fmt(field, format_args!("{value}"));
