@@ -57,9 +57,15 @@ impl Info {
     }
 }
 
+/// One cached callsite: its metadata's address (0 = free) and its packed facts, side by side
+/// so that a lookup reads one cache line.
+struct Entry {
+    key: AtomicUsize,
+    val: AtomicU64,
+}
+
 pub(crate) struct Callsites {
-    keys: Box<[AtomicUsize]>,
-    vals: Box<[AtomicU64]>,
+    entries: Box<[Entry]>,
     label_fields: [Option<Box<str>>; 2],
     max_names: usize,
     /// name id -> latency slot, and the names in slot order.
@@ -74,8 +80,12 @@ impl Callsites {
             *slot = Some(f.as_str().into());
         }
         Callsites {
-            keys: (0..INDEX).map(|_| AtomicUsize::new(0)).collect(),
-            vals: (0..INDEX).map(|_| AtomicU64::new(0)).collect(),
+            entries: (0..INDEX)
+                .map(|_| Entry {
+                    key: AtomicUsize::new(0),
+                    val: AtomicU64::new(0),
+                })
+                .collect(),
             label_fields: lf,
             max_names: max_names.min(NO_STAT as usize),
             stats: Mutex::new((HashMap::new(), Vec::new())),
@@ -91,9 +101,10 @@ impl Callsites {
         let key = meta as *const Metadata<'static> as usize;
         let mut i = home(key);
         for _ in 0..PROBES {
-            let k = self.keys[i].load(Ordering::Acquire);
+            let e = &self.entries[i];
+            let k = e.key.load(Ordering::Acquire);
             if k == key {
-                return self.vals[i].load(Ordering::Relaxed);
+                return e.val.load(Ordering::Relaxed);
             }
             if k == 0 {
                 break;
@@ -109,13 +120,14 @@ impl Callsites {
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let mut i = home(key);
         for _ in 0..PROBES {
-            let k = self.keys[i].load(Ordering::Acquire);
+            let e = &self.entries[i];
+            let k = e.key.load(Ordering::Acquire);
             if k == key {
                 return info;
             }
             if k == 0 {
-                self.vals[i].store(info, Ordering::Relaxed);
-                self.keys[i].store(key, Ordering::Release);
+                e.val.store(info, Ordering::Relaxed);
+                e.key.store(key, Ordering::Release);
                 drop(stats);
                 return info;
             }

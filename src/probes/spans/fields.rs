@@ -106,11 +106,39 @@ pub(crate) struct Recorder<'a> {
     pub(crate) truncated: u32,
 }
 
+/// Bit `idx` of a field mask; 0 for indices past 63 (and for [`NO_FIELD`]). Branch-free.
+#[inline]
 fn bit(idx: u8) -> u64 {
-    if idx < 64 {
-        1 << idx
-    } else {
-        0
+    (1u64 << (idx & 63)) & ((idx < 64) as u64).wrapping_neg()
+}
+
+/// Copies `n` bytes from `src` to `dst`, inline for the short values fields usually hold
+/// (a call to `memcpy` costs more than the copy).
+///
+/// # Safety
+/// `src` must be valid for reads and `dst` for writes of `n` bytes, and they must not overlap.
+#[inline(always)]
+unsafe fn copy_short(src: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY (all branches): every read is within `src[..n]` and every write within
+    // `dst[..n]` (the two 8- or 4-byte words overlap when `n` is not a multiple of the word).
+    unsafe {
+        if n > 16 {
+            std::ptr::copy_nonoverlapping(src, dst, n);
+        } else if n >= 8 {
+            let a = src.cast::<u64>().read_unaligned();
+            let b = src.add(n - 8).cast::<u64>().read_unaligned();
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let a = src.cast::<u32>().read_unaligned();
+            let b = src.add(n - 4).cast::<u32>().read_unaligned();
+            dst.cast::<u32>().write_unaligned(a);
+            dst.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else if n > 0 {
+            *dst = *src;
+            *dst.add(n / 2) = *src.add(n / 2);
+            *dst.add(n - 1) = *src.add(n - 1);
+        }
     }
 }
 
@@ -198,20 +226,45 @@ impl<'a> Recorder<'a> {
         self.grow(HEADER + n);
         let len = self.buf.len();
         let [h0, h1] = hdr.to_le_bytes();
-        // SAFETY: `reserve` made room for `HEADER + n` more bytes, all written here before
-        // `set_len` exposes them.
+        // SAFETY: `grow` made room for `HEADER + n` more bytes, all written here before
+        // `set_len` exposes them; `payload` is not in `buf` (which is borrowed mutably).
         unsafe {
             let p = self.buf.as_mut_ptr().add(len);
-            p.write(idx);
-            p.add(1).write(kind);
-            p.add(2).write(h0);
-            p.add(3).write(h1);
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), p.add(HEADER), n);
+            p.cast::<[u8; HEADER]>().write([idx, kind, h0, h1]);
+            copy_short(payload.as_ptr(), p.add(HEADER), n);
             self.buf.set_len(len + HEADER + n);
         }
     }
 
-    #[inline]
+    /// Appends a whole entry in place when it needs nothing else: `keep`, whole
+    /// (`0 < payload.len() + HEADER <= cap - len`, payload at most [`MAX_VALUE_BYTES`]) and
+    /// within the buffer's capacity. Returns whether it did; otherwise the caller takes the
+    /// general path, which handles every case. Whether the field is special is the caller's
+    /// business.
+    #[inline(always)]
+    fn try_put_fast(&mut self, field: &Field, kind: u8, payload: &[u8]) -> bool {
+        let n = payload.len();
+        let len = self.buf.len();
+        if !self.keep
+            || n > MAX_VALUE_BYTES
+            || len + HEADER + n.max(1) > self.cap
+            || self.buf.capacity() - len < HEADER + n
+        {
+            return false;
+        }
+        let [h0, h1] = (n as u16).to_le_bytes();
+        // SAFETY: the capacity check above leaves room for `HEADER + n` more bytes, all written
+        // here before `set_len` exposes them; `payload` is not in `buf` (borrowed mutably).
+        unsafe {
+            let p = self.buf.as_mut_ptr().add(len);
+            p.cast::<[u8; HEADER]>().write([index(field), kind, h0, h1]);
+            copy_short(payload.as_ptr(), p.add(HEADER), n);
+            self.buf.set_len(len + HEADER + n);
+        }
+        true
+    }
+
+    #[inline(never)]
     fn put_str(&mut self, field: &Field, value: &str) {
         let special = self.is_special(field.index());
         if self.keep {
@@ -235,8 +288,23 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// A number or boolean: a plain one kept whole in place, anything else by [`put_raw`].
+    ///
+    /// [`put_raw`]: Self::put_raw
+    #[inline(always)]
+    fn record_raw(&mut self, field: &Field, kind: u8, bits: u64) {
+        let special = self.is_special(field.index());
+        if special || !self.keep {
+            if special {
+                self.put_raw(field, kind, bits);
+            }
+        } else if !self.try_put_fast(field, kind, &bits.to_le_bytes()) {
+            self.put_raw(field, kind, bits);
+        }
+    }
+
     /// A number or boolean: stored raw, formatted when read (or now, for a special field).
-    #[inline]
+    #[inline(never)]
     fn put_raw(&mut self, field: &Field, kind: u8, bits: u64) {
         let special = self.is_special(field.index());
         if self.keep {
@@ -247,10 +315,7 @@ impl<'a> Recorder<'a> {
                 // SAFETY: `reserve` made room for the 12 bytes written before `set_len`.
                 unsafe {
                     let p = self.buf.as_mut_ptr().add(len);
-                    p.write(index(field));
-                    p.add(1).write(kind);
-                    p.add(2).write(h0);
-                    p.add(3).write(h1);
+                    p.cast::<[u8; HEADER]>().write([index(field), kind, h0, h1]);
                     p.add(HEADER).cast::<u64>().write_unaligned(bits.to_le());
                     self.buf.set_len(len + HEADER + 8);
                 }
@@ -375,19 +440,27 @@ impl fmt::Write for Bounded<'_> {
 
 impl Visit for Recorder<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put_str(field, value);
+        if !self.keep {
+            if self.is_special(field.index()) {
+                self.special_value(field, value);
+            }
+        } else if !self.try_put_fast(field, KIND_STR, value.as_bytes()) {
+            self.put_str(field, value);
+        } else if self.is_special(field.index()) {
+            self.special_value(field, value);
+        }
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put_raw(field, KIND_U64, value);
+        self.record_raw(field, KIND_U64, value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put_raw(field, KIND_I64, value as u64);
+        self.record_raw(field, KIND_I64, value as u64);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put_raw(field, KIND_F64, value.to_bits());
+        self.record_raw(field, KIND_F64, value.to_bits());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put_raw(field, KIND_BOOL, value as u64);
+        self.record_raw(field, KIND_BOOL, value as u64);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.put_fmt(field, format_args!("{value}"));
@@ -435,4 +508,24 @@ pub(crate) fn decode(buf: &[u8], names: &FieldSet, redact: Option<RedactFn>) -> 
         }
     }
     Fields(out.into_iter().map(|(_, k, v)| (k, v)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_short;
+
+    #[test]
+    fn copy_short_copies_every_length_exactly() {
+        let src: Vec<u8> = (1..=64).collect();
+        for n in 0..=40 {
+            let mut dst = [0u8; 48];
+            // SAFETY: `src` has 64 bytes, `dst` 48, both at least `n`; distinct buffers.
+            unsafe { copy_short(src.as_ptr(), dst.as_mut_ptr(), n) };
+            assert_eq!(&dst[..n], &src[..n], "n = {n}");
+            assert!(
+                dst[n..].iter().all(|&b| b == 0),
+                "n = {n}: wrote past the end"
+            );
+        }
+    }
 }

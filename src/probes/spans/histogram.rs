@@ -40,7 +40,8 @@ pub(crate) fn lower(i: usize) -> u64 {
     }
 }
 
-/// Counters per bucket, updated with relaxed atomic adds.
+/// Counters per bucket, updated with relaxed atomic adds (or, by a sole writer, relaxed loads
+/// and stores).
 pub(crate) struct Histogram {
     counts: [AtomicU32; BUCKETS],
 }
@@ -55,6 +56,14 @@ impl Histogram {
     #[inline]
     pub(crate) fn record(&self, ns: u64) {
         self.counts[index(ns)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// [`record`](Self::record) for a histogram only the calling thread writes: a plain load
+    /// and store, no read-modify-write (readers still see whole counts).
+    #[inline]
+    pub(crate) fn record_owned(&self, ns: u64) {
+        let c = &self.counts[index(ns)];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
     pub(crate) fn clear(&self) {

@@ -1,16 +1,19 @@
 //! Latency of recently closed spans, per span name, over a sliding window of one-minute
 //! buckets. Counters are sharded by thread so that two threads closing spans of the same name
-//! do not write the same cache line; the slowest few spans of each name and minute are kept
+//! do not write the same cache line; a shard held by one thread alone
+//! ([`thread::owns_shard`](super::thread::owns_shard)) is updated with plain loads and stores,
+//! the shared ones with atomic adds. The slowest few spans of each name and minute are kept
 //! once, for all shards.
 //!
-//! Memory: per name and shard, 5 minutes × ~540 bytes of counters (allocated on the name's
-//! first close on that shard); per name, 5 minutes × the slowest few spans with their fields.
+//! Memory: per name and shard ([`SHARDS`]), 5 minutes × ~540 bytes of counters (allocated on
+//! the name's first close on that shard); per name, 5 minutes × the slowest few spans with
+//! their fields.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use super::histogram::{Histogram, BUCKETS};
-use super::thread::SHARDS;
+use super::thread::{self, SHARDS};
 
 /// Minutes in the window (the current, partial one included).
 pub(crate) const WINDOW_MINUTES: usize = 5;
@@ -115,7 +118,8 @@ impl Latency {
         error: bool,
         slow: impl FnOnce() -> Slow,
     ) {
-        let Some(cell) = self.shards[shard % SHARDS].get(stat) else {
+        let shard = shard % SHARDS;
+        let Some(cell) = self.shards[shard].get(stat) else {
             return;
         };
         let stats = cell.get_or_init(|| {
@@ -127,22 +131,40 @@ impl Latency {
         let b = &stats.minutes[(m % WINDOW_MINUTES as u64) as usize];
         let tag = m + 1;
         let cur = b.minute.load(Ordering::Acquire);
-        if cur != tag
-            && b.minute
-                .compare_exchange(cur, tag, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            b.errors.store(0, Ordering::Relaxed);
-            b.max.store(0, Ordering::Relaxed);
-            b.hist.clear();
+        if thread::owns_shard(shard) {
+            // The calling thread is this shard's only writer.
+            if cur != tag {
+                b.minute.store(tag, Ordering::Release);
+                b.errors.store(0, Ordering::Relaxed);
+                b.max.store(0, Ordering::Relaxed);
+                b.hist.clear();
+            }
+            if error {
+                let e = b.errors.load(Ordering::Relaxed);
+                b.errors.store(e + 1, Ordering::Relaxed);
+            }
+            if ns > b.max.load(Ordering::Relaxed) {
+                b.max.store(ns, Ordering::Relaxed);
+            }
+            b.hist.record_owned(ns);
+        } else {
+            if cur != tag
+                && b.minute
+                    .compare_exchange(cur, tag, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                b.errors.store(0, Ordering::Relaxed);
+                b.max.store(0, Ordering::Relaxed);
+                b.hist.clear();
+            }
+            if error {
+                b.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if ns > b.max.load(Ordering::Relaxed) {
+                b.max.fetch_max(ns, Ordering::Relaxed);
+            }
+            b.hist.record(ns);
         }
-        if error {
-            b.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        if ns > b.max.load(Ordering::Relaxed) {
-            b.max.fetch_max(ns, Ordering::Relaxed);
-        }
-        b.hist.record(ns);
         if self.keep_slowest == 0 {
             return;
         }

@@ -236,14 +236,10 @@ impl<S: Subscriber> Layer<S> for SpansLayer {
     fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
         let id = id.into_u64();
         match self.shared.table.find(id) {
-            Some((idx, slot)) => {
-                let word = if self.shared.in_flight {
-                    slot.entered(thread::tid())
-                } else {
-                    slot.word.load(Ordering::Relaxed)
-                };
-                thread::push(id, idx, word);
+            Some((idx, slot)) if self.shared.in_flight => {
+                thread::enter(id, idx, |tid| slot.entered(tid));
             }
+            Some((idx, slot)) => thread::push(id, idx, slot.word.load(Ordering::Relaxed)),
             None => thread::push(id, thread::NO_SLOT, 0),
         }
     }
@@ -273,17 +269,19 @@ impl<S: Subscriber> Layer<S> for SpansLayer {
 
     fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
         let sh = &*self.shared;
-        let shard = thread::shard();
+        let id = id.into_u64();
+        let (shard, hint) = thread::closing(id);
         let Some(lat) = &sh.latency else {
-            sh.table.close(id.into_u64(), |_| {});
+            sh.table.close(id, hint, |_| {});
             return;
         };
-        sh.table.close(id.into_u64(), |c| {
+        // The clock first: its latency then overlaps the lookup and the lock.
+        let end = clock::now();
+        sh.table.close(id, hint, |c| {
             if c.stat == NO_STAT {
                 sh.untracked_name_closes.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            let end = clock::now();
             let ns = clock::to_nanos(end.saturating_sub(c.start));
             let error = c.flags & FLAG_ERROR != 0;
             lat.record(

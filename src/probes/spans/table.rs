@@ -309,11 +309,17 @@ impl Table {
             .filter(|s| s.key.load(Ordering::Acquire) == id)
     }
 
-    /// Removes span `id`, showing it to `f` first (under the slot's lock).
+    /// Removes span `id`, showing it to `f` first (under the slot's lock). `hint`: the slot
+    /// the span is probably in (e.g. from the thread's last exit), checked before use; a wrong
+    /// or [`NO_SLOT`](super::thread::NO_SLOT) hint costs a lookup.
     #[inline]
-    pub(crate) fn close(&self, id: u64, f: impl FnOnce(&Closing<'_>)) {
-        let Some((_, s)) = self.find(id) else {
-            return;
+    pub(crate) fn close(&self, id: u64, hint: u32, f: impl FnOnce(&Closing<'_>)) {
+        let s = match self.slots.get(hint as usize) {
+            Some(s) if s.key.load(Ordering::Relaxed) == id => s,
+            _ => match self.find(id) {
+                Some((_, s)) => s,
+                None => return,
+            },
         };
         let mut guard = self.readers.then(|| s.lock());
         let buf: &mut Vec<u8> = match guard.as_mut() {

@@ -3,11 +3,12 @@
 //!
 //! Everything lives in one `const`-initialised thread-local without a destructor, so reaching it
 //! is a plain TLS access (no lazy registration, no allocation). A second thread-local with a
-//! destructor is touched once per thread, to give the label slot back when the thread exits.
+//! destructor is touched once per thread, to give the label slot and the shard back when the
+//! thread exits.
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use super::labels;
@@ -15,12 +16,36 @@ use super::labels;
 /// Deepest stack of entered spans remembered per thread; deeper enters still count, but their
 /// labels are those of the span at this depth.
 pub(crate) const STACK_DEPTH: usize = 32;
-/// Shards for per-thread-sharded counters: threads are dealt out round-robin.
-pub(crate) const SHARDS: usize = 4;
+/// Shards for per-thread-sharded counters. The first [`OWNED_SHARDS`] are each held by at most
+/// one live thread at a time, whose writes to them need no read-modify-write (see
+/// [`owns_shard`]); threads that find them all held share the other `SHARDS - OWNED_SHARDS`,
+/// dealt round-robin.
+pub(crate) const SHARDS: usize = 8;
+/// Shards held by one thread at a time (see [`SHARDS`]).
+pub(crate) const OWNED_SHARDS: usize = 4;
+
 /// Thread names remembered for in-flight reports.
 pub(crate) const MAX_THREAD_NAMES: usize = 4096;
 /// No table slot (the span is not tracked).
 pub(crate) const NO_SLOT: u32 = u32::MAX;
+
+/// Whether `shard`, the calling thread's shard as [`closing`] gives it, is one that thread
+/// holds alone (so plain load-then-store updates of its counters lose nothing): true for the
+/// shards below [`OWNED_SHARDS`], which a thread gets only by claiming one and gives back as
+/// it exits (switching to a shared one for anything it still records).
+#[inline]
+pub(crate) fn owns_shard(shard: usize) -> bool {
+    shard < OWNED_SHARDS
+}
+
+static SHARD_HELD: [AtomicBool; OWNED_SHARDS] = [const { AtomicBool::new(false) }; OWNED_SHARDS];
+
+/// A shared shard, dealt round-robin.
+fn shared_shard() -> u8 {
+    static NEXT_SHARD: AtomicU32 = AtomicU32::new(0);
+    (OWNED_SHARDS + NEXT_SHARD.fetch_add(1, Ordering::Relaxed) as usize % (SHARDS - OWNED_SHARDS))
+        as u8
+}
 
 /// One entered span: its id, its table slot, and the label word it put in force.
 #[derive(Clone, Copy)]
@@ -43,6 +68,9 @@ pub(crate) struct Local {
     shard: Cell<u8>,
     depth: Cell<u32>,
     stack: [Cell<Frame>; STACK_DEPTH],
+    /// `(id, table slot)` of the frame popped last: a span usually closes right after its
+    /// last exit, on the same thread, and the close then needs no table lookup.
+    last_popped: Cell<(u64, u32)>,
 }
 
 thread_local! {
@@ -53,6 +81,7 @@ thread_local! {
             shard: Cell::new(0),
             depth: Cell::new(0),
             stack: [const { Cell::new(EMPTY) }; STACK_DEPTH],
+            last_popped: Cell::new((0, NO_SLOT)),
         }
     };
     static EXIT: ExitGuard = const { ExitGuard };
@@ -66,6 +95,11 @@ impl Drop for ExitGuard {
             let slot = l.label_slot.replace(NO_SLOT);
             if slot != NO_SLOT {
                 labels::release(slot);
+            }
+            // Spans this thread still closes from here on go to a shared shard.
+            let shard = l.shard.replace(shared_shard()) as usize;
+            if owns_shard(shard) {
+                SHARD_HELD[shard].store(false, Ordering::Release);
             }
             l.tid.set(-1);
         });
@@ -86,16 +120,23 @@ pub(crate) fn gettid() -> i32 {
 }
 
 fn init(l: &Local) {
-    static NEXT_SHARD: AtomicU32 = AtomicU32::new(0);
     let tid = gettid();
     l.tid.set(tid.max(1));
-    l.shard
-        .set((NEXT_SHARD.fetch_add(1, Ordering::Relaxed) as usize % SHARDS) as u8);
+    // Only a thread whose exit guard is in place may hold a shard: the guard gives it back.
+    let guarded = EXIT.try_with(|_| {}).is_ok();
+    let owned = guarded
+        .then(|| {
+            SHARD_HELD.iter().position(|h| {
+                h.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            })
+        })
+        .flatten();
+    l.shard.set(owned.map_or_else(shared_shard, |i| i as u8));
     if let Some(slot) = labels::claim(tid) {
         l.label_slot.set(slot);
     }
     remember_name(tid);
-    let _ = EXIT.try_with(|_| {});
 }
 
 #[inline]
@@ -130,10 +171,30 @@ pub(crate) fn top_id() -> u64 {
     .unwrap_or(0)
 }
 
-/// The calling thread's shard.
+/// For closing span `id`: the calling thread's shard, and the table slot `id` was in when this
+/// thread last exited it, if that was the last exit on this thread ([`NO_SLOT`] otherwise).
+/// The slot is a hint: the table checks that it still holds `id`.
 #[inline]
-pub(crate) fn shard() -> usize {
-    with(|l| l.shard.get() as usize).unwrap_or(0)
+pub(crate) fn closing(id: u64) -> (usize, u32) {
+    with(|l| {
+        let (last, slot) = l.last_popped.get();
+        (
+            l.shard.get() as usize,
+            if last == id { slot } else { NO_SLOT },
+        )
+    })
+    // Never an owned shard without owning it.
+    .unwrap_or((OWNED_SHARDS, NO_SLOT))
+}
+
+/// Enters span `id`: `slot` gets the thread's id (to note where the span runs) and hands back
+/// the span's label word, which is pushed as by [`push`]. One thread-local access for both.
+#[inline]
+pub(crate) fn enter(id: u64, slot: u32, f: impl FnOnce(i32) -> u64) {
+    with(|l| {
+        let word = f(l.tid.get());
+        push_in(l, id, slot, word)
+    });
 }
 
 /// Pushes an entered span and puts its labels in the thread's slot. A span without labels of
@@ -142,19 +203,22 @@ pub(crate) fn shard() -> usize {
 /// a `db` span inside a `request{route}` span still carries the route.
 #[inline]
 pub(crate) fn push(id: u64, slot: u32, word: u64) {
-    with(|l| {
-        let d = l.depth.get() as usize;
-        let word = if d == 0 {
-            word
-        } else {
-            inherit(word, l.stack[(d - 1).min(STACK_DEPTH - 1)].get().word)
-        };
-        if d < STACK_DEPTH {
-            l.stack[d].set(Frame { id, slot, word });
-        }
-        l.depth.set(d as u32 + 1);
-        labels::write(l.label_slot.get(), word);
-    });
+    with(|l| push_in(l, id, slot, word));
+}
+
+#[inline]
+fn push_in(l: &Local, id: u64, slot: u32, word: u64) {
+    let d = l.depth.get() as usize;
+    let word = if d == 0 {
+        word
+    } else {
+        inherit(word, l.stack[(d - 1).min(STACK_DEPTH - 1)].get().word)
+    };
+    if d < STACK_DEPTH {
+        l.stack[d].set(Frame { id, slot, word });
+    }
+    l.depth.set(d as u32 + 1);
+    labels::write(l.label_slot.get(), word);
 }
 
 /// `word` with each absent part (span name, field value) taken from `outer`.
@@ -205,6 +269,7 @@ pub(crate) fn pop(id: u64) -> Popped {
                 for j in i..top - 1 {
                     l.stack[j].set(l.stack[j + 1].get());
                 }
+                l.last_popped.set((id, f.slot));
                 if f.slot == NO_SLOT {
                     Popped::Untracked
                 } else {

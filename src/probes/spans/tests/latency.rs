@@ -63,3 +63,34 @@ fn names_past_the_cap_are_counted_not_summarised() {
     assert_eq!(r.names[0].name, "first");
     assert_eq!(r.untracked_name_closes_total, 2);
 }
+
+/// More threads than owned shards, some exiting and handing their shard on, all closing
+/// spans of one name at once: no close is lost, whichever shard (owned or shared) took it.
+#[test]
+fn closes_from_many_threads_are_all_counted() {
+    let (d, h) = dispatch(Options::default());
+    const THREADS: u64 = 12;
+    const SPANS: u64 = 500;
+    std::thread::scope(|s| {
+        for wave in 0..2 {
+            let hs: Vec<_> = (0..THREADS / 2)
+                .map(|t| {
+                    let d = d.clone();
+                    s.spawn(move || {
+                        with(&d, || {
+                            for i in 0..SPANS {
+                                let _s = tracing::info_span!("shared", wave, t, i).entered();
+                            }
+                        })
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().expect("thread");
+            }
+        }
+    });
+    let r = h.latency();
+    let n = r.names.iter().find(|n| n.name == "shared").expect("shared");
+    assert_eq!(n.count, THREADS * SPANS);
+}
