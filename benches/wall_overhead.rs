@@ -3,7 +3,7 @@
 //!
 //! - Throughput of a CPU-bound 2-thread workload, with 50 idle threads around it (25 blocked
 //!   on a channel, 25 sleeping 100 ms at a time), while a wall profile runs at the default
-//!   29 Hz (and at the maximum, 100 Hz), relative to no profile: interleaved rounds, ratio
+//!   19 Hz, the default (and at the maximum, 100 Hz), relative to no profile: interleaved rounds, ratio
 //!   min / median / max.
 //! - Cost per thread per sample: the sampler thread's CPU time (`x-prodbg-sampler-cpu-us`, its
 //!   own `CLOCK_THREAD_CPUTIME_ID`) ÷ thread samples (`x-prodbg-samples`); and the share of
@@ -24,6 +24,9 @@ use prodbg::{Admin, AdminHandle, Scope};
 const BUSY_THREADS: usize = 2;
 const IDLE_THREADS: usize = 50;
 const DEFAULT_ROUNDS: usize = 7;
+/// The endpoint's default rate (`/debug/pprof/wall` without `frequency`).
+const DEFAULT_HZ: u32 = 19;
+
 /// Length of one round, in seconds (the endpoint takes whole seconds).
 const ROUND_S: u64 = 3;
 const SECRET: &str = "bench-secret-0123456789abcdef";
@@ -220,30 +223,30 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     // Warm up: the first profile parses debug info to symbolize.
-    let _ = http.profiled(29);
+    let _ = http.profiled(DEFAULT_HZ);
 
-    let (mut r29, mut r100, mut cost29, mut cost100) = (vec![], vec![], vec![], vec![]);
+    let (mut r_default, mut r100, mut cost_default, mut cost100) = (vec![], vec![], vec![], vec![]);
     let mut warnings = std::collections::BTreeSet::new();
     for round in 0..rounds {
         let base = workload(Duration::from_secs(ROUND_S));
-        let (t29, w29) = http.profiled(29);
+        let (t_default, w_default) = http.profiled(DEFAULT_HZ);
         let (t100, w100) = http.profiled(100);
-        r29.push(t29 / base);
+        r_default.push(t_default / base);
         r100.push(t100 / base);
         let cost = |w: &Wall| w.sampler_cpu_us as f64 / w.samples.max(1) as f64;
-        cost29.push(cost(&w29));
+        cost_default.push(cost(&w_default));
         cost100.push(cost(&w100));
-        for w in [&w29, &w100] {
+        for w in [&w_default, &w100] {
             warnings.extend(w.warning.clone());
         }
         println!(
-            "round {round}: base {base:.0} units/s; 29 Hz x{:.4} ({} threads, {} ticks, {} samples, {:.1}% signalled, sampler {:.1} us/thread-sample); 100 Hz x{:.4} ({} samples, {:.1}% signalled, {:.1} us/thread-sample)",
-            t29 / base,
-            w29.threads,
-            w29.ticks,
-            w29.samples,
-            100.0 * w29.signalled as f64 / w29.samples.max(1) as f64,
-            cost(&w29),
+            "round {round}: base {base:.0} units/s; {DEFAULT_HZ} Hz x{:.4} ({} threads, {} ticks, {} samples, {:.1}% signalled, sampler {:.1} us/thread-sample); 100 Hz x{:.4} ({} samples, {:.1}% signalled, {:.1} us/thread-sample)",
+            t_default / base,
+            w_default.threads,
+            w_default.ticks,
+            w_default.samples,
+            100.0 * w_default.signalled as f64 / w_default.samples.max(1) as f64,
+            cost(&w_default),
             t100 / base,
             w100.samples,
             100.0 * w100.signalled as f64 / w100.samples.max(1) as f64,
@@ -251,16 +254,16 @@ fn main() {
         );
     }
     println!(
-        "throughput ratio (wall profile / none), 29 Hz: {}",
-        min_med_max(&r29)
+        "throughput ratio (wall profile / none), {DEFAULT_HZ} Hz (default): {}",
+        min_med_max(&r_default)
     );
     println!(
         "throughput ratio (wall profile / none), 100 Hz: {}",
         min_med_max(&r100)
     );
     println!(
-        "sampler CPU per thread per sample: 29 Hz median {:.2} us, 100 Hz median {:.2} us",
-        median(cost29),
+        "sampler CPU per thread per sample: {DEFAULT_HZ} Hz median {:.2} us, 100 Hz median {:.2} us",
+        median(cost_default),
         median(cost100)
     );
     for w in warnings {

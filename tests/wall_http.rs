@@ -217,7 +217,7 @@ async fn deadlocked_threads_and_a_blocked_worker_are_found_under_their_functions
             && disposition.ends_with("Z.pb.gz\""),
         "{disposition}"
     );
-    assert_eq!(r.headers()["x-prodbg-requested-hz"], "29");
+    assert_eq!(r.headers()["x-prodbg-requested-hz"], "19");
     let samples: u64 = r.headers()["x-prodbg-samples"]
         .to_str()
         .unwrap()
@@ -229,7 +229,7 @@ async fn deadlocked_threads_and_a_blocked_worker_are_found_under_their_functions
     let types: Vec<(&str, &str)> = p.sample_type.iter().map(|t| (s(t.ty), s(t.unit))).collect();
     assert_eq!(types, vec![("samples", "count"), ("wall", "nanoseconds")]);
     assert_eq!(s(p.default_sample_type), "wall");
-    assert_eq!(p.period, 1_000_000_000 / 29);
+    assert_eq!(p.period, 1_000_000_000 / 19);
     assert!(p.duration_nanos >= 2_000_000_000);
     // Each sample's wall value is its count times the period.
     assert!(p.sample.iter().all(|x| x.value[1] == x.value[0] * p.period));

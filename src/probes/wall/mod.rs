@@ -12,9 +12,11 @@ use crate::security::Scope;
 pub(crate) const MIN_FREQUENCY_HZ: u32 = 1;
 /// Highest sampling rate, in Hz: every thread is visited at every tick.
 pub(crate) const MAX_FREQUENCY_HZ: u32 = 100;
-/// Default sampling rate, in Hz: a prime, so ticks do not fall in lockstep with periodic work
-/// (10 ms, 50 ms, 1 s timers).
-pub(crate) const DEFAULT_FREQUENCY_HZ: u32 = 29;
+/// Default sampling rate, in Hz: async-profiler's wall-clock default (50 ms), as a prime so
+/// ticks do not fall in lockstep with periodic work (10 ms, 50 ms, 1 s timers). The sampler's
+/// cost grows with the thread count (a few `/proc` reads per thread per tick), so the default
+/// stays low; `?frequency=` goes up to 100 for a short look.
+pub(crate) const DEFAULT_FREQUENCY_HZ: u32 = 19;
 /// Default profile length in seconds (as the CPU profile's).
 pub(crate) const DEFAULT_SECONDS: u64 = 30;
 
