@@ -319,6 +319,7 @@ fn params_of(method: &str, path: &str) -> Vec<(&'static str, Kind)> {
         ("PUT", "/debug/log-level") => vec![("ttl", Kind::Ttl)],
         ("GET", "/debug/spans") => vec![
             ("min_age_ms", Kind::Int0(86_400_000)),
+            ("limit", Kind::Int(16_384)),
             ("format", Kind::Choice(DUMP_FORMATS)),
         ],
         ("GET", "/debug/errors") => vec![("format", Kind::Choice(DUMP_FORMATS))],

@@ -169,6 +169,19 @@ async fn a_hanging_handler_is_listed_with_its_route_and_errors_fold_into_one_gro
         "only spans at least 500 ms old: {v}"
     );
     assert_eq!(v["in_flight"]["max_spans"], 16_384);
+    assert_eq!(v["in_flight"]["limit"], 1000, "the default limit");
+    // ?limit= keeps the oldest: the hanging request is among them, whatever else is open.
+    let one = json(&server.url("/debug/spans?min_age_ms=500&limit=1")).await;
+    assert_eq!(
+        one["in_flight"]["spans"].as_array().unwrap().len(),
+        1,
+        "{one}"
+    );
+    assert_eq!(
+        one["in_flight"]["omitted"].as_u64().unwrap() + 1,
+        v["in_flight"]["spans"].as_array().unwrap().len() as u64,
+        "{one} vs {v}"
+    );
     assert_eq!(v["in_flight"]["max_field_bytes"], 512);
     // The closed db span is in the latency summary.
     let names = v["latency"]["names"].as_array().unwrap();
@@ -312,7 +325,9 @@ async fn without_the_layer_the_routes_say_how_to_install_it_and_parameters_are_c
         ("min_age_ms=-1", "min_age_ms"),
         ("min_age_ms=86400001", "min_age_ms"),
         ("format=xml", "format"),
-        ("limit=3", "unknown parameter"),
+        ("limit=0", "limit"),
+        ("limit=16385", "limit"),
+        ("top=3", "unknown parameter"),
     ] {
         let (status, body) =
             get(&server.url(&format!("/debug/spans?{q}")), Some(READ_SECRET)).await;

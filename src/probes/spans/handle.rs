@@ -80,9 +80,15 @@ pub(crate) struct SpansReport {
 }
 
 impl SpansHandle {
-    /// Spans open now at least `min_age_ms` milliseconds old, oldest first.
+    /// Spans open now at least `min_age_ms` milliseconds old, oldest first (all of them).
+    #[cfg(test)]
     pub(crate) fn in_flight(&self, min_age_ms: u64) -> InFlightReport {
-        super::span_report::in_flight(&self.shared, min_age_ms)
+        self.in_flight_up_to(min_age_ms, super::span_report::MAX_LIMIT)
+    }
+
+    /// The same, at most `limit` spans (the oldest).
+    pub(crate) fn in_flight_up_to(&self, min_age_ms: u64, limit: usize) -> InFlightReport {
+        super::span_report::in_flight(&self.shared, min_age_ms, limit)
     }
 
     /// Latency per span name over the last [`WINDOW_MINUTES`](super::span_report::WINDOW_MINUTES).
@@ -90,10 +96,10 @@ impl SpansHandle {
         super::span_report::latency_report(&self.shared)
     }
 
-    /// Both halves of `/debug/spans`.
-    pub(crate) fn spans(&self, min_age_ms: u64) -> SpansReport {
+    /// Both halves of `/debug/spans`, at most `limit` in-flight spans.
+    pub(crate) fn spans(&self, min_age_ms: u64, limit: usize) -> SpansReport {
         SpansReport {
-            in_flight: self.in_flight(min_age_ms),
+            in_flight: self.in_flight_up_to(min_age_ms, limit),
             latency: self.latency(),
         }
     }

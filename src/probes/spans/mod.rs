@@ -79,6 +79,7 @@ use crate::seam::{
     RouteSpec,
 };
 use crate::security::Scope;
+use span_report::{DEFAULT_LIMIT, MAX_LIMIT};
 
 /// Longest `?min_age_ms=` accepted: one day.
 const MAX_MIN_AGE_MS: u64 = 86_400_000;
@@ -96,7 +97,7 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
             access: Access::Scope(Scope::Read),
             summary: |_| {
                 format!(
-                    "the tracing spans open now, oldest first (name, target, redacted fields, age, parent chain, the thread that entered them last), ?min_age_ms= 0–{MAX_MIN_AGE_MS} (default 0); and per span name the latency of spans closed in the last 5 minutes (count, errors, p50/p90/p99, max, the slowest few with their fields); ?format=json|text (text reads like a stack of stuck requests); needs prodbg::spans::layer installed"
+                    "the tracing spans open now, oldest first (name, target, redacted fields, age, parent chain, the thread that entered them last), ?min_age_ms= 0–{MAX_MIN_AGE_MS} (default 0) &limit= 1–{MAX_LIMIT} (default {DEFAULT_LIMIT}: the oldest are listed, the rest counted in `omitted`); and per span name the latency of spans closed in the last 5 minutes (count, errors, p50/p90/p99, max, the slowest few with their fields); ?format=json|text (text reads like a stack of stuck requests); needs prodbg::spans::layer installed"
                 )
             },
         },
@@ -125,10 +126,11 @@ type Handle = State<Option<SpansHandle>>;
 
 /// The in-flight spans (at least `?min_age_ms=` old) and the latency summary.
 async fn spans(State(h): Handle, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let params = Params::parse(q.as_deref(), &["min_age_ms", "format"])?;
+    let params = Params::parse(q.as_deref(), &["min_age_ms", "limit", "format"])?;
     let min_age_ms = params.u64_in("min_age_ms", 0..=MAX_MIN_AGE_MS, 0)?;
+    let limit = params.u64_in("limit", 1..=MAX_LIMIT as u64, DEFAULT_LIMIT as u64)? as usize;
     let format = params.choice("format", FORMATS, "json")?;
-    let report = handle(&h)?.spans(min_age_ms);
+    let report = handle(&h)?.spans(min_age_ms, limit);
     Ok(match format {
         "text" => format!("{}\n{}", report.in_flight, report.latency).into_response(),
         _ => Json(report).into_response(),
@@ -191,7 +193,7 @@ impl Probe for SpansProbe {
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
         match &self.handle {
             Some(h) => vec![
-                BundlePart::json("spans.json", &h.spans(0)),
+                BundlePart::json("spans.json", &h.spans(0, DEFAULT_LIMIT)),
                 BundlePart::json("errors.json", &h.errors()),
             ],
             None => vec![

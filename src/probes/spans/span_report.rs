@@ -96,6 +96,10 @@ pub(crate) struct InFlightReport {
     pub(crate) truncated_fields_total: u64,
     /// The cap on field bytes per span, in bytes.
     pub(crate) max_field_bytes: usize,
+    /// The most spans listed (`?limit=`); the oldest are kept.
+    pub(crate) limit: usize,
+    /// Spans old enough to be listed but left out by `limit` (count).
+    pub(crate) omitted: usize,
     /// The spans, oldest first.
     pub(crate) spans: Vec<InFlightSpan>,
 }
@@ -166,7 +170,13 @@ fn ms(ns: u64) -> f64 {
     (ns as f64 / 1e3).round() / 1e3
 }
 
-pub(crate) fn in_flight(shared: &Shared, min_age_ms: u64) -> InFlightReport {
+/// The spans open for at least `min_age_ms`, oldest first, at most `limit` of them (only those
+/// listed have their fields decoded).
+/// Most spans one in-flight report lists (`?limit=`), and the default.
+pub(crate) const MAX_LIMIT: usize = 16_384;
+pub(crate) const DEFAULT_LIMIT: usize = 1_000;
+
+pub(crate) fn in_flight(shared: &Shared, min_age_ms: u64, limit: usize) -> InFlightReport {
     clock::recalibrate();
     let copies = shared.table.snapshot();
     let (now, wall) = (clock::now(), SystemTime::now());
@@ -174,13 +184,18 @@ pub(crate) fn in_flight(shared: &Shared, min_age_ms: u64) -> InFlightReport {
         .iter()
         .map(|c| (c.id, (c.meta.name(), c.parent)))
         .collect();
-    let mut spans: Vec<(u64, InFlightSpan)> = copies
+    let min_age_ns = min_age_ms.saturating_mul(1_000_000);
+    let mut old: Vec<_> = copies
         .into_iter()
-        .filter_map(|c| {
+        .filter(|c| clock::to_nanos(now.saturating_sub(c.start)) >= min_age_ns)
+        .collect();
+    old.sort_by_key(|c| (c.start, c.id));
+    let omitted = old.len().saturating_sub(limit);
+    old.truncate(limit);
+    let spans = old
+        .into_iter()
+        .map(|c| {
             let age_ns = clock::to_nanos(now.saturating_sub(c.start));
-            if age_ns < min_age_ms.saturating_mul(1_000_000) {
-                return None;
-            }
             let mut parents = Vec::new();
             let mut p = c.parent;
             while p != 0 && parents.len() < MAX_PARENTS {
@@ -191,7 +206,7 @@ pub(crate) fn in_flight(shared: &Shared, min_age_ms: u64) -> InFlightReport {
                 });
                 p = known.map_or(0, |k| k.1);
             }
-            let span = InFlightSpan {
+            InFlightSpan {
                 id: c.id,
                 name: c.meta.name(),
                 target: c.meta.target(),
@@ -205,11 +220,9 @@ pub(crate) fn in_flight(shared: &Shared, min_age_ms: u64) -> InFlightReport {
                 thread: (c.last_tid != 0).then(|| ThreadRef::of(c.last_tid)),
                 entered: c.entered > 0,
                 error: c.flags & FLAG_ERROR != 0,
-            };
-            Some((c.start, span))
+            }
         })
         .collect();
-    spans.sort_by_key(|(start, s)| (*start, s.id));
     InFlightReport {
         taken_at: wall,
         min_age_ms,
@@ -221,7 +234,9 @@ pub(crate) fn in_flight(shared: &Shared, min_age_ms: u64) -> InFlightReport {
             .load(std::sync::atomic::Ordering::Relaxed),
         truncated_fields_total: shared.truncated(),
         max_field_bytes: shared.max_field_bytes,
-        spans: spans.into_iter().map(|(_, s)| s).collect(),
+        limit,
+        omitted,
+        spans,
     }
 }
 
@@ -326,6 +341,13 @@ impl fmt::Display for InFlightReport {
                     p.id
                 )?;
             }
+        }
+        if self.omitted > 0 {
+            writeln!(
+                f,
+                "\n    … {} younger spans left out (?limit={}; raise it, up to {MAX_LIMIT}, or raise ?min_age_ms=)",
+                self.omitted, self.limit
+            )?;
         }
         Ok(())
     }

@@ -164,3 +164,30 @@ fn spans_below_the_filter_are_not_tracked() {
         );
     });
 }
+
+#[test]
+fn a_limit_keeps_the_oldest_and_counts_the_rest() {
+    let (d, h) = dispatch(Options::default());
+    with(&d, || {
+        let spans: Vec<_> = (0..5u64)
+            .map(|i| {
+                let s = tracing::info_span!("request", n = i);
+                std::thread::sleep(Duration::from_millis(2));
+                s
+            })
+            .collect();
+        let all = h.in_flight_up_to(0, 16_384);
+        assert_eq!((all.spans.len(), all.omitted), (5, 0));
+        let r = h.in_flight_up_to(0, 2);
+        assert_eq!((r.limit, r.omitted), (2, 3));
+        let kept: Vec<_> = r.spans.iter().map(|s| s.fields.get("n")).collect();
+        assert_eq!(kept, [Some("0"), Some("1")], "the two oldest");
+        let text = r.to_string();
+        assert!(
+            text.contains("3 younger spans left out (?limit=2"),
+            "{text}"
+        );
+        drop(spans);
+    });
+    assert!(h.in_flight(0).spans.is_empty());
+}
