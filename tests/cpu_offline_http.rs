@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io::Read as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use common::decode_pprof as decode;
 use common::*;
-use pprof::protos::Message as _;
 
 /// The profiler is process-global: these tests take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -31,14 +30,6 @@ fn hot() -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
         }
     });
     (stop, t)
-}
-
-fn decode(gz: &[u8]) -> pprof::protos::Profile {
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_end(&mut raw)
-        .unwrap();
-    pprof::protos::Profile::decode(raw.as_slice()).unwrap()
 }
 
 async fn post(url: &str, body: String) -> (u16, String) {

@@ -9,7 +9,6 @@ mod common;
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -21,8 +20,6 @@ static A: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static _rjem_malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:14\0";
-
-const INSTALL: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends golang-go   (.ci/run does this)";
 
 #[inline(never)]
 fn prodbg_gopprof_hot_z3(stop: &AtomicBool) -> u64 {
@@ -59,31 +56,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// `go tool pprof <args>` in a clean environment: its own HOME, GOCACHE and PPROF_TMPDIR (where
-/// pprof saves each profile it fetches), nothing else of the caller's.
-fn go_tool_pprof(dir: &Path, args: &[&str]) -> Output {
-    let go = ["go", "/usr/bin/go", "/usr/lib/go/bin/go"]
-        .into_iter()
-        .find(|g| {
-            Command::new(g)
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .unwrap_or_else(|| panic!("`go` is not installed: {INSTALL}"));
-    Command::new(go)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.join("home"))
-        .env("GOCACHE", dir.join("gocache"))
-        .env("PPROF_TMPDIR", dir.join("pprof"))
-        .current_dir(dir)
-        .args(["tool", "pprof"])
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 async fn pprof_top(dir: &Path, url: String) -> (String, String) {

@@ -7,38 +7,15 @@ mod common;
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::io::Read as _;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier, OnceLock};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{client, spawn_with, PROFILE_SECRET};
-use pprof::protos::Message as _;
-use tracing_subscriber::prelude::*;
-
-const INSTALL: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends golang-go   (.ci/run does this)";
-
-fn handle() -> prodbg::spans::SpansHandle {
-    static HANDLE: OnceLock<prodbg::spans::SpansHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let (filter, _control) =
-                prodbg::log_level::reloadable(tracing_subscriber::EnvFilter::new("info"));
-            let (spans, handle) = prodbg::spans::layer(prodbg::spans::Options::default());
-            tracing_subscriber::registry()
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::sink)
-                        .and_then(spans)
-                        .with_filter(filter),
-                )
-                .init();
-            handle
-        })
-        .clone()
-}
+use common::{
+    client, decode_pprof as decode, go_tool_pprof, spans_handle as handle, spawn_with,
+    PROFILE_SECRET,
+};
 
 #[inline(never)]
 fn labelled_checkout_spin(stop: &AtomicBool) -> u64 {
@@ -118,14 +95,6 @@ async fn ok(url: &str) -> Vec<u8> {
     body
 }
 
-fn decode(gz: &[u8]) -> pprof::protos::Profile {
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_end(&mut raw)
-        .unwrap();
-    pprof::protos::Profile::decode(&raw[..]).unwrap()
-}
-
 /// Per function of interest: (samples whose stack has it, of those: samples labelled
 /// `span=want_span, route=want_route`, samples with any `span` label).
 fn by_function(
@@ -178,27 +147,8 @@ fn by_function(
     out
 }
 
-fn go_tool_pprof(dir: &Path, args: &[&str]) -> String {
-    let go = ["go", "/usr/bin/go", "/usr/lib/go/bin/go"]
-        .into_iter()
-        .find(|g| {
-            Command::new(g)
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .unwrap_or_else(|| panic!("`go` is not installed: {INSTALL}"));
-    let out = Command::new(go)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.join("home"))
-        .env("GOCACHE", dir.join("gocache"))
-        .env("PPROF_TMPDIR", dir.join("pprof"))
-        .current_dir(dir)
-        .args(["tool", "pprof"])
-        .args(args)
-        .output()
-        .unwrap();
+fn go_pprof_stdout(dir: &Path, args: &[&str]) -> String {
+    let out = go_tool_pprof(dir, args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -274,7 +224,7 @@ async fn cpu_and_wall_samples_carry_the_span_they_were_taken_in() {
     std::fs::write(dir.path().join("cpu.pb.gz"), &cpu_gz).unwrap();
     let tags = tokio::task::spawn_blocking({
         let dir = dir.path().to_path_buf();
-        move || go_tool_pprof(&dir, &["-tags", "cpu.pb.gz"])
+        move || go_pprof_stdout(&dir, &["-tags", "cpu.pb.gz"])
     })
     .await
     .unwrap();
@@ -285,7 +235,7 @@ async fn cpu_and_wall_samples_carry_the_span_they_were_taken_in() {
     );
     let focused = tokio::task::spawn_blocking({
         let dir = dir.path().to_path_buf();
-        move || go_tool_pprof(&dir, &["-top", "-tagfocus", "span=checkout", "cpu.pb.gz"])
+        move || go_pprof_stdout(&dir, &["-top", "-tagfocus", "span=checkout", "cpu.pb.gz"])
     })
     .await
     .unwrap();

@@ -4,36 +4,14 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::Path;
 use axum::routing::get as route_get;
-use common::{get, spawn, spawn_with, READ_SECRET};
+use common::{get, spans_handle as handle, spawn, spawn_with, READ_SECRET};
 use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
-use tracing_subscriber::prelude::*;
-
-/// The layer's handle; the subscriber is installed once for the whole binary.
-fn handle() -> prodbg::spans::SpansHandle {
-    static HANDLE: OnceLock<prodbg::spans::SpansHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let (filter, _control) =
-                prodbg::log_level::reloadable(tracing_subscriber::EnvFilter::new("info"));
-            let (spans, handle) = prodbg::spans::layer(prodbg::spans::Options::default());
-            tracing_subscriber::registry()
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::sink)
-                        .and_then(spans)
-                        .with_filter(filter),
-                )
-                .init();
-            handle
-        })
-        .clone()
-}
 
 /// What the host's handlers share: `/hang` signals `entered` and waits for `release`.
 #[derive(Clone)]

@@ -8,12 +8,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::sync::{mpsc, Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::decode_pprof as decode;
 use common::*;
-use pprof::protos::Message as _;
 
 /// The wall profiler is process-global: these tests take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -141,14 +140,6 @@ async fn fetch(url: &str) -> reqwest::Response {
         panic!("{url}: {status} {}", r.text().await.unwrap());
     }
     r
-}
-
-fn decode(gz: &[u8]) -> pprof::protos::Profile {
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_end(&mut raw)
-        .unwrap();
-    pprof::protos::Profile::decode(&raw[..]).unwrap()
 }
 
 /// Per thread name: (samples, samples whose stack has `function`, samples in state `state`).

@@ -153,3 +153,67 @@ pub async fn endpoints(server: &Server) -> Vec<(String, String, String, bool)> {
         })
         .collect()
 }
+
+/// How CI installs Go, for the message of a test that needs `go tool pprof`.
+pub const GO_INSTALL: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends golang-go   (.ci/run does this)";
+
+/// A gzipped `profile.proto`, decoded with pprof-rs's types (a real decoder, not ours).
+pub fn decode_pprof(gz: &[u8]) -> pprof::protos::Profile {
+    use pprof::protos::Message as _;
+    use std::io::Read as _;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut raw)
+        .unwrap();
+    pprof::protos::Profile::decode(raw.as_slice()).unwrap()
+}
+
+/// `go tool pprof <args>` in a clean environment: its own HOME, GOCACHE and PPROF_TMPDIR (where
+/// pprof saves each profile it fetches), nothing else of the caller's. A missing `go` fails
+/// the test with the install line.
+pub fn go_tool_pprof(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    use std::process::Command;
+    let go = ["go", "/usr/bin/go", "/usr/lib/go/bin/go"]
+        .into_iter()
+        .find(|g| {
+            Command::new(g)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .unwrap_or_else(|| panic!("`go` is not installed: {GO_INSTALL}"));
+    Command::new(go)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.join("home"))
+        .env("GOCACHE", dir.join("gocache"))
+        .env("PPROF_TMPDIR", dir.join("pprof"))
+        .current_dir(dir)
+        .args(["tool", "pprof"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The span layer's handle, installed once per test binary inside a reloadable `info` filter
+/// next to a `fmt` layer, as the README recommends.
+pub fn spans_handle() -> prodbg::spans::SpansHandle {
+    use tracing_subscriber::prelude::*;
+    static HANDLE: std::sync::OnceLock<prodbg::spans::SpansHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let (filter, _control) =
+                prodbg::log_level::reloadable(tracing_subscriber::EnvFilter::new("info"));
+            let (spans, handle) = prodbg::spans::layer(prodbg::spans::Options::default());
+            tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::sink)
+                        .and_then(spans)
+                        .with_filter(filter),
+                )
+                .init();
+            handle
+        })
+        .clone()
+}
