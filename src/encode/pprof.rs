@@ -276,6 +276,7 @@ impl ProfileBuilder {
     }
 
     /// Names the sample type a viewer shows first (one of `sample_types`' types).
+    #[cfg_attr(not(any(feature = "heap", feature = "wall")), allow(dead_code))]
     pub(crate) fn default_sample_type(&mut self, ty: &str) {
         self.profile.default_sample_type = self.string(ty);
     }
@@ -284,6 +285,7 @@ impl ProfileBuilder {
     /// in the file, and says its locations are symbolized (functions, files, lines, inlined
     /// functions). Returns its id. Locations belong to the first mapping that holds their
     /// address.
+    #[cfg_attr(not(feature = "heap"), allow(dead_code))]
     pub(crate) fn mapping(&mut self, start: u64, limit: u64, offset: u64, path: &str) -> u64 {
         self.mapping_spec(&MappingSpec {
             start,
