@@ -27,12 +27,15 @@
 //! Run: `cargo bench --bench cpu_overhead` (about 8 minutes). `PRODBG_BENCH_ROUNDS=n` sets the
 //! rounds (default 12). `PRODBG_BENCH_OUT=dir` also writes the first profile (`cpu.pb.gz`).
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prodbg::{Admin, AdminHandle, Scope};
+use common::SECRET;
+use prodbg::AdminHandle;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
@@ -44,7 +47,6 @@ const ROUND_S: u64 = 3;
 /// Length of the profiles that measure memory and latency.
 const LONG_S: u64 = 10;
 const CLONE_BYTES: usize = 1 << 20;
-const SECRET: &str = "bench-secret-0123456789abcdef";
 const WORKER: &str = "acc-worker";
 
 // ---------------------------------------------------------------- the workload
@@ -657,11 +659,7 @@ fn main() {
             ),
         )
         .init();
-    let rounds = std::env::var("PRODBG_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(DEFAULT_ROUNDS);
+    let rounds = common::rounds(DEFAULT_ROUNDS);
     let exe = std::env::current_exe().expect("current_exe");
     let exe_mb = std::fs::metadata(&exe).map_or(0.0, |m| m.len() as f64 / 1e6);
     println!(
@@ -683,12 +681,7 @@ fn main() {
         fmt_shares(truth.split.shares())
     );
 
-    let admin = Admin::builder()
-        .bind("127.0.0.1:0")
-        .service_name("cpu_overhead")
-        .token("ops", Scope::Admin, SECRET)
-        .spawn()
-        .expect("admin server");
+    let admin = common::admin("cpu_overhead");
     let http = Http::new(&admin);
     assert!(!http.profile_running(), "no profile running at start");
     let _ = http.get("/debug/");

@@ -29,6 +29,8 @@
 //! Run: `cargo bench --bench heap_overhead` (about a minute). `PRODBG_BENCH_ROUNDS=n` sets the
 //! interleaved rounds (default 15).
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -38,8 +40,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use common::SECRET;
 use pprof::protos::Message as _;
-use prodbg::{Admin, AdminHandle, Scope};
+use prodbg::AdminHandle;
 
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
@@ -102,7 +105,6 @@ unsafe impl GlobalAlloc for Switch {
 static A: Switch = Switch;
 
 const DEFAULT_ROUNDS: usize = 15;
-const SECRET: &str = "bench-secret-0123456789abcdef";
 /// Per configuration and round; jemalloc inactive/active alternate in `SLICES` slices of it, so
 /// that noise from other processes hits both alike.
 const RUN: Duration = Duration::from_millis(200);
@@ -365,17 +367,8 @@ fn main() {
         println!("{}", throughput(workload(&name), RUN));
         return;
     }
-    let rounds = std::env::var("PRODBG_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(DEFAULT_ROUNDS);
-    let admin = Admin::builder()
-        .bind("127.0.0.1:0")
-        .service_name("heap_overhead")
-        .token("ops", Scope::Admin, SECRET)
-        .spawn()
-        .expect("admin server");
+    let rounds = common::rounds(DEFAULT_ROUNDS);
+    let admin = common::admin("heap_overhead");
     let http = Http::new(&admin);
     let memory = http.get_json("/debug/memory");
     let state = &memory["jemalloc"]["profiling"];

@@ -14,12 +14,15 @@
 //! Run: `cargo bench --bench wall_overhead` (about a minute and a half). `PRODBG_BENCH_ROUNDS=n`
 //! sets the interleaved rounds (default 7).
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use prodbg::{Admin, AdminHandle, Scope};
+use common::SECRET;
+use prodbg::AdminHandle;
 
 const BUSY_THREADS: usize = 2;
 const IDLE_THREADS: usize = 50;
@@ -29,7 +32,6 @@ const DEFAULT_HZ: u32 = 19;
 
 /// Length of one round, in seconds (the endpoint takes whole seconds).
 const ROUND_S: u64 = 3;
-const SECRET: &str = "bench-secret-0123456789abcdef";
 
 #[inline(never)]
 fn spin(iters: u64) -> u64 {
@@ -204,17 +206,8 @@ impl Http {
 }
 
 fn main() {
-    let rounds = std::env::var("PRODBG_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(DEFAULT_ROUNDS);
-    let admin = Admin::builder()
-        .bind("127.0.0.1:0")
-        .service_name("wall_overhead")
-        .token("ops", Scope::Admin, SECRET)
-        .spawn()
-        .expect("admin server");
+    let rounds = common::rounds(DEFAULT_ROUNDS);
+    let admin = common::admin("wall_overhead");
     let http = Http::new(&admin);
     let stop = Arc::new(AtomicBool::new(false));
     let (release, idle) = idle_threads(&stop);
