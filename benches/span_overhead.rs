@@ -1,16 +1,24 @@
 //! Cost of prodbg's span layer (`prodbg::spans`) on a span-heavy workload, side by side with
-//! the same subscriber without it. The README's figure is configuration "B + inside host filter",
-//! the recommended install (`fmt::layer().and_then(spans).with_filter(filter)`), against "B".
+//! the same subscriber without it, at two work sizes. The README's figures are the recommended
+//! install (`fmt::layer().and_then(spans).with_filter(filter)`): "C + inside host filter"
+//! against "C" (a real `fmt` layer to a sink, under an `EnvFilter`), and the harsher
+//! "B + inside host filter" against "B" (the host's layer a no-op, so nothing else costs).
 //!
 //! Two threads each run requests: a `request` span (3 fields) with two nested `db` spans
 //! (2 fields), each span created, entered, exited and closed around some compute. Rounds
 //! interleave the configurations; each figure is min / median / max over the rounds.
-//! Throughput ratio = (ns per span of the configuration compared with) / (ns per span with prodbg), per round, from
-//! the threads' CPU time (immune to other processes on a shared machine) and from wall time.
+//! Throughput ratio = (ns per span of the configuration compared with) / (ns per span with
+//! prodbg), per round, from the threads' CPU time (immune to other processes on a shared
+//! machine) and from wall time. Each run is a process of its own with the configuration as
+//! its global default subscriber (see `run_child`). For scale, each work size also prints what
+//! the host's own `fmt` + `EnvFilter` stack costs of the host's time.
+//!
+//! Work sizes: `WORK=600` is ~1.5 µs of work per span (dense: 2 µs per span with the registry),
+//! `WORK=2800` ~6 µs (a span-heavy service: three spans per ~18 µs request).
 //!
 //! ```text
-//! cargo bench --bench span_overhead              # defaults: 61 rounds, ~2 µs of work per span
-//! ROUNDS=21 WORK=600 THREADS=1 cargo bench --bench span_overhead   # WORK=0: span ops only
+//! cargo bench --bench span_overhead        # defaults: 61 rounds at WORK=600 and WORK=2800
+//! ROUNDS=21 WORK=0 THREADS=1 cargo bench --bench span_overhead   # WORK=0: span ops only
 //! ```
 
 use std::hint::black_box;
@@ -34,9 +42,17 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `n` steps of xorshift: register-only work whose speed does not depend on where the stack or
+/// heap happen to be (a loop through memory varied by ±5 % from one process to the next).
 #[inline(never)]
 fn compute(n: u64) -> u64 {
-    (0..n).fold(0u64, |a, x| black_box(a.wrapping_mul(31).wrapping_add(x)))
+    let mut x = black_box(n) | 1;
+    for _ in 0..black_box(n) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
 }
 
 fn requests(n: u64, work: u64) -> u64 {
@@ -54,6 +70,18 @@ fn requests(n: u64, work: u64) -> u64 {
     acc
 }
 
+/// A host's own log layer: `tracing_subscriber::fmt`, writing to a sink.
+fn host_fmt<S>() -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer().with_writer(std::io::sink)
+}
+
+fn host_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::new("info")
+}
+
 fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -64,20 +92,17 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// One run: `(cpu ns per span, wall ns per span)`.
-fn run(d: &Dispatch, n: u64, work: u64) -> (f64, f64) {
+/// One run under the global default subscriber: `(cpu ns per span, wall ns per span)`.
+fn run(n: u64, work: u64) -> (f64, f64) {
     let threads = threads();
     let start = Instant::now();
     let cpu: u64 = std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
             .map(|_| {
-                let d = d.clone();
                 s.spawn(move || {
-                    tracing::dispatcher::with_default(&d, || {
-                        let c0 = thread_cpu_ns();
-                        black_box(requests(n, work));
-                        thread_cpu_ns() - c0
-                    })
+                    let c0 = thread_cpu_ns();
+                    black_box(requests(n, work));
+                    thread_cpu_ns() - c0
                 })
             })
             .collect();
@@ -88,6 +113,32 @@ fn run(d: &Dispatch, n: u64, work: u64) -> (f64, f64) {
         cpu as f64 / (spans * threads as f64),
         start.elapsed().as_nanos() as f64 / spans,
     )
+}
+
+/// One run of configuration `i` in a process of its own: `(cpu, wall)` ns per span.
+///
+/// Each configuration is installed as the process's global default, as a service installs
+/// its subscriber (`.init()`). Under a scoped dispatcher (`with_default`) every span would
+/// clone and drop the `Dispatch`'s `Arc`, two atomic read-modify-writes on one cache line
+/// shared by all threads, which no global-default host pays and which would swamp the layer's
+/// own cost. A process per run also draws the heap layout afresh every time.
+fn run_child(i: usize, n: u64, work: u64) -> (f64, f64) {
+    let out = std::process::Command::new(std::env::current_exe().expect("bench binary path"))
+        .env("ONLY", i.to_string())
+        .env("WORK", work.to_string())
+        .env("REQUESTS", n.to_string())
+        .env("THREADS", threads().to_string())
+        .output()
+        .expect("run the bench binary");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let num = |key: &str| -> f64 {
+        text.split(key)
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no `{key}` in the child's output: {text}"))
+    };
+    (num("cpu "), num("wall "))
 }
 
 fn loadavg() -> String {
@@ -105,22 +156,20 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
-fn main() {
-    let rounds = env("ROUNDS", 61).max(9) as usize;
-    let work = env("WORK", 1400);
-    // Short runs, many rounds: each round's ratio compares runs taken moments apart, so a
-    // burst of load from another process spoils one round, not the median.
-    let n = env("REQUESTS", 2_000);
-    // (name, subscriber, index of the configuration it is compared with)
-    let configs: Vec<(&str, Dispatch, usize)> = vec![
+/// A subscriber under test, built in the process that runs it (see [`run_child`]).
+type Build = fn() -> Dispatch;
+
+/// `(name, how to build it, index of the configuration it is compared with)`.
+fn configs() -> Vec<(&'static str, Build, usize)> {
+    vec![
         (
             "A: registry + noop",
-            Dispatch::new(tracing_subscriber::registry().with(Noop)),
+            || Dispatch::new(tracing_subscriber::registry().with(Noop)),
             0,
         ),
         (
             "A + filtered_layer",
-            {
+            || {
                 let (l, _h) = filtered_layer(Options::default());
                 Dispatch::new(tracing_subscriber::registry().with(l).with(Noop))
             },
@@ -128,7 +177,7 @@ fn main() {
         ),
         (
             "A + unfiltered",
-            {
+            || {
                 let (l, _h) = layer(Options::default());
                 Dispatch::new(tracing_subscriber::registry().with(l).with(Noop))
             },
@@ -136,7 +185,7 @@ fn main() {
         ),
         (
             "A + slot only",
-            {
+            || {
                 let (l, _h) = filtered_layer(Options::default().labels_only());
                 Dispatch::new(tracing_subscriber::registry().with(l).with(Noop))
             },
@@ -144,7 +193,7 @@ fn main() {
         ),
         (
             "A + slot only unfilt.",
-            {
+            || {
                 let (l, _h) = layer(Options::default().labels_only());
                 Dispatch::new(tracing_subscriber::registry().with(l).with(Noop))
             },
@@ -154,12 +203,16 @@ fn main() {
         // prodbg installed inside that filter: `host.and_then(prodbg).with_filter(host_filter)`.
         (
             "B: registry + filtered noop",
-            Dispatch::new(tracing_subscriber::registry().with(Noop.with_filter(LevelFilter::INFO))),
+            || {
+                Dispatch::new(
+                    tracing_subscriber::registry().with(Noop.with_filter(LevelFilter::INFO)),
+                )
+            },
             5,
         ),
         (
             "B + inside host filter",
-            {
+            || {
                 let (l, _h) = layer(Options::default());
                 Dispatch::new(
                     tracing_subscriber::registry()
@@ -171,12 +224,12 @@ fn main() {
         // For scale: what any second (empty) layer costs.
         (
             "A + another noop layer",
-            Dispatch::new(tracing_subscriber::registry().with(Noop).with(Noop)),
+            || Dispatch::new(tracing_subscriber::registry().with(Noop).with(Noop)),
             0,
         ),
         (
             "B + slot only inside",
-            {
+            || {
                 let (l, _h) = layer(Options::default().labels_only());
                 Dispatch::new(
                     tracing_subscriber::registry()
@@ -185,33 +238,91 @@ fn main() {
             },
             5,
         ),
-    ];
-    // ONLY=i runs configuration i alone (for `perf stat`).
+        // The recommended install as the docs write it, in a host stack as services run it:
+        // the host's `fmt` layer (to a sink) under an `EnvFilter`, prodbg inside that filter.
+        (
+            "C: fmt + EnvFilter host",
+            || {
+                Dispatch::new(
+                    tracing_subscriber::registry().with(host_fmt().with_filter(host_filter())),
+                )
+            },
+            9,
+        ),
+        (
+            "C + inside host filter",
+            || {
+                let (l, _h) = layer(Options::default());
+                Dispatch::new(
+                    tracing_subscriber::registry()
+                        .with(host_fmt().and_then(l).with_filter(host_filter())),
+                )
+            },
+            9,
+        ),
+    ]
+}
+
+fn main() {
+    let rounds = env("ROUNDS", 61).max(9) as usize;
+    // Short runs, many rounds: each round's ratio compares runs taken moments apart, so a
+    // burst of load from another process spoils one round, not the median.
+    let n = env("REQUESTS", 2_000);
+    let configs = configs();
+    // ONLY=i runs configuration i alone, at the first WORK: how each round runs each
+    // configuration (see `run_child`), and how to run one under callgrind.
+    let works = works();
     if let Ok(i) = std::env::var("ONLY").map(|v| v.parse::<usize>().unwrap_or(0)) {
-        let (c, w) = run(&configs[i.min(configs.len() - 1)].1, n, work);
-        println!(
-            "{}: cpu {c:.0} ns/span, wall {w:.0} ns/span",
-            configs[i.min(configs.len() - 1)].0
-        );
+        let i = i.min(configs.len() - 1);
+        tracing::dispatcher::set_global_default(configs[i].1()).expect("first subscriber");
+        run(n / 10, works[0]);
+        let (c, w) = run(n, works[0]);
+        println!("{}: cpu {c:.1} ns/span, wall {w:.1} ns/span", configs[i].0);
         return;
     }
-    let load0 = loadavg();
-    // Warm up each configuration once.
-    for (_, d, _) in &configs {
-        run(d, n / 10, work);
+    for work in works {
+        measure(&configs, rounds, n, work);
     }
+}
+
+/// The work sizes to measure at: `WORK=600,2800` (iterations of `compute` per span).
+fn works() -> Vec<u64> {
+    let w: Vec<u64> = std::env::var("WORK")
+        .unwrap_or_else(|_| "600,2800".to_string())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    if w.is_empty() {
+        vec![600]
+    } else {
+        w
+    }
+}
+
+/// Per-round ratios `base / config` of the cpu figures: (min, median, max).
+fn ratio(cpu: &[Vec<f64>], base: usize, i: usize) -> (f64, f64, f64) {
+    stats(
+        (0..cpu[i].len())
+            .map(|r| cpu[base][r] / cpu[i][r])
+            .collect(),
+    )
+}
+
+fn measure(configs: &[(&str, Build, usize)], rounds: usize, n: u64, work: u64) {
+    let load0 = loadavg();
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for r in 0..rounds {
         // Rotate the order every round so no configuration always runs first.
         for k in 0..configs.len() {
             let i = (k + r) % configs.len();
-            let (c, w) = run(&configs[i].1, n, work);
+            let (c, w) = run_child(i, n, work);
             cpu[i].push(c);
             wall[i].push(w);
         }
     }
     let threads = threads();
+    println!();
     println!("load average before / after: {load0} / {}", loadavg());
     println!(
         "span_overhead: {threads} threads x {n} requests x {SPANS_PER_REQUEST} spans, work={work}, {rounds} interleaved rounds (min / median / max)"
@@ -221,12 +332,11 @@ fn main() {
         "configuration", "cpu ns/span", "wall ns/span", "ratio (cpu)", "ratio (wall)"
     );
     for (i, (name, _, base)) in configs.iter().enumerate() {
-        let rc: Vec<f64> = (0..rounds).map(|r| cpu[*base][r] / cpu[i][r]).collect();
         let rw: Vec<f64> = (0..rounds).map(|r| wall[*base][r] / wall[i][r]).collect();
         let (c, w, rc, rw) = (
             stats(cpu[i].clone()),
             stats(wall[i].clone()),
-            stats(rc),
+            ratio(&cpu, *base, i),
             stats(rw),
         );
         println!(
@@ -245,16 +355,31 @@ fn main() {
             );
         }
     }
-    println!("targets: whole layer >= 0.97, slot only >= 0.98 (throughput ratio)");
-    let rec = configs
-        .iter()
-        .position(|(n, _, _)| *n == "B + inside host filter")
-        .unwrap_or(0);
-    let base = configs[rec].2;
-    let rc: Vec<f64> = (0..rounds).map(|r| cpu[base][r] / cpu[rec][r]).collect();
-    let (lo, med, hi) = stats(rc);
+    let at = |name: &str| configs.iter().position(|(n, _, _)| *n == name).unwrap_or(0);
+    // How span-dense the workload is: the host's own tracing stack (fmt + EnvFilter) as a
+    // share of the host's time, against the bare registry.
+    let (host, bare) = (at("C: fmt + EnvFilter host"), at("A: registry + noop"));
+    let share = 1.0 - ratio(&cpu, bare, host).1;
     println!(
-        "recommended install (inside the host's filter): throughput ratio (cpu) median {med:.3} (min {lo:.3}, max {hi:.3}): {}",
-        if med >= 0.97 { "meets >= 0.97" } else { "MISSES >= 0.97" }
+        "work={work}: the host's own fmt + EnvFilter stack takes {:.1} % of its cpu time (median)",
+        share * 100.0
     );
+    println!("targets: whole layer >= 0.97, slot only >= 0.98 (throughput ratio)");
+    for (label, name) in [
+        (
+            "recommended install, host fmt + EnvFilter",
+            "C + inside host filter",
+        ),
+        (
+            "recommended install, no-op host layer",
+            "B + inside host filter",
+        ),
+    ] {
+        let i = at(name);
+        let (lo, med, hi) = ratio(&cpu, configs[i].2, i);
+        println!(
+            "work={work}: {label}: throughput ratio (cpu) median {med:.3} (min {lo:.3}, max {hi:.3}): {}",
+            if med >= 0.97 { "meets >= 0.97" } else { "MISSES >= 0.97" }
+        );
+    }
 }
