@@ -37,6 +37,10 @@ struct Minute {
     minute: AtomicU64,
     errors: AtomicU64,
     max: AtomicU64,
+    /// The floor of this minute's slowest list as this shard's owner last read it (never above
+    /// the list's real floor, which only rises within a minute): a close at or below it skips
+    /// the shared list without reading it. Kept only on owned shards; 0 elsewhere.
+    slow_floor: AtomicU64,
     hist: Histogram,
 }
 
@@ -46,6 +50,7 @@ impl Minute {
             minute: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             max: AtomicU64::new(0),
+            slow_floor: AtomicU64::new(0),
             hist: Histogram::new(),
         }
     }
@@ -74,12 +79,11 @@ struct SlowStats {
     minutes: [SlowMinute; WINDOW_MINUTES],
 }
 
-/// One shard: a lazily allocated slot per span name.
-type Shard = Box<[OnceLock<Box<NameStats>>]>;
-
 /// Per-name, per-shard statistics, allocated on a name's first close on that shard.
 pub(crate) struct Latency {
-    shards: Box<[Shard]>,
+    /// `shard * names + stat`: one flat array, one load fewer per close than a box per shard.
+    stats: Box<[OnceLock<Box<NameStats>>]>,
+    names: usize,
     slow: Box<[OnceLock<Box<SlowStats>>]>,
     keep_slowest: usize,
 }
@@ -95,11 +99,9 @@ pub(crate) struct Merged {
 
 impl Latency {
     pub(crate) fn new(names: usize, keep_slowest: usize) -> Latency {
-        let shards = (0..SHARDS)
-            .map(|_| (0..names).map(|_| OnceLock::new()).collect())
-            .collect();
         Latency {
-            shards,
+            stats: (0..SHARDS * names).map(|_| OnceLock::new()).collect(),
+            names,
             slow: (0..names).map(|_| OnceLock::new()).collect(),
             keep_slowest,
         }
@@ -119,7 +121,10 @@ impl Latency {
         slow: impl FnOnce() -> Slow,
     ) {
         let shard = shard % SHARDS;
-        let Some(cell) = self.shards[shard].get(stat) else {
+        if stat >= self.names {
+            return;
+        }
+        let Some(cell) = self.stats.get(shard * self.names + stat) else {
             return;
         };
         let stats = cell.get_or_init(|| {
@@ -137,6 +142,7 @@ impl Latency {
                 b.minute.store(tag, Ordering::Release);
                 b.errors.store(0, Ordering::Relaxed);
                 b.max.store(0, Ordering::Relaxed);
+                b.slow_floor.store(0, Ordering::Relaxed);
                 b.hist.clear();
             }
             if error {
@@ -147,6 +153,9 @@ impl Latency {
                 b.max.store(ns, Ordering::Relaxed);
             }
             b.hist.record_owned(ns);
+            if ns <= b.slow_floor.load(Ordering::Relaxed) {
+                return;
+            }
         } else {
             if cur != tag
                 && b.minute
@@ -181,8 +190,15 @@ impl Latency {
             })
         });
         let sb = &sm.minutes[(m % WINDOW_MINUTES as u64) as usize];
-        if sb.minute.load(Ordering::Acquire) == tag && ns <= sb.floor.load(Ordering::Relaxed) {
-            return;
+        if sb.minute.load(Ordering::Acquire) == tag {
+            let floor = sb.floor.load(Ordering::Relaxed);
+            if thread::owns_shard(shard) {
+                // Read after the list's minute: this minute's floor (or a lower, earlier one).
+                b.slow_floor.store(floor, Ordering::Relaxed);
+            }
+            if ns <= floor {
+                return;
+            }
         }
         let mut list = sb.lock();
         if sb.minute.load(Ordering::Acquire) != tag {
@@ -213,8 +229,13 @@ impl Latency {
             hist: [0; BUCKETS],
             slowest: Vec::new(),
         };
-        for shard in self.shards.iter() {
-            let Some(stats) = shard.get(stat).and_then(OnceLock::get) else {
+        for shard in 0..SHARDS {
+            let Some(stats) = self
+                .stats
+                .get(shard * self.names + stat)
+                .filter(|_| stat < self.names)
+                .and_then(OnceLock::get)
+            else {
                 continue;
             };
             for b in &stats.minutes {
@@ -240,5 +261,74 @@ impl Latency {
         out.slowest.sort_by_key(|s| std::cmp::Reverse(s.ns));
         out.slowest.truncate(self.keep_slowest);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::spans::thread::OWNED_SHARDS;
+
+    fn meta() -> &'static tracing::Metadata<'static> {
+        // A disabled span still carries its callsite's metadata.
+        tracing::info_span!("latency_unit")
+            .metadata()
+            .expect("the callsite's metadata")
+    }
+
+    fn slow(ns: u64) -> Slow {
+        Slow {
+            id: ns,
+            ns,
+            end: 0,
+            tid: 1,
+            error: false,
+            meta: meta(),
+            fields: Vec::new(),
+        }
+    }
+
+    fn slowest(l: &Latency, now: u64) -> Vec<u64> {
+        l.merged(0, now).slowest.iter().map(|s| s.ns).collect()
+    }
+
+    /// The owned shard skips closes at or below the floor it last read; the list must still be
+    /// exactly the slowest, and a new minute in the same bucket must not inherit an old floor.
+    #[test]
+    fn the_slowest_list_is_exact_on_owned_and_shared_shards_across_minutes() {
+        for shard in [0, OWNED_SHARDS] {
+            let l = Latency::new(1, 2);
+            let t = 10 * MINUTE_NS;
+            for ns in [
+                10_000, 20_000, 30_000, 15_000, 25_000, 24_000, 26_000, 26_000,
+            ] {
+                l.record(shard, 0, t, ns, false, || slow(ns));
+            }
+            assert_eq!(slowest(&l, t), vec![30_000, 26_000], "shard {shard}");
+            assert_eq!(l.merged(0, t).count, 8, "shard {shard}");
+            // Five minutes on, the same bucket holds a new minute: a fast close makes its list.
+            let later = t + WINDOW_MINUTES as u64 * MINUTE_NS;
+            l.record(shard, 0, later, 5_000, false, || slow(5_000));
+            assert_eq!(slowest(&l, later), vec![5_000], "shard {shard}");
+            assert_eq!(l.merged(0, later).count, 1, "shard {shard}");
+        }
+    }
+
+    /// A close on another shard raises the shared floor; the owned shard's older, lower copy
+    /// only sends it to the shared list, which still decides.
+    #[test]
+    fn a_floor_raised_on_another_shard_is_respected() {
+        let l = Latency::new(1, 2);
+        let t = 3 * MINUTE_NS;
+        for ns in [10_000, 20_000] {
+            l.record(0, 0, t, ns, false, || slow(ns));
+        }
+        for ns in [50_000, 60_000] {
+            l.record(1, 0, t, ns, false, || slow(ns));
+        }
+        l.record(0, 0, t, 40_000, false, || slow(40_000));
+        l.record(0, 0, t, 55_000, false, || slow(55_000));
+        assert_eq!(slowest(&l, t), vec![60_000, 55_000]);
+        assert_eq!(l.merged(0, t).count, 6);
     }
 }
