@@ -348,6 +348,15 @@ async fn oversize_bodies_get_413() {
         .unwrap();
     assert_eq!(big.status().as_u16(), 413);
     error_message(&big.text().await.unwrap(), "payload_too_large");
+    // Without a valid token the answer is 401 whatever the body: the limit is not disclosed.
+    for auth in [None, Some("wrong-secret")] {
+        let mut req = client().post(&url).body(vec![b'x'; 1024 * 1024]);
+        if let Some(t) = auth {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "token {auth:?}");
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! The guarded router, built from the registered probes' routes: each route gets its scope
-//! check, then the whole gets the shared layers (guard, JSON errors, body limits, panics).
+//! check and, inside it, the body limits; then the whole gets the shared layers (guard, JSON
+//! errors, panics).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::middleware::from_fn_with_state;
@@ -44,9 +46,20 @@ pub(crate) fn build(state: Arc<ServerState>, routes: Vec<(RouteRow, Route)>) -> 
             template: Arc::from(route.path.as_str()),
             scope: row.scope,
         };
+        // The body limits sit inside the scope check: a client without a valid token gets
+        // 401 whatever it sends, and learns nothing of the limits.
+        let limits = &state.limits;
         app = app.route(
             &route.path,
-            route.handler.layer(from_fn_with_state(rule, authorize)),
+            route
+                .handler
+                .layer::<_, Infallible>(tower_http::limit::RequestBodyLimitLayer::new(
+                    limits.max_body_bytes,
+                ))
+                .layer::<_, Infallible>(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                    limits.body_read_timeout,
+                ))
+                .layer(from_fn_with_state(rule, authorize)),
         );
     }
     app = app.route(
@@ -59,15 +72,12 @@ pub(crate) fn build(state: Arc<ServerState>, routes: Vec<(RouteRow, Route)>) -> 
             authorize,
         )),
     );
-    let limits = &state.limits;
     app.fallback(super::guard::not_found)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_panic| {
             axum::response::IntoResponse::into_response(ApiError::internal(
                 "the handler panicked; the admin server is still serving (the panic is in the host's stderr)",
             ))
         }))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(limits.max_body_bytes))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_read_timeout))
         .layer(axum::middleware::from_fn(super::guard::json_errors))
         .layer(from_fn_with_state(state, super::guard::guard))
 }
