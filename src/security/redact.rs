@@ -273,9 +273,24 @@ fn is_name(k: &str) -> bool {
 fn redact_word(word: &str) -> Option<String> {
     // Keep wrapping quotes and trailing punctuation out of the judgement.
     let core_start = word.len() - word.trim_start_matches(['"', '\'', '(', '<', '[']).len();
-    let trimmed = word.trim_end_matches(['"', '\'', ')', '>', ']', ',', ';']);
+    let mut trimmed = word.trim_end_matches(['"', '\'', ')', '>', ']', ',', ';']);
     if core_start >= trimmed.len() {
         return None;
+    }
+    // A closer the core opened belongs to the value (`password=[x]`, `key="x"`): keep it in.
+    while let Some(c) = word[trimmed.len()..].chars().next() {
+        let core = &trimmed[core_start..];
+        let open = match c {
+            ')' => core.matches('(').count() > core.matches(')').count(),
+            ']' => core.matches('[').count() > core.matches(']').count(),
+            '>' => core.matches('<').count() > core.matches('>').count(),
+            '"' | '\'' => core.matches(c).count() % 2 == 1,
+            _ => false,
+        };
+        if !open {
+            break;
+        }
+        trimmed = &word[..trimmed.len() + 1];
     }
     let core = &trimmed[core_start..];
     let (pre, post) = (&word[..core_start], &word[trimmed.len()..]);
@@ -663,6 +678,11 @@ mod tests {
             Value("took 12 ms for 3 rows", "took 12 ms for 3 rows"),
             Value("https://s3.amazonaws.com/b/k?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=abc123", "https://s3.amazonaws.com/b/k?X-Amz-Credential=[redacted]&X-Amz-Signature=[redacted]"),
             Value("https://app.example.com/cb#access_token=xyz&token_type=bearer", "https://app.example.com/cb#access_token=[redacted]&token_type=bearer"),
+            // A closer the value opened goes with it; one that wraps the word stays.
+            Value("password=[x]", "password=[redacted]"),
+            Value("password=\"hunter2\", retrying", "password=[redacted], retrying"),
+            Value("(password=hunter2)", "(password=[redacted])"),
+            Value("[token=abc]", "[token=[redacted]]"),
         ]
     }
 
