@@ -36,135 +36,44 @@ compile_error!(
      (build with --no-default-features elsewhere)"
 );
 
-#[cfg(any(
-    feature = "cpu",
-    feature = "heap",
-    feature = "threads",
-    feature = "deadlock"
-))]
-#[cfg_attr(
-    not(all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
-pub(crate) mod dwarf;
-#[cfg_attr(
-    not(all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
-pub(crate) mod frame;
-#[cfg(any(
-    feature = "cpu",
-    feature = "heap",
-    feature = "threads",
-    feature = "deadlock"
-))]
-#[cfg_attr(
-    not(all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
-pub(crate) mod modules;
-#[cfg(any(
-    feature = "cpu",
-    feature = "heap",
-    feature = "threads",
-    feature = "deadlock"
-))]
-#[cfg_attr(
-    not(all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
-pub(crate) mod offline;
-#[cfg(any(
-    feature = "cpu",
-    feature = "heap",
-    feature = "threads",
-    feature = "deadlock"
-))]
-#[cfg_attr(
-    not(all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
-pub(crate) mod symbolize;
-pub(crate) use frame::Frame;
-#[cfg(any(feature = "cpu", feature = "threads"))]
-#[cfg_attr(
-    not(all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
-pub(crate) mod cache_pool;
-#[cfg(any(feature = "cpu", feature = "threads"))]
-#[cfg_attr(
-    not(all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
-pub(crate) mod published;
+/// Declares modules under one `cfg`, each with the `dead_code` allowance that builds with
+/// only some of the four stack-taking features need.
+macro_rules! stack_modules {
+    (#[cfg($c:meta)] $($vis:vis mod $name:ident;)*) => {$(
+        #[cfg($c)]
+        #[cfg_attr(
+            not(all(
+                feature = "cpu",
+                feature = "heap",
+                feature = "threads",
+                feature = "deadlock"
+            )),
+            allow(dead_code)
+        )]
+        $vis mod $name;
+    )*};
+}
+
+stack_modules! {
+    #[cfg(all())]
+    pub(crate) mod frame;
+}
+stack_modules! {
+    #[cfg(any(feature = "cpu", feature = "heap", feature = "threads", feature = "deadlock"))]
+    pub(crate) mod dwarf;
+    pub(crate) mod modules;
+    pub(crate) mod offline;
+    pub(crate) mod symbolize;
+}
+stack_modules! {
+    #[cfg(any(feature = "cpu", feature = "threads"))]
+    pub(crate) mod cache_pool;
+    pub(crate) mod published;
+    pub(crate) mod signal_unwinder;
+    pub(crate) mod stack_bounds;
+    pub(crate) mod unwind;
+}
 #[cfg(feature = "threads")]
 pub(crate) mod remote;
-#[cfg(any(feature = "cpu", feature = "threads"))]
-#[cfg_attr(
-    not(all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
-pub(crate) mod signal_unwinder;
-#[cfg(any(feature = "cpu", feature = "threads"))]
-#[cfg_attr(
-    not(all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
-pub(crate) mod stack_bounds;
-#[cfg(any(feature = "cpu", feature = "threads"))]
-#[cfg_attr(
-    not(all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
-pub(crate) mod unwind;
+
+pub(crate) use frame::Frame;
