@@ -13,8 +13,9 @@
 //! its global default subscriber (see `run_child`). For scale, each work size also prints what
 //! the host's own `fmt` + `EnvFilter` stack costs of the host's time.
 //!
-//! Work sizes: `WORK=600` is ~1.5 µs of work per span (dense: 2 µs per span with the registry),
-//! `WORK=2800` ~6 µs (a span-heavy service: three spans per ~18 µs request).
+//! Work sizes: `WORK=600` is ~1.2 µs of work per span (dense: ~1.5 µs per span with the
+//! registry's own cost), `WORK=2800` ~6 µs (a span-heavy service: three spans per ~18 µs
+//! request).
 //!
 //! ```text
 //! cargo bench --bench span_overhead        # defaults: 61 rounds at WORK=600 and WORK=2800
