@@ -107,6 +107,14 @@ impl Latency {
         }
     }
 
+    /// The statistics cell of latency slot `stat` on `shard`, if both are in range.
+    #[inline]
+    fn cell(&self, shard: usize, stat: usize) -> Option<&OnceLock<Box<NameStats>>> {
+        (stat < self.names)
+            .then(|| self.stats.get(shard * self.names + stat))
+            .flatten()
+    }
+
     /// Records one closed span of latency slot `stat`; `fields` is called only when the span
     /// makes its minute's slowest list.
     #[allow(clippy::too_many_arguments)]
@@ -121,10 +129,7 @@ impl Latency {
         slow: impl FnOnce() -> Slow,
     ) {
         let shard = shard % SHARDS;
-        if stat >= self.names {
-            return;
-        }
-        let Some(cell) = self.stats.get(shard * self.names + stat) else {
+        let Some(cell) = self.cell(shard, stat) else {
             return;
         };
         let stats = cell.get_or_init(|| {
@@ -230,12 +235,7 @@ impl Latency {
             slowest: Vec::new(),
         };
         for shard in 0..SHARDS {
-            let Some(stats) = self
-                .stats
-                .get(shard * self.names + stat)
-                .filter(|_| stat < self.names)
-                .and_then(OnceLock::get)
-            else {
+            let Some(stats) = self.cell(shard, stat).and_then(OnceLock::get) else {
                 continue;
             };
             for b in &stats.minutes {
