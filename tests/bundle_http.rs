@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Read as _;
 
 use common::*;
 
@@ -15,22 +14,6 @@ static A: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static _rjem_malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:16\0";
-
-fn untar(gz: &[u8]) -> HashMap<String, Vec<u8>> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
-    let mut files = HashMap::new();
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let name = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).unwrap();
-        files.insert(
-            name.strip_prefix("prodbg-bundle/").unwrap().to_string(),
-            bytes,
-        );
-    }
-    files
-}
 
 async fn fetch_bundle(server: &Server, q: &str) -> (HashMap<String, Vec<u8>>, serde_json::Value) {
     let r = client()

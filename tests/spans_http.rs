@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::Path;
 use axum::routing::get as route_get;
-use common::{get, spans_handle as handle, spawn, spawn_with, READ_SECRET};
+use common::{get, spans_handle as handle, spawn, spawn_with, PROFILE_SECRET, READ_SECRET};
 use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 
@@ -258,6 +258,30 @@ async fn a_hanging_handler_is_listed_with_its_route_and_errors_fold_into_one_gro
         glance["errors_last_minute"].as_u64().unwrap() >= 7,
         "{glance}"
     );
+
+    // The incident bundle carries both reports: the hanging request and the one error group.
+    let r = client
+        .get(server.url("/debug/bundle?seconds=1"))
+        .bearer_auth(PROFILE_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let files = common::untar(&r.bytes().await.unwrap());
+    let spans: serde_json::Value = serde_json::from_slice(&files["spans.json"]).unwrap();
+    let hung = requests(&spans, "/hang");
+    assert_eq!(hung.len(), 1, "{spans}");
+    assert!(hung[0]["age_ms"].as_f64().unwrap() >= 500.0, "{spans}");
+    let errors: serde_json::Value = serde_json::from_slice(&files["errors.json"]).unwrap();
+    let groups: Vec<_> = errors["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["target"] == "spans_http" && g["level"] == "ERROR")
+        .collect();
+    assert_eq!(groups.len(), 1, "{errors}");
+    assert_eq!(groups[0]["count"], 7, "{errors}");
+    assert!(!errors.to_string().contains("tok_live"), "{errors}");
 
     // Released, the request closes and leaves the in-flight list for the latency summary.
     state.release.notify_one();

@@ -157,6 +157,23 @@ pub async fn endpoints(server: &Server) -> Vec<(String, String, String, bool)> {
 /// How CI installs Go, for the message of a test that needs `go tool pprof`.
 pub const GO_INSTALL: &str = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends golang-go   (.ci/run does this)";
 
+/// A bundle's files by name (under `prodbg-bundle/`), from its `tar.gz`.
+pub fn untar(gz: &[u8]) -> std::collections::HashMap<String, Vec<u8>> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let mut files = std::collections::HashMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        files.insert(
+            name.strip_prefix("prodbg-bundle/").unwrap().to_string(),
+            bytes,
+        );
+    }
+    files
+}
+
 /// A gzipped `profile.proto`, decoded with pprof-rs's types (a real decoder, not ours).
 pub fn decode_pprof(gz: &[u8]) -> pprof::protos::Profile {
     use pprof::protos::Message as _;
