@@ -1,8 +1,9 @@
 //! Cost of prodbg's span layer (`prodbg::spans`) on a span-heavy workload, side by side with
-//! the same subscriber without it, at two work sizes. The README's figures are the recommended
-//! install (`fmt::layer().and_then(spans).with_filter(filter)`): "C + inside host filter"
-//! against "C" (a real `fmt` layer to a sink, under an `EnvFilter`), and the harsher
-//! "B + inside host filter" against "B" (the host's layer a no-op, so nothing else costs).
+//! the same subscriber without it, at two work sizes. The docs' figure is the recommended
+//! install (`registry().with(reloadable filter).with(fmt).with(spans)`): "D + recommended
+//! install" against "D" (a real `fmt` layer to a sink behind the host's own global
+//! `EnvFilter`). Also: the layer inside a per-layer filter ("C + inside host filter" against
+//! "C"), and the harsher "B + inside host filter" against "B" (a no-op host layer).
 //!
 //! Two threads each run requests: a `request` span (3 fields) with two nested `db` spans
 //! (2 fields), each span created, entered, exited and closed around some compute. Rounds
@@ -20,6 +21,7 @@
 //! ```text
 //! cargo bench --bench span_overhead        # defaults: 61 rounds at WORK=600 and WORK=2800
 //! ROUNDS=21 WORK=0 THREADS=1 cargo bench --bench span_overhead   # WORK=0: span ops only
+//! PICK=12 WORK=600 cargo bench --bench span_overhead   # only the recommended install and its host
 //! ```
 
 use std::hint::black_box;
@@ -261,6 +263,34 @@ fn configs() -> Vec<(&'static str, Build, usize)> {
             },
             9,
         ),
+        // The recommended install: the host's `EnvFilter` as a global filter in front of its
+        // `fmt` layer (what `fmt().with_env_filter(..)` builds), made reloadable by prodbg, and
+        // the span layer beside `fmt`; against the host with its own plain `EnvFilter`.
+        (
+            "D: fmt + global EnvFilter host",
+            || {
+                Dispatch::new(
+                    tracing_subscriber::registry()
+                        .with(host_filter())
+                        .with(host_fmt()),
+                )
+            },
+            11,
+        ),
+        (
+            "D + recommended install",
+            || {
+                let (filter, _control) = prodbg::log_level::reloadable(host_filter());
+                let (l, _h) = layer(Options::default());
+                Dispatch::new(
+                    tracing_subscriber::registry()
+                        .with(filter)
+                        .with(host_fmt())
+                        .with(l),
+                )
+            },
+            11,
+        ),
     ]
 }
 
@@ -300,6 +330,22 @@ fn works() -> Vec<u64> {
     }
 }
 
+/// `PICK=11,12`: measure only these configurations (and the ones they are compared with);
+/// unset, all of them.
+fn picked(i: usize, configs: &[(&str, Build, usize)]) -> bool {
+    let Ok(list) = std::env::var("PICK") else {
+        return true;
+    };
+    let chosen: Vec<usize> = list
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    chosen.contains(&i)
+        || chosen
+            .iter()
+            .any(|&c| configs.get(c).is_some_and(|k| k.2 == i))
+}
+
 /// Per-round ratios `base / config` of the cpu figures: (min, median, max).
 fn ratio(cpu: &[Vec<f64>], base: usize, i: usize) -> (f64, f64, f64) {
     stats(
@@ -317,6 +363,9 @@ fn measure(configs: &[(&str, Build, usize)], rounds: usize, n: u64, work: u64) {
         // Rotate the order every round so no configuration always runs first.
         for k in 0..configs.len() {
             let i = (k + r) % configs.len();
+            if !picked(i, configs) {
+                continue;
+            }
             let (c, w) = run_child(i, n, work);
             cpu[i].push(c);
             wall[i].push(w);
@@ -333,6 +382,9 @@ fn measure(configs: &[(&str, Build, usize)], rounds: usize, n: u64, work: u64) {
         "configuration", "cpu ns/span", "wall ns/span", "ratio (cpu)", "ratio (wall)"
     );
     for (i, (name, _, base)) in configs.iter().enumerate() {
+        if cpu[i].is_empty() {
+            continue;
+        }
         let rw: Vec<f64> = (0..rounds).map(|r| wall[*base][r] / wall[i][r]).collect();
         let (c, w, rc, rw) = (
             stats(cpu[i].clone()),
@@ -346,7 +398,7 @@ fn measure(configs: &[(&str, Build, usize)], rounds: usize, n: u64, work: u64) {
         );
     }
     for (i, (name, _, base)) in configs.iter().enumerate() {
-        if i != *base {
+        if i != *base && !cpu[i].is_empty() {
             let (m, b) = (stats(cpu[i].clone()), stats(cpu[*base].clone()));
             println!(
                 "added cost per span vs {}: {name:<28} median {:+.0} ns, min {:+.0} ns",
@@ -360,15 +412,21 @@ fn measure(configs: &[(&str, Build, usize)], rounds: usize, n: u64, work: u64) {
     // How span-dense the workload is: the host's own tracing stack (fmt + EnvFilter) as a
     // share of the host's time, against the bare registry.
     let (host, bare) = (at("C: fmt + EnvFilter host"), at("A: registry + noop"));
-    let share = 1.0 - ratio(&cpu, bare, host).1;
-    println!(
-        "work={work}: the host's own fmt + EnvFilter stack takes {:.1} % of its cpu time (median)",
-        share * 100.0
-    );
+    if !cpu[host].is_empty() && !cpu[bare].is_empty() {
+        let share = 1.0 - ratio(&cpu, bare, host).1;
+        println!(
+            "work={work}: the host's own fmt + EnvFilter stack takes {:.1} % of its cpu time (median)",
+            share * 100.0
+        );
+    }
     println!("targets: whole layer >= 0.97, slot only >= 0.98 (throughput ratio)");
     for (label, name) in [
         (
-            "recommended install, host fmt + EnvFilter",
+            "recommended install (global reloadable filter), host fmt + EnvFilter",
+            "D + recommended install",
+        ),
+        (
+            "layer inside the host's per-layer filter, host fmt + EnvFilter",
             "C + inside host filter",
         ),
         (
@@ -377,6 +435,9 @@ fn measure(configs: &[(&str, Build, usize)], rounds: usize, n: u64, work: u64) {
         ),
     ] {
         let i = at(name);
+        if cpu[i].is_empty() {
+            continue;
+        }
         let (lo, med, hi) = ratio(&cpu, configs[i].2, i);
         println!(
             "work={work}: {label}: throughput ratio (cpu) median {med:.3} (min {lo:.3}, max {hi:.3}): {}",

@@ -2,7 +2,7 @@
 //! diagnosing each with curl alone (see the README's walkthrough).
 //!
 //! ```text
-//! cargo run --release --example incident_demo
+//! cargo run --release --features heap,deadlock,pools-sqlx --example incident_demo
 //! # then, with the printed token in $T:
 //! curl -s -XPOST -H "Authorization: Bearer $T" 'http://127.0.0.1:6060/demo/fault?name=cpu'
 //! ```

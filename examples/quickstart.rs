@@ -1,7 +1,7 @@
 //! A small service doing real work, with the prodbg admin server up.
 //!
 //! ```text
-//! cargo run --release --example quickstart
+//! cargo run --release --features heap --example quickstart
 //! ```
 //!
 //! Configured from the environment (`PRODBG_ADDR`, `PRODBG_TOKENS`, `PRODBG_AUDIT_FILE`); when
@@ -135,7 +135,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// tokio-console's layer and address, with the `console` feature in a `--cfg tokio_unstable`
-/// build (`RUSTFLAGS="--cfg tokio_unstable" cargo run --example quickstart --features console`).
+/// build (`RUSTFLAGS="--cfg tokio_unstable" cargo run --example quickstart --features heap,console`).
 #[cfg(feature = "console")]
 fn console<S>() -> (
     Option<impl tracing_subscriber::Layer<S>>,

@@ -89,8 +89,17 @@ impl Admin {
     }
 
     /// Binds the listen address and starts serving on a new OS thread with its own Tokio
-    /// runtime. Binding errors (address taken, not local) are returned here.
+    /// runtime. Binding errors (address taken, not local) are returned here, and so is a
+    /// configuration without any token, which could answer nothing but the health probes.
     pub fn spawn(self) -> Result<AdminHandle, Error> {
+        if self.state.tokens.is_empty() {
+            return Err(Error::Config(
+                "no token is configured, so every endpoint but /health/* would answer 401: add one \
+                 with .token(\"ops\", Scope::Admin, secret) or PRODBG_TOKENS=ops:admin:<secret> \
+                 (prodbg::generate_secret() makes a secret; the quickstart example prints one)"
+                    .to_string(),
+            ));
+        }
         let addr = resolve(&self.addr)?;
         let listener = StdListener::bind(addr).map_err(|source| Error::Bind {
             addr: self.addr.clone(),
@@ -111,9 +120,6 @@ impl Admin {
         let (tx, rx) = watch::channel(false);
         let limits = self.state.limits.clone();
         let router = self.router;
-        if self.state.tokens.is_empty() {
-            tracing::warn!(target: "prodbg", "no token is configured: every endpoint but the health probes will answer 401");
-        }
         let thread = std::thread::Builder::new()
             .name("prodbg-admin".into())
             .spawn(move || {

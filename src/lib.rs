@@ -31,6 +31,7 @@
 //! [`verify_audit_log`] for the audit file.
 
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[macro_use]
 mod macros;
@@ -65,7 +66,7 @@ pub mod audit {
 
 /// The host's tracing filter, changeable at run time through `PUT /debug/log-level`.
 pub mod log_level {
-    pub use crate::probes::log_level::{reloadable, LogControl};
+    pub use crate::probes::log_level::{reloadable, LogControl, ReloadableFilter};
 }
 
 /// The `tracing` layer behind `/debug/spans` (spans in flight, latency per span name) and

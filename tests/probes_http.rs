@@ -105,6 +105,19 @@ async fn thread_stacks_show_a_parked_thread() {
         .name("parked-http".into())
         .spawn(move || prodbg_http_test_parked_thread(rx))
         .unwrap();
+    // A thread in nanosleep: told apart from the one blocked on a futex, as the wall profile does.
+    let napping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let nap = {
+        let napping = napping.clone();
+        std::thread::Builder::new()
+            .name("napping-http".into())
+            .spawn(move || {
+                while napping.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            })
+            .unwrap()
+    };
     let server = spawn();
     let (s, body) = get(&server.url("/debug/threads"), Some(READ_SECRET)).await;
     assert_eq!(s, 403, "thread stacks need scope profile: {body}");
@@ -129,7 +142,16 @@ async fn thread_stacks_show_a_parked_thread() {
         .iter()
         .find(|t| t["name"] == "parked-http")
         .unwrap();
-    assert_eq!(parked["state"], "sleeping");
+    assert_eq!(parked["state"], "futex", "blocked in recv: {parked}");
+    let napper = v["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "napping-http")
+        .unwrap();
+    assert_eq!(napper["state"], "sleeping", "in thread::sleep: {napper}");
+    napping.store(false, std::sync::atomic::Ordering::Relaxed);
+    nap.join().unwrap();
     let frames = parked["frames"].as_array().unwrap();
     assert!(frames.iter().any(|f| f["function"]
         .as_str()

@@ -63,6 +63,14 @@ fn refuses_non_loopback_without_token() {
     h.shutdown();
 }
 
+#[test]
+fn spawn_without_any_token_is_a_clear_error() {
+    let err = Admin::builder().bind("127.0.0.1:0").spawn().unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("no token is configured"), "{msg}");
+    assert!(msg.contains("PRODBG_TOKENS"), "{msg}");
+}
+
 #[tokio::test]
 async fn loopback_is_the_default() {
     let h = Admin::builder().limits(Limits::default()).build().unwrap();

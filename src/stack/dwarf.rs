@@ -224,12 +224,14 @@ fn symbolize(
         }
     }
     stats.from_debug_info = found.iter().filter(|f| f.is_some()).count();
-    // The symbol table names what DWARF did not: addresses outside it, and physical frames
-    // without a function name.
+    // The symbol table names what DWARF did not: addresses outside it, physical frames
+    // without a function name, and physical frames with a bare name only (`get`, `poll`,
+    // `{async_block#0}`: `debug = "line-tables-only"` keeps no linkage names), which the
+    // symbol's demangled path (`my_app::store::Store::get`) replaces.
     let unnamed = |f: &Option<Vec<Symbol>>| {
         f.as_ref()
             .and_then(|fs| fs.last())
-            .is_none_or(|p| p.function.is_none())
+            .is_none_or(|p| p.function.is_none() || p.linkage_name.is_none())
     };
     let want: Vec<bool> = found.iter().map(unnamed).collect();
     for (slot, name) in found.iter_mut().zip(symtab::lookup(&file, &targets, &want)) {
@@ -365,5 +367,55 @@ pub(crate) fn release_freed_heap() {
     // SAFETY: malloc_trim only returns free heap memory to the kernel.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::ObjectSymbol;
+
+    /// A binary built with `debug = "line-tables-only"` has DWARF function entries with bare
+    /// names (`get`) and no linkage names; the physical frame takes the symbol table's
+    /// demangled path instead, so `go tool pprof -top` does not merge every `get` into one row.
+    #[test]
+    fn line_tables_only_frames_get_the_symbols_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let src = dir.path().join("probe.rs");
+        std::fs::write(
+            &src,
+            "mod store {\n    pub struct Store(pub u64);\n    impl Store {\n        #[inline(never)]\n        pub fn get(&self, k: u64) -> u64 { std::hint::black_box(self.0 ^ k) }\n    }\n}\nfn main() { let s = store::Store(std::hint::black_box(3)); println!(\"{}\", s.get(5)); }\n",
+        )
+        .expect("write source");
+        let bin = dir.path().join("probe");
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+        let out = std::process::Command::new(rustc)
+            .args(["-C", "debuginfo=line-tables-only", "-C", "opt-level=1", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .expect("run rustc");
+        assert!(out.status.success(), "rustc: {}", String::from_utf8_lossy(&out.stderr));
+
+        let data = std::fs::read(&bin).expect("read binary");
+        let file = object::File::parse(&*data).expect("parse ELF");
+        let get = file
+            .symbols()
+            .find(|s| s.name().is_ok_and(|n| demangle(n).ends_with("store::Store::get")))
+            .expect("the symbol of Store::get");
+        assert!(
+            file.section_by_name(".debug_info").is_some(),
+            "a line-tables-only build keeps DWARF function entries (with bare names)"
+        );
+
+        let found = symbolize_file(&bin, &[get.address() + 1], SymbolizeOptions::default())
+            .expect("symbolize");
+        let physical = found.frames[0].last().expect("a frame for Store::get");
+        let name = physical.function.as_deref().unwrap_or("");
+        assert!(
+            name.ends_with("store::Store::get"),
+            "the physical frame is named by its path, not DWARF's bare name: {name:?}"
+        );
+        assert!(physical.line.is_some(), "file:line still come from the line tables");
     }
 }

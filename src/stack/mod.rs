@@ -12,6 +12,9 @@
 //! - [`dwarf`]: address → functions, file:line and inlined calls, one compilation unit at a
 //!   time, no cache kept; [`symbolize`] is the probes' face of it (it returns [`Frame`]s and
 //!   gives the freed memory back).
+//! - [`thread_state`] (feature `threads`): what a thread is doing, from the kernel (running,
+//!   runnable, futex, io, sleeping …), for thread dumps and wall-clock samples alike.
+//! - [`debug_info`]: whether the executable has debug info, and the line that adds it.
 //! - [`offline`]: pprof mappings (path, offsets, build id) and Go's `/debug/pprof/symbol`.
 //!
 //! Each probe uses part of it; builds with only some of the features leave the rest unused
@@ -60,6 +63,7 @@ stack_modules! {
 }
 stack_modules! {
     #[cfg(any(feature = "cpu", feature = "heap", feature = "threads", feature = "deadlock"))]
+    pub(crate) mod debug_info;
     pub(crate) mod dwarf;
     pub(crate) mod modules;
     pub(crate) mod offline;
@@ -75,5 +79,7 @@ stack_modules! {
 }
 #[cfg(feature = "threads")]
 pub(crate) mod remote;
+#[cfg(feature = "threads")]
+pub(crate) mod thread_state;
 
 pub(crate) use frame::Frame;

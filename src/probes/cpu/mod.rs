@@ -205,10 +205,20 @@ async fn cpu_profile(
     let mut figures = vec![
         ("x-prodbg-samples", profile.samples.to_string()),
         ("x-prodbg-requested-hz", frequency.to_string()),
-        ("x-prodbg-effective-sample-rate", format!("{:.1}", profile.effective_rate_hz)),
+        // Samples per second of the process's CPU time: the requested frequency when none
+        // were lost, whatever share of its cores the process used.
+        (
+            "x-prodbg-samples-per-cpu-second",
+            profile
+                .samples_per_cpu_second()
+                .map_or_else(|| "unknown".to_string(), |r| format!("{r:.1}")),
+        ),
         ("x-prodbg-truncated-samples", profile.truncated.to_string()),
     ];
     figures.extend(profile.warnings.first().map(|w| ("x-prodbg-warning", w.clone())));
+    figures.extend(
+        crate::stack::debug_info::missing_note().map(|n| ("x-prodbg-debug-info", n.to_string())),
+    );
     Ok(profile_response(&format, name, body, &figures))
 }
 

@@ -330,6 +330,14 @@ pub(super) struct CpuProfile {
 }
 
 impl CpuProfile {
+    /// Samples per second of CPU time the process used: the requested frequency when every
+    /// tick was recorded, whatever share of its cores the process kept busy. `None` without a
+    /// CPU clock or when the process used no CPU.
+    pub(crate) fn samples_per_cpu_second(&self) -> Option<f64> {
+        let secs = self.cpu_time?.as_secs_f64();
+        (secs > 0.0).then(|| self.samples as f64 / secs)
+    }
+
     fn from_collected(
         collected: sampler::Collected,
         timing: Timing,

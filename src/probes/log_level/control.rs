@@ -23,7 +23,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use tracing_subscriber::{reload, EnvFilter};
+use tracing_subscriber::EnvFilter;
+
+use super::filter::ReloadableFilter;
 
 use crate::encode::time::{rfc3339, rfc3339_opt};
 use crate::seam::overrides::Overrides;
@@ -91,21 +93,18 @@ pub struct LogLevelState {
     pub override_: Option<Override>,
 }
 
-/// Wraps the host's filter so it can be changed at run time; returns the layer to install and
-/// the [`LogControl`] to give the admin server.
-///
-/// `S` is the subscriber the filter is layered onto — `Registry` in the usual
-/// `registry().with(filter).with(fmt::layer())` stack — and is inferred.
-pub fn reloadable<S: 'static>(filter: EnvFilter) -> (reload::Layer<EnvFilter, S>, LogControl) {
+/// Wraps the host's filter so it can be changed at run time; returns the filter to install
+/// (globally, `registry().with(filter)`, or per layer, `.with_filter(filter)`) and the
+/// [`LogControl`] to give the admin server. Reading the filter takes no lock: a change swaps
+/// the whole filter atomically.
+pub fn reloadable(filter: EnvFilter) -> (ReloadableFilter, LogControl) {
     let filter = audit_exempt(filter);
     let default_filter = filter.to_string();
-    let (layer, handle) = reload::Layer::new(filter);
-    let swap = move |new: EnvFilter| {
-        let mut old = None;
-        handle
-            .modify(|f| old = Some(std::mem::replace(f, new)))
-            .map_err(|e| LogLevelError::Unavailable(e.to_string()))?;
-        old.ok_or_else(|| LogLevelError::Unavailable("filter not replaced".to_string()))
+    let (layer, swapper) = ReloadableFilter::new(filter);
+    let swap = move |new: Arc<EnvFilter>| {
+        swapper.swap(new).ok_or_else(|| {
+            LogLevelError::Unavailable("the subscriber holding the filter was dropped".to_string())
+        })
     };
     let inner = Inner {
         swap: Box::new(swap),
@@ -140,7 +139,7 @@ pub struct LogControl {
     inner: Arc<Inner>,
 }
 
-type SwapFn = Box<dyn Fn(EnvFilter) -> Result<EnvFilter, LogLevelError> + Send + Sync>;
+type SwapFn = Box<dyn Fn(Arc<EnvFilter>) -> Result<Arc<EnvFilter>, LogLevelError> + Send + Sync>;
 
 struct Inner {
     /// Puts a filter in force and returns the one it replaced.
@@ -154,7 +153,7 @@ struct Inner {
 #[derive(Default)]
 struct State {
     /// The host's own filter, kept here while an override is in force.
-    original: Option<EnvFilter>,
+    original: Option<Arc<EnvFilter>>,
     override_: Option<Override>,
     /// When the timer thread reverts the override.
     deadline: Option<Instant>,
@@ -242,7 +241,7 @@ impl LogControl {
                 .map_err(|e| LogLevelError::Timer(e.to_string()))?;
             st.timer_running = true;
         }
-        let replaced = (self.inner.swap)(filter)?;
+        let replaced = (self.inner.swap)(Arc::new(filter))?;
         st.original.get_or_insert(replaced);
         st.deadline = ttl.map(|t| Instant::now() + t);
         st.override_ = Some(new.clone());
@@ -320,9 +319,8 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracing_subscriber::Registry;
 
-    fn control() -> (reload::Layer<EnvFilter, Registry>, LogControl) {
+    fn control() -> (ReloadableFilter, LogControl) {
         reloadable(EnvFilter::new("info"))
     }
 

@@ -2,11 +2,13 @@
 //! bounded time.
 
 mod control;
+mod filter;
 #[cfg(test)]
 mod subscriber_tests;
 
 pub use control::{reloadable, LogControl};
 use control::{LogLevelError, LogLevelState, DEFAULT_TTL, MAX_TTL};
+pub use filter::ReloadableFilter;
 
 use std::time::Duration;
 

@@ -177,8 +177,28 @@ impl Probe for Process {
             "threads": s.threads,
             "open_fds": s.open_fds,
             "uptime_seconds": info::uptime_seconds(&s),
+            "debug_info_missing": debug_info_missing(),
         }))
     }
+}
+
+/// The note a profile carries when the executable has no debug info (`None` with it, or in a
+/// build without the stack-taking features).
+fn debug_info_missing() -> Option<&'static str> {
+    #[cfg(any(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    ))]
+    return crate::stack::debug_info::missing_note();
+    #[cfg(not(any(
+        feature = "cpu",
+        feature = "heap",
+        feature = "threads",
+        feature = "deadlock"
+    )))]
+    None
 }
 
 /// The standard `process_*` series (the names the Prometheus client libraries use).

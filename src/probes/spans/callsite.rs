@@ -64,12 +64,17 @@ struct Entry {
     val: AtomicU64,
 }
 
+type StatSlots = (
+    HashMap<(&'static str, u16), u16>,
+    Vec<(&'static str, &'static str)>,
+);
+
 pub(crate) struct Callsites {
     entries: Box<[Entry]>,
     label_fields: [Option<Box<str>>; 2],
     max_names: usize,
-    /// name id -> latency slot, and the names in slot order.
-    stats: Mutex<(HashMap<u16, u16>, Vec<&'static str>)>,
+    /// (target, name id) -> latency slot, and the (target, name) pairs in slot order.
+    stats: Mutex<StatSlots>,
     pub(crate) uncached: AtomicU64,
 }
 
@@ -155,7 +160,7 @@ impl Callsites {
         }
         let (name_id, stat) = if meta.is_span() {
             let name_id = labels::name_id(meta.name());
-            (name_id, self.stat_slot(name_id, meta.name()))
+            (name_id, self.stat_slot(meta.target(), name_id, meta.name()))
         } else {
             (labels::ID_NONE, NO_STAT)
         };
@@ -166,23 +171,25 @@ impl Callsites {
         }
     }
 
-    fn stat_slot(&self, name_id: u16, name: &'static str) -> u16 {
+    /// The latency slot of spans named `name` in `target`: two crates' `request` spans, or two
+    /// modules' `#[instrument]`ed `apply`, keep apart.
+    fn stat_slot(&self, target: &'static str, name_id: u16, name: &'static str) -> u16 {
         let mut g = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let (map, names) = &mut *g;
-        if let Some(&s) = map.get(&name_id) {
+        if let Some(&s) = map.get(&(target, name_id)) {
             return s;
         }
         if names.len() >= self.max_names || name_id == labels::ID_OTHER {
             return NO_STAT;
         }
         let s = names.len() as u16;
-        names.push(name);
-        map.insert(name_id, s);
+        names.push((target, name));
+        map.insert((target, name_id), s);
         s
     }
 
-    /// The span name of each latency slot, in slot order.
-    pub(crate) fn stat_names(&self) -> Vec<&'static str> {
+    /// The (target, span name) of each latency slot, in slot order.
+    pub(crate) fn stat_names(&self) -> Vec<(&'static str, &'static str)> {
         self.stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())

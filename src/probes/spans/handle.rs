@@ -12,7 +12,7 @@ use super::error_groups::ErrorGroups;
 use super::error_report::{ErrorReport, LogEventCounts};
 use super::labels::{self, LabelTableStats};
 use super::shared::Shared;
-use super::span_report::{InFlightReport, LatencyReport};
+use super::span_report::{InFlightReport, LatencyReport, NameFilter};
 
 /// What the admin server reads the layer through: hand it to
 /// [`AdminBuilder::spans`](crate::AdminBuilder::spans). Cheap to clone; clones read the same
@@ -58,8 +58,8 @@ pub(crate) struct Glance {
     pub(crate) in_flight: usize,
     /// Age of the oldest, in milliseconds; `None` when none is open.
     pub(crate) oldest_ms: Option<f64>,
-    /// Spans open for at least the `slow_ms` asked for (count).
-    pub(crate) slow: usize,
+    /// Spans open over their name's p99 × [`OVERDUE_FACTOR`](super::span_report::OVERDUE_FACTOR) (count).
+    pub(crate) overdue: usize,
     /// Spans not tracked because of the cap, since start (count).
     pub(crate) dropped_spans_total: u64,
     /// Error groups held now (count).
@@ -83,24 +83,34 @@ impl SpansHandle {
     /// Spans open now at least `min_age_ms` milliseconds old, oldest first (all of them).
     #[cfg(test)]
     pub(crate) fn in_flight(&self, min_age_ms: u64) -> InFlightReport {
-        self.in_flight_up_to(min_age_ms, super::span_report::MAX_LIMIT)
+        self.in_flight_up_to(
+            min_age_ms,
+            super::span_report::MAX_LIMIT,
+            &NameFilter::default(),
+        )
     }
 
     /// The same, at most `limit` spans (the oldest).
-    pub(crate) fn in_flight_up_to(&self, min_age_ms: u64, limit: usize) -> InFlightReport {
-        super::span_report::in_flight(&self.shared, min_age_ms, limit)
+    pub(crate) fn in_flight_up_to(
+        &self,
+        min_age_ms: u64,
+        limit: usize,
+        names: &NameFilter,
+    ) -> InFlightReport {
+        super::span_report::in_flight(&self.shared, min_age_ms, limit, names)
     }
 
     /// Latency per span name over the last [`WINDOW_MINUTES`](super::span_report::WINDOW_MINUTES).
+    #[cfg(test)]
     pub(crate) fn latency(&self) -> LatencyReport {
-        super::span_report::latency_report(&self.shared)
+        super::span_report::latency_report(&self.shared, &NameFilter::default())
     }
 
     /// Both halves of `/debug/spans`, at most `limit` in-flight spans.
-    pub(crate) fn spans(&self, min_age_ms: u64, limit: usize) -> SpansReport {
+    pub(crate) fn spans(&self, min_age_ms: u64, limit: usize, names: &NameFilter) -> SpansReport {
         SpansReport {
-            in_flight: self.in_flight_up_to(min_age_ms, limit),
-            latency: self.latency(),
+            in_flight: self.in_flight_up_to(min_age_ms, limit, names),
+            latency: super::span_report::latency_report(&self.shared, names),
         }
     }
 
@@ -109,8 +119,8 @@ impl SpansHandle {
         super::error_report::report(&self.shared)
     }
 
-    /// The console's figures; `slow_ms`: the age from which a span counts as slow.
-    pub(crate) fn glance(&self, slow_ms: u64, now: SystemTime) -> Glance {
+    /// The console's figures.
+    pub(crate) fn glance(&self, now: SystemTime) -> Glance {
         let sh = &*self.shared;
         let starts = sh.table.starts();
         let t = clock::now();
@@ -135,10 +145,7 @@ impl SpansHandle {
         Glance {
             in_flight: ages.len(),
             oldest_ms: ages.iter().max().map(|&ns| (ns / 1000) as f64 / 1000.0),
-            slow: ages
-                .iter()
-                .filter(|&&ns| ns >= slow_ms.saturating_mul(1_000_000))
-                .count(),
+            overdue: super::span_report::overdue_count(sh),
             dropped_spans_total: sh.table.dropped.load(Ordering::Relaxed),
             error_groups: groups,
             errors_last_minute: errors,

@@ -79,12 +79,13 @@ use crate::seam::{
     RouteSpec,
 };
 use crate::security::Scope;
-use span_report::{DEFAULT_LIMIT, MAX_LIMIT};
+use span_report::{NameFilter, DEFAULT_LIMIT, MAX_LIMIT};
 
 /// Longest `?min_age_ms=` accepted: one day.
 const MAX_MIN_AGE_MS: u64 = 86_400_000;
-/// Spans at least this old count as slow in the console's glance, in milliseconds.
-const GLANCE_SLOW_MS: u64 = 1_000;
+/// Most names in `?name=` or `?hide=`, and the longest name, in bytes.
+const MAX_NAMES: usize = 32;
+const MAX_NAME_LEN: usize = 128;
 
 /// The spans and errors probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
@@ -96,8 +97,9 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
             path: "/debug/spans",
             access: Access::Scope(Scope::Read),
             summary: |_| {
+                let overdue = span_report::OVERDUE_FACTOR;
                 format!(
-                    "the tracing spans open now, oldest first (name, target, redacted fields, age, parent chain, the thread that entered them last), ?min_age_ms= 0–{MAX_MIN_AGE_MS} (default 0) &limit= 1–{MAX_LIMIT} (default {DEFAULT_LIMIT}: the oldest are listed, the rest counted in `omitted`); and per span name the latency of spans closed in the last 5 minutes (count, errors, p50/p90/p99, max, the slowest few with their fields); ?format=json|text (text reads like a stack of stuck requests); needs prodbg::spans::layer installed"
+                    "the tracing spans open now, oldest first (name, target, redacted fields, age, parent chain, the thread that entered them last, `overdue` when open over {overdue}× the p99 of its name), ?min_age_ms= 0–{MAX_MIN_AGE_MS} (default 0) &limit= 1–{MAX_LIMIT} (default {DEFAULT_LIMIT}: the oldest are listed, the rest counted in `omitted`) &name= (only these span names) &hide= (not these; each 1–{MAX_NAMES} comma-separated names); a `hint` when the log filter hides INFO spans; and per target and span name the latency of spans closed in the last 5 minutes (count, errors, p50/p90/p99, max, the slowest few with their fields); ?format=json|text (text reads like a stack of stuck requests); needs prodbg::spans::layer installed"
                 )
             },
         },
@@ -126,15 +128,41 @@ type Handle = State<Option<SpansHandle>>;
 
 /// The in-flight spans (at least `?min_age_ms=` old) and the latency summary.
 async fn spans(State(h): Handle, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let params = Params::parse(q.as_deref(), &["min_age_ms", "limit", "format"])?;
+    let params = Params::parse(
+        q.as_deref(),
+        &["min_age_ms", "limit", "format", "name", "hide"],
+    )?;
     let min_age_ms = params.u64_in("min_age_ms", 0..=MAX_MIN_AGE_MS, 0)?;
     let limit = params.u64_in("limit", 1..=MAX_LIMIT as u64, DEFAULT_LIMIT as u64)? as usize;
     let format = params.choice("format", FORMATS, "json")?;
-    let report = handle(&h)?.spans(min_age_ms, limit);
+    let names = NameFilter {
+        only: name_list(&params, "name")?,
+        hide: name_list(&params, "hide")?,
+    };
+    let report = handle(&h)?.spans(min_age_ms, limit, &names);
     Ok(match format {
         "text" => format!("{}\n{}", report.in_flight, report.latency).into_response(),
         _ => Json(report).into_response(),
     })
+}
+
+/// `?name=a,b`: at most [`MAX_NAMES`] names of at most [`MAX_NAME_LEN`] bytes each.
+fn name_list(params: &Params, key: &str) -> Result<Vec<String>, ApiError> {
+    let Some(v) = params.get(key) else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() || names.len() > MAX_NAMES || names.iter().any(|n| n.len() > MAX_NAME_LEN) {
+        return Err(ApiError::bad_parameter(format!(
+            "{key} must be 1–{MAX_NAMES} comma-separated span names of at most {MAX_NAME_LEN} bytes each"
+        )));
+    }
+    Ok(names)
 }
 
 /// The error groups, most recently seen first.
@@ -193,7 +221,10 @@ impl Probe for SpansProbe {
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
         match &self.handle {
             Some(h) => vec![
-                BundlePart::json("spans.json", &h.spans(0, DEFAULT_LIMIT)),
+                BundlePart::json(
+                    "spans.json",
+                    &h.spans(0, DEFAULT_LIMIT, &NameFilter::default()),
+                ),
                 BundlePart::json("errors.json", &h.errors()),
             ],
             None => vec![
@@ -207,13 +238,13 @@ impl Probe for SpansProbe {
         let Some(h) = &self.handle else {
             return ready(serde_json::json!({ "installed": false }));
         };
-        let g = h.glance(GLANCE_SLOW_MS, SystemTime::now());
+        let g = h.glance(SystemTime::now());
         ready(serde_json::json!({
             "installed": true,
             "in_flight": g.in_flight,
             "oldest_ms": g.oldest_ms,
-            "slow": g.slow,
-            "slow_ms": GLANCE_SLOW_MS,
+            "overdue": g.overdue,
+            "overdue_factor": span_report::OVERDUE_FACTOR,
             "dropped_spans_total": g.dropped_spans_total,
             "error_groups": g.error_groups,
             "errors_last_minute": g.errors_last_minute,

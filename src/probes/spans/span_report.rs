@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::callsite::{stat_of, NO_STAT};
 use super::clock;
 use super::fields::{decode, Fields};
 use super::histogram::quantile;
@@ -75,6 +76,78 @@ pub(crate) struct InFlightSpan {
     pub(crate) entered: bool,
     /// Whether an `ERROR` event, an `error` field or `otel.status_code = "ERROR"` marked it.
     pub(crate) error: bool,
+    /// The p99 of spans of the same target and name closed in the latency window, in
+    /// milliseconds; `None` until [`MIN_CLOSES_FOR_P99`] of them have closed (a connection span
+    /// that lives for hours has none).
+    pub(crate) name_p99_ms: Option<f64>,
+    /// Whether it is open longer than [`OVERDUE_FACTOR`] × its name's p99: old *for its kind*,
+    /// whatever its absolute age.
+    pub(crate) overdue: bool,
+}
+
+/// Closes of a name needed before its p99 marks a span as overdue.
+pub(crate) const MIN_CLOSES_FOR_P99: u64 = 20;
+/// A span is overdue when open longer than this many times its name's p99.
+pub(crate) const OVERDUE_FACTOR: u64 = 2;
+
+/// Which span names a report covers: `?name=` keeps only these, `?hide=` leaves these out
+/// (comma-separated, exact names).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NameFilter {
+    pub(crate) only: Vec<String>,
+    pub(crate) hide: Vec<String>,
+}
+
+impl NameFilter {
+    pub(crate) fn keeps(&self, name: &str) -> bool {
+        (self.only.is_empty() || self.only.iter().any(|n| n == name))
+            && !self.hide.iter().any(|n| n == name)
+    }
+}
+
+/// Each latency slot's p99 over the window, computed once per report and slot.
+struct P99s<'a> {
+    shared: &'a Shared,
+    now_ns: u64,
+    cache: HashMap<u16, Option<u64>>,
+}
+
+impl P99s<'_> {
+    /// The p99 of closed spans of `meta`'s target and name, in ns.
+    fn of(&mut self, meta: &'static tracing::Metadata<'static>) -> Option<u64> {
+        let lat = self.shared.latency.as_ref()?;
+        let stat = stat_of(self.shared.callsites.get(meta));
+        if stat == NO_STAT {
+            return None;
+        }
+        let now_ns = self.now_ns;
+        *self.cache.entry(stat).or_insert_with(|| {
+            let m = lat.merged(stat as usize, now_ns);
+            let count: u64 = m.hist.iter().sum();
+            (count >= MIN_CLOSES_FOR_P99)
+                .then(|| quantile(&m.hist, 0.99, Some(m.max)))
+                .flatten()
+        })
+    }
+}
+
+/// Spans open now that are overdue for their name (see [`InFlightSpan::overdue`]).
+pub(crate) fn overdue_count(shared: &Shared) -> usize {
+    let copies = shared.table.snapshot();
+    let now = clock::now();
+    let mut p99s = P99s {
+        shared,
+        now_ns: clock::to_nanos(now),
+        cache: HashMap::new(),
+    };
+    copies
+        .iter()
+        .filter(|c| {
+            p99s.of(c.meta).is_some_and(|p| {
+                clock::to_nanos(now.saturating_sub(c.start)) > p.saturating_mul(OVERDUE_FACTOR)
+            })
+        })
+        .count()
 }
 
 /// The in-flight half of `/debug/spans`.
@@ -98,6 +171,11 @@ pub(crate) struct InFlightReport {
     pub(crate) max_field_bytes: usize,
     /// The most spans listed (`?limit=`); the oldest are kept.
     pub(crate) limit: usize,
+    /// The most verbose level the host's tracing filter lets through anywhere now (`TRACE` …
+    /// `ERROR`, `OFF`): spans of a more verbose level are never created, so never listed.
+    pub(crate) filter_max_level: String,
+    /// Set when that level hides `INFO` spans: what to do about it.
+    pub(crate) hint: Option<String>,
     /// Spans old enough to be listed but left out by `limit` (count).
     pub(crate) omitted: usize,
     /// The spans, oldest first.
@@ -116,15 +194,19 @@ pub(crate) struct SlowSpan {
     pub(crate) ended_at: SystemTime,
     /// Whether it was marked as an error.
     pub(crate) error: bool,
+    /// `file:line` where it was created; `None` if unknown.
+    pub(crate) callsite: Option<String>,
     /// Its fields, redacted.
     pub(crate) fields: Fields,
     /// The thread that entered it last; `None` if never entered.
     pub(crate) thread: Option<ThreadRef>,
 }
 
-/// Latency of one span name over the window.
+/// Latency of one span name of one target over the window.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct NameLatency {
+    /// The target (module path, unless the span names one) the spans are created in.
+    pub(crate) target: &'static str,
     /// The span name.
     pub(crate) name: &'static str,
     /// Spans of this name closed in the window (count).
@@ -176,10 +258,20 @@ fn ms(ns: u64) -> f64 {
 pub(crate) const MAX_LIMIT: usize = 16_384;
 pub(crate) const DEFAULT_LIMIT: usize = 1_000;
 
-pub(crate) fn in_flight(shared: &Shared, min_age_ms: u64, limit: usize) -> InFlightReport {
+pub(crate) fn in_flight(
+    shared: &Shared,
+    min_age_ms: u64,
+    limit: usize,
+    names_kept: &NameFilter,
+) -> InFlightReport {
     clock::recalibrate();
     let copies = shared.table.snapshot();
     let (now, wall) = (clock::now(), SystemTime::now());
+    let mut p99s = P99s {
+        shared,
+        now_ns: clock::to_nanos(now),
+        cache: HashMap::new(),
+    };
     let names: HashMap<u64, (&'static str, u64)> = copies
         .iter()
         .map(|c| (c.id, (c.meta.name(), c.parent)))
@@ -188,6 +280,7 @@ pub(crate) fn in_flight(shared: &Shared, min_age_ms: u64, limit: usize) -> InFli
     let mut old: Vec<_> = copies
         .into_iter()
         .filter(|c| clock::to_nanos(now.saturating_sub(c.start)) >= min_age_ns)
+        .filter(|c| names_kept.keeps(c.meta.name()))
         .collect();
     old.sort_by_key(|c| (c.start, c.id));
     let omitted = old.len().saturating_sub(limit);
@@ -206,7 +299,10 @@ pub(crate) fn in_flight(shared: &Shared, min_age_ms: u64, limit: usize) -> InFli
                 });
                 p = known.map_or(0, |k| k.1);
             }
+            let p99 = p99s.of(c.meta);
             InFlightSpan {
+                name_p99_ms: p99.map(ms),
+                overdue: p99.is_some_and(|p| age_ns > p.saturating_mul(OVERDUE_FACTOR)),
                 id: c.id,
                 name: c.meta.name(),
                 target: c.meta.target(),
@@ -237,17 +333,40 @@ pub(crate) fn in_flight(shared: &Shared, min_age_ms: u64, limit: usize) -> InFli
         limit,
         omitted,
         spans,
+        filter_max_level: max_level_name(),
+        hint: quiet_filter_hint(),
     }
 }
 
-pub(crate) fn latency_report(shared: &Shared) -> LatencyReport {
+/// The most verbose level enabled anywhere in the process's subscriber now.
+fn max_level_name() -> String {
+    tracing::level_filters::LevelFilter::current()
+        .to_string()
+        .to_uppercase()
+}
+
+/// When the filter keeps `INFO` spans from being created: say so, and how to raise it.
+fn quiet_filter_hint() -> Option<String> {
+    let max = tracing::level_filters::LevelFilter::current();
+    (max < tracing::level_filters::LevelFilter::INFO).then(|| {
+        format!(
+            "the tracing filter lets nothing more verbose than {} through, so INFO spans are not created and cannot be listed; for the incident, raise it for a while: curl -X PUT --data 'info' -H 'Authorization: Bearer <admin token>' '<this server>/debug/log-level?ttl=15m' (the host's own filter comes back after the ttl)",
+            max.to_string().to_uppercase()
+        )
+    })
+}
+
+pub(crate) fn latency_report(shared: &Shared, names_kept: &NameFilter) -> LatencyReport {
     clock::recalibrate();
     let (now, wall) = (clock::now(), SystemTime::now());
     let now_ns = clock::to_nanos(now);
     let slot_names = shared.callsites.stat_names();
     let mut names = Vec::new();
     if let Some(lat) = &shared.latency {
-        for (stat, name) in slot_names.iter().enumerate() {
+        for (stat, &(target, name)) in slot_names.iter().enumerate() {
+            if !names_kept.keeps(name) {
+                continue;
+            }
             let m = lat.merged(stat, now_ns);
             if m.count == 0 {
                 continue;
@@ -255,6 +374,7 @@ pub(crate) fn latency_report(shared: &Shared) -> LatencyReport {
             let max = Some(m.max);
             let q = |q| quantile(&m.hist, q, max).map(ms);
             names.push(NameLatency {
+                target,
                 name,
                 count: m.count,
                 errors: m.errors,
@@ -266,6 +386,7 @@ pub(crate) fn latency_report(shared: &Shared) -> LatencyReport {
                     .slowest
                     .into_iter()
                     .map(|s| SlowSpan {
+                        callsite: callsite_of(s.meta),
                         id: s.id,
                         duration_ms: ms(s.ns),
                         ended_at: clock::to_system(s.end, now, wall),
@@ -282,6 +403,7 @@ pub(crate) fn latency_report(shared: &Shared) -> LatencyReport {
             .partial_cmp(&a.p99_ms)
             .unwrap_or(std::cmp::Ordering::Equal)
             .then(a.name.cmp(b.name))
+            .then(a.target.cmp(b.target))
     });
     LatencyReport {
         taken_at: wall,
@@ -308,6 +430,9 @@ impl fmt::Display for InFlightReport {
             self.dropped_spans_total,
             self.truncated_fields_total
         )?;
+        if let Some(h) = &self.hint {
+            writeln!(f, "note: {h}")?;
+        }
         for s in &self.spans {
             let thread = match &s.thread {
                 Some(t) => format!(
@@ -320,12 +445,16 @@ impl fmt::Display for InFlightReport {
             };
             writeln!(
                 f,
-                "\n{:>10.1} ms  {}{{{}}}  [{}]{}",
+                "\n{:>10.1} ms  {}{{{}}}  [{}]{}{}",
                 s.age_ms,
                 s.name,
                 s.fields,
                 thread,
-                if s.error { "  ERROR" } else { "" }
+                if s.error { "  ERROR" } else { "" },
+                match (s.overdue, s.name_p99_ms) {
+                    (true, Some(p)) => format!("  OVERDUE (p99 of its name {p:.3} ms)"),
+                    _ => String::new(),
+                }
             )?;
             writeln!(
                 f,
@@ -360,8 +489,8 @@ impl fmt::Display for LatencyReport {
         for n in &self.names {
             writeln!(
                 f,
-                "{:<32} n={:<8} err={:<6} p50={} p90={} p99={} max={} ms",
-                n.name,
+                "{:<40} n={:<8} err={:<6} p50={} p90={} p99={} max={} ms",
+                format!("{}::{}", n.target, n.name),
                 n.count,
                 n.errors,
                 o(n.p50_ms),

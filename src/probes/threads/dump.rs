@@ -55,6 +55,7 @@ use serde::Serialize;
 use crate::stack::remote::{current_tid, list_threads, signal_mask_has, RawStack, Session, MAX_FRAMES};
 use crate::stack::signal_unwinder::SignalUnwinder;
 use crate::stack::symbolize::{self as symbols, Symbols};
+use crate::stack::thread_state;
 use crate::stack::Frame;
 
 /// What [`dump`] does.
@@ -100,9 +101,10 @@ pub(crate) struct ThreadStack {
     pub tid: u32,
     /// Thread name from `/proc/self/task/<tid>/comm` (at most 15 bytes, as the kernel keeps it).
     pub name: String,
-    /// Scheduler state from `/proc/self/task/<tid>/stat`, read just before the stack is taken,
-    /// spelled out: `running`, `sleeping`, `disk sleep`, `stopped`, `tracing stop`, `zombie`,
-    /// `dead`, `idle`, `parked`, `waking`, or `unknown (<letter>)`.
+    /// What the thread was doing just before its stack was taken, named as in the wall-clock
+    /// profile: `running`, `futex` (a lock, condition variable, channel, park or join), `io`
+    /// (a read, write, poll, epoll, accept …, or disk sleep), `sleeping` (`nanosleep` and other
+    /// waits), `stopped` or `other`. From `/proc/self/task/<tid>/stat` and `…/syscall`.
     pub state: String,
     /// CPU time this thread has used so far, user + system, in seconds.
     pub cpu_seconds: f64,
@@ -176,8 +178,8 @@ pub(crate) fn dump(opts: DumpOptions) -> ThreadDump {
             };
             ThreadStack {
                 tid,
+                state: state_name(&info),
                 name: info.name,
-                state: state_name(info.state),
                 cpu_seconds: info.cpu_seconds,
                 frames,
                 truncated,
@@ -197,7 +199,7 @@ impl ThreadDump {
     /// Renders the dump for a terminal, one block per thread, like `jstack`:
     ///
     /// ```text
-    /// "parked-xyz" tid=4250 sleeping cpu=0.002s
+    /// "parked-xyz" tid=4250 futex cpu=0.002s
     ///     at my_service::worker::wait_for_job (src/worker.rs:42)
     ///     at std::sync::mpmc::list::Channel<T>::recv (/rustc/.../list.rs:444) [inlined]
     /// ```
@@ -281,6 +283,8 @@ fn symbolize(symbols: &Symbols, raw: &RawStack, max_frames: usize) -> Vec<Frame>
 struct TaskInfo {
     name: String,
     state: char,
+    /// The system call it sleeps in, when it sleeps in one.
+    syscall: Option<i64>,
     cpu_seconds: f64,
     /// Whether the thread blocks the stack-capture signal.
     sig_blocked: bool,
@@ -313,6 +317,9 @@ fn read_task(tid: u32, sig: Option<c_int>) -> TaskInfo {
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
     let state = fields.first().and_then(|s| s.chars().next()).unwrap_or('?');
+    let syscall = std::fs::read(format!("{dir}/syscall"))
+        .ok()
+        .and_then(|t| thread_state::parse_syscall(&t));
     let ticks: u64 = [11, 12]
         .iter()
         .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
@@ -324,24 +331,16 @@ fn read_task(tid: u32, sig: Option<c_int>) -> TaskInfo {
     TaskInfo {
         name,
         state,
+        syscall,
         cpu_seconds: ticks as f64 / hz,
         sig_blocked: sig.is_some_and(|sig| signal_mask_has(tid, "SigBlk:", sig)),
     }
 }
 
-fn state_name(state: char) -> String {
-    let name = match state {
-        'R' => "running",
-        'S' => "sleeping",
-        'D' => "disk sleep",
-        'T' => "stopped",
-        't' => "tracing stop",
-        'Z' => "zombie",
-        'X' | 'x' => "dead",
-        'I' => "idle",
-        'P' => "parked",
-        'W' => "waking",
-        other => return format!("unknown ({other})"),
-    };
-    name.to_string()
+/// The state as the wall-clock profile names it (`running`, `futex`, `io`, `sleeping`, …):
+/// the scheduler letter and, for a sleeping thread, the system call it sleeps in.
+fn state_name(info: &TaskInfo) -> String {
+    thread_state::classify(info.state as u8, info.syscall, false)
+        .name()
+        .to_string()
 }

@@ -48,7 +48,7 @@ fn prodbg_test_parked_in_recv(rx: mpsc::Receiver<u32>) -> u32 {
 }
 
 #[test]
-fn blocked_thread_shows_its_function_name_and_sleeping_state() {
+fn blocked_thread_shows_its_function_name_and_futex_state() {
     let _serial = serial();
     let (tx, rx) = mpsc::channel();
     let worker = thread::Builder::new()
@@ -58,7 +58,7 @@ fn blocked_thread_shows_its_function_name_and_sleeping_state() {
 
     let (d, hit) = dump_until(|t| {
         t.name == "parked-xyz"
-            && t.state == "sleeping"
+            && t.state == "futex"
             && has_function(t, "prodbg_test_parked_in_recv")
     });
     tx.send(7).unwrap();

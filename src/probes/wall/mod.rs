@@ -46,7 +46,7 @@ use crate::probes::spans::labels::MAX_LABEL_VALUE_BYTES as MAX_SPAN_PARAM_BYTES;
 const BUNDLE_SECONDS: u64 = 2;
 mod profile;
 mod sampler;
-mod state;
+
 #[cfg(test)]
 mod tests;
 
@@ -164,6 +164,9 @@ async fn wall_profile(State(st): State<WallState>, RawQuery(q): RawQuery) -> Res
         ("x-prodbg-sampler-cpu-us", profile.sampler_cpu.as_micros().to_string()),
     ];
     figures.extend(profile.warnings.first().map(|w| ("x-prodbg-warning", w.clone())));
+    figures.extend(
+        crate::stack::debug_info::missing_note().map(|n| ("x-prodbg-debug-info", n.to_string())),
+    );
     Ok(profile_response(&format, name, body, &figures))
 }
 

@@ -14,7 +14,7 @@
 //!    (same state letter, same count of times scheduled in), its stack and state cannot have
 //!    changed: the sample reuses them, and the thread is not woken;
 //! 3. otherwise, for a sleeping thread, reads the system call it sleeps in (`syscall`), maps
-//!    letter and syscall to a [`ThreadState`](super::state::ThreadState) (the table is in
+//!    letter and syscall to a [`ThreadState`](crate::stack::thread_state::ThreadState) (the table is in
 //!    [`super::state`]), and asks the thread for its stack with the thread dump's real-time
 //!    signal and handler ([`crate::stack::remote`]: the same framehop unwinder as the CPU
 //!    profile, a preallocated slot, no allocation or lock in the handler), waiting at most
@@ -49,7 +49,7 @@ use crate::stack::symbolize::{self as symbols, Symbols};
 use crate::stack::Frame;
 
 use super::sampler::{self, Labels, Stack};
-use super::state::ThreadState;
+use crate::stack::thread_state::ThreadState;
 use super::{MAX_FREQUENCY_HZ, MIN_FREQUENCY_HZ};
 
 /// Why a wall profile could not be taken.

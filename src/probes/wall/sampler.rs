@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::stack::remote::{current_tid, list_threads, signal_mask_has, Session};
 use crate::stack::signal_unwinder::SignalUnwinder;
 
-use super::state::{self, ThreadState};
+use crate::stack::thread_state::{self as state, ThreadState};
 
 /// Most threads sampled per tick; threads beyond it (by ascending tid) are counted, not sampled.
 pub(crate) const MAX_THREADS: usize = 1024;

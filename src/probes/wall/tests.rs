@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::profile::{self, WallProfile, WallStack};
-use super::state::ThreadState;
+use crate::stack::thread_state::ThreadState;
 use crate::test_support::serial;
 
 fn on_thread<'a>(p: &'a WallProfile, name: &'a str) -> impl Iterator<Item = &'a WallStack> + 'a {

@@ -265,6 +265,9 @@ fn figures(input: &PageInput<'_>) -> String {
         ),
         false,
     ));
+    if let Some(note) = process["debug_info_missing"].as_str() {
+        out.push_str(&figure("fig-debug-info", "debug info", &escape(note), true));
+    }
     out.push_str("</div>\n");
 
     // Overrides.
@@ -307,7 +310,7 @@ fn requests(spans: &Value) -> String {
         out.push_str("<p id=\"fig-spans\">no span layer: <code>prodbg::spans::layer(..)</code> inside the host's filter, then <code>.spans(handle)</code></p>\n</div>\n");
         return out;
     }
-    let slow = spans["slow"].as_u64().unwrap_or(0);
+    let overdue = spans["overdue"].as_u64().unwrap_or(0);
     out.push_str(&figure(
         "fig-spans",
         "spans in flight",
@@ -321,13 +324,11 @@ fn requests(spans: &Value) -> String {
     out.push_str(&figure(
         "fig-spans-slow",
         &format!(
-            "open ≥ {}",
-            duration_ms(spans["slow_ms"].as_f64().unwrap_or(1000.0))
+            "open over {}× their name's p99",
+            spans["overdue_factor"].as_u64().unwrap_or(2)
         ),
-        &format!(
-            "{slow} <small><a href=\"spans?format=text&amp;min_age_ms=1000\">list</a></small>"
-        ),
-        slow > 0,
+        &format!("{overdue} <small><a href=\"spans?format=text\">list</a></small>"),
+        overdue > 0,
     ));
     let errors = spans["errors_last_minute"].as_u64().unwrap_or(0);
     out.push_str(&figure(
@@ -504,7 +505,7 @@ mod tests {
             "memory": { "rss_bytes": 50u64 << 20, "jemalloc_allocated_bytes": null, "jemalloc_unavailable": "not <jemalloc>" },
             "tokio": { "runtimes": [{ "name": "main", "workers": 2, "busy_ratio": 0.95, "likely_blocked_workers": 1, "global_queue_depth": 7, "local_queue_depth": null, "alive_tasks": 12 }] },
             "pools": { "pools": 2, "saturated": ["db"], "each": [] },
-            "spans": { "installed": true, "in_flight": 3, "oldest_ms": 12_345.0, "slow": 2, "slow_ms": 1000, "error_groups": 4, "errors_last_minute": 9, "warnings_last_minute": 1 },
+            "spans": { "installed": true, "in_flight": 3, "oldest_ms": 12_345.0, "overdue": 2, "overdue_factor": 2, "error_groups": 4, "errors_last_minute": 9, "warnings_last_minute": 1 },
             "deadlock": { "enabled": true, "detected_total": 1, "checks_total": 9 },
             "overrides": { "entries": [{ "kind": "log_level", "value": "debug", "set_by": "ops", "set_at": "t", "expires_at": null }] },
         }))
@@ -526,7 +527,7 @@ mod tests {
             "id=\"fig-pools-saturated\"><span class=\"label\">saturated</span> <span class=\"value\">db</span>",
             "class=\"figure bad\" id=\"fig-deadlocks\"",
             "id=\"fig-spans\"><span class=\"label\">spans in flight</span> <span class=\"value\">3 <small>oldest 12.3 s</small>",
-            "class=\"figure bad\" id=\"fig-spans-slow\"><span class=\"label\">open ≥ 1.0 s</span> <span class=\"value\">2 ",
+            "class=\"figure bad\" id=\"fig-spans-slow\"><span class=\"label\">open over 2× their name's p99</span> <span class=\"value\">2 ",
             "9 / 1 <small>in 4 groups",
             "<b>log_level</b> = <code>debug</code> by ops at t, until undone",
             "signed in as <b id=\"caller\">ops</b> (scope admin)",

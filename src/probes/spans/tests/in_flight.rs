@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::{dispatch, with};
+use crate::probes::spans::span_report::NameFilter;
 use crate::probes::spans::Options;
 
 #[test]
@@ -176,9 +177,9 @@ fn a_limit_keeps_the_oldest_and_counts_the_rest() {
                 s
             })
             .collect();
-        let all = h.in_flight_up_to(0, 16_384);
+        let all = h.in_flight_up_to(0, 16_384, &NameFilter::default());
         assert_eq!((all.spans.len(), all.omitted), (5, 0));
-        let r = h.in_flight_up_to(0, 2);
+        let r = h.in_flight_up_to(0, 2, &NameFilter::default());
         assert_eq!((r.limit, r.omitted), (2, 3));
         let kept: Vec<_> = r.spans.iter().map(|s| s.fields.get("n")).collect();
         assert_eq!(kept, [Some("0"), Some("1")], "the two oldest");
@@ -190,4 +191,60 @@ fn a_limit_keeps_the_oldest_and_counts_the_rest() {
         drop(spans);
     });
     assert!(h.in_flight(0).spans.is_empty());
+}
+
+#[test]
+fn name_and_hide_pick_the_spans_listed() {
+    let (d, h) = dispatch(Options::default());
+    with(&d, || {
+        let _conn = tracing::info_span!("conn", peer = "10.0.0.1:5000");
+        let _a = tracing::info_span!("apply", cmd = "GET");
+        let _b = tracing::info_span!("apply", cmd = "SET");
+        let names = |f: &NameFilter| -> Vec<&str> {
+            h.in_flight_up_to(0, 100, f)
+                .spans
+                .iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        let only = NameFilter {
+            only: vec!["apply".into()],
+            hide: vec![],
+        };
+        assert_eq!(names(&only), ["apply", "apply"]);
+        let hide = NameFilter {
+            only: vec![],
+            hide: vec!["conn".into()],
+        };
+        assert_eq!(names(&hide), ["apply", "apply"]);
+        assert_eq!(names(&NameFilter::default()).len(), 3);
+    });
+}
+
+/// A span is flagged by how old it is *for its name*: a long-lived connection span, whose
+/// name never closes, is not; a request far beyond its name's p99 is.
+#[test]
+fn overdue_is_relative_to_the_names_own_p99() {
+    let (d, h) = dispatch(Options::default());
+    with(&d, || {
+        let conn = tracing::info_span!("conn");
+        for i in 0..40u64 {
+            drop(tracing::info_span!("get", i));
+        }
+        let stuck = tracing::info_span!("get", i = 99u64);
+        std::thread::sleep(Duration::from_millis(30));
+        let r = h.in_flight(0);
+        let of = |name: &str| r.spans.iter().find(|s| s.name == name).expect(name);
+        let (c, g) = (of("conn"), of("get"));
+        assert!(
+            !c.overdue && c.name_p99_ms.is_none(),
+            "no closes of conn: {c:?}"
+        );
+        let p99 = g.name_p99_ms.expect("40 closes of get give a p99");
+        assert!(p99 < 15.0, "{p99}");
+        assert!(g.overdue, "30 ms against a p99 of {p99} ms: {g:?}");
+        assert!(r.to_string().contains("OVERDUE"));
+        assert_eq!(h.glance(std::time::SystemTime::now()).overdue, 1);
+        drop((conn, stuck));
+    });
 }

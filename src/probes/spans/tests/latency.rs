@@ -31,6 +31,9 @@ fn counts_errors_quantiles_and_slowest() {
     assert!(w.p99_ms.expect("p99") <= max);
     assert_eq!(w.slowest.len(), 5);
     assert_eq!(w.slowest[0].fields.get("i"), Some("19"));
+    let callsite = w.slowest[0].callsite.as_deref().expect("callsite");
+    assert!(callsite.contains("latency.rs:"), "{callsite}");
+    assert_eq!(w.target, module_path!());
     assert!(w.slowest[0].duration_ms >= 30.0);
     assert_eq!(r.window_s, 300);
     assert!(r.to_string().contains("work"));
@@ -93,4 +96,25 @@ fn closes_from_many_threads_are_all_counted() {
     let r = h.latency();
     let n = r.names.iter().find(|n| n.name == "shared").expect("shared");
     assert_eq!(n.count, THREADS * SPANS);
+}
+
+/// Two targets' spans of one name keep two rows.
+#[test]
+fn latency_is_kept_per_target_and_name() {
+    let (d, h) = dispatch(Options::default());
+    with(&d, || {
+        drop(tracing::info_span!(target: "svc::store", "apply"));
+        drop(tracing::info_span!(target: "svc::store", "apply"));
+        drop(tracing::info_span!(target: "svc::auth", "apply"));
+    });
+    let r = h.latency();
+    let mut rows: Vec<(&str, u64)> = r
+        .names
+        .iter()
+        .filter(|n| n.name == "apply")
+        .map(|n| (n.target, n.count))
+        .collect();
+    rows.sort();
+    assert_eq!(rows, [("svc::auth", 1), ("svc::store", 2)]);
+    assert!(r.to_string().contains("svc::store::apply"));
 }

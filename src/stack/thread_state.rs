@@ -135,14 +135,21 @@ fn is_io(nr: i64) -> bool {
 /// `running`, `-1` (not in a system call) or anything unreadable.
 pub(crate) fn parse_syscall(text: &[u8]) -> Option<i64> {
     let first = text.split(|b| b.is_ascii_whitespace()).next()?;
-    std::str::from_utf8(first).ok()?.parse::<i64>().ok().filter(|&nr| nr >= 0)
+    std::str::from_utf8(first)
+        .ok()?
+        .parse::<i64>()
+        .ok()
+        .filter(|&nr| nr >= 0)
 }
 
 /// The state letter in the text of `/proc/self/task/<tid>/stat`: the first field after the
 /// `(comm)`, which may itself hold spaces and parentheses.
 pub(crate) fn parse_stat_letter(text: &[u8]) -> Option<u8> {
     let close = text.iter().rposition(|&b| b == b')')?;
-    text[close + 1..].iter().copied().find(|b| !b.is_ascii_whitespace())
+    text[close + 1..]
+        .iter()
+        .copied()
+        .find(|b| !b.is_ascii_whitespace())
 }
 
 /// `(cpu_ns, run_delay_ns, timeslices)` from `/proc/self/task/<tid>/schedstat`; `None` when the
@@ -162,13 +169,31 @@ mod tests {
     fn letters_and_syscalls_map_to_states() {
         assert_eq!(classify(b'R', None, false), ThreadState::Running);
         assert_eq!(classify(b'R', None, true), ThreadState::Runnable);
-        assert_eq!(classify(b'S', Some(libc::SYS_futex), false), ThreadState::Futex);
-        assert_eq!(classify(b'S', Some(SYS_FUTEX_WAITV), false), ThreadState::Futex);
+        assert_eq!(
+            classify(b'S', Some(libc::SYS_futex), false),
+            ThreadState::Futex
+        );
+        assert_eq!(
+            classify(b'S', Some(SYS_FUTEX_WAITV), false),
+            ThreadState::Futex
+        );
         assert_eq!(classify(b'S', Some(libc::SYS_read), false), ThreadState::Io);
-        assert_eq!(classify(b'S', Some(libc::SYS_epoll_pwait), false), ThreadState::Io);
-        assert_eq!(classify(b'S', Some(libc::SYS_recvfrom), false), ThreadState::Io);
-        assert_eq!(classify(b'S', Some(libc::SYS_clock_nanosleep), false), ThreadState::Sleeping);
-        assert_eq!(classify(b'S', Some(libc::SYS_nanosleep), false), ThreadState::Sleeping);
+        assert_eq!(
+            classify(b'S', Some(libc::SYS_epoll_pwait), false),
+            ThreadState::Io
+        );
+        assert_eq!(
+            classify(b'S', Some(libc::SYS_recvfrom), false),
+            ThreadState::Io
+        );
+        assert_eq!(
+            classify(b'S', Some(libc::SYS_clock_nanosleep), false),
+            ThreadState::Sleeping
+        );
+        assert_eq!(
+            classify(b'S', Some(libc::SYS_nanosleep), false),
+            ThreadState::Sleeping
+        );
         assert_eq!(classify(b'S', None, false), ThreadState::Sleeping);
         assert_eq!(classify(b'D', None, false), ThreadState::Io);
         assert_eq!(classify(b'T', None, false), ThreadState::Stopped);
@@ -176,20 +201,29 @@ mod tests {
         assert_eq!(classify(b'Z', None, false), ThreadState::Other);
         assert_eq!(classify(b'?', None, false), ThreadState::Other);
         let names: Vec<&str> = ThreadState::ALL.iter().map(|s| s.name()).collect();
-        assert_eq!(names, ["running", "runnable", "futex", "io", "sleeping", "stopped", "other"]);
+        assert_eq!(
+            names,
+            ["running", "runnable", "futex", "io", "sleeping", "stopped", "other"]
+        );
         assert_eq!(ThreadState::Futex.root_frame(), "[futex]");
     }
 
     #[test]
     fn proc_texts_parse() {
-        assert_eq!(parse_syscall(b"202 0x7f 0x80 0x0 0x0 0x0 0x0 0x7ffd 0x7f12\n"), Some(202));
+        assert_eq!(
+            parse_syscall(b"202 0x7f 0x80 0x0 0x0 0x0 0x0 0x7ffd 0x7f12\n"),
+            Some(202)
+        );
         assert_eq!(parse_syscall(b"running\n"), None);
         assert_eq!(parse_syscall(b"-1 0x7ffd 0x7f12\n"), None);
         assert_eq!(parse_syscall(b""), None);
         assert_eq!(parse_stat_letter(b"123 (a (b) c) S 1 2 3"), Some(b'S'));
         assert_eq!(parse_stat_letter(b"123 (x) R 1"), Some(b'R'));
         assert_eq!(parse_stat_letter(b"garbage"), None);
-        assert_eq!(parse_schedstat(b"878717 5317304 10\n"), Some((878717, 5317304, 10)));
+        assert_eq!(
+            parse_schedstat(b"878717 5317304 10\n"),
+            Some((878717, 5317304, 10))
+        );
         assert_eq!(parse_schedstat(b"0 0 0\n"), None);
         assert_eq!(parse_schedstat(b"1 2\n"), None);
     }
