@@ -297,9 +297,9 @@ impl AdminBuilder {
     }
 
     /// Serves `/debug/spans` and `/debug/errors` from prodbg's `tracing` layer: install it with
-    /// `let (spans, handle) = prodbg::spans::layer(Default::default());` inside the host's
-    /// filter, `registry().with(fmt::layer().and_then(spans).with_filter(filter)).init();`,
-    /// then hand the handle here. Without it those routes answer 503 saying so.
+    /// `let (spans, handle) = prodbg::spans::layer(Default::default());` behind the host's
+    /// filter, `registry().with(filter).with(fmt::layer()).with(spans).init();`, then hand the
+    /// handle here. Without it those routes answer 503 saying so.
     pub fn spans(mut self, handle: crate::probes::spans::SpansHandle) -> Self {
         self.probes.spans = Some(handle);
         self

@@ -70,8 +70,8 @@ pub mod log_level {
 }
 
 /// The `tracing` layer behind `/debug/spans` (spans in flight, latency per span name) and
-/// `/debug/errors` (`WARN`/`ERROR` events grouped by callsite). One line to install, inside the
-/// host's filter, and its handle to the builder:
+/// `/debug/errors` (`WARN`/`ERROR` events grouped by callsite). One line to install, beside the
+/// host's layers behind its (reloadable) filter, and its handle to the builder:
 ///
 /// ```no_run
 /// use tracing_subscriber::prelude::*;
@@ -81,7 +81,9 @@ pub mod log_level {
 ///     prodbg::log_level::reloadable(tracing_subscriber::EnvFilter::new("info"));
 /// let (spans, spans_handle) = prodbg::spans::layer(prodbg::spans::Options::default());
 /// tracing_subscriber::registry()
-///     .with(tracing_subscriber::fmt::layer().and_then(spans).with_filter(filter))
+///     .with(filter)
+///     .with(tracing_subscriber::fmt::layer())
+///     .with(spans)
 ///     .init();
 /// let admin = prodbg::Admin::builder()
 ///     .log_control(log_control)
@@ -92,12 +94,13 @@ pub mod log_level {
 ///
 /// # Three ways to install it
 ///
-/// * **Inside the host's per-layer filter (recommended)**, sharing it, as above: it tracks
-///   exactly what the host's (run-time reloadable) log filter lets through, and costs least.
-/// * Under a global filter (an `EnvFilter` added as a plain layer): [`layer`](spans::layer)
-///   next to the host's layers; it sees what that filter enables. Never install it unfiltered
-///   next to a host layer that has a per-layer filter: `tracing-subscriber` would then enable
-///   every callsite of every crate for it.
+/// * **Behind the host's global filter (recommended)**, as above: it tracks exactly what the
+///   host's (run-time reloadable) log filter lets through, and costs least: no per-layer
+///   filtering, and the reloadable filter takes no lock.
+/// * Inside the host's per-layer filter, sharing it
+///   (`fmt::layer().and_then(spans).with_filter(filter)`): the same spans, at the per-layer
+///   filtering cost. Never install it unfiltered next to a host layer that has a per-layer
+///   filter: `tracing-subscriber` would then enable every callsite of every crate for it.
 /// * With its own per-layer filter, [`filtered_layer`](spans::filtered_layer): works in any
 ///   stack and never changes what the host's layers see, at ~100 ns more per span.
 ///

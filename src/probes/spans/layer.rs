@@ -22,10 +22,10 @@ use super::shared::{level_index, Shared};
 use super::table::{Table, FLAG_ERROR, FLAG_TRUNCATED};
 use super::{clock, thread};
 
-/// prodbg's `tracing` layer, unfiltered: made by [`layer`], installed inside the host's
-/// filter (see the [module docs](crate::spans) for the three ways). Installed unfiltered next to a
-/// per-layer-filtered host layer it would enable every callsite of every crate; under a global
-/// filter it sees what that filter enables.
+/// prodbg's `tracing` layer, unfiltered: made by [`layer`], installed behind the host's global
+/// filter or inside its per-layer filter (see the [module docs](crate::spans) for the three
+/// ways). Installed unfiltered next to a per-layer-filtered host layer it would enable every
+/// callsite of every crate.
 ///
 /// What it does per span: on creation, one lock-free table insert, the field values copied
 /// into a capped buffer and the chosen label fields interned; on enter/exit, one table lookup
@@ -101,10 +101,10 @@ where
     (layer.with_filter(filter), handle)
 }
 
-/// The layer, unfiltered, and its handle: install it inside the host's own per-layer filter
-/// (`fmt::layer().and_then(spans).with_filter(filter)`, the recommended way), or under a global
-/// filter. [`Options::span_filter`] and [`Options::event_filter`] are not applied: the host's
-/// filter decides.
+/// The layer, unfiltered, and its handle: install it beside the host's layers behind its
+/// global filter (the recommended way, below), or inside the host's per-layer filter
+/// (`fmt::layer().and_then(spans).with_filter(filter)`). [`Options::span_filter`] and
+/// [`Options::event_filter`] are not applied: the host's filter decides.
 ///
 /// ```
 /// use tracing_subscriber::prelude::*;
@@ -113,7 +113,9 @@ where
 ///     prodbg::log_level::reloadable(tracing_subscriber::EnvFilter::new("info"));
 /// let (spans, handle) = prodbg::spans::layer(prodbg::spans::Options::default());
 /// tracing_subscriber::registry()
-///     .with(tracing_subscriber::fmt::layer().and_then(spans).with_filter(filter))
+///     .with(filter)
+///     .with(tracing_subscriber::fmt::layer())
+///     .with(spans)
 ///     .init();
 /// let admin = prodbg::Admin::builder().log_control(log_control).spans(handle);
 /// # drop(admin);

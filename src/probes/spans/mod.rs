@@ -11,13 +11,13 @@
 //!
 //! # Installing it: three ways
 //!
-//! * **Inside the host's per-layer filter (recommended)**, sharing it:
-//!   `fmt::layer().and_then(spans).with_filter(filter)` with
-//!   `let (spans, handle) = prodbg::spans::layer(opts)`. It then tracks exactly what the host's
-//!   (run-time reloadable) log filter lets through, and costs least: the filter is evaluated
-//!   once for both layers.
-//! * Under a global filter (an `EnvFilter` added as a plain layer): [`layer`] alone, next to
-//!   the host's layers; it sees what that filter enables. Never install it unfiltered next to
+//! * **Behind the host's global filter (recommended)**:
+//!   `registry().with(filter).with(fmt::layer()).with(spans)` with
+//!   `let (spans, handle) = prodbg::spans::layer(opts)` and the filter from
+//!   [`reloadable`](crate::log_level::reloadable). It tracks exactly what the host's log filter
+//!   lets through, and costs least (no per-layer filtering; reading the filter takes no lock).
+//! * Inside the host's per-layer filter, sharing it:
+//!   `fmt::layer().and_then(spans).with_filter(filter)`. Never install it unfiltered next to
 //!   a host layer that has a per-layer filter: `tracing-subscriber` would then enable every
 //!   callsite of every crate for it.
 //! * With its own per-layer filter, [`filtered_layer`] ([`Options::span_filter`], default
@@ -117,7 +117,7 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
 
 const FORMATS: &[&str] = &["json", "text"];
 
-const NOT_INSTALLED: &str = "no span layer is installed: create it with `let (spans, handle) = prodbg::spans::layer(Default::default())`, install it inside the host's filter (`fmt::layer().and_then(spans).with_filter(filter)`), and pass the handle to the builder's .spans(handle)";
+const NOT_INSTALLED: &str = "no span layer is installed: create it with `let (spans, handle) = prodbg::spans::layer(Default::default())`, install it behind the host's filter (`registry().with(filter).with(fmt::layer()).with(spans)`), and pass the handle to the builder's .spans(handle)";
 
 fn handle(h: &Option<SpansHandle>) -> Result<&SpansHandle, ApiError> {
     h.as_ref()
