@@ -120,6 +120,7 @@ impl Admin {
         let (tx, rx) = watch::channel(false);
         let limits = self.state.limits.clone();
         let router = self.router;
+        let state = Arc::clone(&self.state);
         let thread = std::thread::Builder::new()
             .name("prodbg-admin".into())
             .spawn(move || {
@@ -132,6 +133,9 @@ impl Admin {
                         Err(e) => tracing::error!(target: "prodbg", error = %e, "cannot register the listener"),
                     }
                 });
+                // Every request has been answered: the folded counts go to the file now, before
+                // `shutdown()` returns, not whenever the last reference to the log is dropped.
+                state.audit.flush();
                 // Don't let a stuck blocking task (a long symbolization) hold the host's shutdown.
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })

@@ -86,6 +86,7 @@ pub mod log_level {
 ///     .with(spans)
 ///     .init();
 /// let admin = prodbg::Admin::builder()
+///     .token("ops", prodbg::Scope::Admin, "a-long-random-secret-from-your-vault")
 ///     .log_control(log_control)
 ///     .spans(spans_handle)
 ///     .spawn()?;

@@ -79,7 +79,9 @@ stack_modules! {
 }
 #[cfg(feature = "threads")]
 pub(crate) mod remote;
-#[cfg(feature = "threads")]
-pub(crate) mod thread_state;
+stack_modules! {
+    #[cfg(feature = "threads")]
+    pub(crate) mod thread_state;
+}
 
 pub(crate) use frame::Frame;

@@ -171,10 +171,11 @@ pub(crate) struct InFlightReport {
     pub(crate) max_field_bytes: usize,
     /// The most spans listed (`?limit=`); the oldest are kept.
     pub(crate) limit: usize,
-    /// The most verbose level the host's tracing filter lets through anywhere now (`TRACE` …
-    /// `ERROR`, `OFF`): spans of a more verbose level are never created, so never listed.
-    pub(crate) filter_max_level: String,
-    /// Set when that level hides `INFO` spans: what to do about it.
+    /// Whether the host's tracing filter lets `INFO` spans through by default now (for a
+    /// target without a directive of its own). Spans it keeps out are never created, so
+    /// never listed.
+    pub(crate) info_spans_enabled: bool,
+    /// Set when they are kept out: what to do about it.
     pub(crate) hint: Option<String>,
     /// Spans old enough to be listed but left out by `limit` (count).
     pub(crate) omitted: usize,
@@ -333,27 +334,21 @@ pub(crate) fn in_flight(
         limit,
         omitted,
         spans,
-        filter_max_level: max_level_name(),
-        hint: quiet_filter_hint(),
+        info_spans_enabled: info_enabled(),
+        hint: (!info_enabled()).then(quiet_filter_hint),
     }
 }
 
-/// The most verbose level enabled anywhere in the process's subscriber now.
-fn max_level_name() -> String {
-    tracing::level_filters::LevelFilter::current()
-        .to_string()
-        .to_uppercase()
+/// Whether the process's subscriber enables `INFO` for a target with no directive of its own:
+/// the filter's default level, asked the way `tracing::enabled!` asks it (the global maximum
+/// level would not do: prodbg's own `prodbg::audit=info` directive keeps it at `INFO`).
+fn info_enabled() -> bool {
+    tracing::enabled!(target: "prodbg_filter_probe", tracing::Level::INFO)
 }
 
-/// When the filter keeps `INFO` spans from being created: say so, and how to raise it.
-fn quiet_filter_hint() -> Option<String> {
-    let max = tracing::level_filters::LevelFilter::current();
-    (max < tracing::level_filters::LevelFilter::INFO).then(|| {
-        format!(
-            "the tracing filter lets nothing more verbose than {} through, so INFO spans are not created and cannot be listed; for the incident, raise it for a while: curl -X PUT --data 'info' -H 'Authorization: Bearer <admin token>' '<this server>/debug/log-level?ttl=15m' (the host's own filter comes back after the ttl)",
-            max.to_string().to_uppercase()
-        )
-    })
+/// What to do when the filter keeps `INFO` spans from being created.
+fn quiet_filter_hint() -> String {
+    "the tracing filter's default level is above INFO, so INFO spans (of targets without a directive of their own) are not created and cannot be listed; for the incident, raise it for a while: curl -X PUT --data 'info' -H 'Authorization: Bearer <admin token>' '<this server>/debug/log-level?ttl=15m' (the host's own filter comes back after the ttl)".to_string()
 }
 
 pub(crate) fn latency_report(shared: &Shared, names_kept: &NameFilter) -> LatencyReport {
