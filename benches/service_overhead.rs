@@ -28,6 +28,8 @@
 
 mod common;
 
+use common::{env_u64 as env, min_median_max as stats};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,13 +41,6 @@ use tracing_subscriber::prelude::*;
 use tracing_subscriber::{fmt, reload, EnvFilter};
 
 const CONNECTIONS: usize = 16;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 type Store = Arc<Mutex<HashMap<String, String>>>;
 
@@ -304,11 +299,6 @@ fn run_child(i: usize) -> (f64, f64) {
             .unwrap_or_else(|| panic!("no `{key}` in the child's output: {text}"))
     };
     (num("ops/s "), num("cpu_ns_per_op "))
-}
-
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
 fn main() {

@@ -24,6 +24,9 @@
 //! PICK=12 WORK=600 cargo bench --bench span_overhead   # only the recommended install and its host
 //! ```
 
+mod common;
+
+use common::{env_u64 as env, min_median_max as stats};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -37,13 +40,6 @@ struct Noop;
 impl<S: tracing::Subscriber> Layer<S> for Noop {}
 
 const SPANS_PER_REQUEST: u64 = 3;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// `n` steps of xorshift: register-only work whose speed does not depend on where the stack or
 /// heap happen to be (a loop through memory varied by ±5 % from one process to the next).
@@ -152,11 +148,6 @@ fn loadavg() -> String {
 
 fn threads() -> usize {
     env("THREADS", 2).max(1) as usize
-}
-
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
 /// A subscriber under test, built in the process that runs it (see [`run_child`]).

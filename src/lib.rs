@@ -69,7 +69,7 @@ pub mod log_level {
     pub use crate::probes::log_level::{reloadable, LogControl, ReloadableFilter};
 }
 
-/// The `tracing` layer behind `/debug/spans` (spans in flight, latency per span name) and
+/// The `tracing` layer behind `/debug/spans` (spans in flight, latency per target and span name) and
 /// `/debug/errors` (`WARN`/`ERROR` events grouped by callsite). One line to install, beside the
 /// host's layers behind its (reloadable) filter, and its handle to the builder:
 ///

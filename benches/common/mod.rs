@@ -1,4 +1,5 @@
-//! What the profiler benches share: the token, the round count and an admin server.
+//! What the benches share: the token, the round count, an admin server, and the statistics of
+//! interleaved rounds.
 #![allow(dead_code)]
 
 use prodbg::{Admin, AdminHandle, Scope};
@@ -23,4 +24,18 @@ pub fn admin(service: &str) -> AdminHandle {
         .token("ops", Scope::Admin, SECRET)
         .spawn()
         .expect("admin server")
+}
+
+/// An unsigned number from the environment variable `name`, else `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// (min, median, max) of `v`, which must not be empty.
+pub fn min_median_max(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[0], v[v.len() / 2], v[v.len() - 1])
 }

@@ -100,7 +100,7 @@ impl SpansHandle {
         super::span_report::in_flight(&self.shared, min_age_ms, limit, names)
     }
 
-    /// Latency per span name over the last [`WINDOW_MINUTES`](super::span_report::WINDOW_MINUTES).
+    /// Latency per target and span name over the last [`WINDOW_MINUTES`](super::span_report::WINDOW_MINUTES).
     #[cfg(test)]
     pub(crate) fn latency(&self) -> LatencyReport {
         super::span_report::latency_report(&self.shared, &NameFilter::default())

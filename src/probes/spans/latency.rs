@@ -1,4 +1,4 @@
-//! Latency of recently closed spans, per span name, over a sliding window of one-minute
+//! Latency of recently closed spans, per (target, span name), over a sliding window of one-minute
 //! buckets. Counters are sharded by thread so that two threads closing spans of the same name
 //! do not write the same cache line; a shard held by one thread alone
 //! ([`thread::owns_shard`](super::thread::owns_shard)) is updated with plain loads and stores,
