@@ -221,6 +221,13 @@ async fn profile(
             .headers_mut()
             .insert(HeaderName::from_static("x-prodbg-warning"), HeaderValue::from_static(w));
     }
+    if let Some(note) = crate::stack::debug_info::missing_note()
+        .and_then(|n| HeaderValue::from_str(n).ok())
+    {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-prodbg-debug-info"), note);
+    }
     Ok(response)
 }
 
