@@ -115,8 +115,12 @@ struct P99s<'a> {
 impl P99s<'_> {
     /// The p99 of closed spans of `meta`'s target and name, in ns.
     fn of(&mut self, meta: &'static tracing::Metadata<'static>) -> Option<u64> {
+        self.of_stat(stat_of(self.shared.callsites.get(meta)))
+    }
+
+    /// The p99 of latency slot `stat`, in ns; `None` for no slot or too few closes.
+    fn of_stat(&mut self, stat: u16) -> Option<u64> {
         let lat = self.shared.latency.as_ref()?;
-        let stat = stat_of(self.shared.callsites.get(meta));
         if stat == NO_STAT {
             return None;
         }
@@ -131,20 +135,20 @@ impl P99s<'_> {
     }
 }
 
-/// Spans open now that are overdue for their name (see [`InFlightSpan::overdue`]).
+/// Spans open now that are overdue for their name (see [`InFlightSpan::overdue`]); copies no
+/// field and takes no slot lock, so the console can ask every few seconds.
 pub(crate) fn overdue_count(shared: &Shared) -> usize {
-    let copies = shared.table.snapshot();
+    let live = shared.table.stats_and_starts();
     let now = clock::now();
     let mut p99s = P99s {
         shared,
         now_ns: clock::to_nanos(now),
         cache: HashMap::new(),
     };
-    copies
-        .iter()
-        .filter(|c| {
-            p99s.of(c.meta).is_some_and(|p| {
-                clock::to_nanos(now.saturating_sub(c.start)) > p.saturating_mul(OVERDUE_FACTOR)
+    live.iter()
+        .filter(|&&(stat, start)| {
+            p99s.of_stat(stat).is_some_and(|p| {
+                clock::to_nanos(now.saturating_sub(start)) > p.saturating_mul(OVERDUE_FACTOR)
             })
         })
         .count()

@@ -362,6 +362,20 @@ impl Table {
             .collect()
     }
 
+    /// The latency slot and start ticks of every live span, without copying their fields or
+    /// taking a slot's lock (nothing when the table has no readers): what the console's
+    /// overdue count needs, at the cost of [`starts`](Self::starts).
+    pub(crate) fn stats_and_starts(&self) -> Vec<(u16, u64)> {
+        if !self.readers {
+            return Vec::new();
+        }
+        self.slots
+            .iter()
+            .filter(|s| !matches!(s.key.load(Ordering::Acquire), EMPTY | BUSY | TOMB))
+            .map(|s| (s.info().stat, s.start.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Copies every live slot (nothing when the table has no readers).
     pub(crate) fn snapshot(&self) -> Vec<Copied> {
         let mut out = Vec::new();

@@ -92,6 +92,8 @@ pub(crate) struct ThreadDump {
     pub signal: Option<i32>,
     /// Every thread of the process, ordered by thread id (the main thread first).
     pub threads: Vec<ThreadStack>,
+    /// Set when the executable has no debug info: what is missing and the line that adds it.
+    pub debug_info_missing: Option<&'static str>,
 }
 
 /// One OS thread and its stack.
@@ -192,6 +194,7 @@ pub(crate) fn dump(opts: DumpOptions) -> ThreadDump {
         taken_at,
         signal: signal.ok(),
         threads,
+        debug_info_missing: crate::stack::debug_info::missing_note(),
     }
 }
 
@@ -210,6 +213,9 @@ impl ThreadDump {
             self.threads.len(),
             crate::encode::time::format(self.taken_at)
         );
+        if let Some(note) = self.debug_info_missing {
+            let _ = writeln!(out, "note: {note}");
+        }
         for t in &self.threads {
             let _ = writeln!(
                 out,
