@@ -34,7 +34,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[macro_use]
-mod macros;
 
 mod admin;
 mod config;

@@ -14,6 +14,7 @@
 //!   gives the freed memory back).
 //! - [`thread_state`] (feature `threads`): what a thread is doing, from the kernel (running,
 //!   runnable, futex, io, sleeping …), for thread dumps and wall-clock samples alike.
+//! - [`thread_dump`] (feature `threads`): the stack of every OS thread, like `jstack`.
 //! - [`debug_info`]: whether the executable has debug info, and the line that adds it.
 //! - [`offline`]: pprof mappings (path, offsets, build id) and Go's `/debug/pprof/symbol`.
 //!
@@ -81,6 +82,7 @@ stack_modules! {
 pub(crate) mod remote;
 stack_modules! {
     #[cfg(feature = "threads")]
+    pub(crate) mod thread_dump;
     pub(crate) mod thread_state;
 }
 

@@ -348,7 +348,10 @@ impl CpuProfile {
         let symbols = if symbolize {
             Symbols::resolve(
                 modules,
-                collected.stacks.iter().flat_map(|raw| symbols::sampled_addresses(&raw.ips)),
+                collected
+                    .stacks
+                    .iter()
+                    .flat_map(|raw| symbols::sampled_addresses(&raw.ips)),
             )
         } else {
             Symbols::default()
@@ -550,7 +553,8 @@ impl CpuProfile {
 
     /// Keeps only the samples taken inside a `tracing` span named `span` (`?span=`).
     pub(super) fn retain_span(&mut self, span: &str) {
-        self.stacks.retain(|s| s.labels.iter().any(|&(k, v)| k == "span" && v == span));
+        self.stacks
+            .retain(|s| s.labels.iter().any(|&(k, v)| k == "span" && v == span));
         self.samples = self.stacks.iter().map(|s| s.samples).sum();
     }
 

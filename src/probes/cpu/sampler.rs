@@ -404,8 +404,8 @@ fn check_host_sigprof() -> Result<libc::sigaction, StartError> {
             std::io::Error::last_os_error()
         )));
     }
-    let ours = on_sigprof as extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void)
-        as libc::sighandler_t;
+    let ours =
+        on_sigprof as extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) as libc::sighandler_t;
     let h = old.sa_sigaction;
     if h != libc::SIG_DFL && h != libc::SIG_IGN && h != ours {
         return Err(StartError::HostSigprof(format!(

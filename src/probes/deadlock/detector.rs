@@ -252,7 +252,8 @@ impl Shared {
         }
         let names = names().clone();
         #[cfg(feature = "threads")]
-        let stacks = crate::probes::threads::dump(crate::probes::threads::DumpOptions::default());
+        let stacks =
+            crate::stack::thread_dump::dump(crate::stack::thread_dump::DumpOptions::default());
         let cycles: Vec<Vec<DeadlockedThread>> = found
             .iter()
             .map(|cycle| {
@@ -304,19 +305,24 @@ impl Shared {
 /// return addresses from the lock call to the thread's entry are the same in both.
 #[cfg(feature = "threads")]
 fn matching_thread<'a>(
-    dump: &'a crate::probes::threads::ThreadDump,
+    dump: &'a crate::stack::thread_dump::ThreadDump,
     frames: &[Frame],
-) -> Option<&'a crate::probes::threads::ThreadStack> {
+) -> Option<&'a crate::stack::thread_dump::ThreadStack> {
     let physical = |fs: &[Frame]| -> Vec<u64> {
-        fs.iter().filter(|f| !f.inlined).map(|f| f.address).collect()
+        fs.iter()
+            .filter(|f| !f.inlined)
+            .map(|f| f.address)
+            .collect()
     };
     let ips: Vec<u64> = physical(frames).into_iter().take(8).collect();
     if ips.len() < 3 {
         return None;
     }
-    dump.threads
-        .iter()
-        .find(|t| physical(&t.frames).windows(ips.len()).any(|w| w == ips.as_slice()))
+    dump.threads.iter().find(|t| {
+        physical(&t.frames)
+            .windows(ips.len())
+            .any(|w| w == ips.as_slice())
+    })
 }
 
 /// The thread's frames from the lock call outward, without the detector's own machinery.

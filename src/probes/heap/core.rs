@@ -353,9 +353,13 @@ struct Symbols(SymbolTable);
 
 impl Symbols {
     fn resolve(profile: &HeapProfile) -> Self {
-        Symbols(SymbolTable::resolve_here(profile.stacks.iter().flat_map(|s| {
-            s.addrs.iter().map(|&addr| symbols::pc(addr.saturating_sub(1)))
-        })))
+        Symbols(SymbolTable::resolve_here(profile.stacks.iter().flat_map(
+            |s| {
+                s.addrs
+                    .iter()
+                    .map(|&addr| symbols::pc(addr.saturating_sub(1)))
+            },
+        )))
     }
 
     /// The functions at `pc` that have a name, with that name, innermost (inlined) first.

@@ -52,10 +52,7 @@ mod memory {
             service_name: "heap-test".into(),
             limits: Default::default(),
             overrides: Default::default(),
-            fair: std::sync::Arc::new(crate::seam::fair::FairShare::new(
-                Default::default(),
-                ["t"],
-            )),
+            fair: std::sync::Arc::new(crate::seam::fair::FairShare::new(Default::default(), ["t"])),
             results: Default::default(),
         };
         let mut parts = Memory::new(&cx).bundle(std::time::Duration::ZERO);

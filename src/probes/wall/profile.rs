@@ -49,8 +49,8 @@ use crate::stack::symbolize::{self as symbols, Symbols};
 use crate::stack::Frame;
 
 use super::sampler::{self, Labels, Stack};
-use crate::stack::thread_state::ThreadState;
 use super::{MAX_FREQUENCY_HZ, MIN_FREQUENCY_HZ};
+use crate::stack::thread_state::ThreadState;
 
 /// Why a wall profile could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,11 @@ pub(crate) fn start(duration: Duration, frequency_hz: u32) -> Result<RunningWall
     let start_time = SystemTime::now();
     let started = Instant::now();
     let sampler = sampler::Sampler::start(frequency_hz).map_err(WallError::Start)?;
-    tracing::info!(frequency_hz, duration_s = duration.as_secs_f64(), "wall profile started");
+    tracing::info!(
+        frequency_hz,
+        duration_s = duration.as_secs_f64(),
+        "wall profile started"
+    );
     Ok(RunningWall {
         sampler: Some(sampler),
         frequency_hz,
@@ -186,7 +190,10 @@ pub(crate) struct WallStack {
 impl WallStack {
     /// The value of label `key`, if the stack has it.
     pub(crate) fn label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+        self.labels
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -358,7 +365,11 @@ impl WallProfile {
             let samples = i64::try_from(stack.samples).unwrap_or(i64::MAX);
             let mut labels: Vec<(&str, &str)> = vec![("state", stack.state.name())];
             labels.extend(stack.labels.iter().map(|(k, v)| (*k, v.as_str())));
-            b.sample(locations, vec![samples, samples.saturating_mul(period)], &labels);
+            b.sample(
+                locations,
+                vec![samples, samples.saturating_mul(period)],
+                &labels,
+            );
         }
         let start = self
             .start_time

@@ -90,7 +90,8 @@ impl Sampler {
     /// Prepares the unwinder (reads the module list and stack mappings: call from a blocking
     /// context) and starts the sampler thread at `frequency_hz`.
     pub(crate) fn start(frequency_hz: u32) -> Result<Sampler, String> {
-        let unwinder = SignalUnwinder::prepare().map_err(|e| format!("preparing the unwinder: {e}"))?;
+        let unwinder =
+            SignalUnwinder::prepare().map_err(|e| format!("preparing the unwinder: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let period = Duration::from_nanos(1_000_000_000 / u64::from(frequency_hz.max(1)));
         let flag = stop.clone();
@@ -291,10 +292,16 @@ impl Ticker {
 
         // Waits for a thread dump's captures, if one is running.
         let session = Session::begin(self.unwinder.take());
-        let budget = self.period.clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let budget = self
+            .period
+            .clamp(Duration::from_millis(20), Duration::from_millis(250));
         let started = Instant::now();
         let n = tids.len();
-        let first = if self.resume_at < n { self.resume_at } else { 0 };
+        let first = if self.resume_at < n {
+            self.resume_at
+        } else {
+            0
+        };
         self.resume_at = 0;
         for i in 0..n {
             let tid = tids[(first + i) % n];
@@ -309,7 +316,11 @@ impl Ticker {
         let before = self.threads.len();
         self.threads.retain(|_, t| t.seen == tick);
         if self.threads.len() != before {
-            self.held = self.threads.values().filter(|t| t.files.held.is_some()).count();
+            self.held = self
+                .threads
+                .values()
+                .filter(|t| t.files.held.is_some())
+                .count();
         }
     }
 
@@ -445,7 +456,12 @@ impl Ticker {
         // The span the thread is in now, from prodbg's spans layer (a plain read of its slot).
         let span = span_labels::current_labels_for(tid as i32);
         if !span.is_empty() {
-            labels.extend(span.resolve().pairs().into_iter().map(|(k, v)| (k, v.to_owned())));
+            labels.extend(
+                span.resolve()
+                    .pairs()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.to_owned())),
+            );
         }
         let key = SampleKey {
             state,
@@ -487,7 +503,9 @@ impl Ticker {
 /// Reads the whole of a small `/proc` file into `buf`; `false` if it cannot be read.
 fn read(path: &str, buf: &mut Vec<u8>) -> bool {
     buf.clear();
-    File::open(path).and_then(|mut f| f.read_to_end(buf)).is_ok()
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(buf))
+        .is_ok()
 }
 
 /// How many threads' `/proc` files may be held open (see [`Ticker::held_max`]).
@@ -500,13 +518,17 @@ fn held_max() -> usize {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return 0;
     }
-    usize::try_from(lim.rlim_cur / 24).unwrap_or(usize::MAX).min(256)
+    usize::try_from(lim.rlim_cur / 24)
+        .unwrap_or(usize::MAX)
+        .min(256)
 }
 
 /// The thread's name (`comm`), or `thread-<tid>` when it has none.
 fn thread_name(dir: &str, buf: &mut Vec<u8>, tid: u32) -> String {
     if read(&format!("{dir}/comm"), buf) {
-        let name = String::from_utf8_lossy(buf).trim_end_matches('\n').to_string();
+        let name = String::from_utf8_lossy(buf)
+            .trim_end_matches('\n')
+            .to_string();
         if !name.is_empty() {
             return name;
         }
@@ -524,5 +546,8 @@ pub(crate) fn thread_cpu_time() -> Duration {
     if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
         return Duration::ZERO;
     }
-    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }

@@ -13,7 +13,9 @@ use crate::stack::thread_state::ThreadState;
 use crate::test_support::serial;
 
 fn on_thread<'a>(p: &'a WallProfile, name: &'a str) -> impl Iterator<Item = &'a WallStack> + 'a {
-    p.stacks.iter().filter(move |s| s.label("thread") == Some(name))
+    p.stacks
+        .iter()
+        .filter(move |s| s.label("thread") == Some(name))
 }
 
 fn has_function(s: &WallStack, needle: &str) -> bool {
@@ -92,30 +94,41 @@ fn blocked_sleeping_and_busy_threads_get_their_states_and_functions() {
     let total: u64 = waits.iter().map(|s| s.samples).sum();
     let in_futex: u64 = waits
         .iter()
-        .filter(|s| s.state == ThreadState::Futex && has_function(s, "prodbg_wall_unit_waits_for_the_lock"))
+        .filter(|s| {
+            s.state == ThreadState::Futex && has_function(s, "prodbg_wall_unit_waits_for_the_lock")
+        })
         .map(|s| s.samples)
         .sum();
-    assert!(total > 0 && in_futex * 10 >= total * 8, "waiter: {waits:#?}");
+    assert!(
+        total > 0 && in_futex * 10 >= total * 8,
+        "waiter: {waits:#?}"
+    );
     let holder: Vec<_> = on_thread(&p, "wall-holder").collect();
     assert!(
-        holder.iter().any(|s| s.state == ThreadState::Sleeping && has_function(s, "prodbg_wall_unit_holds_the_lock")),
+        holder.iter().any(|s| s.state == ThreadState::Sleeping
+            && has_function(s, "prodbg_wall_unit_holds_the_lock")),
         "holder: {holder:#?}"
     );
     let spins: Vec<_> = on_thread(&p, "wall-spinner").collect();
     assert!(
-        spins
-            .iter()
-            .any(|s| matches!(s.state, ThreadState::Running | ThreadState::Runnable) && has_function(s, "prodbg_wall_unit_spins")),
+        spins.iter().any(
+            |s| matches!(s.state, ThreadState::Running | ThreadState::Runnable)
+                && has_function(s, "prodbg_wall_unit_spins")
+        ),
         "spinner: {spins:#?}"
     );
     // The sampler does not sample itself, and is gone.
     assert!(on_thread(&p, "prodbg-wall").next().is_none());
     assert!(!crate::stack::remote::list_threads().into_iter().any(|t| {
-        std::fs::read_to_string(format!("/proc/self/task/{t}/comm")).is_ok_and(|n| n.trim() == "prodbg-wall")
+        std::fs::read_to_string(format!("/proc/self/task/{t}/comm"))
+            .is_ok_and(|n| n.trim() == "prodbg-wall")
     }));
     // Every encoding holds the state roots.
     let folded = p.folded();
-    assert!(folded.lines().any(|l| l.starts_with("[futex];")), "{folded}");
+    assert!(
+        folded.lines().any(|l| l.starts_with("[futex];")),
+        "{folded}"
+    );
     assert!(!p.pprof_gz().unwrap().is_empty());
 }
 
@@ -129,14 +142,25 @@ fn a_thread_dump_during_a_wall_profile_gets_every_stack() {
         .unwrap();
     let running = profile::start(Duration::from_secs(2), 100).unwrap();
     for _ in 0..3 {
-        let d = crate::probes::threads::dump(crate::probes::threads::DumpOptions::default());
-        let t = d.threads.iter().find(|t| t.name == "wall-parked").expect("listed");
+        let d = crate::stack::thread_dump::dump(crate::stack::thread_dump::DumpOptions::default());
+        let t = d
+            .threads
+            .iter()
+            .find(|t| t.name == "wall-parked")
+            .expect("listed");
         assert!(t.error.is_none() && !t.frames.is_empty(), "{}", d.to_text());
-        let sampler = d.threads.iter().find(|t| t.name == "prodbg-wall").expect("sampler listed");
+        let sampler = d
+            .threads
+            .iter()
+            .find(|t| t.name == "prodbg-wall")
+            .expect("sampler listed");
         assert!(sampler.error.is_none(), "{}", d.to_text());
     }
     let p = running.stop(true).unwrap();
     tx.send(()).unwrap();
     parked.join().unwrap().unwrap();
-    assert!(on_thread(&p, "wall-parked").map(|s| s.samples).sum::<u64>() > 0, "{p:?}");
+    assert!(
+        on_thread(&p, "wall-parked").map(|s| s.samples).sum::<u64>() > 0,
+        "{p:?}"
+    );
 }

@@ -1,0 +1,71 @@
+//! The probe's HTTP face: its handlers and its `Probe` impl.
+
+#[allow(unused_imports)]
+use super::*;
+
+use crate::stack::thread_dump::{dump, DumpOptions, ThreadDump};
+
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+
+use crate::seam::fair::{Expensive, FairShare};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Json;
+
+use crate::seam::{blocking, ApiError, BundlePart, Params, Probe, ProbeContext, Route};
+
+/// Stacks of every thread.
+#[derive(Debug)]
+pub(crate) struct Threads {
+    cx: ProbeContext,
+}
+
+impl Threads {
+    /// The threads probe.
+    pub(crate) fn new(cx: &ProbeContext) -> Threads {
+        Threads { cx: cx.clone() }
+    }
+}
+
+/// JSON by default, a jstack-like text dump with `?format=text`.
+async fn threads(
+    State(fair): State<Arc<FairShare>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(q.as_deref(), &["format"])?;
+    let format = params.choice("format", &["json", "text"], "json")?;
+    let _cap = fair.probe(Expensive::ThreadDump)?;
+    let dump: ThreadDump = blocking("the thread dump", || dump(DumpOptions::default())).await?;
+    Ok(match format {
+        "text" => dump.to_text().into_response(),
+        _ => Json(dump).into_response(),
+    })
+}
+
+impl Probe for Threads {
+    fn spec(&self) -> &'static ProbeSpec {
+        &SPEC
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        vec![Route::new(
+            &SPEC.routes[0],
+            &self.cx.limits,
+            get(threads).with_state(self.cx.fair.clone()),
+        )]
+    }
+
+    fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
+        vec![BundlePart::new("threads.txt", async {
+            blocking("the thread dump", || {
+                dump(DumpOptions::default()).to_text().into_bytes()
+            })
+            .await
+            .map_err(|e| e.message)
+        })]
+    }
+}
