@@ -389,6 +389,7 @@ impl AdminBuilder {
             return self;
         };
         self.probes.custom.push(Route {
+            go: None,
             method,
             path: path.to_string(),
             access: Access::Scope(scope),

@@ -33,8 +33,6 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[macro_use]
-
 mod admin;
 mod config;
 mod encode;

@@ -132,7 +132,7 @@ async fn console_logs_in_with_basic_auth_and_shows_a_cpu_flamegraph() {
     let button = b.find("#cpu-flame").await.unwrap();
     assert_eq!(b.text(&button).await.unwrap(), "CPU flamegraph");
     b.click(&button).await.unwrap();
-    let status = wait_status(&b, "flamegraph").await;
+    let status = wait_status(&b, "Ctrl-F").await;
     assert!(status.contains("browser-test-cpu-"), "{status}");
 
     // The SVG in the frame: the hot function is in it, and inferno's script runs there

@@ -78,7 +78,8 @@ async fn console_page_has_a_strict_csp_and_only_same_origin_assets() {
         "id=\"heap-growth\"",
         "id=\"thread-dump\"",
         "id=\"task-dump\"",
-        "<form class=\"action\" id=\"bundle-form\" method=\"get\" action=\"bundle\">",
+        "<form id=\"bundle-form\" method=\"get\" action=\"bundle\">",
+        "id=\"wall-flame\"",
         "id=\"log-set\"",
         "signed in as <b id=\"caller\">viewer</b> (scope read)",
         "<a href=\"../health/live\">/health/live</a>",
@@ -130,30 +131,43 @@ async fn json_index_keeps_endpoints_and_probes() {
         "/debug/pprof/cmdline",
         "/debug/pprof/threadcreate",
         "/debug/console.js",
-        "/debug/console/last/cpu.svg",
+        "/debug/console/last/{file}",
     ] {
         assert!(paths.contains(&p), "{p} not in {paths:?}");
     }
+    // Typed figures: label, value, unit, bad.
     let probes = &v["probes"];
-    assert!(
-        probes["memory"]["rss_bytes"].as_u64().unwrap() > 0,
-        "{probes}"
-    );
-    let rt = &probes["tokio"]["runtimes"][0];
-    assert_eq!(rt["name"], "main");
+    let rss = common::figure(&v, "memory", "rss");
+    assert_eq!(rss["unit"], "bytes", "{probes}");
+    assert!(rss["value"].as_u64().unwrap() > 0, "{probes}");
+    assert_eq!(rss["bad"], false, "{probes}");
+    let tokio = common::glance_table(&v, "tokio", "tokio");
+    let rt = &tokio["rows"][0]["cells"];
+    assert_eq!(rt[0]["value"], "main", "{tokio}");
     // Sampled over a short window, so the ratio is a number, not null.
-    let busy = rt["busy_ratio"].as_f64().unwrap_or_else(|| panic!("{rt}"));
-    assert!((0.0..=1.0).contains(&busy), "{rt}");
-    assert!(rt["global_queue_depth"].as_u64().is_some(), "{rt}");
-    assert!(probes["pools"]["saturated"].is_array(), "{probes}");
-    assert!(probes["overrides"]["in_force"].is_array(), "{probes}");
-    assert!(
-        probes["process"]["threads"].as_u64().unwrap() >= 1,
-        "{probes}"
+    assert_eq!(rt[2]["unit"], "ratio", "{tokio}");
+    let busy = rt[2]["value"].as_f64().unwrap_or_else(|| panic!("{tokio}"));
+    assert!((0.0..=1.0).contains(&busy), "{tokio}");
+    assert!(rt[4]["value"].as_u64().is_some(), "{tokio}");
+    assert_eq!(
+        common::figure(&v, "pools", "pools-saturated")["value"],
+        "none"
     );
+    assert!(common::glance_table(&v, "overrides", "overrides")["rows"].is_array());
+    let threads = common::figure(&v, "process", "threads");
+    assert!(threads["value"].as_u64().unwrap() >= 1, "{probes}");
     if cfg!(feature = "deadlock") {
-        assert_eq!(probes["deadlock"]["enabled"], false, "{probes}");
+        let d = common::figure(&v, "deadlock", "deadlocks");
+        assert_eq!(d["unit"], "text", "{d}");
+        assert!(
+            d["value"].as_str().unwrap().starts_with("detection off"),
+            "{d}"
+        );
     }
+    // Actions are typed too: the route, the bounded fields.
+    let cpu = &probes["cpu"]["actions"][0];
+    assert_eq!(cpu["route"], "GET /debug/pprof/profile", "{cpu}");
+    assert_eq!(cpu["fields"][0]["kind"]["type"], "seconds", "{cpu}");
 }
 
 #[cfg(feature = "cpu")]

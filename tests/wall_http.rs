@@ -343,7 +343,7 @@ async fn wall_running(server: &Server) -> bool {
         .json()
         .await
         .unwrap();
-    v["probes"]["wall"]["profile_running"].as_bool().unwrap()
+    common::figure(&v, "wall", "wall")["value"] == "running"
 }
 
 /// Whether any thread of this process has signal `sig` pending.

@@ -2,13 +2,13 @@
 //! small caps for expensive probes, and a bounded pool for their blocking work.
 //!
 //! The guard takes a [`Permit`] (global + the token's) with [`FairShare::try_admit`]; an
-//! expensive probe's handler then takes its kind's cap with [`FairShare::probe`]. Refusal is
+//! expensive probe declares its [`Cap`] with [`FairShare::cap`] and takes it before working. Refusal is
 //! immediate (answer 429), never a queue. Anonymous requests (health probes, or a 401 to come)
 //! take none: they are cheap and must answer while debug requests fill the caps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -34,49 +34,20 @@ impl Default for FairLimits {
     }
 }
 
-/// Probes whose cost calls for their own cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Expensive {
-    CpuProfile,
-    WallProfile,
-    HeapProfile,
-    ThreadDump,
-    TaskDump,
-    Bundle,
-}
-
-impl Expensive {
-    const ALL: [Expensive; 6] = [
-        Expensive::CpuProfile,
-        Expensive::WallProfile,
-        Expensive::HeapProfile,
-        Expensive::ThreadDump,
-        Expensive::TaskDump,
-        Expensive::Bundle,
-    ];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Expensive::CpuProfile => "CPU profiles",
-            Expensive::WallProfile => "wall-clock profiles",
-            Expensive::HeapProfile => "heap profiles",
-            Expensive::ThreadDump => "thread dumps",
-            Expensive::TaskDump => "task dumps",
-            Expensive::Bundle => "bundles",
-        }
-    }
-}
-
 /// Which cap refused a request; `Display` is a message for the response body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Busy {
-    Global { limit: usize },
-    Token { limit: usize },
-    Probe { probe: Expensive, limit: usize },
+    Global {
+        limit: usize,
+    },
+    Token {
+        limit: usize,
+    },
+    /// The cap of one kind of expensive work, named as in its message ("CPU profiles").
+    Probe {
+        what: &'static str,
+        limit: usize,
+    },
 }
 
 impl fmt::Display for Busy {
@@ -90,10 +61,9 @@ impl fmt::Display for Busy {
                 f,
                 "this token already has {limit} requests in flight, its limit; retry when one ends"
             ),
-            Busy::Probe { probe, limit } => write!(
+            Busy::Probe { what, limit } => write!(
                 f,
-                "{limit} {} are already running, the limit; retry when one ends",
-                probe.name()
+                "{limit} {what} are already running, the limit; retry when one ends"
             ),
         }
     }
@@ -109,13 +79,33 @@ pub(crate) struct FairShare {
     tokens: HashMap<Box<str>, Arc<Semaphore>>,
     /// Shared by anonymous requests and token ids not registered at construction.
     other: Arc<Semaphore>,
-    probes: [Arc<Semaphore>; 6],
+    /// The expensive-work caps, by name, made when a probe declares one.
+    caps: Mutex<BTreeMap<&'static str, Arc<Semaphore>>>,
+}
+
+/// The cap of one kind of expensive work (CPU profiles, thread dumps …), declared by its probe
+/// through [`FairShare::cap`]: a handler takes it before starting the work, so a few of one
+/// kind run at once whoever asks. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Cap {
+    what: &'static str,
+    limit: usize,
+    sem: Arc<Semaphore>,
+}
+
+impl Cap {
+    /// A slot of this cap, held until dropped, or [`Busy`] (a 429) when all are taken.
+    pub(crate) fn take(&self) -> Result<OwnedSemaphorePermit, Busy> {
+        take(&self.sem).ok_or(Busy::Probe {
+            what: self.what,
+            limit: self.limit,
+        })
+    }
 }
 
 /// Everything one request holds; dropping it frees all of it.
 #[derive(Debug)]
 pub(crate) struct Permit {
-    _probe: Option<OwnedSemaphorePermit>,
     _token: OwnedSemaphorePermit,
     _global: OwnedSemaphorePermit,
 }
@@ -138,36 +128,29 @@ impl FairShare {
                 .map(|t| (Box::from(t), sem(limits.per_token)))
                 .collect(),
             other: sem(limits.per_token),
-            probes: Expensive::ALL.map(|_| sem(limits.per_expensive_probe)),
+            caps: Mutex::default(),
             limits,
         }
     }
 
-    /// The cap of one expensive probe: a probe's handler takes it before starting the work,
-    /// so a few dumps or profiles of one kind run at once whoever asks.
-    pub(crate) fn probe(&self, probe: Expensive) -> Result<OwnedSemaphorePermit, Busy> {
-        take(&self.probes[probe.index()]).ok_or(Busy::Probe {
-            probe,
-            limit: self.limits.per_expensive_probe,
-        })
+    /// The cap named `what` (plural, as in "2 CPU profiles are already running"): made on first
+    /// use with [`FairLimits::per_expensive_probe`] slots; probes declaring the same name share
+    /// it.
+    pub(crate) fn cap(&self, what: &'static str) -> Cap {
+        let limit = self.limits.per_expensive_probe;
+        let mut caps = self.caps.lock().unwrap_or_else(|p| p.into_inner());
+        let sem = caps
+            .entry(what)
+            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+            .clone();
+        Cap { what, limit, sem }
     }
 
-    /// Admits a request by `token` (the verified token's id; `None` if anonymous) for
-    /// `probe`, or says which cap is full. Takes the narrowest cap first, so a refused request
-    /// never holds a wider one.
-    pub(crate) fn try_admit(
-        &self,
-        token: Option<&str>,
-        probe: Option<Expensive>,
-    ) -> Result<Permit, Busy> {
+    /// Admits a request by `token` (the verified token's id; `None` if anonymous), or says
+    /// which cap is full. Takes the narrowest cap first, so a refused request never holds a
+    /// wider one.
+    pub(crate) fn try_admit(&self, token: Option<&str>) -> Result<Permit, Busy> {
         let l = &self.limits;
-        let probe_permit = match probe {
-            Some(p) => Some(take(&self.probes[p.index()]).ok_or(Busy::Probe {
-                probe: p,
-                limit: l.per_expensive_probe,
-            })?),
-            None => None,
-        };
         let bucket = token
             .and_then(|t| self.tokens.get(t))
             .unwrap_or(&self.other);
@@ -176,7 +159,6 @@ impl FairShare {
             limit: l.max_concurrent,
         })?;
         Ok(Permit {
-            _probe: probe_permit,
             _token: token_permit,
             _global: global,
         })
@@ -200,19 +182,17 @@ mod tests {
     #[test]
     fn one_token_cannot_starve_another() {
         let s = share();
-        let a: Vec<_> = (0..8)
-            .map(|_| s.try_admit(Some("a"), None).unwrap())
-            .collect();
+        let a: Vec<_> = (0..8).map(|_| s.try_admit(Some("a")).unwrap()).collect();
         assert_eq!(
-            s.try_admit(Some("a"), None).unwrap_err(),
+            s.try_admit(Some("a")).unwrap_err(),
             Busy::Token { limit: 8 }
         );
-        let b = s.try_admit(Some("b"), None).unwrap();
+        let b = s.try_admit(Some("b")).unwrap();
         assert_eq!(s.in_flight(), 9);
         drop(a);
         drop(b);
         assert_eq!(s.in_flight(), 0);
-        assert!(s.try_admit(Some("a"), None).is_ok());
+        assert!(s.try_admit(Some("a")).is_ok());
     }
 
     #[test]
@@ -220,54 +200,47 @@ mod tests {
         let s = share();
         let held: Vec<_> = ["a", "b"]
             .iter()
-            .flat_map(|t| (0..8).map(|_| s.try_admit(Some(t), None).unwrap()))
+            .flat_map(|t| (0..8).map(|_| s.try_admit(Some(t)).unwrap()))
             .collect();
         assert_eq!(
-            s.try_admit(Some("c"), None).unwrap_err(),
+            s.try_admit(Some("c")).unwrap_err(),
             Busy::Global { limit: 16 }
         );
         drop(held);
-        assert!(s.try_admit(Some("c"), None).is_ok());
+        assert!(s.try_admit(Some("c")).is_ok());
     }
 
     #[test]
-    fn expensive_probes_have_their_own_caps() {
+    fn expensive_work_has_its_own_caps() {
         let s = share();
-        let cpu: Vec<_> = (0..2)
-            .map(|_| s.try_admit(Some("a"), Some(Expensive::CpuProfile)).unwrap())
-            .collect();
-        let refused = s
-            .try_admit(Some("b"), Some(Expensive::CpuProfile))
-            .unwrap_err();
+        let cpu_cap = s.cap("CPU profiles");
+        let cpu: Vec<_> = (0..2).map(|_| cpu_cap.take().unwrap()).collect();
+        let refused = s.cap("CPU profiles").take().unwrap_err();
         assert_eq!(
             refused,
             Busy::Probe {
-                probe: Expensive::CpuProfile,
+                what: "CPU profiles",
                 limit: 2
             }
         );
-        assert!(refused.to_string().contains("CPU profiles"));
-        assert_eq!(s.in_flight(), 2, "a refused request holds nothing");
-        let _heap = s
-            .try_admit(Some("b"), Some(Expensive::HeapProfile))
-            .unwrap();
-        let _plain = s.try_admit(Some("b"), None).unwrap();
+        assert!(refused
+            .to_string()
+            .contains("2 CPU profiles are already running"));
+        assert_eq!(s.in_flight(), 0, "a cap is apart from the request caps");
+        let _heap = s.cap("heap profiles").take().unwrap();
         drop(cpu);
-        assert!(s.try_admit(Some("b"), Some(Expensive::CpuProfile)).is_ok());
+        assert!(cpu_cap.take().is_ok());
     }
 
     #[test]
     fn anonymous_and_unknown_tokens_share_one_bucket() {
         let s = share();
         let held: Vec<_> = (0..4)
-            .map(|_| s.try_admit(None, None).unwrap())
-            .chain((0..4).map(|_| s.try_admit(Some("zzz"), None).unwrap()))
+            .map(|_| s.try_admit(None).unwrap())
+            .chain((0..4).map(|_| s.try_admit(Some("zzz")).unwrap()))
             .collect();
-        assert_eq!(
-            s.try_admit(None, None).unwrap_err(),
-            Busy::Token { limit: 8 }
-        );
-        assert!(s.try_admit(Some("a"), None).is_ok());
+        assert_eq!(s.try_admit(None).unwrap_err(), Busy::Token { limit: 8 });
+        assert!(s.try_admit(Some("a")).is_ok());
         drop(held);
     }
 }

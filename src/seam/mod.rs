@@ -12,6 +12,7 @@ mod api_error;
 mod caller;
 pub(crate) mod download;
 pub(crate) mod fair;
+pub(crate) mod glance;
 mod not_compiled;
 pub(crate) mod overrides;
 mod params;
@@ -24,11 +25,12 @@ use std::time::Duration;
 
 use axum::http::Method;
 use axum::response::{IntoResponseParts, ResponseParts};
-use axum::routing::MethodRouter;
+use axum::routing::{on, MethodFilter, MethodRouter};
 use prometheus_client::collector::Collector;
 
 pub(crate) use api_error::ApiError;
 pub(crate) use caller::Caller;
+pub(crate) use glance::{Action, Card, FieldKind, Figure, Glance, Row, Shows, Table, Value};
 pub(crate) use not_compiled::NotCompiled;
 pub(crate) use params::Params;
 
@@ -60,6 +62,49 @@ pub(crate) struct RouteSpec {
     pub(crate) access: Access,
     /// One line on what it gives, from the configured limits (so ranges are the real ones).
     pub(crate) summary: fn(&Limits) -> String,
+    /// How Go's `/debug/pprof/` index lists it (routes under `/debug/pprof/` only).
+    pub(crate) go: Option<GoIndex>,
+}
+
+/// A route's line in Go's `/debug/pprof/` index: the link (relative to the index, with the
+/// query Go's page uses) and the description under "Profile Descriptions".
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GoIndex {
+    /// The link, e.g. `goroutine?debug=1`.
+    pub(crate) link: &'static str,
+    /// What Go's page says of it.
+    pub(crate) text: &'static str,
+}
+
+impl RouteSpec {
+    /// This route answered by `handler` with `state` (`()` for none); the method is the
+    /// declared one, so a route is declared once.
+    pub(crate) fn serve<H, T, S>(&'static self, limits: &Limits, handler: H, state: S) -> Route
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+        S: Clone + Send + Sync + 'static,
+    {
+        self.answered_by(limits, on(self.method_filter(), handler).with_state(state))
+    }
+
+    /// This route answered by a ready `MethodRouter` (the 501 stand-in, host endpoints).
+    pub(crate) fn answered_by(&self, limits: &Limits, handler: MethodRouter<()>) -> Route {
+        Route {
+            method: self.method.clone(),
+            path: self.path.to_string(),
+            access: self.access,
+            summary: (self.summary)(limits),
+            go: self.go,
+            available: true,
+            handler,
+        }
+    }
+
+    /// The method as axum's filter.
+    pub(crate) fn method_filter(&self) -> MethodFilter {
+        MethodFilter::try_from(self.method.clone()).unwrap_or(MethodFilter::GET)
+    }
 }
 
 /// What a probe is: its name, the cargo feature it needs, its routes and its bundle files.
@@ -69,8 +114,8 @@ pub(crate) struct ProbeSpec {
     pub(crate) name: &'static str,
     /// The cargo feature that compiles it in, if any.
     pub(crate) feature: Option<&'static str>,
-    /// Its routes.
-    pub(crate) routes: &'static [RouteSpec],
+    /// Its routes, each a `static` of its probe's module.
+    pub(crate) routes: &'static [&'static RouteSpec],
     /// The files it adds to the bundle (listed as failed by its stand-in when compiled out).
     #[cfg_attr(
         all(
@@ -95,24 +140,12 @@ pub(crate) struct Route {
     pub(crate) access: Access,
     /// One line on what it gives.
     pub(crate) summary: String,
+    /// Its line in Go's `/debug/pprof/` index, if it has one.
+    pub(crate) go: Option<GoIndex>,
     /// `false` for a stand-in answering 501 (its feature is off).
     pub(crate) available: bool,
     /// Answers it.
     pub(crate) handler: MethodRouter<()>,
-}
-
-impl Route {
-    /// Pairs `spec` with `handler`, its summary written from `limits`.
-    pub(crate) fn new(spec: &RouteSpec, limits: &Limits, handler: MethodRouter<()>) -> Route {
-        Route {
-            method: spec.method.clone(),
-            path: spec.path.to_string(),
-            access: spec.access,
-            summary: (spec.summary)(limits),
-            available: true,
-            handler,
-        }
-    }
 }
 
 /// A file of the incident bundle, being produced. An `Err` is listed in the manifest with
@@ -183,9 +216,9 @@ impl IntoResponseParts for AuditDetails {
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// A glance that is ready now: `ready(json!({...}))` in a [`Probe::glance`].
-pub(crate) fn ready(value: serde_json::Value) -> BoxFuture<Option<serde_json::Value>> {
-    Box::pin(std::future::ready(Some(value)))
+/// A glance that is ready now, for a [`Probe::glance`].
+pub(crate) fn ready(glance: Glance) -> BoxFuture<Option<Glance>> {
+    Box::pin(std::future::ready(Some(glance)))
 }
 
 /// What every probe may use when it is built: the host's name, the limits, the overrides, the
@@ -223,10 +256,10 @@ pub(crate) trait Probe: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// A few live figures for the console and the index JSON (`probes.<name>`), e.g. RSS,
-    /// busy ratios; `None` if it has none. A future, so that a figure over a short window
-    /// (a busy ratio) can wait for it; keep it well under a second.
-    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+    /// A few live figures and the actions for the console and the index JSON
+    /// (`probes.<name>`), e.g. RSS, busy ratios; `None` if it has none. A future, so that a
+    /// figure over a short window (a busy ratio) can wait for it; keep it well under a second.
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
         Box::pin(std::future::ready(None))
     }
 }

@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use axum::routing::{on, MethodFilter};
+use axum::routing::on;
 
-use super::{ApiError, BundlePart, Probe, ProbeContext, ProbeSpec, Route};
+use super::{
+    ready, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Probe, ProbeContext, ProbeSpec,
+    Route, Value,
+};
 use crate::config::Limits;
 
 /// Registers `spec`'s routes and bundle files without the probe behind them.
@@ -61,15 +64,24 @@ impl Probe for NotCompiled {
             .iter()
             .map(|spec| {
                 let why = format!("this endpoint is {}", self.why());
-                let filter =
-                    MethodFilter::try_from(spec.method.clone()).unwrap_or(MethodFilter::GET);
-                let handler = on(filter, move || async move { ApiError::not_compiled(why) });
+                let handler = on(spec.method_filter(), move || async move {
+                    ApiError::not_compiled(why)
+                });
                 Route {
                     available: false,
-                    ..Route::new(spec, &self.limits, handler)
+                    ..spec.answered_by(&self.limits, handler)
                 }
             })
             .collect()
+    }
+
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
+        ready(Glance::default().figure(Figure::new(
+            self.spec.name,
+            Card::NOT_COMPILED,
+            self.spec.name,
+            Value::Text(self.why()),
+        )))
     }
 
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {

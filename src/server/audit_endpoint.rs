@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::http::Method;
-use axum::routing::get;
 use axum::Json;
 use serde::Serialize;
 
@@ -16,10 +15,11 @@ use crate::security::audit::Checkpoint;
 use crate::security::Scope;
 
 /// The audit endpoint's route.
-pub(super) const ROUTE: RouteSpec = RouteSpec {
+pub(super) static ROUTE: RouteSpec = RouteSpec {
     method: Method::GET,
     path: "/debug/audit",
     access: Access::Scope(Scope::Read),
+    go: None,
     summary: |_| {
         "audit chain checkpoint: records so far, head hash, file, keyed yes/no (poll it to keep an off-host copy)".into()
     },
@@ -37,7 +37,7 @@ struct AuditHead {
 
 /// The route with its handler.
 pub(super) fn route(state: &Arc<ServerState>) -> Route {
-    Route::new(&ROUTE, &state.limits, get(audit).with_state(state.clone()))
+    ROUTE.serve(&state.limits, audit, state.clone())
 }
 
 async fn audit(

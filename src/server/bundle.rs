@@ -11,11 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Serialize;
 
 use super::state::ServerState;
-use crate::seam::fair::Expensive;
 use crate::seam::{blocking, Access, ApiError, BundlePart, Params, Route, RouteSpec};
 use crate::security::Scope;
 
@@ -23,10 +21,11 @@ use crate::security::Scope;
 const DEFAULT_SECONDS: u64 = 10;
 
 /// The bundle's route.
-pub(super) const ROUTE: RouteSpec = RouteSpec {
+pub(super) static ROUTE: RouteSpec = RouteSpec {
     method: Method::GET,
     path: "/debug/bundle",
     access: Access::Scope(Scope::Profile),
+    go: None,
     summary: |l| {
         format!(
             "one tar.gz of everything (CPU profile for ?seconds=1..{max}, default {d}; heap, memory, threads, deadlocks, pools, metrics, process) with a manifest",
@@ -38,7 +37,7 @@ pub(super) const ROUTE: RouteSpec = RouteSpec {
 
 /// The bundle's route with its handler.
 pub(super) fn route(state: &Arc<ServerState>) -> Route {
-    Route::new(&ROUTE, &state.limits, get(bundle).with_state(state.clone()))
+    ROUTE.serve(&state.limits, bundle, state.clone())
 }
 
 /// One entry of `manifest.json`.
@@ -81,7 +80,7 @@ async fn bundle(
     let params = Params::parse(q.as_deref(), &["seconds"])?;
     let max = state.limits.max_profile_seconds;
     let seconds = params.u64_in("seconds", 1..=max, DEFAULT_SECONDS.min(max))?;
-    let _cap = state.fair.probe(Expensive::Bundle)?;
+    let _cap = state.fair.cap("bundles").take()?;
     let created = SystemTime::now();
     let window = Duration::from_secs(seconds);
 

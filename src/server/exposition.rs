@@ -6,17 +6,17 @@ use std::sync::Arc;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 use super::state::ServerState;
 use crate::encode::prometheus::{encode, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::seam::{Access, ApiError, Params, Route, RouteSpec};
 
 /// The scrape's route.
-pub(super) const ROUTE: RouteSpec = RouteSpec {
+pub(super) static ROUTE: RouteSpec = RouteSpec {
     method: Method::GET,
     path: "/metrics",
     access: Access::Scrape,
+    go: None,
     summary: |_| {
         "Prometheus text (OpenMetrics with Accept): every numeric probe plus the server's own RED metrics".into()
     },
@@ -24,11 +24,7 @@ pub(super) const ROUTE: RouteSpec = RouteSpec {
 
 /// The scrape's route with its handler.
 pub(super) fn route(state: &Arc<ServerState>) -> Route {
-    Route::new(
-        &ROUTE,
-        &state.limits,
-        get(metrics).with_state(state.clone()),
-    )
+    ROUTE.serve(&state.limits, metrics, state.clone())
 }
 
 /// Text format 0.0.4 by default; OpenMetrics when the `Accept` header asks for it.

@@ -206,7 +206,7 @@ fn admit(
         }
     };
     let permit = match &identity {
-        Identity::Token(t) => Some(shared.fair.try_admit(Some(t.name()), None)?),
+        Identity::Token(t) => Some(shared.fair.try_admit(Some(t.name()))?),
         Identity::Anonymous => None,
     };
     Ok((identity, permit))

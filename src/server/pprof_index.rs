@@ -1,24 +1,25 @@
 //! `GET /debug/pprof/`: Go's profile index, built from the endpoint table like the console
-//! (so it lists exactly the `/debug/pprof/*` routes compiled in), with Go's counts where
-//! prodbg can tell them cheaply: tasks (goroutine) and OS threads (threadcreate).
+//! (so it lists exactly the `/debug/pprof/*` routes declared with a Go-index line), with the
+//! counts the probes' glances declare for them (tasks for goroutine, OS threads for
+//! threadcreate).
 
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::http::Method;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
 
 use super::console::{escape, glances, secure_html};
 use super::state::ServerState;
-use crate::seam::{Access, Params, Route, RouteSpec};
+use crate::seam::{Access, Params, Route, RouteSpec, Value};
 use crate::security::Scope;
 
 /// The index's route.
-pub(super) const ROUTE: RouteSpec = RouteSpec {
+pub(super) static ROUTE: RouteSpec = RouteSpec {
     method: Method::GET,
     path: "/debug/pprof/",
     access: Access::Scope(Scope::Read),
+    go: None,
     summary: |_| {
         "Go's profile index: a link and, where known, a count (tasks, threads) for each /debug/pprof/ profile compiled in".into()
     },
@@ -28,24 +29,7 @@ const CSP: &str = "default-src 'none'; style-src 'self'; base-uri 'none'; form-a
 
 /// The index with its handler.
 pub(super) fn route(state: &Arc<ServerState>) -> Route {
-    Route::new(&ROUTE, &state.limits, get(index).with_state(state.clone()))
-}
-
-/// What Go's page says of each profile, and the link it gives (relative to `/debug/pprof/`).
-fn describe(name: &str) -> Option<(&'static str, &'static str)> {
-    Some(match name {
-        "allocs" => (
-            "allocs",
-            "Sampled live allocations (jemalloc; the same profile as heap, the path Alloy and Parca scrape). ?seconds=N gives the growth over N seconds.",
-        ),
-        "cmdline" => ("cmdline", "The command line of this program, arguments separated by NUL bytes, secrets redacted."),
-        "goroutine" => ("goroutine?debug=1", "Stack traces of all current Tokio tasks (the async task dump), grouped by stack. Needs --cfg tokio_unstable."),
-        "heap" => ("heap", "Sampled live allocations (jemalloc). ?format=svg for a flamegraph; ?seconds=N for the growth over N seconds."),
-        "profile" => ("profile", "CPU profile. ?seconds=N (default 30) sets the duration; ?format=svg for a flamegraph. Downloads a file for go tool pprof."),
-        "wall" => ("wall", "Wall-clock profile of every thread, running or not, each sample labelled with the thread's state (running, runnable, futex, io, sleeping, stopped). ?seconds=N (default 30); ?format=svg for a flamegraph rooted at the states."),
-        "threadcreate" => ("threadcreate?debug=1", "The OS threads of the process (from /proc; their creation stacks are not recorded)."),
-        _ => return None,
-    })
+    ROUTE.serve(&state.limits, index, state.clone())
 }
 
 async fn index(State(state): State<Arc<ServerState>>, RawQuery(q): RawQuery) -> Response {
@@ -53,40 +37,44 @@ async fn index(State(state): State<Arc<ServerState>>, RawQuery(q): RawQuery) -> 
         return e.into_response();
     }
     let glances = glances(&state).await;
-    let tasks: Option<u64> = glances
-        .get("tokio")
-        .and_then(|t| t["runtimes"].as_array())
-        .map(|rs| rs.iter().filter_map(|r| r["alive_tasks"].as_u64()).sum());
-    let threads = glances.get("process").and_then(|p| p["threads"].as_u64());
+    // Go's counts: the figures that say which route they count, summed per route.
+    let count = |path: &str| -> Option<u64> {
+        let counts: Vec<Option<u64>> = glances
+            .iter()
+            .flat_map(|(_, g)| &g.figures)
+            .filter(|f| f.counts.is_some_and(|r| r.path == path))
+            .map(|f| match f.value {
+                Value::Count(n) => n,
+                _ => None,
+            })
+            .collect();
+        if counts.is_empty() {
+            None
+        } else {
+            counts.into_iter().sum()
+        }
+    };
     let mut rows = String::new();
     let mut notes = String::new();
     for e in state.table() {
-        let Some(name) = e.path.strip_prefix("/debug/pprof/") else {
+        let (Some(name), Some(go)) = (e.path.strip_prefix("/debug/pprof/"), e.go) else {
             continue;
         };
-        let Some((href, what)) = describe(name) else {
-            continue;
-        };
-        if e.method != "GET" {
-            continue;
-        }
-        let count = match name {
-            "goroutine" => tasks.map(|n| n.to_string()),
-            "threadcreate" => threads.map(|n| n.to_string()),
-            _ => None,
-        }
-        .unwrap_or_default();
+        let count = count(&e.path).map(|n| n.to_string()).unwrap_or_default();
+        let what = go.text;
         let cell = if e.available {
-            format!("<a href=\"{}\">{name}</a>", escape(href))
+            format!("<a href=\"{}\">{}</a>", escape(go.link), escape(name))
         } else {
             format!(
-                "{name} <em>(not compiled in: feature <code>{}</code>)</em>",
+                "{} <em>(not compiled in: feature <code>{}</code>)</em>",
+                escape(name),
                 e.feature.unwrap_or("?")
             )
         };
         rows.push_str(&format!("<tr><td>{count}</td><td>{cell}</td></tr>\n"));
         notes.push_str(&format!(
-            "<li><div class=\"profile-name\">{name}: </div> {}</li>\n",
+            "<li><div class=\"profile-name\">{}: </div> {}</li>\n",
+            escape(name),
             escape(what)
         ));
     }

@@ -28,6 +28,7 @@ pub(crate) fn collect(state: &ServerState) -> Vec<(RouteRow, Route)> {
                     path: route.path.clone(),
                     scope: state.scope_for(route.access),
                     summary: route.summary.clone(),
+                    go: route.go,
                     available: route.available,
                     probe: spec.name,
                     feature: spec.feature,

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::seam::GoIndex;
 use crate::security::Scope;
 
 /// One row of the endpoint table: what the index, the console and the README check show.
@@ -16,6 +17,9 @@ pub(crate) struct RouteRow {
     pub(crate) scope: Option<Scope>,
     /// One line on what it gives.
     pub(crate) summary: String,
+    /// Its line in Go's `/debug/pprof/` index, if it has one.
+    #[serde(skip)]
+    pub(crate) go: Option<GoIndex>,
     /// Whether its probe is compiled in.
     pub(crate) available: bool,
     /// The probe it belongs to.

@@ -126,7 +126,27 @@ pub async fn cpu_profile_running(server: &Server) -> bool {
         .await
         .unwrap();
     let v: serde_json::Value = resp.json().await.unwrap();
-    v["probes"]["cpu"]["profile_running"].as_bool().unwrap()
+    figure(&v, "cpu", "cpu")["value"] == "running"
+}
+
+/// Figure `id` of probe `probe`'s glance in the index JSON (`Value::Null` if it has none).
+pub fn figure<'a>(index: &'a serde_json::Value, probe: &str, id: &str) -> &'a serde_json::Value {
+    index["probes"][probe]["figures"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["id"] == id))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// Table `id` of probe `probe`'s glance in the index JSON (`Value::Null` if it has none).
+pub fn glance_table<'a>(
+    index: &'a serde_json::Value,
+    probe: &str,
+    id: &str,
+) -> &'a serde_json::Value {
+    index["probes"][probe]["tables"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["id"] == id))
+        .unwrap_or(&serde_json::Value::Null)
 }
 
 /// Every endpoint the server lists in its index: (method, path, scope, available).

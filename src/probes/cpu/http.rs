@@ -12,13 +12,12 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 
 use crate::seam::download::{file_name, profile_response};
-use crate::seam::fair::{Expensive, FairShare};
+use crate::seam::fair::Cap;
 use crate::seam::{
-    blocking, ready, ApiError, BoxFuture, BundlePart, Caller, Params, Probe, ProbeContext, Results,
-    Route, StoredResult,
+    blocking, ready, Action, ApiError, BoxFuture, BundlePart, Caller, Card, FieldKind, Figure,
+    Glance, Params, Probe, ProbeContext, Results, Route, Shows, StoredResult, Value,
 };
 use crate::stack::modules::ModuleSet;
 use crate::stack::{offline, symbolize};
@@ -54,7 +53,7 @@ impl Cpu {
 struct CpuState {
     service: Arc<str>,
     max_seconds: u64,
-    fair: Arc<FairShare>,
+    cap: Cap,
     results: Results,
 }
 
@@ -114,7 +113,7 @@ async fn cpu_profile(
         duration: Duration::from_secs(seconds),
         frequency_hz: frequency as u32,
     };
-    let _cap = st.fair.probe(Expensive::CpuProfile)?;
+    let _cap = st.cap.take()?;
     let started = SystemTime::now();
     let mut profile = take(opts, symbolize).await?;
     if let Some(span) = &span {
@@ -236,31 +235,58 @@ impl Probe for Cpu {
         let st = CpuState {
             service: self.cx.service_name.clone(),
             max_seconds: self.cx.limits.max_profile_seconds,
-            fair: self.cx.fair.clone(),
+            cap: self.cx.fair.cap("CPU profiles"),
             results: self.cx.results.clone(),
         };
         vec![
-            Route::new(
-                &SPEC.routes[0],
-                &self.cx.limits,
-                get(cpu_profile).with_state(st),
-            ),
-            Route::new(&SPEC.routes[1], &self.cx.limits, get(symbol_count)),
-            Route::new(&SPEC.routes[2], &self.cx.limits, post(symbol_lookup)),
+            PROFILE.serve(&self.cx.limits, cpu_profile, st),
+            SYMBOL.serve(&self.cx.limits, symbol_count, ()),
+            SYMBOL_POST.serve(&self.cx.limits, symbol_lookup, ()),
         ]
     }
 
-    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
-        ready(serde_json::json!({ "profile_running": profile::running() }))
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
+        let state = if profile::running() {
+            "running"
+        } else {
+            "idle"
+        };
+        ready(
+            Glance::default()
+                .figure(Figure::new(
+                    "cpu",
+                    Card::PROCESS,
+                    "CPU profiler",
+                    Value::Text(state.into()),
+                ))
+                .action(
+                    Action::new(
+                        "cpu",
+                        "cpu-flame",
+                        "CPU flamegraph",
+                        &PROFILE,
+                        Shows::Flame("cpu"),
+                    )
+                    .fixed(&[("format", "svg")])
+                    .field(
+                        "seconds",
+                        "for",
+                        FieldKind::Seconds {
+                            default: 10,
+                            max: self.cx.limits.max_profile_seconds,
+                        },
+                    ),
+                ),
+        )
     }
 
     fn bundle(&self, window: Duration) -> Vec<BundlePart> {
         // One profile feeds both files: the SVG part waits for the pprof part's profile.
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<Vec<u8>, String>>();
         let service = self.cx.service_name.clone();
-        let fair = self.cx.fair.clone();
+        let cap = self.cx.fair.cap("CPU profiles");
         let pprof = BundlePart::new("cpu.pb.gz", async move {
-            let _cap = match fair.probe(Expensive::CpuProfile) {
+            let _cap = match cap.take() {
                 Ok(cap) => cap,
                 Err(busy) => {
                     let _ = tx.send(Err(busy.to_string()));

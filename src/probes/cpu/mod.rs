@@ -3,7 +3,7 @@
 
 use axum::http::Method;
 
-use crate::seam::{Access, ProbeSpec, RouteSpec};
+use crate::seam::{Access, GoIndex, ProbeSpec, RouteSpec};
 use crate::security::Scope;
 
 /// Highest sampling rate a CPU profile accepts, in Hz.
@@ -16,40 +16,52 @@ pub(crate) const DEFAULT_SECONDS: u64 = 30;
 /// Most addresses one `POST /debug/pprof/symbol` may ask for (the body is bounded too).
 pub(crate) const MAX_SYMBOL_ADDRESSES: usize = 4096;
 
-/// The CPU probe.
-pub(crate) const SPEC: ProbeSpec = ProbeSpec {
-    name: "cpu",
-    feature: Some("cpu"),
-    routes: &[
-        RouteSpec {
+/// `GET /debug/pprof/profile`.
+pub(crate) static PROFILE: RouteSpec = RouteSpec {
             method: Method::GET,
             path: "/debug/pprof/profile",
             access: Access::Scope(Scope::Profile),
-            summary: |l| {
+            go: Some(GoIndex {
+        link: "profile",
+        text: "CPU profile. ?seconds=N (default 30) sets the duration; ?format=svg for a flamegraph. Downloads a file for go tool pprof.",
+    }),
+    summary: |l| {
                 let max = l.max_profile_seconds;
                 format!(
                 "CPU profile: ?seconds=1..{max} ({}) &frequency=1..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &span=NAME (only samples taken inside that tracing span) &symbolize=true|false (pprof only: false leaves symbolization to go tool pprof or Parca, by mapping path and build id); gzipped profile.proto by default, like Go",
                 DEFAULT_SECONDS.min(max)
             )
             },
-        },
-        RouteSpec {
-            method: Method::GET,
-            path: "/debug/pprof/symbol",
-            access: Access::Scope(Scope::Profile),
-            summary: |_| {
-                "Go's symbol protocol: num_symbols: 1 (go tool pprof symbolizes remotely through POST)".into()
-            },
-        },
-        RouteSpec {
-            method: Method::POST,
-            path: "/debug/pprof/symbol",
-            access: Access::Scope(Scope::Profile),
-            summary: |_| {
-                format!("Go's symbol protocol: body 0x…+0x… (at most {MAX_SYMBOL_ADDRESSES} addresses) → one `0x… function` line per address of this process with a name")
-            },
-        },
-    ],
+        };
+
+/// `GET /debug/pprof/symbol`.
+pub(crate) static SYMBOL: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/pprof/symbol",
+    access: Access::Scope(Scope::Profile),
+    go: None,
+    summary: |_| {
+        "Go's symbol protocol: num_symbols: 1 (go tool pprof symbolizes remotely through POST)"
+            .into()
+    },
+};
+
+/// `POST /debug/pprof/symbol`.
+pub(crate) static SYMBOL_POST: RouteSpec = RouteSpec {
+    method: Method::POST,
+    path: "/debug/pprof/symbol",
+    access: Access::Scope(Scope::Profile),
+    go: None,
+    summary: |_| {
+        format!("Go's symbol protocol: body 0x…+0x… (at most {MAX_SYMBOL_ADDRESSES} addresses) → one `0x… function` line per address of this process with a name")
+    },
+};
+
+/// The CPU probe.
+pub(crate) const SPEC: ProbeSpec = ProbeSpec {
+    name: "cpu",
+    feature: Some("cpu"),
+    routes: &[&PROFILE, &SYMBOL, &SYMBOL_POST],
     bundle_files: &["cpu.pb.gz", "cpu.svg"],
 };
 

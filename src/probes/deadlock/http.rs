@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Json;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -18,7 +17,8 @@ use serde::Serialize;
 
 use crate::encode::prometheus::Families;
 use crate::seam::{
-    blocking, ready, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, Route,
+    blocking, ready, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
+    ProbeContext, Route, Value,
 };
 
 /// Reports kept for `/debug/deadlocks`.
@@ -117,11 +117,7 @@ impl Probe for Deadlocks {
     }
 
     fn routes(&self) -> Vec<Route> {
-        vec![Route::new(
-            &SPEC.routes[0],
-            &self.cx.limits,
-            get(deadlocks).with_state(self.detector.clone()),
-        )]
+        vec![DEADLOCKS.serve(&self.cx.limits, deadlocks, self.detector.clone())]
     }
 
     fn collector(&self) -> Option<Box<dyn Collector>> {
@@ -147,15 +143,27 @@ impl Probe for Deadlocks {
         })]
     }
 
-    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
-        ready(match &self.detector {
-            None => serde_json::json!({ "enabled": false }),
-            Some(d) => serde_json::json!({
-                "enabled": true,
-                "detected_total": d.detected_total(),
-                "checks_total": d.checks_total(),
-            }),
-        })
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
+        let figure = match &self.detector {
+            None => Figure::new(
+                "deadlocks",
+                Card::PROCESS,
+                "deadlocks detected",
+                Value::Text("detection off: .deadlock_detection(..)".into()),
+            ),
+            Some(d) => {
+                let n = d.detected_total();
+                Figure::new(
+                    "deadlocks",
+                    Card::PROCESS,
+                    "deadlocks detected",
+                    Value::Count(Some(n)),
+                )
+                .note(format!("in {} checks", d.checks_total()))
+                .bad(n > 0)
+            }
+        };
+        ready(Glance::default().figure(figure))
     }
 }
 

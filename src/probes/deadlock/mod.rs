@@ -6,18 +6,20 @@ use axum::http::Method;
 use crate::seam::{Access, ProbeSpec, RouteSpec};
 use crate::security::Scope;
 
+/// `GET /debug/deadlocks`.
+pub(crate) static DEADLOCKS: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/deadlocks",
+    access: Access::Scope(Scope::Read),
+    go: None,
+    summary: |_| "parking_lot deadlock reports: cycles, threads, backtraces (?format=text)".into(),
+};
+
 /// The deadlock probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "deadlock",
     feature: Some("deadlock"),
-    routes: &[RouteSpec {
-        method: Method::GET,
-        path: "/debug/deadlocks",
-        access: Access::Scope(Scope::Read),
-        summary: |_| {
-            "parking_lot deadlock reports: cycles, threads, backtraces (?format=text)".into()
-        },
-    }],
+    routes: &[&DEADLOCKS],
     bundle_files: &["deadlocks.json"],
 };
 

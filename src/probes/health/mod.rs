@@ -8,7 +8,6 @@ use std::sync::Arc;
 use axum::extract::{RawQuery, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Json;
 use serde::Serialize;
 
@@ -19,24 +18,29 @@ use crate::seam::{
     Access, ApiError, Caller, Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec,
 };
 
+/// `GET /health/live`.
+pub(crate) static LIVE: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/health/live",
+    access: Access::Health,
+    go: None,
+    summary: |_| "liveness: 200 while the admin server answers".into(),
+};
+
+/// `GET /health/ready`.
+pub(crate) static READY: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/health/ready",
+    access: Access::Health,
+    go: None,
+    summary: |_| "readiness: runs the registered checks, 503 if one fails".into(),
+};
+
 /// The health probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "health",
     feature: None,
-    routes: &[
-        RouteSpec {
-            method: Method::GET,
-            path: "/health/live",
-            access: Access::Health,
-            summary: |_| "liveness: 200 while the admin server answers".into(),
-        },
-        RouteSpec {
-            method: Method::GET,
-            path: "/health/ready",
-            access: Access::Health,
-            summary: |_| "readiness: runs the registered checks, 503 if one fails".into(),
-        },
-    ],
+    routes: &[&LIVE, &READY],
     bundle_files: &[],
 };
 
@@ -63,14 +67,9 @@ impl Probe for Health {
     }
 
     fn routes(&self) -> Vec<Route> {
-        let [live_spec, ready_spec] = [&SPEC.routes[0], &SPEC.routes[1]];
         vec![
-            Route::new(live_spec, &self.cx.limits, get(live)),
-            Route::new(
-                ready_spec,
-                &self.cx.limits,
-                get(ready).with_state(self.checks.clone()),
-            ),
+            LIVE.serve(&self.cx.limits, live, ()),
+            READY.serve(&self.cx.limits, ready, self.checks.clone()),
         ]
     }
 }

@@ -10,16 +10,16 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde::Serialize;
 
 use self::core::{HeapError, HeapProfile, HeapProfilingState};
 use crate::seam::download::{attachment, file_name, inline, SVG_CSP};
-use crate::seam::fair::{Expensive, FairShare};
+use crate::seam::fair::Cap;
 use crate::seam::{
-    blocking, ready, ApiError, AuditDetails, BoxFuture, BundlePart, Caller, Overrides, Params,
-    Probe, ProbeContext, Results, Route, StoredResult,
+    blocking, ready, Action, ApiError, AuditDetails, BoxFuture, BundlePart, Caller, Card,
+    FieldKind, Figure, Glance, Overrides, Params, Probe, ProbeContext, Results, Route, Shows,
+    StoredResult, Value,
 };
 
 /// Override kind recorded while heap sampling is switched on at run time.
@@ -59,7 +59,7 @@ struct HeapState {
     max_seconds: u64,
     overrides: Overrides,
     growth_running: Arc<AtomicBool>,
-    fair: Arc<FairShare>,
+    cap: Cap,
     results: Results,
 }
 
@@ -98,7 +98,7 @@ async fn profile(
         None => None,
     };
     let state = core::profiling_state()?;
-    let _cap = st.fair.probe(Expensive::HeapProfile)?;
+    let _cap = st.cap.take()?;
     let mut warning = None;
     if !state.active {
         if seconds.is_some() {
@@ -257,28 +257,86 @@ impl Probe for Heap {
             max_seconds: self.cx.limits.max_profile_seconds,
             overrides: self.cx.overrides.clone(),
             growth_running: self.growth_running.clone(),
-            fair: self.cx.fair.clone(),
+            cap: self.cx.fair.cap("heap profiles"),
             results: self.cx.results.clone(),
         };
         let l = &self.cx.limits;
-        let r = &SPEC.routes;
+
         vec![
-            Route::new(&r[0], l, get(profile).with_state(st.clone())),
-            Route::new(&r[1], l, get(profile).with_state(st.clone())),
-            Route::new(&r[2], l, post(activate).with_state(st.clone())),
-            Route::new(&r[3], l, post(deactivate).with_state(st)),
+            HEAP.serve(l, profile, st.clone()),
+            ALLOCS.serve(l, profile, st.clone()),
+            ACTIVATE.serve(l, activate, st.clone()),
+            DEACTIVATE.serve(l, deactivate, st),
         ]
     }
 
-    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
-        ready(match core::profiling_state() {
-            Ok(s) => serde_json::json!({
-                "profiling_enabled": s.opt_prof,
-                "sampling_active": s.active,
-                "growth_running": self.growth_running.load(Ordering::Acquire),
-            }),
-            Err(e) => serde_json::json!({ "unavailable": e.to_string() }),
-        })
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
+        let (sampling, why) = match core::profiling_state() {
+            Ok(s) if !s.opt_prof => ("off: start the host with prof:true to allow it", None),
+            Ok(s) if s.active => ("active", None),
+            Ok(_) => ("inactive", None),
+            Err(e) => ("unavailable", Some(e.to_string())),
+        };
+        let mut figure = Figure::new(
+            "heap-sampling",
+            Card::MEMORY,
+            "heap sampling",
+            Value::Text(sampling.into()),
+        );
+        if let Some(why) = why {
+            figure = figure.note(why);
+        }
+        let max = self.cx.limits.max_profile_seconds;
+        let svg: &[(&str, &str)] = &[("format", "svg")];
+        ready(
+            Glance::default()
+                .figure(figure)
+                .action(
+                    Action::new(
+                        "heap",
+                        "heap-growth",
+                        "Heap growth profile",
+                        &HEAP,
+                        Shows::Flame("heap"),
+                    )
+                    .fixed(svg)
+                    .field(
+                        "seconds",
+                        "over",
+                        FieldKind::Seconds { default: 30, max },
+                    ),
+                )
+                .action(
+                    Action::new(
+                        "heap-now",
+                        "heap-now",
+                        "Heap in use now",
+                        &HEAP,
+                        Shows::Flame("heap"),
+                    )
+                    .fixed(svg),
+                )
+                .action(
+                    Action::new(
+                        "heap-on",
+                        "heap-on",
+                        "Heap sampling on",
+                        &ACTIVATE,
+                        Shows::Status("Heap sampling active: {profiling.active}."),
+                    )
+                    .needs(Scope::Admin),
+                )
+                .action(
+                    Action::new(
+                        "heap-off",
+                        "heap-off",
+                        "Heap sampling off",
+                        &DEACTIVATE,
+                        Shows::Status("Heap sampling active: {profiling.active}."),
+                    )
+                    .needs(Scope::Admin),
+                ),
+        )
     }
 
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {

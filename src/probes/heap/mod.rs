@@ -3,7 +3,7 @@
 
 use axum::http::Method;
 
-use crate::seam::{Access, ProbeSpec, RouteSpec};
+use crate::seam::{Access, GoIndex, ProbeSpec, RouteSpec};
 use crate::security::Scope;
 
 fn profile_summary(l: &crate::config::Limits) -> String {
@@ -13,38 +13,55 @@ fn profile_summary(l: &crate::config::Limits) -> String {
     )
 }
 
+/// `GET /debug/pprof/heap`.
+pub(crate) static HEAP: RouteSpec = RouteSpec {
+            method: Method::GET,
+            path: "/debug/pprof/heap",
+            access: Access::Scope(Scope::Profile),
+            go: Some(GoIndex {
+        link: "heap",
+        text: "Sampled live allocations (jemalloc). ?format=svg for a flamegraph; ?seconds=N for the growth over N seconds.",
+    }),
+    summary: profile_summary,
+        };
+
+/// `GET /debug/pprof/allocs`.
+pub(crate) static ALLOCS: RouteSpec = RouteSpec {
+            method: Method::GET,
+            path: "/debug/pprof/allocs",
+            access: Access::Scope(Scope::Profile),
+            go: Some(GoIndex {
+        link: "allocs",
+        text: "Sampled live allocations (jemalloc; the same profile as heap, the path Alloy and Parca scrape). ?seconds=N gives the growth over N seconds.",
+    }),
+    summary: |_| {
+                "alias of /debug/pprof/heap: the path Grafana Alloy and Pyroscope scrape".into()
+            },
+        };
+
+/// `POST /debug/pprof/heap/activate`.
+pub(crate) static ACTIVATE: RouteSpec = RouteSpec {
+    method: Method::POST,
+    path: "/debug/pprof/heap/activate",
+    access: Access::Scope(Scope::Admin),
+    go: None,
+    summary: |_| "start sampling allocations (jemalloc prof.active)".into(),
+};
+
+/// `POST /debug/pprof/heap/deactivate`.
+pub(crate) static DEACTIVATE: RouteSpec = RouteSpec {
+    method: Method::POST,
+    path: "/debug/pprof/heap/deactivate",
+    access: Access::Scope(Scope::Admin),
+    go: None,
+    summary: |_| "stop sampling allocations".into(),
+};
+
 /// The heap probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "heap",
     feature: Some("heap"),
-    routes: &[
-        RouteSpec {
-            method: Method::GET,
-            path: "/debug/pprof/heap",
-            access: Access::Scope(Scope::Profile),
-            summary: profile_summary,
-        },
-        RouteSpec {
-            method: Method::GET,
-            path: "/debug/pprof/allocs",
-            access: Access::Scope(Scope::Profile),
-            summary: |_| {
-                "alias of /debug/pprof/heap: the path Grafana Alloy and Pyroscope scrape".into()
-            },
-        },
-        RouteSpec {
-            method: Method::POST,
-            path: "/debug/pprof/heap/activate",
-            access: Access::Scope(Scope::Admin),
-            summary: |_| "start sampling allocations (jemalloc prof.active)".into(),
-        },
-        RouteSpec {
-            method: Method::POST,
-            path: "/debug/pprof/heap/deactivate",
-            access: Access::Scope(Scope::Admin),
-            summary: |_| "stop sampling allocations".into(),
-        },
-    ],
+    routes: &[&HEAP, &ALLOCS, &ACTIVATE, &DEACTIVATE],
     bundle_files: &["heap.pb.gz"],
 };
 

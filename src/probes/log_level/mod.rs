@@ -14,45 +14,52 @@ use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::Method;
-use axum::routing::{delete, get, put};
 use axum::{Extension, Json};
 
 use crate::seam::{
-    Access, ApiError, AuditDetails, Caller, Params, Probe, ProbeContext, ProbeSpec, Route,
-    RouteSpec,
+    ready, Access, Action, ApiError, AuditDetails, BoxFuture, Caller, FieldKind, Glance, Params,
+    Probe, ProbeContext, ProbeSpec, Route, RouteSpec, Shows,
 };
 use crate::security::Scope;
+
+/// `GET /debug/log-level`.
+pub(crate) static LOG_LEVEL: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/log-level",
+    access: Access::Scope(Scope::Read),
+    go: None,
+    summary: |_| "the current tracing filter and any run-time override".into(),
+};
+
+/// `PUT /debug/log-level`.
+pub(crate) static LOG_LEVEL_PUT: RouteSpec = RouteSpec {
+    method: Method::PUT,
+    path: "/debug/log-level",
+    access: Access::Scope(Scope::Admin),
+    go: None,
+    summary: |_| {
+        format!(
+                    "replace the tracing filter (body: directives, e.g. info,my_app::db=debug) for ?ttl= (default {}m, at most {}h; ttl=0: until reset)",
+                    DEFAULT_TTL.as_secs() / 60,
+                    MAX_TTL.as_secs() / 3600
+                )
+    },
+};
+
+/// `DELETE /debug/log-level`.
+pub(crate) static LOG_LEVEL_DELETE: RouteSpec = RouteSpec {
+    method: Method::DELETE,
+    path: "/debug/log-level",
+    access: Access::Scope(Scope::Admin),
+    go: None,
+    summary: |_| "revert the tracing filter to the host's own now".into(),
+};
 
 /// The log-level probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "log_level",
     feature: None,
-    routes: &[
-        RouteSpec {
-            method: Method::GET,
-            path: "/debug/log-level",
-            access: Access::Scope(Scope::Read),
-            summary: |_| "the current tracing filter and any run-time override".into(),
-        },
-        RouteSpec {
-            method: Method::PUT,
-            path: "/debug/log-level",
-            access: Access::Scope(Scope::Admin),
-            summary: |_| {
-                format!(
-                    "replace the tracing filter (body: directives, e.g. info,my_app::db=debug) for ?ttl= (default {}m, at most {}h; ttl=0: until reset)",
-                    DEFAULT_TTL.as_secs() / 60,
-                    MAX_TTL.as_secs() / 3600
-                )
-            },
-        },
-        RouteSpec {
-            method: Method::DELETE,
-            path: "/debug/log-level",
-            access: Access::Scope(Scope::Admin),
-            summary: |_| "revert the tracing filter to the host's own now".into(),
-        },
-    ],
+    routes: &[&LOG_LEVEL, &LOG_LEVEL_PUT, &LOG_LEVEL_DELETE],
     bundle_files: &[],
 };
 
@@ -82,10 +89,57 @@ impl Probe for LogLevel {
         let c = self.control.clone();
         let l = &self.cx.limits;
         vec![
-            Route::new(&SPEC.routes[0], l, get(show).with_state(c.clone())),
-            Route::new(&SPEC.routes[1], l, put(set).with_state(c.clone())),
-            Route::new(&SPEC.routes[2], l, delete(reset).with_state(c)),
+            LOG_LEVEL.serve(l, show, c.clone()),
+            LOG_LEVEL_PUT.serve(l, set, c.clone()),
+            LOG_LEVEL_DELETE.serve(l, reset, c),
         ]
+    }
+
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
+        ready(
+            Glance::default()
+                .action(
+                    Action::new(
+                        "log",
+                        "log-set",
+                        "Set log level",
+                        &LOG_LEVEL_PUT,
+                        Shows::Status("Log filter is now {filter} until {override.expires_at}."),
+                    )
+                    .field(
+                        "filter",
+                        "log filter",
+                        FieldKind::Text {
+                            placeholder: "info,my_app::db=debug",
+                            default: "",
+                            max_len: control::MAX_DIRECTIVE_LEN,
+                            required: true,
+                        },
+                    )
+                    .field(
+                        "ttl",
+                        "for",
+                        FieldKind::Text {
+                            placeholder: "15m",
+                            default: "15m",
+                            max_len: 16,
+                            required: false,
+                        },
+                    )
+                    .body("filter")
+                    .needs(Scope::Admin),
+                )
+                .action(
+                    Action::new(
+                        "log-reset",
+                        "log-reset",
+                        "Reset log level",
+                        &LOG_LEVEL_DELETE,
+                        Shows::Status("Log filter is back to the host's own: {filter}."),
+                    )
+                    .needs(Scope::Admin),
+                ),
+        )
     }
 }
 

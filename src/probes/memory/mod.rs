@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::extract::RawQuery;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Json;
 use prometheus_client::collector::Collector;
 use serde::Serialize;
@@ -16,23 +15,27 @@ use serde::Serialize;
 use stats::{process_memory, ProcessMemory};
 
 use crate::seam::{
-    ready, Access, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route,
-    RouteSpec,
+    ready, Access, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
+    ProbeContext, ProbeSpec, Route, RouteSpec, Value,
 };
 use crate::security::Scope;
+
+/// `GET /debug/memory`.
+pub(crate) static MEMORY: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/memory",
+    access: Access::Scope(Scope::Read),
+    go: None,
+    summary: |_| {
+        "jemalloc allocated/active/resident/mapped/retained/metadata, fragmentation, heap-profiling state, process RSS/VM".into()
+    },
+};
 
 /// The memory probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "memory",
     feature: None,
-    routes: &[RouteSpec {
-        method: Method::GET,
-        path: "/debug/memory",
-        access: Access::Scope(Scope::Read),
-        summary: |_| {
-            "jemalloc allocated/active/resident/mapped/retained/metadata, fragmentation, heap-profiling state, process RSS/VM".into()
-        },
-    }],
+    routes: &[&MEMORY],
     bundle_files: &["memory.json"],
 };
 
@@ -118,7 +121,7 @@ impl Probe for Memory {
     }
 
     fn routes(&self) -> Vec<Route> {
-        vec![Route::new(&SPEC.routes[0], &self.cx.limits, get(memory))]
+        vec![MEMORY.serve(&self.cx.limits, memory, ())]
     }
 
     fn collector(&self) -> Option<Box<dyn Collector>> {
@@ -133,13 +136,27 @@ impl Probe for Memory {
         vec![BundlePart::json("memory.json", &report())]
     }
 
-    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
         let r = report();
-        ready(serde_json::json!({
-            "rss_bytes": r.process.rss_bytes,
-            "jemalloc_allocated_bytes": r.jemalloc.as_ref().map(allocated),
-            "jemalloc_unavailable": r.message,
-        }))
+        let mut jemalloc = Figure::new(
+            "jemalloc",
+            Card::MEMORY,
+            "jemalloc allocated",
+            Value::Bytes(r.jemalloc.as_ref().map(allocated)),
+        );
+        if let Some(why) = r.message {
+            jemalloc = jemalloc.note(why);
+        }
+        ready(
+            Glance::default()
+                .figure(Figure::new(
+                    "rss",
+                    Card::MEMORY,
+                    "RSS",
+                    Value::Bytes(r.process.rss_bytes),
+                ))
+                .figure(jemalloc),
+        )
     }
 }
 

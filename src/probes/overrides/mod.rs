@@ -5,29 +5,32 @@ use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::Method;
-use axum::routing::get;
 use axum::Json;
 use serde::Serialize;
 
 use crate::seam::overrides::OverrideEntry;
 use crate::seam::{
-    ready, Access, ApiError, BoxFuture, BundlePart, Overrides, Params, Probe, ProbeContext,
-    ProbeSpec, Route, RouteSpec,
+    ready, Access, ApiError, BoxFuture, BundlePart, Card, Glance, Overrides, Params, Probe,
+    ProbeContext, ProbeSpec, Route, RouteSpec, Row, Table, Value,
 };
 use crate::security::Scope;
+
+/// `GET /debug/overrides`.
+pub(crate) static OVERRIDES: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/overrides",
+    access: Access::Scope(Scope::Read),
+    go: None,
+    summary: |_| {
+        "run-time changes still in force (log level, heap sampling): who made them and when they expire".into()
+    },
+};
 
 /// The overrides probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "overrides",
     feature: None,
-    routes: &[RouteSpec {
-        method: Method::GET,
-        path: "/debug/overrides",
-        access: Access::Scope(Scope::Read),
-        summary: |_| {
-            "run-time changes still in force (log level, heap sampling): who made them and when they expire".into()
-        },
-    }],
+    routes: &[&OVERRIDES],
     bundle_files: &["overrides.json"],
 };
 
@@ -67,11 +70,7 @@ impl Probe for OverridesProbe {
     }
 
     fn routes(&self) -> Vec<Route> {
-        vec![Route::new(
-            &SPEC.routes[0],
-            &self.cx.limits,
-            get(list).with_state(self.cx.overrides.clone()),
-        )]
+        vec![OVERRIDES.serve(&self.cx.limits, list, self.cx.overrides.clone())]
     }
 
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
@@ -81,9 +80,31 @@ impl Probe for OverridesProbe {
         vec![BundlePart::json("overrides.json", &report)]
     }
 
-    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
-        let entries = self.cx.overrides.list();
-        let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
-        ready(serde_json::json!({ "in_force": kinds, "entries": entries }))
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
+        let time = |t: std::time::SystemTime| Value::Text(crate::encode::time::format(t));
+        let rows = self
+            .cx
+            .overrides
+            .list()
+            .into_iter()
+            .map(|e| Row {
+                cells: vec![
+                    Value::Text(e.kind),
+                    Value::Text(e.value),
+                    Value::Text(e.set_by),
+                    time(e.set_at),
+                    e.expires_at
+                        .map_or_else(|| Value::Text("undone".into()), time),
+                ],
+                bad: true,
+            })
+            .collect();
+        ready(Glance::default().table(Table {
+            id: "overrides",
+            card: Card::OVERRIDES,
+            columns: vec!["kind", "value", "set by", "set at", "until"],
+            rows,
+            empty: "none: the service runs as configured".into(),
+        }))
     }
 }

@@ -59,7 +59,6 @@ use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::Method;
-use axum::routing::get;
 use axum::Json;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -67,23 +66,28 @@ use serde::Serialize;
 
 use crate::encode::prometheus::{Families, HistogramSample};
 use crate::seam::{
-    ready, Access, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route,
-    RouteSpec,
+    ready, Access, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
+    ProbeContext, ProbeSpec, Route, RouteSpec, Row, Table, Value,
 };
 use crate::security::Scope;
+
+/// `GET /debug/pools`.
+pub(crate) static POOLS: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/pools",
+    access: Access::Scope(Scope::Read),
+    go: None,
+    summary: |_| {
+        "every registered connection pool: max, size, idle, in use, waiting, utilisation, saturated"
+            .into()
+    },
+};
 
 /// The pools probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "pools",
     feature: None,
-    routes: &[RouteSpec {
-        method: Method::GET,
-        path: "/debug/pools",
-        access: Access::Scope(Scope::Read),
-        summary: |_| {
-            "every registered connection pool: max, size, idle, in use, waiting, utilisation, saturated".into()
-        },
-    }],
+    routes: &[&POOLS],
     bundle_files: &["pools.json"],
 };
 
@@ -153,11 +157,7 @@ impl Probe for Pools {
     }
 
     fn routes(&self) -> Vec<Route> {
-        vec![Route::new(
-            &SPEC.routes[0],
-            &self.cx.limits,
-            get(pools).with_state(self.registry.clone()),
-        )]
+        vec![POOLS.serve(&self.cx.limits, pools, self.registry.clone())]
     }
 
     fn collector(&self) -> Option<Box<dyn Collector>> {
@@ -168,7 +168,7 @@ impl Probe for Pools {
         vec![BundlePart::json("pools.json", &report(&self.registry))]
     }
 
-    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
         let r = report(&self.registry);
         let saturated: Vec<&str> = r
             .pools
@@ -176,21 +176,47 @@ impl Probe for Pools {
             .filter(|p| p.saturated == Some(true))
             .map(|p| p.name.as_str())
             .collect();
-        let each: Vec<_> = r
+        let saturated_figure = Figure::new(
+            "pools-saturated",
+            Card::POOLS,
+            "saturated",
+            Value::Text(if saturated.is_empty() {
+                "none".into()
+            } else {
+                saturated.join(", ")
+            }),
+        )
+        .bad(!saturated.is_empty());
+        let rows = r
             .pools
             .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "name": p.name,
-                    "in_use": p.snapshot.in_use,
-                    "max_size": p.snapshot.max_size,
-                    "waiting": p.snapshot.waiting,
-                    "utilisation": p.utilisation,
-                    "saturated": p.saturated,
-                })
+            .map(|p| Row {
+                cells: vec![
+                    Value::Text(p.name.clone()),
+                    Value::Count(p.snapshot.in_use),
+                    Value::Count(p.snapshot.max_size),
+                    Value::Count(p.snapshot.waiting),
+                ],
+                bad: p.saturated == Some(true),
             })
             .collect();
-        ready(serde_json::json!({ "pools": r.pools.len(), "saturated": saturated, "each": each }))
+        ready(
+            Glance::default()
+                .figure(Figure::new(
+                    "pools",
+                    Card::POOLS,
+                    "registered",
+                    Value::Count(Some(r.pools.len() as u64)),
+                ))
+                .figure(saturated_figure)
+                .table(Table {
+                    id: "pools-each",
+                    card: Card::POOLS,
+                    columns: vec!["pool", "in use", "max", "waiting"],
+                    rows,
+                    empty: "no pool registered: .pool(\"db\", prodbg::pools::sqlx(&pool))".into(),
+                }),
+        )
     }
 }
 

@@ -11,7 +11,6 @@ use std::time::Duration;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Json;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -21,42 +20,57 @@ use info::{cmdline, info, stats, threads, ProcessInfo};
 
 use crate::encode::prometheus::Families;
 use crate::seam::{
-    blocking, ready, Access, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext,
-    ProbeSpec, Route, RouteSpec,
+    blocking, ready, Access, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, GoIndex,
+    Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec, Value,
 };
 use crate::security::Scope;
+
+/// `GET /debug/process`.
+pub(crate) static PROCESS: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/process",
+    access: Access::Scope(Scope::Read),
+    go: None,
+    summary: |_| {
+        "pid, uptime, build info, command line, environment (secrets redacted), limits, open fds"
+            .into()
+    },
+};
+
+/// `GET /debug/pprof/cmdline`.
+pub(crate) static CMDLINE: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/pprof/cmdline",
+    access: Access::Scope(Scope::Read),
+    go: Some(GoIndex {
+        link: "cmdline",
+        text:
+            "The command line of this program, arguments separated by NUL bytes, secrets redacted.",
+    }),
+    summary: |_| {
+        "the command line as Go serves it: arguments separated by NUL bytes, secrets redacted; text/plain".into()
+    },
+};
+
+/// `GET /debug/pprof/threadcreate`.
+pub(crate) static THREADCREATE: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/pprof/threadcreate",
+    access: Access::Scope(Scope::Read),
+    go: Some(GoIndex {
+        link: "threadcreate?debug=1",
+        text: "The OS threads of the process (from /proc; their creation stacks are not recorded).",
+    }),
+    summary: |_| {
+        "Go's threadcreate, as a list: `threadcreate profile: total N`, then tid, state and name of every OS thread from /proc (?debug=1|2, both text; creation stacks are not recorded)".into()
+    },
+};
 
 /// The process probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "process",
     feature: None,
-    routes: &[
-        RouteSpec {
-            method: Method::GET,
-            path: "/debug/process",
-            access: Access::Scope(Scope::Read),
-            summary: |_| {
-                "pid, uptime, build info, command line, environment (secrets redacted), limits, open fds"
-                    .into()
-            },
-        },
-        RouteSpec {
-            method: Method::GET,
-            path: "/debug/pprof/cmdline",
-            access: Access::Scope(Scope::Read),
-            summary: |_| {
-                "the command line as Go serves it: arguments separated by NUL bytes, secrets redacted; text/plain".into()
-            },
-        },
-        RouteSpec {
-            method: Method::GET,
-            path: "/debug/pprof/threadcreate",
-            access: Access::Scope(Scope::Read),
-            summary: |_| {
-                "Go's threadcreate, as a list: `threadcreate profile: total N`, then tid, state and name of every OS thread from /proc (?debug=1|2, both text; creation stacks are not recorded)".into()
-            },
-        },
-    ],
+    routes: &[&PROCESS, &CMDLINE, &THREADCREATE],
     bundle_files: &["process.json"],
 };
 
@@ -149,9 +163,9 @@ impl Probe for Process {
         let state: ProcessState = (self.cx.service_name.clone(), self.build.clone());
         let l = &self.cx.limits;
         vec![
-            Route::new(&SPEC.routes[0], l, get(process).with_state(state)),
-            Route::new(&SPEC.routes[1], l, get(go_cmdline)),
-            Route::new(&SPEC.routes[2], l, get(go_threadcreate)),
+            PROCESS.serve(l, process, state),
+            CMDLINE.serve(l, go_cmdline, ()),
+            THREADCREATE.serve(l, go_threadcreate, ()),
         ]
     }
 
@@ -169,16 +183,48 @@ impl Probe for Process {
         })]
     }
 
-    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
         let s = stats();
-        ready(serde_json::json!({
-            "pid": s.pid,
-            "resident_bytes": s.resident_bytes,
-            "threads": s.threads,
-            "open_fds": s.open_fds,
-            "uptime_seconds": info::uptime_seconds(&s),
-            "debug_info_missing": debug_info_missing(),
-        }))
+        let mut g = Glance::default()
+            .figure(
+                Figure::new(
+                    "threads",
+                    Card::PROCESS,
+                    "threads",
+                    Value::Count(Some(s.threads)),
+                )
+                .counts(&THREADCREATE),
+            )
+            .figure(Figure::new(
+                "fds",
+                Card::PROCESS,
+                "open fds",
+                Value::Count(Some(s.open_fds)),
+            ))
+            .figure(Figure::new(
+                "pid",
+                Card::PROCESS,
+                "pid",
+                Value::Count(Some(u64::from(s.pid))),
+            ))
+            .figure(Figure::new(
+                "uptime",
+                Card::PROCESS,
+                "uptime",
+                Value::Seconds(Some(info::uptime_seconds(&s))),
+            ));
+        if let Some(note) = debug_info_missing() {
+            g = g.figure(
+                Figure::new(
+                    "debug-info",
+                    Card::PROCESS,
+                    "debug info",
+                    Value::Text(note.into()),
+                )
+                .bad(true),
+            );
+        }
+        ready(g)
     }
 }
 

@@ -68,15 +68,14 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{RawQuery, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Json;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
 use crate::encode::prometheus::Families;
 use crate::seam::{
-    ready, Access, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route,
-    RouteSpec,
+    ready, Access, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
+    ProbeContext, ProbeSpec, Route, RouteSpec, Value,
 };
 use crate::security::Scope;
 use span_report::{NameFilter, DEFAULT_LIMIT, MAX_LIMIT};
@@ -87,31 +86,36 @@ const MAX_MIN_AGE_MS: u64 = 86_400_000;
 const MAX_NAMES: usize = 32;
 const MAX_NAME_LEN: usize = 128;
 
+/// `GET /debug/spans`.
+pub(crate) static SPANS: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/spans",
+    access: Access::Scope(Scope::Read),
+    go: None,
+    summary: |_| {
+        let overdue = span_report::OVERDUE_FACTOR;
+        format!(
+                    "the tracing spans open now, oldest first (name, target, redacted fields, age, parent chain, the thread that entered them last, `overdue` when open over {overdue}× the p99 of its name), ?min_age_ms= 0–{MAX_MIN_AGE_MS} (default 0) &limit= 1–{MAX_LIMIT} (default {DEFAULT_LIMIT}: the oldest are listed, the rest counted in `omitted`) &name= (only these span names) &hide= (not these; each 1–{MAX_NAMES} comma-separated names); a `hint` when the log filter hides INFO spans; and per target and span name the latency of spans closed in the last 5 minutes (count, errors, p50/p90/p99, max, the slowest few with their fields); ?format=json|text (text reads like a stack of stuck requests); needs prodbg::spans::layer installed"
+                )
+    },
+};
+
+/// `GET /debug/errors`.
+pub(crate) static ERRORS: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/errors",
+    access: Access::Scope(Scope::Read),
+    go: None,
+    summary: |_| {
+        "ERROR and WARN events grouped by callsite (target + file:line + message template, not the formatted values): level, count, first and last seen, rate over the last minute, the last few events' redacted fields; most recently seen first; ?format=json|text; needs prodbg::spans::layer installed".into()
+    },
+};
+
 /// The spans and errors probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "spans",
     feature: None,
-    routes: &[
-        RouteSpec {
-            method: Method::GET,
-            path: "/debug/spans",
-            access: Access::Scope(Scope::Read),
-            summary: |_| {
-                let overdue = span_report::OVERDUE_FACTOR;
-                format!(
-                    "the tracing spans open now, oldest first (name, target, redacted fields, age, parent chain, the thread that entered them last, `overdue` when open over {overdue}× the p99 of its name), ?min_age_ms= 0–{MAX_MIN_AGE_MS} (default 0) &limit= 1–{MAX_LIMIT} (default {DEFAULT_LIMIT}: the oldest are listed, the rest counted in `omitted`) &name= (only these span names) &hide= (not these; each 1–{MAX_NAMES} comma-separated names); a `hint` when the log filter hides INFO spans; and per target and span name the latency of spans closed in the last 5 minutes (count, errors, p50/p90/p99, max, the slowest few with their fields); ?format=json|text (text reads like a stack of stuck requests); needs prodbg::spans::layer installed"
-                )
-            },
-        },
-        RouteSpec {
-            method: Method::GET,
-            path: "/debug/errors",
-            access: Access::Scope(Scope::Read),
-            summary: |_| {
-                "ERROR and WARN events grouped by callsite (target + file:line + message template, not the formatted values): level, count, first and last seen, rate over the last minute, the last few events' redacted fields; most recently seen first; ?format=json|text; needs prodbg::spans::layer installed".into()
-            },
-        },
-    ],
+    routes: &[&SPANS, &ERRORS],
     bundle_files: &["spans.json", "errors.json"],
 };
 
@@ -201,16 +205,8 @@ impl Probe for SpansProbe {
     fn routes(&self) -> Vec<Route> {
         let l = &self.cx.limits;
         vec![
-            Route::new(
-                &SPEC.routes[0],
-                l,
-                get(spans).with_state(self.handle.clone()),
-            ),
-            Route::new(
-                &SPEC.routes[1],
-                l,
-                get(errors).with_state(self.handle.clone()),
-            ),
+            SPANS.serve(l, spans, self.handle.clone()),
+            ERRORS.serve(l, errors, self.handle.clone()),
         ]
     }
 
@@ -234,22 +230,73 @@ impl Probe for SpansProbe {
         }
     }
 
-    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
         let Some(h) = &self.handle else {
-            return ready(serde_json::json!({ "installed": false }));
+            return ready(Glance::default().figure(Figure::new(
+                "spans",
+                Card::REQUESTS,
+                "spans in flight",
+                Value::Text(
+                    "no span layer: prodbg::spans::layer(..) inside the host's filter, then .spans(handle)"
+                        .into(),
+                ),
+            )));
         };
         let g = h.glance(SystemTime::now());
-        ready(serde_json::json!({
-            "installed": true,
-            "in_flight": g.in_flight,
-            "oldest_ms": g.oldest_ms,
-            "overdue": g.overdue,
-            "overdue_factor": span_report::OVERDUE_FACTOR,
-            "dropped_spans_total": g.dropped_spans_total,
-            "error_groups": g.error_groups,
-            "errors_last_minute": g.errors_last_minute,
-            "warnings_last_minute": g.warnings_last_minute,
-        }))
+        ready(
+            Glance::default()
+                .figure(Figure::new(
+                    "spans",
+                    Card::REQUESTS,
+                    "spans in flight",
+                    Value::Count(Some(g.in_flight as u64)),
+                ))
+                .figure(Figure::new(
+                    "spans-oldest",
+                    Card::REQUESTS,
+                    "oldest open for",
+                    Value::Millis(g.oldest_ms),
+                ))
+                .figure(
+                    Figure::new(
+                        "spans-dropped",
+                        Card::REQUESTS,
+                        "spans not tracked (table full)",
+                        Value::Count(Some(g.dropped_spans_total)),
+                    )
+                    .bad(g.dropped_spans_total > 0),
+                )
+                .figure(
+                    Figure::new(
+                        "spans-slow",
+                        Card::REQUESTS,
+                        format!(
+                            "open over {}× their name's p99",
+                            span_report::OVERDUE_FACTOR
+                        ),
+                        Value::Count(Some(g.overdue as u64)),
+                    )
+                    .bad(g.overdue > 0)
+                    .link("spans?format=text", "list"),
+                )
+                .figure(
+                    Figure::new(
+                        "errors",
+                        Card::REQUESTS,
+                        "errors last minute",
+                        Value::Count(Some(g.errors_last_minute)),
+                    )
+                    .bad(g.errors_last_minute > 0)
+                    .note(format!("in {} groups", g.error_groups))
+                    .link("errors?format=text", "list"),
+                )
+                .figure(Figure::new(
+                    "warnings",
+                    Card::REQUESTS,
+                    "warnings last minute",
+                    Value::Count(Some(g.warnings_last_minute)),
+                )),
+        )
     }
 }
 

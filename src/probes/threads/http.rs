@@ -7,16 +7,16 @@ use crate::stack::thread_dump::{dump, DumpOptions, ThreadDump};
 
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use axum::extract::{RawQuery, State};
 
-use crate::seam::fair::{Expensive, FairShare};
+use crate::seam::fair::Cap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Json;
 
-use crate::seam::{blocking, ApiError, BundlePart, Params, Probe, ProbeContext, Route};
+use crate::seam::{
+    blocking, ready, Action, ApiError, BoxFuture, BundlePart, Glance, Params, Probe, ProbeContext,
+    Route, Shows,
+};
 
 /// Stacks of every thread.
 #[derive(Debug)]
@@ -32,13 +32,10 @@ impl Threads {
 }
 
 /// JSON by default, a jstack-like text dump with `?format=text`.
-async fn threads(
-    State(fair): State<Arc<FairShare>>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
+async fn threads(State(cap): State<Cap>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["format"])?;
     let format = params.choice("format", &["json", "text"], "json")?;
-    let _cap = fair.probe(Expensive::ThreadDump)?;
+    let _cap = cap.take()?;
     let dump: ThreadDump = blocking("the thread dump", || dump(DumpOptions::default())).await?;
     Ok(match format {
         "text" => dump.to_text().into_response(),
@@ -52,11 +49,22 @@ impl Probe for Threads {
     }
 
     fn routes(&self) -> Vec<Route> {
-        vec![Route::new(
-            &SPEC.routes[0],
-            &self.cx.limits,
-            get(threads).with_state(self.cx.fair.clone()),
-        )]
+        vec![THREADS.serve(&self.cx.limits, threads, self.cx.fair.cap("thread dumps"))]
+    }
+
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
+        ready(
+            Glance::default().action(
+                Action::new(
+                    "threads",
+                    "thread-dump",
+                    "Thread dump",
+                    &THREADS,
+                    Shows::Text,
+                )
+                .fixed(&[("format", "text")]),
+            ),
+        )
     }
 
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {

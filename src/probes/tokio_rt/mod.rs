@@ -13,23 +13,21 @@ pub(crate) use runtime::RuntimeRegistry;
 use runtime::{task_dump, task_stacks, RuntimeReport, TaskDumpError, WorkerReport};
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Json;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use serde::Serialize;
 
 use crate::encode::prometheus::Families;
-use crate::seam::fair::{Expensive, FairShare};
+use crate::seam::fair::Cap;
 use crate::seam::{
-    Access, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, ProbeSpec, Route,
-    RouteSpec,
+    Access, Action, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, GoIndex, Params, Probe,
+    ProbeContext, ProbeSpec, Route, RouteSpec, Row, Shows, Table, Value,
 };
 use crate::security::Scope;
 
@@ -44,44 +42,55 @@ const DEFAULT_DUMP_TIMEOUT_MS: u64 = 5000;
 /// The window of the busy ratios at a glance (the console, the index JSON).
 const GLANCE_WINDOW: Duration = Duration::from_millis(250);
 
-/// The Tokio probe.
-pub(crate) const SPEC: ProbeSpec = ProbeSpec {
-    name: "tokio",
-    feature: None,
-    routes: &[
-        RouteSpec {
-            method: Method::GET,
-            path: "/debug/tokio",
-            access: Access::Scope(Scope::Read),
-            summary: |_| {
-                format!("every registered Tokio runtime: workers, tasks, queues, per-worker busy ratio, polls, steals, with per-second rates over ?window_ms=0..{MAX_WINDOW_MS} ({DEFAULT_WINDOW_MS})")
-            },
-        },
-        RouteSpec {
-            method: Method::GET,
-            path: "/debug/tokio/tasks",
-            access: Access::Scope(Scope::Profile),
-            summary: |_| {
-                format!(
+/// `GET /debug/tokio`.
+pub(crate) static TOKIO: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/tokio",
+    access: Access::Scope(Scope::Read),
+    go: None,
+    summary: |_| {
+        format!("every registered Tokio runtime: workers, tasks, queues, per-worker busy ratio, polls, steals, with per-second rates over ?window_ms=0..{MAX_WINDOW_MS} ({DEFAULT_WINDOW_MS})")
+    },
+};
+
+/// `GET /debug/tokio/tasks`.
+pub(crate) static TASKS: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/tokio/tasks",
+    access: Access::Scope(Scope::Profile),
+    go: None,
+    summary: |_| {
+        format!(
                     "async task dump, one trace per task (?runtime=, ?timeout_ms={}..{}); needs --cfg tokio_unstable",
                     DUMP_TIMEOUT_MS.start(),
                     DUMP_TIMEOUT_MS.end()
                 )
-            },
-        },
-        RouteSpec {
+    },
+};
+
+/// `GET /debug/pprof/goroutine`.
+pub(crate) static GOROUTINE: RouteSpec = RouteSpec {
             method: Method::GET,
             path: "/debug/pprof/goroutine",
             access: Access::Scope(Scope::Profile),
-            summary: |_| {
+            go: Some(GoIndex {
+        link: "goroutine?debug=1",
+        text: "Stack traces of all current Tokio tasks (the async task dump), grouped by stack. Needs --cfg tokio_unstable.",
+    }),
+    summary: |_| {
                 format!(
                     "the async task dump in Go's text shapes: ?debug=1 (default) counts tasks by stack, ?debug=2 prints every task like a goroutine dump; every registered runtime (or ?runtime=), ?timeout_ms={}..{}; needs --cfg tokio_unstable",
                     DUMP_TIMEOUT_MS.start(),
                     DUMP_TIMEOUT_MS.end()
                 )
             },
-        },
-    ],
+        };
+
+/// The Tokio probe.
+pub(crate) const SPEC: ProbeSpec = ProbeSpec {
+    name: "tokio",
+    feature: None,
+    routes: &[&TOKIO, &TASKS, &GOROUTINE],
     bundle_files: &["tokio.json", "tasks.txt"],
 };
 
@@ -108,7 +117,7 @@ impl Tokio {
     }
 }
 
-type TokioState = (RuntimeRegistry, Option<SocketAddr>, Arc<FairShare>);
+type TokioState = (RuntimeRegistry, Option<SocketAddr>, Cap);
 
 /// The `/debug/tokio` body.
 #[derive(Debug, Serialize)]
@@ -171,7 +180,7 @@ async fn tasks(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["runtime", "timeout_ms"])?;
-    let _cap = fair.probe(Expensive::TaskDump)?;
+    let _cap = fair.take()?;
     let timeout = params.u64_in("timeout_ms", DUMP_TIMEOUT_MS, DEFAULT_DUMP_TIMEOUT_MS)?;
     let names = require_runtimes(&runtimes)?;
     let name = match params.get("runtime") {
@@ -199,7 +208,7 @@ async fn goroutine(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["debug", "runtime", "timeout_ms"])?;
-    let _cap = fair.probe(Expensive::TaskDump)?;
+    let _cap = fair.take()?;
     let debug = params.choice("debug", &["1", "2"], "1").map_err(|e| {
         ApiError::bad_parameter(format!(
             "{}; prodbg serves the text forms only (debug=0, Go's protobuf, is not served)",
@@ -271,12 +280,16 @@ impl Probe for Tokio {
     }
 
     fn routes(&self) -> Vec<Route> {
-        let state: TokioState = (self.runtimes.clone(), self.console, self.cx.fair.clone());
+        let state: TokioState = (
+            self.runtimes.clone(),
+            self.console,
+            self.cx.fair.cap("task dumps"),
+        );
         let l = &self.cx.limits;
         vec![
-            Route::new(&SPEC.routes[0], l, get(metrics).with_state(state.clone())),
-            Route::new(&SPEC.routes[1], l, get(tasks).with_state(state.clone())),
-            Route::new(&SPEC.routes[2], l, get(goroutine).with_state(state)),
+            TOKIO.serve(l, metrics, state.clone()),
+            TASKS.serve(l, tasks, state.clone()),
+            GOROUTINE.serve(l, goroutine, state),
         ]
     }
 
@@ -316,7 +329,7 @@ impl Probe for Tokio {
         vec![metrics, tasks]
     }
 
-    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
         let window = if self.runtimes.names().is_empty() {
             Duration::ZERO
         } else {
@@ -325,25 +338,72 @@ impl Probe for Tokio {
         let snapshot = self.runtimes.snapshot(window);
         let console = self.console.map(|a| a.to_string());
         Box::pin(async move {
-            let runtimes: Vec<_> = snapshot
-                .await
-                .into_iter()
+            let runtimes = snapshot.await;
+            let tasks: u64 = runtimes.iter().map(|r| r.alive_tasks as u64).sum();
+            let rows = runtimes
+                .iter()
                 .map(|r| {
                     let local: Option<usize> =
                         r.per_worker.iter().map(|w| w.local_queue_depth).sum();
-                    serde_json::json!({
-                        "name": r.name,
-                        "workers": r.workers,
-                        "busy_ratio": r.busy_ratio,
-                        "window_seconds": r.window_seconds,
-                        "likely_blocked_workers": r.likely_blocked_workers,
-                        "global_queue_depth": r.global_queue_depth,
-                        "local_queue_depth": local,
-                        "alive_tasks": r.alive_tasks,
-                    })
+                    let blocked = r.likely_blocked_workers;
+                    Row {
+                        cells: vec![
+                            Value::Text(r.name.clone()),
+                            Value::Count(Some(r.workers as u64)),
+                            Value::Ratio(r.busy_ratio),
+                            Value::Count(blocked.map(|b| b as u64)),
+                            Value::Count(Some(r.global_queue_depth as u64)),
+                            Value::Count(local.map(|l| l as u64)),
+                            Value::Count(Some(r.alive_tasks as u64)),
+                        ],
+                        bad: blocked.unwrap_or(0) > 0 || r.busy_ratio.unwrap_or(0.0) >= 0.9,
+                    }
                 })
                 .collect();
-            Some(serde_json::json!({ "runtimes": runtimes, "console_addr": console }))
+            let mut g = Glance::default()
+                .table(Table {
+                    id: "tokio",
+                    card: Card::RUNTIMES,
+                    columns: vec![
+                        "runtime",
+                        "workers",
+                        "busy",
+                        "blocked workers",
+                        "global queue",
+                        "local queues",
+                        "tasks",
+                    ],
+                    rows,
+                    empty: "no runtime registered: .tokio_runtime(\"main\", Handle::current())"
+                        .into(),
+                })
+                .action(Action::new(
+                    "tasks",
+                    "task-dump",
+                    "Task dump",
+                    &TASKS,
+                    Shows::Text,
+                ));
+            if !runtimes.is_empty() {
+                g = g.figure(
+                    Figure::new(
+                        "tasks",
+                        Card::RUNTIMES,
+                        "tasks alive",
+                        Value::Count(Some(tasks)),
+                    )
+                    .counts(&GOROUTINE),
+                );
+            }
+            if let Some(addr) = console {
+                g = g.figure(Figure::new(
+                    "console",
+                    Card::RUNTIMES,
+                    "tokio-console",
+                    Value::Text(format!("tokio-console http://{addr}")),
+                ));
+            }
+            Some(g)
         })
     }
 }

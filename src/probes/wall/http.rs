@@ -13,12 +13,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
-use axum::routing::get;
 
 use crate::seam::download::{file_name, profile_response};
-use crate::seam::fair::{Expensive, FairShare};
+use crate::seam::fair::Cap;
 use crate::seam::{
-    blocking, ready, ApiError, BoxFuture, BundlePart, Params, Probe, ProbeContext, Route,
+    blocking, ready, Action, ApiError, BoxFuture, BundlePart, Card, FieldKind, Figure, Glance,
+    Params, Probe, ProbeContext, Route, Shows, Value,
 };
 
 impl From<WallError> for ApiError {
@@ -47,7 +47,7 @@ impl Wall {
 struct WallState {
     service: Arc<str>,
     max_seconds: u64,
-    fair: Arc<FairShare>,
+    cap: Cap,
 }
 
 /// Samples for `duration` at `frequency_hz` and returns the profile. Dropping the future (the
@@ -106,7 +106,7 @@ async fn wall_profile(
             "symbolize=false is for format=pprof only (its mappings carry path, offsets and build id for off-host symbolization); svg and folded need names",
         ));
     }
-    let _cap = st.fair.probe(Expensive::WallProfile)?;
+    let _cap = st.cap.take()?;
     let started = SystemTime::now();
     let mut profile = take(Duration::from_secs(seconds), frequency as u32, symbolize).await?;
     if let Some(span) = &span {
@@ -165,29 +165,54 @@ impl Probe for Wall {
         let st = WallState {
             service: self.cx.service_name.clone(),
             max_seconds: self.cx.limits.max_profile_seconds,
-            fair: self.cx.fair.clone(),
+            cap: self.cx.fair.cap("wall-clock profiles"),
         };
-        vec![Route::new(
-            &SPEC.routes[0],
-            &self.cx.limits,
-            get(wall_profile).with_state(st),
-        )]
+        vec![WALL.serve(&self.cx.limits, wall_profile, st)]
     }
 
-    fn glance(&self) -> BoxFuture<Option<serde_json::Value>> {
-        ready(serde_json::json!({ "profile_running": profile::running() }))
+    fn glance(&self) -> BoxFuture<Option<Glance>> {
+        let state = if profile::running() {
+            "running"
+        } else {
+            "idle"
+        };
+        ready(
+            Glance::default()
+                .figure(Figure::new(
+                    "wall",
+                    Card::PROCESS,
+                    "wall-clock profiler",
+                    Value::Text(state.into()),
+                ))
+                .action(
+                    Action::new(
+                        "wall",
+                        "wall-flame",
+                        "Wall-clock flamegraph",
+                        &WALL,
+                        Shows::Flame("wall"),
+                    )
+                    .fixed(&[("format", "svg")])
+                    .field(
+                        "seconds",
+                        "for",
+                        FieldKind::Seconds {
+                            default: 10,
+                            max: self.cx.limits.max_profile_seconds,
+                        },
+                    ),
+                ),
+        )
     }
 
     /// A short wall profile ([`BUNDLE_SECONDS`], at most the window) as pprof and SVG.
     fn bundle(&self, window: Duration) -> Vec<BundlePart> {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<Vec<u8>, String>>();
         let service = self.cx.service_name.clone();
-        let fair = self.cx.fair.clone();
+        let cap = self.cx.fair.cap("wall-clock profiles");
         let pprof = BundlePart::new("wall.pb.gz", async move {
             let result = async {
-                let _cap = fair
-                    .probe(Expensive::WallProfile)
-                    .map_err(|b| b.to_string())?;
+                let _cap = cap.take().map_err(|b| b.to_string())?;
                 let duration = window.min(Duration::from_secs(BUNDLE_SECONDS));
                 let profile = take(duration, DEFAULT_FREQUENCY_HZ, true)
                     .await

@@ -5,7 +5,7 @@
 
 use axum::http::Method;
 
-use crate::seam::{Access, ProbeSpec, RouteSpec};
+use crate::seam::{Access, GoIndex, ProbeSpec, RouteSpec};
 use crate::security::Scope;
 
 /// Lowest sampling rate, in Hz.
@@ -20,22 +20,29 @@ pub(crate) const DEFAULT_FREQUENCY_HZ: u32 = 19;
 /// Default profile length in seconds (as the CPU profile's).
 pub(crate) const DEFAULT_SECONDS: u64 = 30;
 
-/// The wall-clock probe.
-pub(crate) const SPEC: ProbeSpec = ProbeSpec {
-    name: "wall",
-    feature: Some("wall"),
-    routes: &[RouteSpec {
+/// `GET /debug/pprof/wall`.
+pub(crate) static WALL: RouteSpec = RouteSpec {
         method: Method::GET,
         path: "/debug/pprof/wall",
         access: Access::Scope(Scope::Profile),
-        summary: |l| {
+        go: Some(GoIndex {
+        link: "wall",
+        text: "Wall-clock profile of every thread, running or not, each sample labelled with the thread's state (running, runnable, futex, io, sleeping, stopped). ?seconds=N (default 30); ?format=svg for a flamegraph rooted at the states.",
+    }),
+    summary: |l| {
             let max = l.max_profile_seconds;
             format!(
                 "wall-clock profile of every thread, running or not, each sample labelled with the thread's state (running, runnable, futex, io, sleeping, stopped, other): ?seconds=1..{max} ({}) &frequency={MIN_FREQUENCY_HZ}..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &span=NAME (only samples taken inside that tracing span) &symbolize=true|false (pprof only); the SVG's root frames are the states",
                 DEFAULT_SECONDS.min(max)
             )
         },
-    }],
+    };
+
+/// The wall-clock probe.
+pub(crate) const SPEC: ProbeSpec = ProbeSpec {
+    name: "wall",
+    feature: Some("wall"),
+    routes: &[&WALL],
     bundle_files: &["wall.pb.gz", "wall.svg"],
 };
 

@@ -116,69 +116,49 @@
     refresh(true);
   }
 
-  function onSubmit(id, handler) {
-    const form = $(id);
-    if (!form) return;
-    form.addEventListener('submit', (e) => {
-      e.preventDefault();
-      handler(form, e.submitter);
+  // `{a.b}` in a status template, from the JSON answer.
+  function fill(template, json) {
+    return template.replace(/\{([\w.]+)\}/g, (_, path) => {
+      let v = json;
+      for (const k of path.split('.')) v = v == null ? v : v[k];
+      return v == null ? '—' : String(v);
     });
   }
 
-  onSubmit('cpu-form', async (form, button) => {
-    const s = form.elements.seconds.value;
-    const r = await call('Taking a ' + s + ' s CPU profile', 'pprof/profile?format=svg&seconds=' + encodeURIComponent(s), {}, button);
-    if (!r) return;
-    showFlame('cpu', r, await r.text());
-  });
-
-  async function heap(path, what, button) {
-    const r = await call(what, path, {}, button);
-    if (!r) return;
-    showFlame('heap', r, await r.text());
+  // Every form runs the route it names (data-method, data-path) with its fields as query
+  // parameters (data-body: the one sent as the body), and shows the answer as data-show says:
+  // a kept flamegraph, text, or a status line filled from the JSON answer (data-done).
+  for (const form of document.querySelectorAll('form.action')) {
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const button = e.submitter;
+      const d = form.dataset;
+      const query = new URLSearchParams();
+      let body;
+      for (const el of form.elements) {
+        if (!el.name) continue;
+        const v = el.value.trim();
+        if (el.name === d.body) body = v;
+        else if (v !== '') query.set(el.name, v);
+      }
+      const qs = query.toString();
+      const path = d.path + (qs ? '?' + qs : '');
+      const what = button ? button.textContent : d.path;
+      const options = { method: d.method };
+      if (body !== undefined) options.body = body;
+      const r = await call(what, path, options, button);
+      if (!r) return;
+      if (d.show.startsWith('flame:')) {
+        showFlame(d.show.slice(6), r, await r.text());
+      } else if (d.show === 'text') {
+        showText(await r.text());
+        status(what + ': done.');
+      } else {
+        status(fill(d.done || (what + ': done.'), await r.json()));
+        refresh(true);
+      }
+    });
   }
-  onSubmit('heap-form', (form, button) => {
-    const s = form.elements.seconds.value;
-    heap('pprof/heap?format=svg&seconds=' + encodeURIComponent(s), 'Taking a ' + s + ' s heap growth profile', button);
-  });
-  const heapNow = $('heap-now');
-  if (heapNow) heapNow.addEventListener('click', () => heap('pprof/heap?format=svg', 'Taking a heap profile', heapNow));
-
-  onSubmit('heap-switch', async (form, button) => {
-    const path = button && button.id === 'heap-off' ? 'pprof/heap/deactivate' : 'pprof/heap/activate';
-    const r = await call(button ? button.textContent : 'Heap sampling', path, { method: 'POST' }, button);
-    if (!r) return;
-    const j = await r.json();
-    status('Heap sampling is now ' + (j.profiling && j.profiling.active ? 'active' : 'inactive') + '.');
-    refresh(true);
-  });
-
-  onSubmit('threads-form', async (form, button) => {
-    const r = await call('Taking a thread dump', 'threads?format=text', {}, button);
-    if (r) { showText(await r.text()); status('Thread dump taken.'); }
-  });
-  onSubmit('tasks-form', async (form, button) => {
-    const r = await call('Taking a task dump', 'tokio/tasks', {}, button);
-    if (r) { showText(await r.text()); status('Task dump taken.'); }
-  });
-
-  onSubmit('log-form', async (form, button) => {
-    const ttl = form.elements.ttl.value.trim();
-    const path = 'log-level' + (ttl ? '?ttl=' + encodeURIComponent(ttl) : '');
-    const r = await call('Setting the log filter', path, { method: 'PUT', body: form.elements.filter.value }, button);
-    if (!r) return;
-    const j = await r.json();
-    status('Log filter is now ' + j.filter + (j.override && j.override.expires_at ? ' until ' + j.override.expires_at : '') + '.');
-    refresh(true);
-  });
-  const reset = $('log-reset');
-  if (reset) reset.addEventListener('click', async () => {
-    const r = await call('Resetting the log filter', 'log-level', { method: 'DELETE' }, reset);
-    if (!r) return;
-    const j = await r.json();
-    status('Log filter is back to the host\'s own: ' + j.filter + '.');
-    refresh(true);
-  });
 
   // The figures: this page again, its #figures and #kept swapped in.
   let refreshing = false;

@@ -15,16 +15,15 @@ mod page;
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
 use axum::Json;
 
 use super::guard::Identity;
 use super::state::ServerState;
 use crate::seam::download::{attachment, inline, SVG_CSP};
-use crate::seam::{Access, ApiError, Params, Route, RouteSpec, StoredResult};
+use crate::seam::{Access, ApiError, Glance, Params, Results, Route, RouteSpec, StoredResult};
 use crate::security::Scope;
 
 pub(super) use page::escape;
@@ -34,65 +33,43 @@ pub(super) use page::escape;
 pub(super) const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'self'";
 
 /// The console (or the index as JSON).
-pub(super) const PAGE: RouteSpec = RouteSpec {
+pub(super) static PAGE: RouteSpec = RouteSpec {
     method: Method::GET,
     path: "/debug/",
     access: Access::Scope(Scope::Read),
+    go: None,
     summary: |_| {
         "the console: live figures and forms for the probes (HTML); the index as JSON with Accept: application/json".into()
     },
 };
 
 /// The console's script.
-pub(super) const SCRIPT_ROUTE: RouteSpec = RouteSpec {
+pub(super) static SCRIPT_ROUTE: RouteSpec = RouteSpec {
     method: Method::GET,
     path: "/debug/console.js",
     access: Access::Scope(Scope::Read),
+    go: None,
     summary: |_| "the console's script (same origin, no inline script)".into(),
 };
 
 /// The console's style sheet.
-pub(super) const STYLE_ROUTE: RouteSpec = RouteSpec {
+pub(super) static STYLE_ROUTE: RouteSpec = RouteSpec {
     method: Method::GET,
     path: "/debug/console.css",
     access: Access::Scope(Scope::Read),
+    go: None,
     summary: |_| "the console's style sheet".into(),
 };
 
-/// The last CPU flamegraph.
-pub(super) const LAST_CPU_SVG: RouteSpec = RouteSpec {
+/// The last result of each profile kind.
+pub(super) static LAST: RouteSpec = RouteSpec {
     method: Method::GET,
-    path: "/debug/console/last/cpu.svg",
+    path: "/debug/console/last/{file}",
     access: Access::Scope(Scope::Profile),
+    go: None,
     summary: |_| {
-        "the last CPU flamegraph taken with ?format=svg, under its own CSP (accepts inferno's ?s=&x=&y=)".into()
+        "the last profile of each kind taken with ?format=svg: <kind>.svg (under its own CSP; accepts inferno's ?s=&x=&y=) or <kind>.pb.gz, the pprof file of the same profile".into()
     },
-};
-
-/// The pprof file of the last CPU flamegraph's profile.
-pub(super) const LAST_CPU_PPROF: RouteSpec = RouteSpec {
-    method: Method::GET,
-    path: "/debug/console/last/cpu.pb.gz",
-    access: Access::Scope(Scope::Profile),
-    summary: |_| "the pprof file of that same CPU profile".into(),
-};
-
-/// The last heap flamegraph.
-pub(super) const LAST_HEAP_SVG: RouteSpec = RouteSpec {
-    method: Method::GET,
-    path: "/debug/console/last/heap.svg",
-    access: Access::Scope(Scope::Profile),
-    summary: |_| {
-        "the last heap flamegraph taken with ?format=svg, under its own CSP (accepts inferno's ?s=&x=&y=)".into()
-    },
-};
-
-/// The pprof file of the last heap flamegraph's profile.
-pub(super) const LAST_HEAP_PPROF: RouteSpec = RouteSpec {
-    method: Method::GET,
-    path: "/debug/console/last/heap.pb.gz",
-    access: Access::Scope(Scope::Profile),
-    summary: |_| "the pprof file of that same heap profile".into(),
 };
 
 const SCRIPT: &str = include_str!("console.js");
@@ -101,32 +78,23 @@ const STYLE: &str = include_str!("console.css");
 /// The page's route and the assets' routes, with their handlers.
 pub(super) fn routes(state: &Arc<ServerState>) -> (Route, Vec<Route>) {
     let l = &state.limits;
-    let page = Route::new(&PAGE, l, get(page).with_state(state.clone()));
-    let last = |kind: &'static str, svg: bool| {
-        let results = state.results.clone();
-        get(move |RawQuery(q): RawQuery| async move {
-            last_result(results.get(kind), kind, svg, q.as_deref())
-        })
-    };
+    let page = PAGE.serve(l, page, state.clone());
     let assets = vec![
-        Route::new(
-            &SCRIPT_ROUTE,
+        SCRIPT_ROUTE.serve(
             l,
-            get(|RawQuery(q): RawQuery| async move {
+            |RawQuery(q): RawQuery| async move {
                 asset(q.as_deref(), SCRIPT, "text/javascript; charset=utf-8")
-            }),
+            },
+            (),
         ),
-        Route::new(
-            &STYLE_ROUTE,
+        STYLE_ROUTE.serve(
             l,
-            get(|RawQuery(q): RawQuery| async move {
+            |RawQuery(q): RawQuery| async move {
                 asset(q.as_deref(), STYLE, "text/css; charset=utf-8")
-            }),
+            },
+            (),
         ),
-        Route::new(&LAST_CPU_SVG, l, last("cpu", true)),
-        Route::new(&LAST_CPU_PPROF, l, last("cpu", false)),
-        Route::new(&LAST_HEAP_SVG, l, last("heap", true)),
-        Route::new(&LAST_HEAP_PPROF, l, last("heap", false)),
+        LAST.serve(l, last_result, state.results.clone()),
     ];
     (page, assets)
 }
@@ -161,12 +129,21 @@ async fn page(State(state): State<Arc<ServerState>>, req: Request) -> Response {
             .iter()
             .map(|r| result_json(r))
             .collect();
+        let probes: serde_json::Map<String, serde_json::Value> = glances
+            .iter()
+            .map(|(name, g)| {
+                (
+                    name.to_string(),
+                    serde_json::to_value(g).unwrap_or_default(),
+                )
+            })
+            .collect();
         return Json(serde_json::json!({
             "service": &*state.service_name,
             "version": env!("CARGO_PKG_VERSION"),
             "caller": caller.as_ref().map(|(name, scope)| serde_json::json!({ "token": name, "scope": scope })),
             "endpoints": state.table(),
-            "probes": glances,
+            "probes": probes,
             "results": results,
         }))
         .into_response();
@@ -201,8 +178,9 @@ pub(super) fn secure_html(headers: &mut HeaderMap, csp: &'static str) {
     );
 }
 
-/// Every probe's glance, by probe name (all at once: the Tokio one samples a short window).
-pub(super) async fn glances(state: &ServerState) -> serde_json::Map<String, serde_json::Value> {
+/// Every probe's glance with its probe's name, in registration order (all at once: the Tokio
+/// one samples a short window).
+pub(super) async fn glances(state: &ServerState) -> Vec<(&'static str, Glance)> {
     let pending = state.probes.iter().map(|p| {
         let name = p.spec().name;
         let glance = p.glance();
@@ -211,7 +189,7 @@ pub(super) async fn glances(state: &ServerState) -> serde_json::Map<String, serd
     futures_util::future::join_all(pending)
         .await
         .into_iter()
-        .filter_map(|(name, g)| Some((name.to_string(), g?)))
+        .filter_map(|(name, g)| Some((name, g?)))
         .collect()
 }
 
@@ -228,28 +206,36 @@ fn result_json(r: &StoredResult) -> serde_json::Value {
     })
 }
 
-/// A kept flamegraph (`svg`) or its pprof file. The SVG accepts inferno's own parameters
-/// (`s` search term, `x`/`y` zoomed frame), which it writes into its URL.
-fn last_result(
-    result: Option<Arc<StoredResult>>,
-    kind: &str,
-    svg: bool,
-    q: Option<&str>,
+/// `GET /debug/console/last/{file}`: the kept flamegraph of a kind (`<kind>.svg`) or the pprof
+/// file of the same profile (`<kind>.pb.gz`). The SVG accepts inferno's own parameters (`s`
+/// search term, `x`/`y` zoomed frame), which it writes into its URL.
+async fn last_result(
+    State(results): State<Results>,
+    Path(file): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> Response {
+    let (kind, svg) = match (file.strip_suffix(".svg"), file.strip_suffix(".pb.gz")) {
+        (Some(kind), _) => (kind, true),
+        (_, Some(kind)) => (kind, false),
+        _ => {
+            return ApiError::not_found(format!(
+                "no such file {:?}: ask for <kind>.svg or <kind>.pb.gz (kinds kept now: {})",
+                file.chars().take(64).collect::<String>(),
+                kinds(&results)
+            ))
+            .into_response()
+        }
+    };
     let allowed: &[&str] = if svg { &["s", "x", "y"] } else { &[] };
-    if let Err(e) = Params::parse(q, allowed) {
+    if let Err(e) = Params::parse(q.as_deref(), allowed) {
         return e.into_response();
     }
-    let Some(r) = result else {
-        let (what, path) = match kind {
-            "cpu" => ("CPU", "/debug/pprof/profile?format=svg"),
-            _ => ("heap", "/debug/pprof/heap?format=svg"),
-        };
-        return ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no {what} flamegraph has been taken yet: GET {path} (the console's button) keeps the last one here"),
-        )
+    let Some(r) = results.get(kind) else {
+        return ApiError::not_found(format!(
+            "no {:?} profile has been kept: a profile taken with ?format=svg (the console's buttons) is kept here; kinds kept now: {}",
+            kind.chars().take(64).collect::<String>(),
+            kinds(&results)
+        ))
         .into_response();
     };
     let mut response = if svg {
@@ -277,4 +263,14 @@ fn last_result(
             .insert(HeaderName::from_static("x-prodbg-taken-at"), v);
     }
     response
+}
+
+/// The kinds kept, for an error message.
+fn kinds(results: &Results) -> String {
+    let kinds: Vec<&str> = results.list().iter().map(|r| r.kind).collect();
+    if kinds.is_empty() {
+        "none".to_string()
+    } else {
+        kinds.join(", ")
+    }
 }
