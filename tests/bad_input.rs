@@ -47,7 +47,8 @@ fn endpoints_of(server: &Server) -> Vec<Ep> {
         .iter()
         .map(|e| Ep {
             method: e["method"].as_str().unwrap().to_string(),
-            path: e["path"].as_str().unwrap().to_string(),
+            // A path parameter gets a real value (a kept flamegraph's file name).
+            path: e["path"].as_str().unwrap().replace("{file}", "cpu.svg"),
             available: e["available"].as_bool().unwrap(),
         })
         .collect()

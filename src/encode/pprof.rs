@@ -281,22 +281,6 @@ impl ProfileBuilder {
         self.profile.default_sample_type = self.string(ty);
     }
 
-    /// Adds the mapping of `path`, from address `start` up to `limit`, starting at `offset`
-    /// in the file, and says its locations are symbolized (functions, files, lines, inlined
-    /// functions). Returns its id. Locations belong to the first mapping that holds their
-    /// address.
-    #[cfg_attr(not(feature = "heap"), allow(dead_code))]
-    pub(crate) fn mapping(&mut self, start: u64, limit: u64, offset: u64, path: &str) -> u64 {
-        self.mapping_spec(&MappingSpec {
-            start,
-            limit,
-            offset,
-            path,
-            build_id: "",
-            symbolized: true,
-        })
-    }
-
     /// Adds a mapping described by `m`; returns its id. Locations belong to the first mapping
     /// that holds their address. An unsymbolized mapping (`symbolized: false`) tells
     /// `go tool pprof` and Parca to symbolize its locations themselves (from the file found by
@@ -450,7 +434,15 @@ mod tests {
             function: "inlined",
             ..LINE
         };
-        assert_eq!(b.mapping(0x100, 0x200, 0x1000, "/bin/svc"), 1);
+        let mapping = MappingSpec {
+            start: 0x100,
+            limit: 0x200,
+            offset: 0x1000,
+            path: "/bin/svc",
+            build_id: "",
+            symbolized: true,
+        };
+        assert_eq!(b.mapping_spec(&mapping), 1);
         let full = b.location(0x150, &[inner, LINE]);
         let trimmed = b.location(0x150, &[LINE]);
         let outside = b.location(0x250, &[]);

@@ -12,7 +12,7 @@ mod health;
 pub(crate) mod heap;
 pub(crate) mod log_level;
 mod memory;
-#[cfg(any(feature = "cpu", feature = "wall"))]
+#[cfg(any(feature = "cpu", feature = "heap"))]
 mod one_at_a_time;
 mod overrides;
 pub(crate) mod pools;

@@ -1,6 +1,6 @@
-//! A process-wide "one at a time" flag that knows when the run holding it ends: the CPU and the
-//! wall-clock profilers each own one, so a second request gets "busy, N s left" instead of a
-//! second set of timers.
+//! A process-wide "one at a time" flag that knows when the run holding it ends: the CPU and
+//! wall-clock profilers and heap growth profiles each own one, so a second request gets
+//! "busy, N s left" instead of a second set of timers (or two more heap dumps in memory).
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -16,6 +16,8 @@ pub(crate) mod glance;
 mod not_compiled;
 pub(crate) mod overrides;
 mod params;
+#[cfg(any(feature = "cpu", feature = "heap"))]
+pub(crate) mod profile;
 pub(crate) mod results;
 
 use std::future::Future;
@@ -148,23 +150,36 @@ pub(crate) struct Route {
     pub(crate) handler: MethodRouter<()>,
 }
 
-/// A file of the incident bundle, being produced. An `Err` is listed in the manifest with
-/// why; it never fails the bundle.
+/// Files of the incident bundle, being produced together (a profile's pprof and SVG come from
+/// one profile). An `Err` is listed in the manifest for each of its files with why; it never
+/// fails the bundle.
 pub(crate) struct BundlePart {
-    /// File name inside the archive, e.g. `cpu.pb.gz`.
-    pub(crate) file: String,
-    /// Produces its bytes.
-    pub(crate) bytes: BoxFuture<Result<Vec<u8>, String>>,
+    /// File names inside the archive, e.g. `cpu.pb.gz`, in the order the future yields them.
+    pub(crate) files: Vec<String>,
+    /// Produces the files' bytes, one per name.
+    pub(crate) bytes: BoxFuture<Result<Vec<Vec<u8>>, String>>,
 }
 
 impl BundlePart {
-    /// A part produced by `future`.
+    /// One file produced by `future`.
     pub(crate) fn new(
         file: impl Into<String>,
         future: impl Future<Output = Result<Vec<u8>, String>> + Send + 'static,
     ) -> BundlePart {
         BundlePart {
-            file: file.into(),
+            files: vec![file.into()],
+            bytes: Box::pin(async move { future.await.map(|b| vec![b]) }),
+        }
+    }
+
+    /// Several files produced together by `future`, which yields one body per name in `files`.
+    #[cfg_attr(not(any(feature = "cpu", feature = "heap")), allow(dead_code))]
+    pub(crate) fn several(
+        files: &[&str],
+        future: impl Future<Output = Result<Vec<Vec<u8>>, String>> + Send + 'static,
+    ) -> BundlePart {
+        BundlePart {
+            files: files.iter().map(|f| f.to_string()).collect(),
             bytes: Box::pin(future),
         }
     }

@@ -92,32 +92,46 @@ async fn bundle(
     let timed = parts.into_iter().map(|part| async move {
         let started = Instant::now();
         let result = part.bytes.await;
-        (part.file, started.elapsed(), result)
+        (part.files, started.elapsed(), result)
     });
     let produced = futures_util::future::join_all(timed).await;
 
     let mut files = Vec::new();
     let mut manifest_parts = Vec::new();
-    for (file, took, result) in produced {
+    for (names, took, result) in produced {
         let duration_ms = took.as_secs_f64() * 1e3;
-        match result {
-            Ok(bytes) => {
-                manifest_parts.push(ManifestPart {
-                    file: file.clone(),
-                    ok: true,
-                    error: None,
-                    bytes: bytes.len(),
+        let count = names.len();
+        let bodies: Vec<Result<Vec<u8>, String>> = match result {
+            Ok(bodies) if bodies.len() == count => bodies.into_iter().map(Ok).collect(),
+            Ok(bodies) => vec![
+                Err(format!(
+                    "the part yielded {} files for {count} names",
+                    bodies.len()
+                ));
+                count
+            ],
+            Err(e) => vec![Err(e); count],
+        };
+        for (file, body) in names.into_iter().zip(bodies) {
+            match body {
+                Ok(bytes) => {
+                    manifest_parts.push(ManifestPart {
+                        file: file.clone(),
+                        ok: true,
+                        error: None,
+                        bytes: bytes.len(),
+                        duration_ms,
+                    });
+                    files.push((file, bytes));
+                }
+                Err(e) => manifest_parts.push(ManifestPart {
+                    file,
+                    ok: false,
+                    error: Some(e),
+                    bytes: 0,
                     duration_ms,
-                });
-                files.push((file, bytes));
+                }),
             }
-            Err(e) => manifest_parts.push(ManifestPart {
-                file,
-                ok: false,
-                error: Some(e),
-                bytes: 0,
-                duration_ms,
-            }),
         }
     }
     let manifest = Manifest {

@@ -17,6 +17,8 @@
 //! - [`thread_dump`] (feature `threads`): the stack of every OS thread, like `jstack`.
 //! - [`debug_info`]: whether the executable has debug info, and the line that adds it.
 //! - [`offline`]: pprof mappings (path, offsets, build id) and Go's `/debug/pprof/symbol`.
+//! - [`profile`] (features `cpu`, `heap`): the one stack [`Profile`](profile::Profile) type
+//!   every profiler produces, and its pprof, folded and SVG encodings.
 //!
 //! Each probe uses part of it; builds with only some of the features leave the rest unused
 //! (hence the `dead_code` allowances below).
@@ -69,6 +71,10 @@ stack_modules! {
     pub(crate) mod modules;
     pub(crate) mod offline;
     pub(crate) mod symbolize;
+}
+stack_modules! {
+    #[cfg(any(feature = "cpu", feature = "heap"))]
+    pub(crate) mod profile;
 }
 stack_modules! {
     #[cfg(any(feature = "cpu", feature = "threads"))]

@@ -123,14 +123,16 @@ pub(crate) fn symbol_response(addrs: &[u64], names: &[Option<String>]) -> String
 
 /// Adds one stack's locations to a pprof profile: frames grouped into physical frames (the
 /// functions inlined into a real frame, then the real one), leaf first, each group's lines
-/// innermost first, as pprof wants. Location addresses are the interrupted instruction for the
-/// leaf and the return address minus one (inside the call) for callers. Unsymbolized stacks
+/// innermost first, as pprof wants. Location addresses are the return address minus one (inside
+/// the call) for callers, and for the leaf too unless `leaf_exact` (an interrupted instruction,
+/// kept as is). Unsymbolized stacks
 /// (`symbolized == false`) get locations without lines, for symbolization off the host.
 #[cfg(any(feature = "cpu", feature = "heap"))]
 pub(crate) fn pprof_locations(
     b: &mut crate::encode::pprof::ProfileBuilder,
     frames: &[crate::stack::Frame],
     symbolized: bool,
+    leaf_exact: bool,
 ) -> Vec<u64> {
     use crate::encode::pprof::LineSpec;
     let mut locations = Vec::new();
@@ -155,7 +157,7 @@ pub(crate) fn pprof_locations(
             Vec::new()
         };
         let address = match group[0].address {
-            a if start == 0 || a == 0 => a,
+            a if (start == 0 && leaf_exact) || a == 0 => a,
             a => a - 1,
         };
         locations.push(b.location(address, &lines));

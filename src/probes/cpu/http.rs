@@ -1,25 +1,23 @@
 //! The probe's HTTP face: its handlers and its `Probe` impl.
 
-#[allow(unused_imports)]
 use super::*;
-use crate::probes::spans::labels::MAX_LABEL_VALUE_BYTES as MAX_SPAN_PARAM_BYTES;
 
-use profile::{CpuError, CpuProfile, CpuProfileOptions};
+use profile::{CpuError, CpuProfileOptions};
 
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::ops::RangeInclusive;
+use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::RawQuery;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::seam::download::{file_name, profile_response};
-use crate::seam::fair::Cap;
+use crate::seam::profile::{timed, timed_bundle, Outlet, Sampler, Timed};
 use crate::seam::{
-    blocking, ready, Action, ApiError, BoxFuture, BundlePart, Caller, Card, FieldKind, Figure,
-    Glance, Params, Probe, ProbeContext, Results, Route, Shows, StoredResult, Value,
+    blocking, ready, Action, ApiError, BoxFuture, BundlePart, Card, FieldKind, Figure, Glance,
+    Params, Probe, ProbeContext, Route, Shows, Value,
 };
 use crate::stack::modules::ModuleSet;
+use crate::stack::profile::Profile;
 use crate::stack::{offline, symbolize};
 
 impl From<CpuError> for ApiError {
@@ -47,141 +45,38 @@ impl Cpu {
     pub(crate) fn new(cx: &ProbeContext) -> Cpu {
         Cpu { cx: cx.clone() }
     }
-}
 
-#[derive(Clone)]
-struct CpuState {
-    service: Arc<str>,
-    max_seconds: u64,
-    cap: Cap,
-    results: Results,
-}
-
-/// Samples for `opts.duration` and returns the symbolized profile. Dropping the future (the
-/// client hung up) drops the running profile, which stops sampling.
-async fn take(opts: CpuProfileOptions, symbolize: bool) -> Result<CpuProfile, ApiError> {
-    // Starting reads the module list and the stack mappings: keep it off the admin runtime's thread.
-    let running = blocking("starting the profiler", move || profile::start(opts)).await??;
-    tokio::time::sleep(opts.duration).await;
-    Ok(blocking("stopping the profiler", move || {
-        running.stop_with(symbolize)
-    })
-    .await??)
-}
-
-/// The flamegraph title: service, length, rate and sample count.
-fn title(service: &str, p: &CpuProfile) -> String {
-    format!(
-        "{service}: CPU {} s at {} Hz, {} samples",
-        p.duration.as_secs(),
-        p.frequency_hz,
-        p.samples
-    )
-}
-
-/// Samples for `seconds`, then answers in `format`. An SVG is kept, with the pprof file of the
-/// same profile, as the console's last CPU flamegraph.
-async fn cpu_profile(
-    State(st): State<CpuState>,
-    caller: Caller,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let params = Params::parse(
-        q.as_deref(),
-        &["seconds", "frequency", "format", "symbolize", "span"],
-    )?;
-    let max = st.max_seconds;
-    let seconds = params.u64_in("seconds", 1..=max, DEFAULT_SECONDS.min(max))?;
-    let frequency = params.u64_in(
-        "frequency",
-        1..=u64::from(MAX_FREQUENCY_HZ),
-        u64::from(DEFAULT_FREQUENCY_HZ),
-    )?;
-    let format = params
-        .choice("format", &["pprof", "svg", "folded"], "pprof")?
-        .to_string();
-    let symbolize = params.choice("symbolize", &["true", "false"], "true")? == "true";
-    let span = params
-        .text("span", MAX_SPAN_PARAM_BYTES)?
-        .map(str::to_owned);
-    if !symbolize && format != "pprof" {
-        return Err(ApiError::bad_parameter(
-            "symbolize=false is for format=pprof only (its mappings carry path, offsets and build id for off-host symbolization); svg and folded need names",
-        ));
+    fn outlet(&self) -> Outlet {
+        Outlet {
+            service: self.cx.service_name.clone(),
+            results: self.cx.results.clone(),
+        }
     }
-    let opts = CpuProfileOptions {
-        duration: Duration::from_secs(seconds),
-        frequency_hz: frequency as u32,
-    };
-    let _cap = st.cap.take()?;
-    let started = SystemTime::now();
-    let mut profile = take(opts, symbolize).await?;
-    if let Some(span) = &span {
-        profile.retain_span(span);
+}
+
+/// The name of its expensive-work cap.
+const CAP: &str = "CPU profiles";
+
+/// The CPU profiler as the profile endpoint's [`Sampler`].
+struct CpuSampler;
+
+impl Sampler for CpuSampler {
+    type Running = profile::RunningProfile;
+    const KIND: &'static str = "cpu";
+    const FREQUENCY: RangeInclusive<u32> = 1..=MAX_FREQUENCY_HZ;
+    const DEFAULT_FREQUENCY: u32 = DEFAULT_FREQUENCY_HZ;
+    const DEFAULT_SECONDS: u64 = DEFAULT_SECONDS;
+
+    fn start(duration: Duration, frequency_hz: u32) -> Result<Self::Running, ApiError> {
+        Ok(profile::start(CpuProfileOptions {
+            duration,
+            frequency_hz,
+        })?)
     }
-    let service = st.service.clone();
-    let fmt = format.clone();
-    let (profile, body, kept_pprof, render_ms) = blocking("rendering the profile", move || {
-        let start = Instant::now();
-        let mut kept_pprof = None;
-        let body = match fmt.as_str() {
-            "svg" => {
-                kept_pprof = Some(profile.pprof_gz()?);
-                profile.svg(&title(&service, &profile))?
-            }
-            "folded" => profile.folded().into_bytes(),
-            _ => profile.pprof_gz()?,
-        };
-        Ok::<_, CpuError>((
-            profile,
-            body,
-            kept_pprof,
-            start.elapsed().as_secs_f64() * 1e3,
-        ))
-    })
-    .await??;
-    let name = |ext: &str| file_name(&st.service, "cpu", started, ext);
-    if let Some(pprof) = kept_pprof {
-        st.results.put(StoredResult {
-            kind: "cpu",
-            title: title(&st.service, &profile),
-            taken_at: started,
-            by: caller.name().to_string(),
-            svg: body.clone(),
-            svg_name: name("svg"),
-            pprof,
-            pprof_name: name("pb.gz"),
-        });
+
+    fn stop(running: Self::Running, symbolize: bool) -> Result<Profile, ApiError> {
+        Ok(running.stop_with(symbolize)?)
     }
-    tracing::info!(
-        target: "prodbg",
-        seconds, frequency, samples = profile.samples, effective_rate_hz = profile.effective_rate_hz,
-        format = %format, render_ms,
-        "CPU profile taken"
-    );
-    let mut figures = vec![
-        ("x-prodbg-samples", profile.samples.to_string()),
-        ("x-prodbg-requested-hz", frequency.to_string()),
-        // Samples per second of the process's CPU time: the requested frequency when none
-        // were lost, whatever share of its cores the process used.
-        (
-            "x-prodbg-samples-per-cpu-second",
-            profile
-                .samples_per_cpu_second()
-                .map_or_else(|| "unknown".to_string(), |r| format!("{r:.1}")),
-        ),
-        ("x-prodbg-truncated-samples", profile.truncated.to_string()),
-    ];
-    figures.extend(
-        profile
-            .warnings
-            .first()
-            .map(|w| ("x-prodbg-warning", w.clone())),
-    );
-    figures.extend(
-        crate::stack::debug_info::missing_note().map(|n| ("x-prodbg-debug-info", n.to_string())),
-    );
-    Ok(profile_response(&format, name, body, &figures))
 }
 
 /// `GET /debug/pprof/symbol`: tells `go tool pprof` that symbols are served here.
@@ -232,14 +127,13 @@ impl Probe for Cpu {
     }
 
     fn routes(&self) -> Vec<Route> {
-        let st = CpuState {
-            service: self.cx.service_name.clone(),
+        let st = Timed {
+            outlet: self.outlet(),
+            cap: self.cx.fair.cap(CAP),
             max_seconds: self.cx.limits.max_profile_seconds,
-            cap: self.cx.fair.cap("CPU profiles"),
-            results: self.cx.results.clone(),
         };
         vec![
-            PROFILE.serve(&self.cx.limits, cpu_profile, st),
+            PROFILE.serve(&self.cx.limits, timed::<CpuSampler>, st),
             SYMBOL.serve(&self.cx.limits, symbol_count, ()),
             SYMBOL_POST.serve(&self.cx.limits, symbol_lookup, ()),
         ]
@@ -281,51 +175,10 @@ impl Probe for Cpu {
     }
 
     fn bundle(&self, window: Duration) -> Vec<BundlePart> {
-        // One profile feeds both files: the SVG part waits for the pprof part's profile.
-        let (tx, rx) = tokio::sync::oneshot::channel::<Result<Vec<u8>, String>>();
-        let service = self.cx.service_name.clone();
-        let cap = self.cx.fair.cap("CPU profiles");
-        let pprof = BundlePart::new("cpu.pb.gz", async move {
-            let _cap = match cap.take() {
-                Ok(cap) => cap,
-                Err(busy) => {
-                    let _ = tx.send(Err(busy.to_string()));
-                    return Err(busy.to_string());
-                }
-            };
-            let opts = CpuProfileOptions {
-                duration: window,
-                frequency_hz: DEFAULT_FREQUENCY_HZ,
-            };
-            let profile = match take(opts, true).await {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.send(Err(e.message.clone()));
-                    return Err(e.message);
-                }
-            };
-            let rendered = blocking("rendering the profile", move || {
-                let svg = profile
-                    .svg(&title(&service, &profile))
-                    .map_err(|e| e.to_string());
-                (profile.pprof_gz().map_err(|e| e.to_string()), svg)
-            })
-            .await;
-            match rendered {
-                Ok((pprof, svg)) => {
-                    let _ = tx.send(svg);
-                    pprof
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e.message.clone()));
-                    Err(e.message)
-                }
-            }
-        });
-        let svg = BundlePart::new("cpu.svg", async move {
-            rx.await
-                .unwrap_or_else(|_| Err("the CPU profile part ended without a profile".into()))
-        });
-        vec![pprof, svg]
+        vec![timed_bundle::<CpuSampler>(
+            &self.outlet(),
+            self.cx.fair.cap(CAP),
+            window,
+        )]
     }
 }

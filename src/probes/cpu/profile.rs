@@ -1,5 +1,5 @@
 //! CPU profiling: sample the stack of whichever thread is on the CPU, many times a second,
-//! for a while; then symbolize the stacks into a [`CpuProfile`] that renders as pprof, folded
+//! for a while; then symbolize the stacks into a [`Profile`] that renders as pprof, folded
 //! text or an SVG flamegraph.
 //!
 //!
@@ -29,7 +29,7 @@
 //! an empty one with a compare-and-swap, or adds to a matching one's count. A slot that
 //! another thread is still writing is skipped, not waited for (the two are merged when the
 //! table is read). When no slot is free the sample is counted as overflow and reported in
-//! [`CpuProfile::warnings`].
+//! the profile's warnings.
 //!
 //! # Unwinder and why a sample cannot hang or crash the host
 //! The handler unwinds with framehop's DWARF CFI unwinder (`.eh_frame`, in every Rust binary
@@ -49,7 +49,7 @@
 //!   are freed only once no handler is running.
 //! - *Nothing is dropped.* A walk that stops early (no unwind info, unknown stack, full
 //!   buffer) keeps the frames found, at least the interrupted instruction, under a visible
-//!   `[truncated]` frame; [`CpuProfile::truncated`] counts them.
+//!   `[truncated]` frame; the `x-prodbg-truncated-samples` figure counts them.
 //! - *Use after free.* Timers are deleted before the table is read; the table pointer is
 //!   cleared and [`RunningProfile::stop`] waits for the handlers already running (an atomic
 //!   in-handler counter) before it reads and frees the table and the unwinder. `errno` is
@@ -66,7 +66,7 @@
 //! count (expirations missed since the last one), and the sample is counted `1 + overrun`
 //! times, so counts stay proportional to CPU time (999 Hz on 2 busy threads: ~500 signals/s
 //! carrying ~2000 samples/s); the stacks themselves are still taken at most once per tick
-//! per thread. [`CpuProfile::effective_rate_hz`] reports what was recorded; each sample's
+//! per thread. The `x-prodbg-samples-per-cpu-second` figure reports what was recorded; each sample's
 //! pprof `cpu` value is the sampling period, never rescaled.
 //!
 //! # Memory
@@ -80,10 +80,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::encode::{flamegraph, pprof as pb};
 use crate::probes::one_at_a_time::{Held, OneAtATime};
 use crate::stack::modules::ModuleSet;
-use crate::stack::offline::{pprof_locations, pprof_mappings, PprofMapping};
+use crate::stack::offline::pprof_mappings;
+use crate::stack::profile::{Leaf, Profile, Sample, ValueType};
 use crate::stack::symbolize::{self as symbols, Symbols};
 use crate::stack::Frame;
 
@@ -218,24 +218,18 @@ impl fmt::Debug for RunningProfile {
 }
 
 impl RunningProfile {
-    #[allow(dead_code)] // no caller, not even a test
-    /// The options this profile was started with.
-    pub(super) fn options(&self) -> CpuProfileOptions {
-        self.opts
-    }
-
     /// Stops sampling and symbolizes the stacks.
     ///
     /// CPU-heavy and synchronous (tens to a few hundred ms: the debug info is read anew
     /// each time, nothing is cached): async callers run it in `spawn_blocking`.
     #[cfg(test)]
-    pub(super) fn stop(self) -> Result<CpuProfile, CpuError> {
+    pub(super) fn stop(self) -> Result<Profile, CpuError> {
         self.stop_with(true)
     }
 
     /// Stops sampling; symbolizes the stacks only if `symbolize` (else the frames carry only
     /// their addresses, and the pprof mappings say so, for off-host symbolization).
-    pub(super) fn stop_with(mut self, symbolize: bool) -> Result<CpuProfile, CpuError> {
+    pub(super) fn stop_with(mut self, symbolize: bool) -> Result<Profile, CpuError> {
         let t0 = Instant::now();
         let sampler = self
             .sampler
@@ -263,14 +257,12 @@ impl RunningProfile {
         };
         let modules = ModuleSet::snapshot()
             .map_err(|e| CpuError::Report(format!("reading the module list: {e}")))?;
-        let profile = CpuProfile::from_collected(collected, timing, &modules, symbolize);
+        let profile = from_collected(collected, timing, &modules, symbolize);
         drop(modules);
         symbols::release_freed_memory();
         tracing::info!(
-            samples = profile.samples,
-            truncated = profile.truncated,
-            stacks = profile.stacks.len(),
-            effective_rate_hz = profile.effective_rate_hz,
+            samples = profile.total(0),
+            stacks = profile.samples.len(),
             stop_ms = t0.elapsed().as_secs_f64() * 1e3,
             "cpu profile stopped"
         );
@@ -278,316 +270,208 @@ impl RunningProfile {
     }
 }
 
-/// A distinct stack and how often it was sampled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct CpuStack {
-    /// Name of the sampled thread (or its pthread id when unnamed); at most 15 bytes,
-    /// the kernel's limit.
-    pub thread: String,
-    /// Frames, innermost (the running function) first, as every stack in prodbg.
-    pub frames: Vec<Frame>,
-    /// The `tracing` span the thread was in (`span`, then chosen fields such as `route`), from
-    /// prodbg's spans layer; empty outside spans or without the layer.
-    pub labels: Vec<(&'static str, &'static str)>,
-    /// Number of samples that saw this stack on this thread.
-    pub samples: u64,
-}
+/// What a CPU profile's samples carry: the count and the CPU time it stands for (count ×
+/// period; the default in `go tool pprof`).
+pub(super) const VALUE_TYPES: &[ValueType] = &[
+    ValueType {
+        kind: "samples",
+        unit: "count",
+    },
+    ValueType {
+        kind: "cpu",
+        unit: "nanoseconds",
+    },
+];
 
-/// A finished, symbolized CPU profile.
-///
-/// Render it with [`pprof_gz`](Self::pprof_gz) (for `go tool pprof`, Parca, Pyroscope),
-/// [`folded`](Self::folded) (one line per stack) or [`svg`](Self::svg) (a flamegraph). In the
-/// folded and SVG forms the thread name is the root frame; in pprof it is the `thread` label.
-#[derive(Debug, Clone)]
-pub(super) struct CpuProfile {
-    /// Wall-clock time sampling started.
-    pub start_time: SystemTime,
-    /// How long sampling ran (wall clock).
-    pub duration: Duration,
-    /// Requested sampling rate, Hz of process CPU time.
-    pub frequency_hz: u32,
-    /// Samples recorded (all stacks; none is dropped: a stack that could not be unwound to
-    /// its end is kept under a `[truncated]` frame). A signal that arrives with timer overruns
-    /// counts as `1 + overrun` samples (see the module docs' *Rate*).
-    pub samples: u64,
-    /// Samples whose unwind stopped early (included in `samples`, under `[truncated]`).
-    pub truncated: u64,
-    /// Whether the frames carry functions, files and lines (else addresses only).
-    pub symbolized: bool,
-    /// The executable segments of the loaded modules (path, offsets, build id), the
-    /// profile's pprof mappings.
-    pub mappings: Vec<PprofMapping>,
-    /// Samples actually recorded per wall-clock second (`samples / duration`). With `n` busy
-    /// threads the ideal is `n × frequency_hz`; each thread's signals are capped near `CONFIG_HZ`,
-    /// the overrun count makes up the difference.
-    pub effective_rate_hz: f64,
-    /// CPU time the whole process used while sampling; `None` if the clock was unavailable.
-    pub cpu_time: Option<Duration>,
-    /// Distinct stacks, most-sampled first.
-    pub stacks: Vec<CpuStack>,
-    /// Problems worth telling the reader (empty stacks, rate far below the request, no samples).
-    pub warnings: Vec<String>,
-}
-
-impl CpuProfile {
-    /// Samples per second of CPU time the process used: the requested frequency when every
-    /// tick was recorded, whatever share of its cores the process kept busy. `None` without a
-    /// CPU clock or when the process used no CPU.
-    pub(crate) fn samples_per_cpu_second(&self) -> Option<f64> {
-        let secs = self.cpu_time?.as_secs_f64();
-        (secs > 0.0).then(|| self.samples as f64 / secs)
-    }
-
-    fn from_collected(
-        collected: sampler::Collected,
-        timing: Timing,
-        modules: &ModuleSet,
-        symbolize: bool,
-    ) -> Self {
-        let t0 = Instant::now();
-        let symbols = if symbolize {
-            Symbols::resolve(
-                modules,
-                collected
-                    .stacks
-                    .iter()
-                    .flat_map(|raw| symbols::sampled_addresses(&raw.ips)),
-            )
-        } else {
-            Symbols::default()
+/// Builds the symbolized [`Profile`]: one sample per distinct (thread, span labels, stack),
+/// most-sampled first; the thread's name is the flamegraph's root frame and the `thread`
+/// label, the span (and its chosen fields, e.g. `route`) are labels too. Each sample's `cpu`
+/// value is its count × the sampling period, never rescaled to the measured CPU time, which
+/// would hide missing samples behind inflated ones.
+fn from_collected(
+    collected: sampler::Collected,
+    timing: Timing,
+    modules: &ModuleSet,
+    symbolize: bool,
+) -> Profile {
+    let t0 = Instant::now();
+    let symbols = if symbolize {
+        Symbols::resolve(
+            modules,
+            collected
+                .stacks
+                .iter()
+                .flat_map(|raw| symbols::sampled_addresses(&raw.ips)),
+        )
+    } else {
+        Symbols::default()
+    };
+    type Key = (String, Vec<(&'static str, &'static str)>, Vec<Frame>);
+    let mut merged: HashMap<Key, u64> = HashMap::new();
+    for raw in &collected.stacks {
+        let thread = match &raw.thread {
+            n if n.is_empty() => format!("thread-{}", raw.tid),
+            n => n.clone(),
         };
-        type Key = (String, Vec<(&'static str, &'static str)>, Vec<Frame>);
-        let mut merged: HashMap<Key, u64> = HashMap::new();
-        for raw in &collected.stacks {
-            let thread = match &raw.thread {
-                n if n.is_empty() => format!("thread-{}", raw.tid),
-                n => n.clone(),
-            };
-            let stack = symbols::sampled_stack(&symbols, &raw.ips, raw.truncated, symbolize);
-            let labels = if raw.labels.is_empty() {
-                Vec::new()
-            } else {
-                raw.labels.resolve().pairs()
-            };
-            *merged.entry((thread, labels, stack)).or_default() += raw.count;
-        }
-        let mut stacks: Vec<CpuStack> = merged
-            .into_iter()
-            .map(|((thread, labels, frames), samples)| CpuStack {
-                thread,
+        let stack = symbols::sampled_stack(&symbols, &raw.ips, raw.truncated, symbolize);
+        let labels = if raw.labels.is_empty() {
+            Vec::new()
+        } else {
+            raw.labels.resolve().pairs()
+        };
+        *merged.entry((thread, labels, stack)).or_default() += raw.count;
+    }
+    let mut stacks: Vec<(Key, u64)> = merged.into_iter().collect();
+    stacks.sort_by(|((a, ..), x), ((b, ..), y)| y.cmp(x).then_with(|| a.cmp(b)));
+    let period = 1_000_000_000 / i64::from(timing.frequency_hz.max(1));
+    let samples: Vec<Sample> = stacks
+        .into_iter()
+        .map(|((thread, labels, frames), count)| {
+            let count = i64::try_from(count).unwrap_or(i64::MAX);
+            Sample {
+                root: Some(thread.clone()),
                 frames,
-                labels,
-                samples,
-            })
-            .collect();
-        stacks.sort_by(|a, b| {
-            b.samples
-                .cmp(&a.samples)
-                .then_with(|| a.thread.cmp(&b.thread))
-        });
-        let samples: u64 = stacks.iter().map(|s| s.samples).sum();
-        let Timing {
-            start_time,
-            duration,
-            frequency_hz,
-            cpu_time,
-        } = timing;
-        let secs = duration.as_secs_f64();
-        let effective_rate_hz = if secs > 0.0 {
-            samples as f64 / secs
-        } else {
-            0.0
-        };
-        let mut profile = CpuProfile {
-            start_time,
-            duration,
-            frequency_hz,
-            samples,
-            truncated: collected.truncated,
-            symbolized: symbolize,
-            mappings: pprof_mappings(modules),
-            effective_rate_hz,
-            cpu_time,
-            stacks,
-            warnings: Vec::new(),
-        };
-        profile.warnings = profile.diagnose(&collected);
-        tracing::debug!(
-            unique_addresses = symbols.len(),
-            symbolize_ms = t0.elapsed().as_secs_f64() * 1e3,
-            "cpu profile symbolized"
-        );
-        profile
-    }
-
-    fn diagnose(&self, collected: &sampler::Collected) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if collected.overflow > 0 {
-            warnings.push(format!(
-                "{} samples were lost because the sample table ({} distinct thread+stack \
-                 pairs) was full",
-                collected.overflow,
-                sampler::SLOTS
-            ));
-        }
-        if collected.arm_failures > 0 {
-            warnings.push(format!(
-                "{} threads could not be given a CPU timer (timer_create failed; see \
-                 RLIMIT_SIGPENDING) and were not sampled",
-                collected.arm_failures
-            ));
-        }
-        if collected.stuck {
-            warnings.push(
-                "a signal handler did not finish within 1 s; its sample table was leaked"
-                    .to_string(),
-            );
-        }
-        if collected.truncated * 10 > self.samples.max(1) {
-            warnings.push(format!(
-                "{} of {} samples could not be unwound to the thread's entry (no unwind info, \
-                 or a thread whose stack was not known yet); they are kept with the frames \
-                 found, under a [truncated] frame",
-                collected.truncated, self.samples
-            ));
-        }
-        if collected.handler_kept {
-            warnings.push(
-                "a SIGPROF was still queued for a thread that blocks it, so prodbg's inert \
-                 SIGPROF handler stays installed instead of the previous disposition"
-                    .to_string(),
-            );
-        }
-        if self.samples == 0 {
-            warnings.push(
-                "no samples were collected: the process used (almost) no CPU while \
-                 profiling, or the profile was too short"
-                    .to_string(),
-            );
-            return warnings;
-        }
-        let empty: u64 = self
-            .stacks
-            .iter()
-            .filter(|s| s.frames.iter().all(|f| f.function.is_none()))
-            .map(|s| s.samples)
-            .sum();
-        if self.symbolized && empty * 2 > self.samples {
-            warnings.push(format!(
-                "{empty} of {} samples have no symbolized frames: the stacks could not be \
-                 unwound or the binary is stripped (keep debug info or at least symbols)",
-                self.samples
-            ));
-        }
-        if let Some(cpu) = self.cpu_time {
-            let expected = cpu.as_secs_f64() * f64::from(self.frequency_hz);
-            if expected >= 10.0 && (self.samples as f64) < expected * 0.5 {
-                warnings.push(format!(
-                    "only {} samples for {:.2} s of CPU time at {} Hz (expected ~{expected:.0}): \
-                     threads that block SIGPROF, or CPU used by threads that lived less \
-                     than a scan (20 ms); each sample stands for one sampling period",
-                    self.samples,
-                    cpu.as_secs_f64(),
-                    self.frequency_hz
-                ));
+                labels: std::iter::once(("thread", thread))
+                    .chain(labels.into_iter().map(|(k, v)| (k, v.to_string())))
+                    .collect(),
+                values: vec![count, count.saturating_mul(period)],
             }
+        })
+        .collect();
+    let total: u64 = samples.iter().map(|s| s.values[0] as u64).sum();
+    let Timing {
+        start_time,
+        duration,
+        frequency_hz,
+        cpu_time,
+    } = timing;
+    let secs = duration.as_secs_f64();
+    let effective_rate_hz = if secs > 0.0 { total as f64 / secs } else { 0.0 };
+    // Samples per second of the process's CPU time: the requested frequency when none were
+    // lost, whatever share of its cores the process used.
+    let per_cpu_second = cpu_time
+        .map(|c| c.as_secs_f64())
+        .filter(|&c| c > 0.0)
+        .map(|c| total as f64 / c);
+    let warnings = diagnose(
+        &collected,
+        &samples,
+        total,
+        symbolize,
+        cpu_time,
+        frequency_hz,
+    );
+    tracing::debug!(
+        unique_addresses = symbols.len(),
+        effective_rate_hz,
+        symbolize_ms = t0.elapsed().as_secs_f64() * 1e3,
+        "cpu profile symbolized"
+    );
+    Profile {
+        kind: "cpu",
+        value_types: VALUE_TYPES,
+        default_value: "cpu",
+        flame_value: (0, "samples"),
+        period: (VALUE_TYPES[1], period),
+        leaf: Leaf::Interrupted,
+        start_time,
+        duration,
+        symbolized: symbolize,
+        mappings: pprof_mappings(modules),
+        samples,
+        describe: format!("CPU {} s at {frequency_hz} Hz", duration.as_secs()),
+        figures: vec![
+            ("x-prodbg-requested-hz", frequency_hz.to_string()),
+            (
+                "x-prodbg-samples-per-cpu-second",
+                per_cpu_second.map_or_else(|| "unknown".to_string(), |r| format!("{r:.1}")),
+            ),
+            (
+                "x-prodbg-truncated-samples",
+                collected.truncated.to_string(),
+            ),
+        ],
+        warnings,
+    }
+}
+
+/// Problems worth telling the reader: lost samples, unarmed threads, unwinds cut short, no
+/// samples at all, stacks without names, a rate far below the request.
+fn diagnose(
+    collected: &sampler::Collected,
+    samples: &[Sample],
+    total: u64,
+    symbolized: bool,
+    cpu_time: Option<Duration>,
+    frequency_hz: u32,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if collected.overflow > 0 {
+        warnings.push(format!(
+            "{} samples were lost because the sample table ({} distinct thread+stack \
+             pairs) was full",
+            collected.overflow,
+            sampler::SLOTS
+        ));
+    }
+    if collected.arm_failures > 0 {
+        warnings.push(format!(
+            "{} threads could not be given a CPU timer (timer_create failed; see \
+             RLIMIT_SIGPENDING) and were not sampled",
+            collected.arm_failures
+        ));
+    }
+    if collected.stuck {
+        warnings.push(
+            "a signal handler did not finish within 1 s; its sample table was leaked".to_string(),
+        );
+    }
+    if collected.truncated * 10 > total.max(1) {
+        warnings.push(format!(
+            "{} of {total} samples could not be unwound to the thread's entry (no unwind info, \
+             or a thread whose stack was not known yet); they are kept with the frames \
+             found, under a [truncated] frame",
+            collected.truncated
+        ));
+    }
+    if collected.handler_kept {
+        warnings.push(
+            "a SIGPROF was still queued for a thread that blocks it, so prodbg's inert \
+             SIGPROF handler stays installed instead of the previous disposition"
+                .to_string(),
+        );
+    }
+    if total == 0 {
+        warnings.push(
+            "no samples were collected: the process used (almost) no CPU while \
+             profiling, or the profile was too short"
+                .to_string(),
+        );
+        return warnings;
+    }
+    let empty: u64 = samples
+        .iter()
+        .filter(|s| s.frames.iter().all(|f| f.function.is_none()))
+        .map(|s| s.values[0] as u64)
+        .sum();
+    if symbolized && empty * 2 > total {
+        warnings.push(format!(
+            "{empty} of {total} samples have no symbolized frames: the stacks could not be \
+             unwound or the binary is stripped (keep debug info or at least symbols)"
+        ));
+    }
+    if let Some(cpu) = cpu_time {
+        let expected = cpu.as_secs_f64() * f64::from(frequency_hz);
+        if expected >= 10.0 && (total as f64) < expected * 0.5 {
+            warnings.push(format!(
+                "only {total} samples for {:.2} s of CPU time at {frequency_hz} Hz (expected \
+                 ~{expected:.0}): threads that block SIGPROF, or CPU used by threads that \
+                 lived less than a scan (20 ms); each sample stands for one sampling period",
+                cpu.as_secs_f64(),
+            ));
         }
-        warnings
     }
-
-    /// CPU nanoseconds one sample stands for: the sampling period. Never rescaled to the
-    /// measured CPU time, which would hide missing samples behind inflated ones.
-    pub(super) fn nanos_per_sample(&self) -> i64 {
-        1_000_000_000 / i64::from(self.frequency_hz.max(1))
-    }
-
-    /// Gzipped `profile.proto`: sample types `samples/count` and `cpu/nanoseconds` (count ×
-    /// period), period `1e9 / frequency_hz` ns of `cpu`, one mapping per executable segment
-    /// (path, file offset, GNU build id), function names, files and lines when symbolized
-    /// (inlined functions as extra lines of their location), a `thread` label on every
-    /// sample, and `span` (plus chosen fields, e.g. `route`) on samples taken inside a span. Location addresses are the interrupted instruction for the leaf and the
-    /// return address minus one (inside the call) for callers, as pprof tools expect.
-    pub(super) fn pprof_gz(&self) -> Result<Vec<u8>, CpuError> {
-        let t0 = Instant::now();
-        let period = 1_000_000_000 / i64::from(self.frequency_hz.max(1));
-        let mut b = pb::ProfileBuilder::new(
-            &[("samples", "count"), ("cpu", "nanoseconds")],
-            ("cpu", "nanoseconds"),
-            period,
-        );
-        for m in &self.mappings {
-            b.mapping_spec(&pb::MappingSpec {
-                start: m.memory_start,
-                limit: m.memory_limit,
-                offset: m.file_offset,
-                path: &m.filename,
-                build_id: m.build_id.as_deref().unwrap_or(""),
-                symbolized: self.symbolized,
-            });
-        }
-        let nanos = self.nanos_per_sample();
-        for stack in &self.stacks {
-            let locations = pprof_locations(&mut b, &stack.frames, self.symbolized);
-            let samples = i64::try_from(stack.samples).unwrap_or(i64::MAX);
-            let cpu = samples.saturating_mul(nanos);
-            let mut labels = vec![("thread", stack.thread.as_str())];
-            labels.extend(stack.labels.iter().copied());
-            b.sample(locations, vec![samples, cpu], &labels);
-        }
-        let start = self
-            .start_time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let profile = b.finish(
-            i64::try_from(start.as_nanos()).unwrap_or(0),
-            i64::try_from(self.duration.as_nanos()).unwrap_or(i64::MAX),
-        );
-        let out = pb::encode_gz(&profile);
-        tracing::debug!(
-            bytes = out.len(),
-            render_ms = t0.elapsed().as_secs_f64() * 1e3,
-            "cpu profile rendered as pprof"
-        );
-        Ok(out)
-    }
-
-    /// Keeps only the samples taken inside a `tracing` span named `span` (`?span=`).
-    pub(super) fn retain_span(&mut self, span: &str) {
-        self.stacks
-            .retain(|s| s.labels.iter().any(|&(k, v)| k == "span" && v == span));
-        self.samples = self.stacks.iter().map(|s| s.samples).sum();
-    }
-
-    /// Folded stacks, one `thread;outer;…;leaf count` line per stack: the text inferno,
-    /// flamegraph.pl and speedscope read.
-    pub(super) fn folded(&self) -> String {
-        flamegraph::folded_text(&self.folded_stacks())
-    }
-
-    /// An SVG flamegraph titled `title`; the thread name is the root frame.
-    pub(super) fn svg(&self, title: &str) -> Result<Vec<u8>, CpuError> {
-        let t0 = Instant::now();
-        let svg =
-            flamegraph::svg(&self.folded_stacks(), title, "samples").map_err(CpuError::Report)?;
-        tracing::debug!(
-            bytes = svg.len(),
-            render_ms = t0.elapsed().as_secs_f64() * 1e3,
-            "cpu profile rendered as svg"
-        );
-        Ok(svg)
-    }
-
-    fn folded_stacks(&self) -> Vec<flamegraph::FoldedStack> {
-        self.stacks
-            .iter()
-            .map(|s| {
-                let frames = std::iter::once(s.thread.clone())
-                    .chain(s.frames.iter().rev().map(|f| f.name().to_string()))
-                    .collect();
-                (frames, s.samples)
-            })
-            .collect()
-    }
+    warnings
 }
 
 /// CPU time used by all threads of this process so far.
@@ -607,7 +491,7 @@ fn process_cpu_time() -> Option<Duration> {
     ))
 }
 
-/// When and how long a profile sampled, for [`CpuProfile::from_collected`].
+/// When and how long a profile sampled, for [`from_collected`].
 struct Timing {
     start_time: SystemTime,
     duration: Duration,

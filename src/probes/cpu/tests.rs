@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use pprof::protos::Message as _;
 
-use super::profile::{self as cpu, CpuError, CpuProfile, CpuProfileOptions, RunningProfile};
+use super::profile::{self as cpu, CpuError, CpuProfileOptions, RunningProfile};
 use super::MAX_FREQUENCY_HZ;
+use crate::stack::profile::Profile;
 use crate::test_support::serial;
 
 // With feature `heap`, jemalloc is the test binary's allocator (`crate::test_support`), so
@@ -122,7 +123,7 @@ impl Drop for Workers {
     }
 }
 
-fn profile_for(duration: Duration, frequency_hz: u32) -> CpuProfile {
+fn profile_for(duration: Duration, frequency_hz: u32) -> Profile {
     let running = cpu::start(CpuProfileOptions {
         duration,
         frequency_hz,
@@ -158,7 +159,7 @@ fn sigprof_timers() -> Option<usize> {
 fn types_can_cross_threads() {
     fn send<T: Send>() {}
     send::<RunningProfile>();
-    send::<CpuProfile>();
+    send::<Profile>();
     send::<CpuError>();
 }
 
@@ -169,9 +170,12 @@ fn hot_function_and_thread_appear_in_all_formats() {
     let profile = profile_for(Duration::from_secs(2), 99);
     drop(workers);
 
-    assert!(profile.samples > 0, "no samples: {profile:?}");
-    assert!(profile.effective_rate_hz > 0.0);
-    assert_eq!(profile.frequency_hz, 99);
+    assert!(profile.total(0) > 0, "no samples: {profile:?}");
+    assert!(
+        profile.describe.contains("at 99 Hz"),
+        "{}",
+        profile.describe
+    );
     assert!(profile.duration >= Duration::from_secs(2));
     assert!(
         !profile.warnings.iter().any(|w| w.contains("no symbolized")),
@@ -179,13 +183,16 @@ fn hot_function_and_thread_appear_in_all_formats() {
         profile.warnings
     );
     let hot = profile
-        .stacks
+        .samples
         .iter()
-        .find(|s| s.thread == HOT_THREAD && s.frames.iter().any(|f| f.name().ends_with(HOT_FN)))
+        .find(|s| {
+            s.label("thread") == Some(HOT_THREAD)
+                && s.frames.iter().any(|f| f.name().ends_with(HOT_FN))
+        })
         .unwrap_or_else(|| {
             panic!(
                 "hot stack missing: {:#?}",
-                &profile.stacks[..3.min(profile.stacks.len())]
+                &profile.samples[..3.min(profile.samples.len())]
             )
         });
     let frame = hot
@@ -200,7 +207,7 @@ fn hot_function_and_thread_appear_in_all_formats() {
     assert!(frame.line.unwrap_or(0) > 0, "{frame:?}");
 
     // pprof
-    let p = decode(&profile.pprof_gz().unwrap());
+    let p = decode(&profile.pprof_gz());
     let s = |i: i64| p.string_table[i as usize].as_str();
     let types: Vec<(&str, &str)> = p.sample_type.iter().map(|t| (s(t.ty), s(t.unit))).collect();
     assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
@@ -213,7 +220,7 @@ fn hot_function_and_thread_appear_in_all_formats() {
     assert!(p.duration_nanos >= 2_000_000_000, "{}", p.duration_nanos);
     assert!(p.time_nanos > 0);
     let total: i64 = p.sample.iter().map(|s| s.value[0]).sum();
-    assert_eq!(total as u64, profile.samples);
+    assert_eq!(total, profile.total(0));
     let hot_sample = p.sample.iter().find(|sample| {
         let thread = sample
             .label
@@ -291,7 +298,7 @@ fn dropping_a_running_profile_stops_it_and_frees_the_slot() {
     assert!(!itimer_prof_armed(), "process-wide ITIMER_PROF armed");
 
     let again = profile_for(Duration::from_millis(200), 99);
-    assert_eq!(again.frequency_hz, 99);
+    assert_eq!(again.period.1, 1_000_000_000 / 99);
     assert!(!cpu::running());
 }
 
@@ -328,17 +335,19 @@ fn stress_999hz_while_threads_churn_the_allocator() {
     workers.assert_progress(&at_stop, "after profiling");
     drop(workers);
 
-    assert!(profile.samples > 0);
+    assert!(profile.total(0) > 0);
     assert!(
         profile
-            .stacks
+            .samples
             .iter()
-            .any(|s| s.thread == CHURN_THREAD
+            .any(|s| s.label("thread") == Some(CHURN_THREAD)
                 && s.frames.iter().any(|f| f.name().ends_with(CHURN_FN))),
         "churn function not sampled"
     );
     eprintln!(
-        "stress: {} samples in {:?} ({:.0}/s), warnings: {:?}",
-        profile.samples, profile.duration, profile.effective_rate_hz, profile.warnings
+        "stress: {} samples in {:?}, warnings: {:?}",
+        profile.total(0),
+        profile.duration,
+        profile.warnings
     );
 }

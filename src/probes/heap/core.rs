@@ -3,9 +3,9 @@
 //! jemalloc samples about one allocation per `2^lg_prof_sample` bytes allocated (512 KiB at
 //! the recommended 19) and remembers its stack until it is freed. [`snapshot`] asks jemalloc to
 //! dump what is live, parses it and removes the file; [`growth`] subtracts two snapshots to show
-//! what was allocated and not freed in between (a leak, a growing cache). A [`HeapProfile`]
-//! renders as gzipped `profile.proto` for `go tool pprof`, Parca or Pyroscope, as folded
-//! stacks, or as an SVG flamegraph. Sampling costs nothing until [`set_active`] turns it on.
+//! what was allocated and not freed in between (a leak, a growing cache). A [`HeapDump`]
+//! becomes the one stack [`Profile`] (gzipped `profile.proto` for `go tool pprof`, Parca or
+//! Pyroscope, folded stacks, an SVG flamegraph). Sampling costs nothing until [`set_active`] turns it on.
 //!
 //! # Host set-up
 //!
@@ -63,18 +63,18 @@
 //! A growth profile is two [`snapshot`]s [`growth`]-diffed: what was allocated in the window
 //! and not freed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tikv_jemalloc_ctl::raw;
 
-use crate::encode::flamegraph::{self, FoldedStack};
-use crate::encode::pprof as pb;
+use crate::stack::offline::PprofMapping;
+use crate::stack::profile::{Leaf, Profile, Sample, ValueType};
 use crate::stack::symbolize::{self as symbols, Symbols as SymbolTable};
 use crate::stack::Frame;
 
@@ -104,9 +104,6 @@ pub(crate) enum HeapError {
     /// The dump was not in the expected `heap_v2` format.
     #[error("heap profile could not be parsed: {0}")]
     Parse(String),
-    /// Rendering (SVG) failed.
-    #[error("heap profile could not be rendered: {0}")]
-    Render(String),
 }
 
 /// Heap-profiling state of jemalloc.
@@ -164,7 +161,7 @@ pub(crate) fn set_active(active: bool) -> Result<(), HeapError> {
 /// jemalloc dumps into a fresh private directory (mode 0700) named
 /// `$TMPDIR/prodbg-heap-<pid>-<random>`, which is removed before this returns, also on error.
 /// Symbolization happens later, when the profile is rendered.
-pub(crate) fn snapshot() -> Result<HeapProfile, HeapError> {
+pub(crate) fn snapshot() -> Result<HeapDump, HeapError> {
     ensure_jemalloc()?;
     if !opt_prof()? {
         return Err(HeapError::ProfilingNotEnabled);
@@ -185,7 +182,7 @@ pub(crate) fn snapshot() -> Result<HeapProfile, HeapError> {
 /// What was allocated between `before` and `after` and is still live at `after`: for each
 /// stack, the bytes and objects by which `after` exceeds `before` (stacks that shrank are left
 /// out). Both must come from the same process, with sampling active in between.
-pub(crate) fn growth(before: &HeapProfile, after: &HeapProfile) -> HeapProfile {
+pub(crate) fn growth(before: &HeapDump, after: &HeapDump) -> HeapDump {
     let old: HashMap<&[u64], &HeapStack> = before
         .stacks
         .iter()
@@ -205,7 +202,7 @@ pub(crate) fn growth(before: &HeapProfile, after: &HeapProfile) -> HeapProfile {
             })
         })
         .collect();
-    HeapProfile {
+    HeapDump {
         stacks,
         mappings: after.mappings.clone(),
         sample_interval_bytes: after.sample_interval_bytes,
@@ -219,7 +216,7 @@ pub(crate) fn growth(before: &HeapProfile, after: &HeapProfile) -> HeapProfile {
 /// Byte and object counts are unbiased estimates of the whole heap (jemalloc's samples scaled
 /// up the way `jeprof` does), not the sampled amounts.
 #[derive(Debug, Clone)]
-pub(crate) struct HeapProfile {
+pub(crate) struct HeapDump {
     stacks: Vec<HeapStack>,
     mappings: Vec<Mapping>,
     sample_interval_bytes: u64,
@@ -244,115 +241,106 @@ struct Mapping {
     path: String,
 }
 
-impl HeapProfile {
-    /// Estimated live bytes, all stacks.
-    pub(crate) fn total_bytes(&self) -> u64 {
-        self.stacks.iter().map(|s| s.bytes).sum()
-    }
-
-    #[cfg_attr(not(test), allow(dead_code))]
-    /// Estimated live objects (allocations), all stacks.
-    pub(crate) fn total_objects(&self) -> u64 {
-        self.stacks.iter().map(|s| s.objects).sum()
-    }
-
-    /// Number of distinct allocation stacks.
-    pub(crate) fn stack_count(&self) -> usize {
-        self.stacks.len()
-    }
-
-    /// Mean bytes allocated between samples (`2^lg_prof_sample`) when the profile was taken.
-    pub(crate) fn sample_interval_bytes(&self) -> u64 {
-        self.sample_interval_bytes
-    }
-
-    #[cfg_attr(not(test), allow(dead_code))]
-    /// Time between the two snapshots of a [`growth`] profile; `None` for a plain snapshot.
-    pub(crate) fn duration(&self) -> Option<Duration> {
-        self.duration
-    }
-
-    /// Live bytes by stack, root first, with allocator and std allocation frames cut off the
-    /// top (see the module docs); identical stacks merged, sorted by stack.
-    pub(crate) fn stacks(&self) -> Vec<FoldedStack> {
+impl HeapDump {
+    /// The [`Profile`] of this dump: one sample per allocation stack with its estimated
+    /// objects (`inuse_objects/count`) and bytes (`inuse_space/bytes`, the default and the
+    /// flamegraph's value), symbolized in-process (function names, files, lines, inlined
+    /// frames), so `go tool pprof` needs no binary. Allocator and std allocation frames are
+    /// cut off the top (see [`Symbols::trimmed`]): the leaf — pprof's "flat" — is the code
+    /// that asked for memory.
+    pub(crate) fn profile(&self) -> Profile {
         let syms = Symbols::resolve(self);
-        let mut merged: BTreeMap<Vec<String>, u64> = BTreeMap::new();
-        for s in &self.stacks {
-            let mut names = Vec::new();
-            for &(addr, skip) in syms.trimmed(&s.addrs).iter().rev() {
-                match syms.frames(addr).as_slice() {
-                    [] => names.push(format!("{addr:#x}")),
-                    frames => names.extend(frames.iter().skip(skip).rev().map(|f| f.0.to_owned())),
-                }
-            }
-            *merged.entry(names).or_default() += s.bytes;
-        }
-        merged.into_iter().collect()
-    }
-
-    /// Live bytes by stack as folded text (`root;…;leaf bytes` per line), for inferno,
-    /// flamegraph.pl or speedscope.
-    pub(crate) fn folded(&self) -> String {
-        flamegraph::folded_text(&self.stacks())
-    }
-
-    /// Live bytes by stack as an SVG flamegraph.
-    pub(crate) fn svg(&self, title: &str) -> Result<Vec<u8>, HeapError> {
-        flamegraph::svg(&self.stacks(), title, "bytes").map_err(HeapError::Render)
-    }
-
-    /// Gzipped `profile.proto` with sample types `inuse_objects/count` and `inuse_space/bytes`
-    /// (the default), symbolized in-process (function names, files, lines, inlined frames), so
-    /// `go tool pprof` needs no binary.
-    pub(crate) fn pprof_gz(&self) -> Result<Vec<u8>, HeapError> {
-        Ok(pb::encode_gz(&self.pprof_proto()))
-    }
-
-    fn pprof_proto(&self) -> pb::Profile {
-        let syms = Symbols::resolve(self);
-        let mut b = pb::ProfileBuilder::new(
-            &[("inuse_objects", "count"), ("inuse_space", "bytes")],
-            ("space", "bytes"),
-            i64::try_from(self.sample_interval_bytes).unwrap_or(i64::MAX),
-        );
-        b.default_sample_type("inuse_space");
-        for m in &self.mappings {
-            b.mapping(m.start, m.limit, m.offset, &m.path);
-        }
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        for s in &self.stacks {
-            let mut ids = Vec::new();
-            for (pc, skip) in syms.trimmed(&s.addrs) {
-                let frames = syms.frames(pc);
-                let lines: Vec<pb::LineSpec<'_>> = frames
-                    .iter()
-                    .skip(skip)
-                    .map(|&(function, f)| pb::LineSpec {
-                        function,
-                        system_name: f.system_name.as_deref().unwrap_or_default(),
-                        file: f.file.as_deref().unwrap_or_default(),
-                        line: f.line.unwrap_or(0),
-                    })
-                    .collect();
-                ids.push(b.location(pc, &lines));
-            }
-            b.sample(ids, vec![to_i64(s.objects), to_i64(s.bytes)], &[]);
+        let samples = self
+            .stacks
+            .iter()
+            .map(|s| {
+                let mut frames = Vec::new();
+                for (pc, skip) in syms.trimmed(&s.addrs) {
+                    // A return address again: the profile takes one off every frame.
+                    let address = pc + 1;
+                    match syms.frames(pc).as_slice() {
+                        [] => frames.push(Frame::unknown(address)),
+                        named => frames.extend(named.iter().skip(skip).map(|&(_, f)| Frame {
+                            address,
+                            ..f.clone()
+                        })),
+                    }
+                }
+                Sample {
+                    root: None,
+                    frames,
+                    labels: Vec::new(),
+                    values: vec![to_i64(s.objects), to_i64(s.bytes)],
+                }
+            })
+            .collect();
+        let duration = self.duration.unwrap_or_default();
+        let what = match self.duration {
+            Some(d) => format!("heap growth over {} s", d.as_secs()),
+            None => "heap in use".to_string(),
+        };
+        Profile {
+            kind: "heap",
+            value_types: VALUE_TYPES,
+            default_value: "inuse_space",
+            flame_value: (1, "bytes"),
+            period: (
+                ValueType {
+                    kind: "space",
+                    unit: "bytes",
+                },
+                to_i64(self.sample_interval_bytes),
+            ),
+            leaf: Leaf::Returns,
+            start_time: self.time.checked_sub(duration).unwrap_or(self.time),
+            duration,
+            symbolized: true,
+            mappings: self
+                .mappings
+                .iter()
+                .map(|m| PprofMapping {
+                    memory_start: m.start,
+                    memory_limit: m.limit,
+                    file_offset: m.offset,
+                    filename: m.path.clone(),
+                    build_id: None,
+                    is_main: false,
+                })
+                .collect(),
+            samples,
+            describe: format!(
+                "{what}, {} stacks sampled every {} KiB",
+                self.stacks.len(),
+                self.sample_interval_bytes / 1024
+            ),
+            figures: vec![(
+                "x-prodbg-sample-interval-bytes",
+                self.sample_interval_bytes.to_string(),
+            )],
+            warnings: Vec::new(),
         }
-        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        let start = (self.time.checked_sub(self.duration.unwrap_or_default())).unwrap_or(self.time);
-        b.finish(
-            start.duration_since(UNIX_EPOCH).map(nanos).unwrap_or(0),
-            self.duration.map(nanos).unwrap_or(0),
-        )
     }
 }
+
+/// What a heap profile's samples carry.
+const VALUE_TYPES: &[ValueType] = &[
+    ValueType {
+        kind: "inuse_objects",
+        unit: "count",
+    },
+    ValueType {
+        kind: "inuse_space",
+        unit: "bytes",
+    },
+];
 
 /// Symbols of every address of a profile. Addresses are return addresses minus one, so they
 /// point into the call instruction.
 struct Symbols(SymbolTable);
 
 impl Symbols {
-    fn resolve(profile: &HeapProfile) -> Self {
+    fn resolve(profile: &HeapDump) -> Self {
         Symbols(SymbolTable::resolve_here(profile.stacks.iter().flat_map(
             |s| {
                 s.addrs
@@ -451,7 +439,7 @@ fn is_std_frame(name: &str) -> bool {
 }
 
 /// Parses jemalloc's `heap_v2` dump (jemalloc 5.3).
-fn parse_dump(text: &str, time: SystemTime) -> Result<HeapProfile, HeapError> {
+fn parse_dump(text: &str, time: SystemTime) -> Result<HeapDump, HeapError> {
     let bad = |what: &str, line: &str| HeapError::Parse(format!("{what}: {line:?}"));
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();
@@ -500,7 +488,7 @@ fn parse_dump(text: &str, time: SystemTime) -> Result<HeapProfile, HeapError> {
     if pending.is_some() {
         return Err(HeapError::Parse("last stack has no counts".into()));
     }
-    Ok(HeapProfile {
+    Ok(HeapDump {
         stacks,
         mappings,
         sample_interval_bytes: interval,
@@ -668,7 +656,7 @@ MAPPED_LIBRARIES:
         let g = growth(&before, &after);
         assert_eq!(g.stacks.len(), 1);
         assert_eq!((g.stacks[0].bytes, g.stacks[0].objects), (1000, 1));
-        assert_eq!(g.duration(), Some(Duration::from_secs(5)));
+        assert_eq!(g.duration, Some(Duration::from_secs(5)));
     }
 
     #[test]

@@ -1,25 +1,21 @@
 //! The probe's HTTP face: its handlers and its `Probe` impl.
 
-#[allow(unused_imports)]
 use super::*;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderName, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Serialize;
 
-use self::core::{HeapError, HeapProfile, HeapProfilingState};
-use crate::seam::download::{attachment, file_name, inline, SVG_CSP};
+use self::core::{HeapDump, HeapError, HeapProfilingState};
+use crate::probes::one_at_a_time::OneAtATime;
 use crate::seam::fair::Cap;
+use crate::seam::profile::{Ask, Outlet};
 use crate::seam::{
     blocking, ready, Action, ApiError, AuditDetails, BoxFuture, BundlePart, Caller, Card,
-    FieldKind, Figure, Glance, Overrides, Params, Probe, ProbeContext, Results, Route, Shows,
-    StoredResult, Value,
+    FieldKind, Figure, Glance, Overrides, Params, Probe, ProbeContext, Route, Shows, Value,
 };
 
 /// Override kind recorded while heap sampling is switched on at run time.
@@ -39,60 +35,38 @@ impl From<HeapError> for ApiError {
 #[derive(Debug)]
 pub(crate) struct Heap {
     cx: ProbeContext,
-    /// One growth profile at a time: each holds two dumps in memory for its window.
-    growth_running: Arc<AtomicBool>,
 }
 
 impl Heap {
     /// The heap probe.
     pub(crate) fn new(cx: &ProbeContext) -> Heap {
-        Heap {
-            cx: cx.clone(),
-            growth_running: Arc::default(),
-        }
+        Heap { cx: cx.clone() }
     }
 }
 
 #[derive(Clone)]
 struct HeapState {
-    service: Arc<str>,
+    outlet: Outlet,
     max_seconds: u64,
     overrides: Overrides,
-    growth_running: Arc<AtomicBool>,
     cap: Cap,
-    results: Results,
 }
 
-/// Holds the one growth-profile slot until dropped.
-struct GrowthSlot(Arc<AtomicBool>);
+/// One growth profile at a time: each holds two dumps in memory for its window.
+static GROWTH: OneAtATime = OneAtATime::new();
 
-impl GrowthSlot {
-    fn take(flag: &Arc<AtomicBool>) -> Option<GrowthSlot> {
-        (!flag.swap(true, Ordering::AcqRel)).then(|| GrowthSlot(flag.clone()))
-    }
-}
-
-impl Drop for GrowthSlot {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
-async fn snapshot() -> Result<HeapProfile, ApiError> {
+async fn snapshot() -> Result<HeapDump, ApiError> {
     Ok(blocking("the heap probe", core::snapshot).await??)
 }
 
-/// The live heap of sampled allocations, or with `seconds=N` the growth over a window. An SVG
-/// is kept, with the pprof file of the same profile, as the console's last heap flamegraph.
+/// The live heap of sampled allocations, or with `seconds=N` the growth over a window.
 async fn profile(
     State(st): State<HeapState>,
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["format", "seconds"])?;
-    let format = params
-        .choice("format", &["pprof", "svg", "folded"], "pprof")?
-        .to_string();
+    let ask = Ask::parse(&params, false)?;
     let seconds = match params.get("seconds") {
         Some(_) => Some(params.u64_in("seconds", 1..=st.max_seconds, 0)?),
         None => None,
@@ -109,86 +83,32 @@ async fn profile(
         warning = Some("heap sampling is inactive: this shows allocations sampled while it was active; POST /debug/pprof/heap/activate");
     }
     let started = SystemTime::now();
-    let profile = match seconds {
+    let dump = match seconds {
         None => snapshot().await?,
         Some(s) => {
-            let _slot = GrowthSlot::take(&st.growth_running).ok_or_else(|| {
-                ApiError::conflict("a heap growth profile is already running; retry when it ends")
+            let window = Duration::from_secs(s);
+            let _one = GROWTH.acquire(window).map_err(|left| {
+                ApiError::conflict(format!(
+                    "a heap growth profile is already running (one at a time per process); it ends in {} s — retry after that",
+                    left.as_secs().max(1)
+                ))
             })?;
             let before = snapshot().await?;
-            tokio::time::sleep(Duration::from_secs(s)).await;
+            tokio::time::sleep(window).await;
             let after = snapshot().await?;
             core::growth(&before, &after)
         }
     };
-    let what = if seconds.is_some() {
-        "growth"
-    } else {
-        "in use"
-    };
-    let title = format!(
-        "{}: heap {what}{}, {} MB in {} stacks (sampled every {} KiB)",
-        st.service,
-        seconds.map(|s| format!(" over {s} s")).unwrap_or_default(),
-        profile.total_bytes() / 1_000_000,
-        profile.stack_count(),
-        profile.sample_interval_bytes() / 1024,
-    );
-    let fmt = format.clone();
-    let svg_title = title.clone();
-    let (body, kept_pprof) = blocking("rendering the heap profile", move || match fmt.as_str() {
-        "svg" => Ok::<_, HeapError>((profile.svg(&svg_title)?, Some(profile.pprof_gz()?))),
-        "folded" => Ok((profile.folded().into_bytes(), None)),
-        _ => Ok((profile.pprof_gz()?, None)),
-    })
-    .await??;
-    let what = if seconds.is_some() {
+    let mut profile = blocking("symbolizing the heap profile", move || dump.profile()).await?;
+    profile.warnings.extend(warning.map(str::to_string));
+    let file_kind = if seconds.is_some() {
         "heap-growth"
     } else {
         "heap"
     };
-    let name = |ext: &str| file_name(&st.service, what, started, ext);
-    if let Some(pprof) = kept_pprof {
-        st.results.put(StoredResult {
-            kind: "heap",
-            title,
-            taken_at: started,
-            by: caller.name().to_string(),
-            svg: body.clone(),
-            svg_name: name("svg"),
-            pprof,
-            pprof_name: name("pb.gz"),
-        });
-    }
-    let (content_type, disposition) = match format.as_str() {
-        "svg" => ("image/svg+xml", inline(&name("svg"))),
-        "folded" => ("text/plain; charset=utf-8", inline(&name("folded.txt"))),
-        _ => ("application/octet-stream", attachment(&name("pb.gz"))),
-    };
-    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_DISPOSITION, disposition);
-    if format == "svg" {
-        response.headers_mut().insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(SVG_CSP),
-        );
-    }
-    if let Some(w) = warning {
-        response.headers_mut().insert(
-            HeaderName::from_static("x-prodbg-warning"),
-            HeaderValue::from_static(w),
-        );
-    }
-    if let Some(note) =
-        crate::stack::debug_info::missing_note().and_then(|n| HeaderValue::from_str(n).ok())
-    {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static("x-prodbg-debug-info"), note);
-    }
-    Ok(response)
+    st.outlet
+        .answer(profile, &ask, started, &caller, file_kind)
+        .await
 }
 
 /// The body of activate / deactivate.
@@ -253,12 +173,13 @@ impl Probe for Heap {
 
     fn routes(&self) -> Vec<Route> {
         let st = HeapState {
-            service: self.cx.service_name.clone(),
+            outlet: Outlet {
+                service: self.cx.service_name.clone(),
+                results: self.cx.results.clone(),
+            },
             max_seconds: self.cx.limits.max_profile_seconds,
             overrides: self.cx.overrides.clone(),
-            growth_running: self.growth_running.clone(),
             cap: self.cx.fair.cap("heap profiles"),
-            results: self.cx.results.clone(),
         };
         let l = &self.cx.limits;
 
@@ -341,11 +262,12 @@ impl Probe for Heap {
 
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
         vec![BundlePart::new("heap.pb.gz", async {
-            let p = snapshot().await.map_err(|e| e.message)?;
-            blocking("rendering the heap profile", move || p.pprof_gz())
-                .await
-                .map_err(|e| e.message)?
-                .map_err(|e| e.to_string())
+            let dump = snapshot().await.map_err(|e| e.message)?;
+            blocking("rendering the heap profile", move || {
+                dump.profile().pprof_gz()
+            })
+            .await
+            .map_err(|e| e.message)
         })]
     }
 }

@@ -7,6 +7,7 @@ use pprof::protos::Message as _;
 use serde::Deserialize;
 
 use super::core as heap;
+use crate::stack::profile::Profile;
 use crate::test_support::serial;
 
 /// The memory probe's own report (`memory.json` of the bundle): its jemalloc stats are
@@ -58,13 +59,13 @@ mod memory {
         let mut parts = Memory::new(&cx).bundle(std::time::Duration::ZERO);
         assert_eq!(parts.len(), 1);
         let part = parts.remove(0);
-        assert_eq!(part.file, "memory.json");
+        assert_eq!(part.files, ["memory.json"]);
         let bytes = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
             .block_on(part.bytes)
             .unwrap();
-        serde_json::from_slice(&bytes).unwrap()
+        serde_json::from_slice(&bytes[0]).unwrap()
     }
 
     /// jemalloc's stats, or why there are none.
@@ -95,12 +96,18 @@ fn hold(count: usize, size: usize) -> Vec<Vec<u8>> {
 }
 
 /// (bytes of stacks that contain the leaker, bytes of those whose leaf — pprof's flat — is it).
-fn leaker_bytes_folded(p: &heap::HeapProfile) -> (u64, u64) {
+fn leaker_bytes_folded(p: &Profile) -> (u64, u64) {
     let (mut cum, mut flat) = (0, 0);
-    for (frames, bytes) in p.stacks() {
-        if frames.iter().any(|f| f.contains(LEAKER)) {
+    for line in p.folded().lines() {
+        let (stack, bytes) = line.rsplit_once(' ').unwrap();
+        let bytes: u64 = bytes.parse().unwrap();
+        if stack.contains(LEAKER) {
             cum += bytes;
-            if frames.last().is_some_and(|leaf| leaf.contains(LEAKER)) {
+            if stack
+                .rsplit(';')
+                .next()
+                .is_some_and(|leaf| leaf.contains(LEAKER))
+            {
                 flat += bytes;
             }
         }
@@ -185,7 +192,7 @@ fn snapshot_attributes_live_bytes_to_the_allocating_function() {
     let _g = serial(); // `prof.active` is global
     heap::set_active(true).unwrap();
     let held = hold(256, 64 << 10); // 16 MiB in 64 KiB buffers
-    let profile = heap::snapshot().unwrap();
+    let profile = heap::snapshot().unwrap().profile();
     heap::set_active(false).unwrap();
     let held_bytes = (held.len() * held[0].len()) as u64;
 
@@ -198,9 +205,9 @@ fn snapshot_attributes_live_bytes_to_the_allocating_function() {
     assert!(cum <= held_bytes * 2, "folded: {cum} of {held_bytes}");
     // Allocator and std frames are cut off the top: the leaker itself is the leaf.
     assert_eq!(flat, cum, "leaf is not the leaker:\n{}", profile.folded());
-    assert!(profile.total_bytes() >= cum && profile.total_objects() > 0);
+    assert!(profile.total(1) as u64 >= cum && profile.total(0) > 0);
 
-    let gz = profile.pprof_gz().unwrap();
+    let gz = profile.pprof_gz();
     if let Some(path) = std::env::var_os("PRODBG_HEAP_PPROF_OUT") {
         std::fs::write(path, &gz).unwrap(); // to inspect with `go tool pprof -top <path>`
     }
@@ -234,7 +241,7 @@ fn growth_attributes_new_allocations() {
     let held = hold(128, 64 << 10); // 8 MiB allocated inside the window
     let after = heap::snapshot().unwrap();
     heap::set_active(false).unwrap();
-    let grown = heap::growth(&before, &after);
+    let grown = heap::growth(&before, &after).profile();
     let held_bytes = (held.len() * held[0].len()) as u64;
     let (cum, _) = leaker_bytes_folded(&grown);
     assert!(
@@ -242,8 +249,8 @@ fn growth_attributes_new_allocations() {
         "growth: {cum} of {held_bytes}\n{}",
         grown.folded()
     );
-    assert!(grown.duration().is_some());
-    let (cum, flat) = leaker_bytes_pprof(&decode(&grown.pprof_gz().unwrap()));
+    assert!(grown.duration > std::time::Duration::ZERO);
+    let (cum, flat) = leaker_bytes_pprof(&decode(&grown.pprof_gz()));
     assert!(cum as u64 >= held_bytes / 2 && flat == cum);
     drop(held);
 }

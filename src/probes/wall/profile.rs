@@ -1,6 +1,6 @@
 //! Wall-clock profiles: every thread of the process sampled at a fixed wall-clock rate,
 //! running or not, each sample labelled with the thread's state; symbolized into a
-//! [`WallProfile`] that renders as pprof, folded text or an SVG flamegraph.
+//! [`Profile`] that renders as pprof, folded text or an SVG flamegraph.
 //!
 //! # How sampling works
 //!
@@ -41,10 +41,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::encode::{flamegraph, pprof as pb};
 use crate::probes::one_at_a_time::{Held, OneAtATime};
 use crate::stack::modules::ModuleSet;
-use crate::stack::offline::{pprof_locations, pprof_mappings, PprofMapping};
+use crate::stack::offline::pprof_mappings;
+use crate::stack::profile::{Leaf, Profile, Sample, ValueType};
 use crate::stack::symbolize::{self as symbols, Symbols};
 use crate::stack::Frame;
 
@@ -142,7 +142,7 @@ impl fmt::Debug for RunningWall {
 
 impl RunningWall {
     /// Stops sampling; symbolizes the stacks if `symbolize`. CPU-heavy and synchronous.
-    pub(crate) fn stop(mut self, symbolize: bool) -> Result<WallProfile, WallError> {
+    pub(crate) fn stop(mut self, symbolize: bool) -> Result<Profile, WallError> {
         let t0 = Instant::now();
         let sampler = self
             .sampler
@@ -152,7 +152,8 @@ impl RunningWall {
         let duration = self.started.elapsed();
         let modules = ModuleSet::snapshot()
             .map_err(|e| WallError::Report(format!("reading the module list: {e}")))?;
-        let profile = WallProfile::from_collected(
+        let sampler_cpu = collected.sampler_cpu;
+        let profile = from_collected(
             collected,
             self.start_time,
             duration,
@@ -163,9 +164,9 @@ impl RunningWall {
         drop(modules);
         symbols::release_freed_memory();
         tracing::info!(
-            samples = profile.samples,
-            stacks = profile.stacks.len(),
-            sampler_cpu_ms = profile.sampler_cpu.as_secs_f64() * 1e3,
+            samples = profile.total(0),
+            stacks = profile.samples.len(),
+            sampler_cpu_ms = sampler_cpu.as_secs_f64() * 1e3,
             stop_ms = t0.elapsed().as_secs_f64() * 1e3,
             "wall profile stopped"
         );
@@ -173,241 +174,145 @@ impl RunningWall {
     }
 }
 
-/// One distinct (state, labels, stack) and how often it was sampled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct WallStack {
-    /// The thread's state at these samples.
-    pub(crate) state: ThreadState,
-    /// `thread` (the thread's name), then any other label.
-    pub(crate) labels: Labels,
-    /// Frames, innermost first.
-    pub(crate) frames: Vec<Frame>,
-    /// Samples that saw it.
-    pub(crate) samples: u64,
-}
+/// What a wall profile's samples carry: the count and the wall-clock time it stands for
+/// (count × tick period; the default in `go tool pprof`).
+pub(crate) const VALUE_TYPES: &[ValueType] = &[
+    ValueType {
+        kind: "samples",
+        unit: "count",
+    },
+    ValueType {
+        kind: "wall",
+        unit: "nanoseconds",
+    },
+];
 
-#[cfg(test)]
-impl WallStack {
-    /// The value of label `key`, if the stack has it.
-    pub(crate) fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A finished wall-clock profile.
-#[derive(Debug, Clone)]
-pub(crate) struct WallProfile {
-    /// When sampling started.
-    pub(crate) start_time: SystemTime,
-    /// How long it ran.
-    pub(crate) duration: Duration,
-    /// Ticks per second.
-    pub(crate) frequency_hz: u32,
-    /// Thread samples (one per thread per tick).
-    pub(crate) samples: u64,
-    /// Ticks that ran.
-    pub(crate) ticks: u64,
-    /// Stacks taken by signal (the rest reused a thread's previous stack).
-    pub(crate) signalled: u64,
-    /// Most threads sampled in one tick.
-    pub(crate) max_threads: usize,
-    /// CPU time of the sampler thread.
-    pub(crate) sampler_cpu: Duration,
-    /// Whether frames carry names.
-    pub(crate) symbolized: bool,
-    /// The pprof mappings.
-    pub(crate) mappings: Vec<PprofMapping>,
-    /// Distinct stacks, most-sampled first.
-    pub(crate) stacks: Vec<WallStack>,
-    /// Problems worth telling the reader.
-    pub(crate) warnings: Vec<String>,
-}
-
-impl WallProfile {
-    fn from_collected(
-        collected: sampler::Collected,
-        start_time: SystemTime,
-        duration: Duration,
-        frequency_hz: u32,
-        modules: &ModuleSet,
-        symbolize: bool,
-    ) -> WallProfile {
-        let symbols = if symbolize {
-            Symbols::resolve(
-                modules,
-                collected
-                    .entries
-                    .iter()
-                    .filter_map(|(k, _)| match &k.stack {
-                        Stack::Frames { ips, .. } => Some(ips),
-                        Stack::Missing(_) => None,
-                    })
-                    .flat_map(|ips| symbols::sampled_addresses(ips)),
-            )
-        } else {
-            Symbols::default()
+/// Builds the [`Profile`]: one sample per distinct (state, labels, stack), most-sampled first;
+/// the state is the flamegraph's root frame (`[futex]`, `[io]` …) and the `state` label, the
+/// thread's name and span the other labels.
+fn from_collected(
+    collected: sampler::Collected,
+    start_time: SystemTime,
+    duration: Duration,
+    frequency_hz: u32,
+    modules: &ModuleSet,
+    symbolize: bool,
+) -> Profile {
+    let symbols = if symbolize {
+        Symbols::resolve(
+            modules,
+            collected
+                .entries
+                .iter()
+                .filter_map(|(k, _)| match &k.stack {
+                    Stack::Frames { ips, .. } => Some(ips),
+                    Stack::Missing(_) => None,
+                })
+                .flat_map(|ips| symbols::sampled_addresses(ips)),
+        )
+    } else {
+        Symbols::default()
+    };
+    type Key = (ThreadState, Labels, Vec<Frame>);
+    let mut merged: HashMap<Key, u64> = HashMap::new();
+    for (key, count) in &collected.entries {
+        let frames = match &key.stack {
+            Stack::Frames { ips, truncated } => {
+                symbols::sampled_stack(&symbols, ips, *truncated, symbolize)
+            }
+            Stack::Missing(why) => vec![Frame {
+                function: Some(why.clone()),
+                ..Frame::unknown(0)
+            }],
         };
-        let mut merged: HashMap<(ThreadState, Labels, Vec<Frame>), u64> = HashMap::new();
-        for (key, count) in &collected.entries {
-            let frames = match &key.stack {
-                Stack::Frames { ips, truncated } => {
-                    symbols::sampled_stack(&symbols, ips, *truncated, symbolize)
-                }
-                Stack::Missing(why) => vec![Frame {
-                    function: Some(why.clone()),
-                    ..Frame::unknown(0)
-                }],
-            };
-            *merged
-                .entry((key.state, key.labels.clone(), frames))
-                .or_default() += count;
-        }
-        let mut stacks: Vec<WallStack> = merged
-            .into_iter()
-            .map(|((state, labels, frames), samples)| WallStack {
-                state,
-                labels,
+        *merged
+            .entry((key.state, key.labels.clone(), frames))
+            .or_default() += count;
+    }
+    let mut stacks: Vec<(Key, u64)> = merged.into_iter().collect();
+    stacks.sort_by(|((sa, la, _), a), ((sb, lb, _), b)| {
+        b.cmp(a).then_with(|| sa.cmp(sb)).then_with(|| la.cmp(lb))
+    });
+    let period = 1_000_000_000 / i64::from(frequency_hz.max(1));
+    let samples = stacks
+        .into_iter()
+        .map(|((state, labels, frames), count)| {
+            let count = i64::try_from(count).unwrap_or(i64::MAX);
+            Sample {
+                root: Some(state.root_frame()),
                 frames,
-                samples,
-            })
-            .collect();
-        stacks.sort_by(|a, b| {
-            b.samples
-                .cmp(&a.samples)
-                .then_with(|| a.state.cmp(&b.state))
-                .then_with(|| a.labels.cmp(&b.labels))
-        });
-        let mut warnings = Vec::new();
-        if let Some(why) = &collected.no_unwinder {
-            warnings.push(format!("no stacks could be taken: {why}"));
-        }
-        if collected.missed_ticks > 0 {
-            warnings.push(format!(
-                "{} of {} ticks were late and skipped (the sampler fell behind, or waited for a thread dump)",
-                collected.missed_ticks,
-                collected.ticks + collected.missed_ticks
-            ));
-        }
-        if collected.skipped > 0 {
-            warnings.push(format!(
-                "{} thread samples were not taken (more than {} threads, or a tick ran out of time)",
-                collected.skipped,
-                sampler::MAX_THREADS
-            ));
-        }
-        if collected.timeouts > 0 {
-            warnings.push(format!(
-                "{} times a thread did not answer the signal within {} ms; those samples have a [no stack] frame",
-                collected.timeouts,
-                sampler::ANSWER_TIMEOUT.as_millis()
-            ));
-        }
-        if collected.table_full > 0 {
-            warnings.push(format!(
-                "more than {} distinct stacks: {} samples are under [sample table full]",
-                sampler::MAX_ENTRIES,
-                collected.table_full
-            ));
-        }
-        if !collected.schedstat {
-            warnings.push(
-                "the kernel keeps no scheduler statistics (/proc/self/task/<tid>/schedstat): every thread was signalled at every tick, and no thread is labelled runnable"
-                    .into(),
-            );
-        }
-        WallProfile {
-            start_time,
-            duration,
-            frequency_hz,
-            samples: collected.samples,
-            ticks: collected.ticks,
-            signalled: collected.signalled,
-            max_threads: collected.max_threads,
-            sampler_cpu: collected.sampler_cpu,
-            symbolized: symbolize,
-            mappings: pprof_mappings(modules),
-            stacks,
-            warnings,
-        }
+                labels: std::iter::once(("state", state.name().to_string()))
+                    .chain(labels)
+                    .collect(),
+                values: vec![count, count.saturating_mul(period)],
+            }
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    if let Some(why) = &collected.no_unwinder {
+        warnings.push(format!("no stacks could be taken: {why}"));
     }
-
-    /// Wall-clock nanoseconds one sample stands for: the tick period.
-    pub(crate) fn nanos_per_sample(&self) -> i64 {
-        1_000_000_000 / i64::from(self.frequency_hz.max(1))
+    if collected.missed_ticks > 0 {
+        warnings.push(format!(
+            "{} of {} ticks were late and skipped (the sampler fell behind, or waited for a thread dump)",
+            collected.missed_ticks,
+            collected.ticks + collected.missed_ticks
+        ));
     }
-
-    /// Gzipped `profile.proto`: sample types `samples/count` and `wall/nanoseconds` (count ×
-    /// period; the default), period `1e9 / frequency` ns of `wall`, real mappings, and labels
-    /// `state` and `thread` on every sample.
-    pub(crate) fn pprof_gz(&self) -> Result<Vec<u8>, WallError> {
-        let period = self.nanos_per_sample();
-        let mut b = pb::ProfileBuilder::new(
-            &[("samples", "count"), ("wall", "nanoseconds")],
-            ("wall", "nanoseconds"),
-            period,
+    if collected.skipped > 0 {
+        warnings.push(format!(
+            "{} thread samples were not taken (more than {} threads, or a tick ran out of time)",
+            collected.skipped,
+            sampler::MAX_THREADS
+        ));
+    }
+    if collected.timeouts > 0 {
+        warnings.push(format!(
+            "{} times a thread did not answer the signal within {} ms; those samples have a [no stack] frame",
+            collected.timeouts,
+            sampler::ANSWER_TIMEOUT.as_millis()
+        ));
+    }
+    if collected.table_full > 0 {
+        warnings.push(format!(
+            "more than {} distinct stacks: {} samples are under [sample table full]",
+            sampler::MAX_ENTRIES,
+            collected.table_full
+        ));
+    }
+    if !collected.schedstat {
+        warnings.push(
+            "the kernel keeps no scheduler statistics (/proc/self/task/<tid>/schedstat): every thread was signalled at every tick, and no thread is labelled runnable"
+                .into(),
         );
-        b.default_sample_type("wall");
-        for m in &self.mappings {
-            b.mapping_spec(&pb::MappingSpec {
-                start: m.memory_start,
-                limit: m.memory_limit,
-                offset: m.file_offset,
-                path: &m.filename,
-                build_id: m.build_id.as_deref().unwrap_or(""),
-                symbolized: self.symbolized,
-            });
-        }
-        for stack in &self.stacks {
-            let locations = pprof_locations(&mut b, &stack.frames, self.symbolized);
-            let samples = i64::try_from(stack.samples).unwrap_or(i64::MAX);
-            let mut labels: Vec<(&str, &str)> = vec![("state", stack.state.name())];
-            labels.extend(stack.labels.iter().map(|(k, v)| (*k, v.as_str())));
-            b.sample(
-                locations,
-                vec![samples, samples.saturating_mul(period)],
-                &labels,
-            );
-        }
-        let start = self
-            .start_time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let profile = b.finish(
-            i64::try_from(start.as_nanos()).unwrap_or(0),
-            i64::try_from(self.duration.as_nanos()).unwrap_or(i64::MAX),
-        );
-        Ok(pb::encode_gz(&profile))
     }
-
-    /// Keeps only the samples taken inside a `tracing` span named `span` (`?span=`).
-    pub(crate) fn retain_span(&mut self, span: &str) {
-        self.stacks
-            .retain(|s| s.labels.iter().any(|(k, v)| *k == "span" && v == span));
-        self.samples = self.stacks.iter().map(|s| s.samples).sum();
-    }
-
-    /// Folded stacks, `[state];outer;…;leaf count` per line.
-    pub(crate) fn folded(&self) -> String {
-        flamegraph::folded_text(&self.folded_stacks())
-    }
-
-    /// An SVG flamegraph titled `title`; the state is the root frame.
-    pub(crate) fn svg(&self, title: &str) -> Result<Vec<u8>, WallError> {
-        flamegraph::svg(&self.folded_stacks(), title, "samples").map_err(WallError::Report)
-    }
-
-    fn folded_stacks(&self) -> Vec<flamegraph::FoldedStack> {
-        self.stacks
-            .iter()
-            .map(|s| {
-                let frames = std::iter::once(s.state.root_frame())
-                    .chain(s.frames.iter().rev().map(|f| f.name().to_string()))
-                    .collect();
-                (frames, s.samples)
-            })
-            .collect()
+    Profile {
+        kind: "wall",
+        value_types: VALUE_TYPES,
+        default_value: "wall",
+        flame_value: (0, "samples"),
+        period: (VALUE_TYPES[1], period),
+        leaf: Leaf::Interrupted,
+        start_time,
+        duration,
+        symbolized: symbolize,
+        mappings: pprof_mappings(modules),
+        samples,
+        describe: format!(
+            "wall clock {} s at {frequency_hz} Hz, up to {} threads",
+            duration.as_secs(),
+            collected.max_threads
+        ),
+        figures: vec![
+            ("x-prodbg-ticks", collected.ticks.to_string()),
+            ("x-prodbg-requested-hz", frequency_hz.to_string()),
+            ("x-prodbg-threads", collected.max_threads.to_string()),
+            ("x-prodbg-signalled", collected.signalled.to_string()),
+            (
+                "x-prodbg-sampler-cpu-us",
+                collected.sampler_cpu.as_micros().to_string(),
+            ),
+        ],
+        warnings,
     }
 }

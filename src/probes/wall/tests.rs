@@ -8,17 +8,36 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use super::profile::{self, WallProfile, WallStack};
+use super::profile;
+use crate::stack::profile::{Profile, Sample};
 use crate::stack::thread_state::ThreadState;
 use crate::test_support::serial;
 
-fn on_thread<'a>(p: &'a WallProfile, name: &'a str) -> impl Iterator<Item = &'a WallStack> + 'a {
-    p.stacks
+fn on_thread<'a>(p: &'a Profile, name: &'a str) -> impl Iterator<Item = &'a Sample> + 'a {
+    p.samples
         .iter()
         .filter(move |s| s.label("thread") == Some(name))
 }
 
-fn has_function(s: &WallStack, needle: &str) -> bool {
+fn in_state(s: &Sample, state: ThreadState) -> bool {
+    s.label("state") == Some(state.name())
+}
+
+/// Sample count of `s`.
+fn count(s: &Sample) -> u64 {
+    s.values[0] as u64
+}
+
+/// The profile's figure `name` (an `x-prodbg-*` header), as a number.
+fn figure(p: &Profile, name: &str) -> u64 {
+    p.figures
+        .iter()
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no figure {name}: {:?}", p.figures))
+}
+
+fn has_function(s: &Sample, needle: &str) -> bool {
     s.frames
         .iter()
         .any(|f| f.function.as_deref().is_some_and(|n| n.contains(needle)))
@@ -88,16 +107,17 @@ fn blocked_sleeping_and_busy_threads_get_their_states_and_functions() {
     waiter.join().unwrap();
     spinner.join().unwrap();
 
-    assert!(p.ticks > 0 && p.samples > 0, "{p:?}");
-    assert!(p.max_threads >= 3);
+    assert!(figure(&p, "x-prodbg-ticks") > 0 && p.total(0) > 0, "{p:?}");
+    assert!(figure(&p, "x-prodbg-threads") >= 3);
     let waits: Vec<_> = on_thread(&p, "wall-waiter").collect();
-    let total: u64 = waits.iter().map(|s| s.samples).sum();
+    let total: u64 = waits.iter().map(|s| count(s)).sum();
     let in_futex: u64 = waits
         .iter()
         .filter(|s| {
-            s.state == ThreadState::Futex && has_function(s, "prodbg_wall_unit_waits_for_the_lock")
+            in_state(s, ThreadState::Futex)
+                && has_function(s, "prodbg_wall_unit_waits_for_the_lock")
         })
-        .map(|s| s.samples)
+        .map(|s| count(s))
         .sum();
     assert!(
         total > 0 && in_futex * 10 >= total * 8,
@@ -105,16 +125,15 @@ fn blocked_sleeping_and_busy_threads_get_their_states_and_functions() {
     );
     let holder: Vec<_> = on_thread(&p, "wall-holder").collect();
     assert!(
-        holder.iter().any(|s| s.state == ThreadState::Sleeping
+        holder.iter().any(|s| in_state(s, ThreadState::Sleeping)
             && has_function(s, "prodbg_wall_unit_holds_the_lock")),
         "holder: {holder:#?}"
     );
     let spins: Vec<_> = on_thread(&p, "wall-spinner").collect();
     assert!(
-        spins.iter().any(
-            |s| matches!(s.state, ThreadState::Running | ThreadState::Runnable)
-                && has_function(s, "prodbg_wall_unit_spins")
-        ),
+        spins.iter().any(|s| (in_state(s, ThreadState::Running)
+            || in_state(s, ThreadState::Runnable))
+            && has_function(s, "prodbg_wall_unit_spins")),
         "spinner: {spins:#?}"
     );
     // The sampler does not sample itself, and is gone.
@@ -129,7 +148,7 @@ fn blocked_sleeping_and_busy_threads_get_their_states_and_functions() {
         folded.lines().any(|l| l.starts_with("[futex];")),
         "{folded}"
     );
-    assert!(!p.pprof_gz().unwrap().is_empty());
+    assert!(!p.pprof_gz().is_empty());
 }
 
 #[test]
@@ -160,7 +179,7 @@ fn a_thread_dump_during_a_wall_profile_gets_every_stack() {
     tx.send(()).unwrap();
     parked.join().unwrap().unwrap();
     assert!(
-        on_thread(&p, "wall-parked").map(|s| s.samples).sum::<u64>() > 0,
+        on_thread(&p, "wall-parked").map(count).sum::<u64>() > 0,
         "{p:?}"
     );
 }

@@ -215,21 +215,22 @@ async fn last_result(
     RawQuery(q): RawQuery,
 ) -> Response {
     let (kind, svg) = match (file.strip_suffix(".svg"), file.strip_suffix(".pb.gz")) {
-        (Some(kind), _) => (kind, true),
-        (_, Some(kind)) => (kind, false),
-        _ => {
-            return ApiError::not_found(format!(
-                "no such file {:?}: ask for <kind>.svg or <kind>.pb.gz (kinds kept now: {})",
-                file.chars().take(64).collect::<String>(),
-                kinds(&results)
-            ))
-            .into_response()
-        }
+        (Some(kind), _) => (Some(kind), true),
+        (_, Some(kind)) => (Some(kind), false),
+        _ => (None, false),
     };
     let allowed: &[&str] = if svg { &["s", "x", "y"] } else { &[] };
     if let Err(e) = Params::parse(q.as_deref(), allowed) {
         return e.into_response();
     }
+    let Some(kind) = kind else {
+        return ApiError::not_found(format!(
+            "no such file {:?}: ask for <kind>.svg or <kind>.pb.gz (kinds kept now: {})",
+            file.chars().take(64).collect::<String>(),
+            kinds(&results)
+        ))
+        .into_response();
+    };
     let Some(r) = results.get(kind) else {
         return ApiError::not_found(format!(
             "no {:?} profile has been kept: a profile taken with ?format=svg (the console's buttons) is kept here; kinds kept now: {}",

@@ -1,0 +1,263 @@
+//! The one profile endpoint: what every stack profile route shares — its `format`,
+//! `symbolize` and `span` parameters, its answer (content type, file name, the SVG's CSP, the
+//! `x-prodbg-*` figures, the console's kept copy) and its bundle files — and the timed
+//! samplers' whole handler. A profiler is a producer of [`Profile`]s plus a route declaration.
+
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+
+use super::download::{file_name, profile_response};
+use super::fair::Cap;
+use super::{blocking, ApiError, BundlePart, Caller, Params, Results, StoredResult};
+use crate::probes::spans::labels::MAX_LABEL_VALUE_BYTES;
+use crate::stack::profile::Profile;
+
+/// The answer's encoding (`?format=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Gzipped `profile.proto` (the default, as in Go).
+    Pprof,
+    /// An inferno flamegraph.
+    Svg,
+    /// Folded stacks.
+    Folded,
+}
+
+/// The parameters every profile route takes: `format`, and on sampled profiles `symbolize`
+/// and `span`.
+#[derive(Debug, Clone)]
+pub(crate) struct Ask {
+    pub(crate) format: Format,
+    /// `false` (pprof only): leave symbolization to the reader (mappings carry path, offsets
+    /// and build id).
+    pub(crate) symbolize: bool,
+    /// Keep only the samples taken inside the `tracing` span of this name.
+    pub(crate) span: Option<String>,
+}
+
+/// The parameter names [`Ask::parse`] reads on a sampled profile.
+pub(crate) const SAMPLED: &[&str] = &["format", "symbolize", "span"];
+
+impl Ask {
+    /// Reads `format` and, if `sampled`, `symbolize` and `span` (at most the span labels'
+    /// length); `symbolize=false` is for pprof only.
+    pub(crate) fn parse(params: &Params, sampled: bool) -> Result<Ask, ApiError> {
+        let format = match params.choice("format", &["pprof", "svg", "folded"], "pprof")? {
+            "svg" => Format::Svg,
+            "folded" => Format::Folded,
+            _ => Format::Pprof,
+        };
+        if !sampled {
+            return Ok(Ask {
+                format,
+                symbolize: true,
+                span: None,
+            });
+        }
+        let symbolize = params.choice("symbolize", &["true", "false"], "true")? == "true";
+        let span = params
+            .text("span", MAX_LABEL_VALUE_BYTES)?
+            .map(str::to_owned);
+        if !symbolize && format != Format::Pprof {
+            return Err(ApiError::bad_parameter(
+                "symbolize=false is for format=pprof only (its mappings carry path, offsets and build id for off-host symbolization); svg and folded need names",
+            ));
+        }
+        Ok(Ask {
+            format,
+            symbolize,
+            span,
+        })
+    }
+}
+
+/// Where a profile's answer goes: the service's name (file names, titles) and the console's
+/// kept results. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Outlet {
+    pub(crate) service: Arc<str>,
+    pub(crate) results: Results,
+}
+
+impl Outlet {
+    /// Answers `ask` with `profile`, taken at `started` for `caller`: filtered to the span,
+    /// rendered off the runtime's threads, its figures and first warning as `x-prodbg-*`
+    /// headers. An SVG is kept with the pprof file of the same profile as the console's last
+    /// result of the profile's kind. `file_kind` names the download (`heap-growth`).
+    pub(crate) async fn answer(
+        &self,
+        mut profile: Profile,
+        ask: &Ask,
+        started: SystemTime,
+        caller: &Caller,
+        file_kind: &str,
+    ) -> Result<Response, ApiError> {
+        if let Some(span) = &ask.span {
+            profile.retain_span(span);
+        }
+        let title = profile.title(&self.service);
+        let format = ask.format;
+        let svg_title = title.clone();
+        let (profile, body, kept_pprof, render_ms) = blocking("rendering the profile", move || {
+            let t0 = Instant::now();
+            let (body, kept) = match format {
+                Format::Svg => (profile.svg(&svg_title)?, Some(profile.pprof_gz())),
+                Format::Folded => (profile.folded().into_bytes(), None),
+                Format::Pprof => (profile.pprof_gz(), None),
+            };
+            Ok::<_, String>((profile, body, kept, t0.elapsed().as_secs_f64() * 1e3))
+        })
+        .await?
+        .map_err(|e| ApiError::internal(format!("cannot render the profile: {e}")))?;
+        let name = |ext: &str| file_name(&self.service, file_kind, started, ext);
+        if let Some(pprof) = kept_pprof {
+            self.results.put(StoredResult {
+                kind: profile.kind,
+                title,
+                taken_at: started,
+                by: caller.name().to_string(),
+                svg: body.clone(),
+                svg_name: name("svg"),
+                pprof,
+                pprof_name: name("pb.gz"),
+            });
+        }
+        let format = match format {
+            Format::Svg => "svg",
+            Format::Folded => "folded",
+            Format::Pprof => "pprof",
+        };
+        tracing::info!(
+            target: "prodbg",
+            kind = profile.kind, stacks = profile.samples.len(), format, render_ms,
+            "profile taken"
+        );
+        let mut figures = Vec::new();
+        if profile.value_types.first().map(|t| t.kind) == Some("samples") {
+            figures.push(("x-prodbg-samples", profile.total(0).to_string()));
+        }
+        figures.extend(profile.figures.iter().cloned());
+        figures.extend(
+            profile
+                .warnings
+                .first()
+                .map(|w| ("x-prodbg-warning", w.clone())),
+        );
+        figures.extend(
+            crate::stack::debug_info::missing_note()
+                .map(|n| ("x-prodbg-debug-info", n.to_string())),
+        );
+        Ok(profile_response(format, name, body, &figures))
+    }
+
+    /// The bundle's two files of one profile, `<kind>.pb.gz` and `<kind>.svg`, from `take`.
+    pub(crate) fn bundle_part(
+        &self,
+        kind: &str,
+        take: impl std::future::Future<Output = Result<Profile, ApiError>> + Send + 'static,
+    ) -> BundlePart {
+        let service = self.service.clone();
+        BundlePart::several(
+            &[&format!("{kind}.pb.gz"), &format!("{kind}.svg")],
+            async move {
+                let profile = take.await.map_err(|e| e.message)?;
+                blocking("rendering the profile", move || {
+                    let svg = profile.svg(&profile.title(&service))?;
+                    Ok(vec![profile.pprof_gz(), svg])
+                })
+                .await
+                .map_err(|e| e.message)?
+            },
+        )
+    }
+}
+
+/// A profiler that samples for a while: CPU, wall clock. One runs at a time per process
+/// (its `start` refuses a second with the time left).
+pub(crate) trait Sampler: Send + Sync + 'static {
+    /// A profile being taken; dropping it stops sampling.
+    type Running: Send + 'static;
+    /// The profile's kind: `cpu`, `wall`.
+    const KIND: &'static str;
+    /// The rates it accepts, Hz.
+    const FREQUENCY: RangeInclusive<u32>;
+    /// Its default rate, Hz.
+    const DEFAULT_FREQUENCY: u32;
+    /// Its default length, seconds (at most the configured maximum).
+    const DEFAULT_SECONDS: u64;
+    /// Starts sampling every thread for (about) `duration` at `frequency_hz`. Blocking.
+    fn start(duration: Duration, frequency_hz: u32) -> Result<Self::Running, ApiError>;
+    /// Stops and builds the profile, symbolized if `symbolize`. Blocking, CPU-heavy.
+    fn stop(running: Self::Running, symbolize: bool) -> Result<Profile, ApiError>;
+}
+
+/// Samples for `duration` and returns the profile. Dropping the future (the client hung up)
+/// drops the running profile, which stops sampling.
+pub(crate) async fn sample<S: Sampler>(
+    duration: Duration,
+    frequency_hz: u32,
+    symbolize: bool,
+) -> Result<Profile, ApiError> {
+    // Starting reads the module list and the stack mappings: off the admin runtime's threads.
+    let running = blocking("starting the profiler", move || {
+        S::start(duration, frequency_hz)
+    })
+    .await??;
+    tokio::time::sleep(duration).await;
+    blocking("stopping the profiler", move || S::stop(running, symbolize)).await?
+}
+
+/// The state of a [`timed`] route.
+#[derive(Debug, Clone)]
+pub(crate) struct Timed {
+    pub(crate) outlet: Outlet,
+    pub(crate) cap: Cap,
+    pub(crate) max_seconds: u64,
+}
+
+/// The handler of a sampled profile route: `?seconds=1..max`, `?frequency=` in the sampler's
+/// range, then [`Ask`]'s parameters.
+pub(crate) async fn timed<S: Sampler>(
+    State(st): State<Timed>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut allowed = vec!["seconds", "frequency"];
+    allowed.extend_from_slice(SAMPLED);
+    let params = Params::parse(q.as_deref(), &allowed)?;
+    let max = st.max_seconds;
+    let seconds = params.u64_in("seconds", 1..=max, S::DEFAULT_SECONDS.min(max))?;
+    let frequency = params.u64_in(
+        "frequency",
+        u64::from(*S::FREQUENCY.start())..=u64::from(*S::FREQUENCY.end()),
+        u64::from(S::DEFAULT_FREQUENCY),
+    )?;
+    let ask = Ask::parse(&params, true)?;
+    let _cap = st.cap.take()?;
+    let started = SystemTime::now();
+    let profile = sample::<S>(
+        Duration::from_secs(seconds),
+        frequency as u32,
+        ask.symbolize,
+    )
+    .await?;
+    st.outlet
+        .answer(profile, &ask, started, &caller, S::KIND)
+        .await
+}
+
+/// The bundle's files of a sampled profile over `duration` at the default rate.
+pub(crate) fn timed_bundle<S: Sampler>(
+    outlet: &Outlet,
+    cap: Cap,
+    duration: Duration,
+) -> BundlePart {
+    outlet.bundle_part(S::KIND, async move {
+        let _cap = cap.take()?;
+        sample::<S>(duration, S::DEFAULT_FREQUENCY, true).await
+    })
+}
