@@ -11,16 +11,21 @@
 //!
 //! `cargo bench --bench audit_fsync`
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+pub mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
+use common::admin::SECRET;
+use common::clock::process_cpu_time;
+use common::http::Client;
+use common::stats::min_median_max;
 use prodbg::audit::{FsyncPolicy, Rotation};
 use prodbg::{Admin, AdminHandle, Scope};
 
-const SECRET: &str = "bench-secret-0123456789abcdef";
 const KEY: &str = "bench-audit-key-0123456789abcdef";
 const PATH: &str = "/debug/bench/noop";
 const ROUND: Duration = Duration::from_millis(300);
@@ -72,7 +77,9 @@ fn main() {
         .collect();
     for (server, _) in &servers {
         let mut c = Client::connect(server.local_addr());
-        (0..200).for_each(|_| c.get(PATH));
+        (0..200).for_each(|_| {
+            c.get(PATH);
+        });
     }
     println!(
         "audit record cost by fsync policy: files in {} (keyed chain, rotation off), \
@@ -86,9 +93,9 @@ fn main() {
     let mut requests = vec![0u64; CASES.len()];
     for r in 0..ROUNDS {
         for i in rotated(r) {
-            let cpu_start = process_cpu_s();
+            let cpu_start = process_cpu_time().as_secs_f64();
             let (n, secs) = run(servers[i].0.local_addr(), 1, ROUND);
-            cpu[i].push((process_cpu_s() - cpu_start) * 1e6 / n as f64);
+            cpu[i].push((process_cpu_time().as_secs_f64() - cpu_start) * 1e6 / n as f64);
             wall[i].push(secs * 1e6 / n as f64);
             requests[i] += n;
         }
@@ -111,9 +118,9 @@ fn main() {
     }
     println!();
     println!("{CLIENTS} keep-alive clients at once: requests (= records) per second (min / median / max)");
-    let (_, none_med, _) = spread(&mut rates[0].clone());
+    let (_, none_med, _) = min_median_max(rates[0].clone());
     for (i, case) in CASES.iter().enumerate() {
-        let (lo, med, hi) = spread(&mut rates[i]);
+        let (lo, med, hi) = min_median_max(rates[i].clone());
         println!(
             "{:<22} {:>8.0} / {:>8.0} / {:>8.0} req/s   ÷ none {:.2}",
             case.name,
@@ -185,11 +192,11 @@ fn table(what: &str, samples: &[Vec<f64>]) {
     );
     let base = &samples[0];
     for (i, case) in CASES.iter().enumerate() {
-        let (lo, med, hi) = spread(&mut samples[i].clone());
-        let mut deltas: Vec<f64> = samples[i].iter().zip(base).map(|(t, b)| t - b).collect();
-        let mut ratios: Vec<f64> = samples[i].iter().zip(base).map(|(t, b)| t / b).collect();
-        let (dlo, dmed, dhi) = spread(&mut deltas);
-        let (_, rmed, _) = spread(&mut ratios);
+        let (lo, med, hi) = min_median_max(samples[i].clone());
+        let deltas: Vec<f64> = samples[i].iter().zip(base).map(|(t, b)| t - b).collect();
+        let ratios: Vec<f64> = samples[i].iter().zip(base).map(|(t, b)| t / b).collect();
+        let (dlo, dmed, dhi) = min_median_max(deltas);
+        let (_, rmed, _) = min_median_max(ratios);
         let delta = if i == 0 {
             "—".to_string()
         } else {
@@ -205,26 +212,9 @@ fn table(what: &str, samples: &[Vec<f64>]) {
     }
 }
 
-/// CPU time of the whole process so far, in seconds.
-fn process_cpu_s() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    assert_eq!(rc, 0, "clock_gettime");
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-}
-
 /// The cases in round `r`'s order: each case goes first in turn.
 fn rotated(r: usize) -> impl Iterator<Item = usize> {
     (0..CASES.len()).map(move |i| (i + r) % CASES.len())
-}
-
-fn spread(v: &mut [f64]) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
 fn request_records(file: &Path) -> usize {
@@ -234,43 +224,4 @@ fn request_records(file: &Path) -> usize {
         .map_while(Result::ok)
         .filter(|l| l.starts_with("{\"kind\":\"request\""))
         .count()
-}
-
-/// A minimal keep-alive HTTP/1.1 client, so the client's own cost stays small and steady.
-struct Client {
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        Client {
-            reader: BufReader::new(s),
-        }
-    }
-
-    fn get(&mut self, path: &str) {
-        write!(
-            self.reader.get_mut(),
-            "GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {SECRET}\r\n\r\n"
-        )
-        .unwrap();
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-        let mut len = 0;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; len];
-        self.reader.read_exact(&mut body).unwrap();
-    }
 }

@@ -27,15 +27,19 @@
 //! Run: `cargo bench --bench cpu_overhead` (about 8 minutes). `PRODBG_BENCH_ROUNDS=n` sets the
 //! rounds (default 12). `PRODBG_BENCH_OUT=dir` also writes the first profile (`cpu.pb.gz`).
 
-mod common;
+pub mod common;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::SECRET;
-use prodbg::AdminHandle;
+use common::admin::SECRET;
+use common::clock::thread_cpu_time;
+use common::http::Http;
+use common::memory::{reset_peak, Status};
+use common::stats::spread;
+use common::work::{busy_threads, compute_step};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
@@ -50,15 +54,6 @@ const CLONE_BYTES: usize = 1 << 20;
 const WORKER: &str = "acc-worker";
 
 // ---------------------------------------------------------------- the workload
-
-#[inline(never)]
-fn compute_step(iters: u64) -> u64 {
-    let mut x = 1u64;
-    for i in 0..iters {
-        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
-    }
-    x
-}
 
 #[inline(never)]
 fn alloc_step(count: u64) -> u64 {
@@ -82,28 +77,7 @@ fn clone_step(src: &Vec<u8>) -> u64 {
 /// The low-noise overhead workload: compute only, no memory traffic (the memcpy-heavy mix
 /// varies by a few % from run to run with the memory bandwidth the machine's neighbours leave).
 fn compute_only(len: Duration) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
-    let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name(format!("{WORKER}-{t}"))
-                .spawn(move || {
-                    let mut units = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        black_box(compute_step(20_000));
-                        units += 1;
-                    }
-                    units
-                })
-                .expect("spawn")
-        })
-        .collect();
-    std::thread::sleep(len);
-    stop.store(true, Ordering::Relaxed);
-    let units: u64 = handles.into_iter().map(|h| h.join().expect("join")).sum();
-    units as f64 / t0.elapsed().as_secs_f64()
+    busy_threads(THREADS, WORKER, len, || compute_step(20_000))
 }
 
 /// How much of each step one loop iteration ("unit") does.
@@ -171,21 +145,6 @@ fn worker_loop(mix: Mix, src: &Vec<u8>, stop: &AtomicBool) -> (u64, Split, Durat
     }
     split.total = start.elapsed().as_nanos() as u64;
     (units, split, thread_cpu_time().saturating_sub(cpu0))
-}
-
-fn clock(id: libc::clockid_t) -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn thread_cpu_time() -> Duration {
-    clock(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// One workload run.
@@ -340,25 +299,14 @@ fn shares_of(parts: [u64; 4]) -> [f64; 4] {
 
 /// `(VmRSS, RssAnon, RssFile, VmHWM)` of this process in MB.
 fn rss_mb() -> [f64; 4] {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    };
+    let status = Status::read();
+    let field = |name: &str| status.kb(name).map_or(f64::NAN, |kb| kb as f64 / 1024.0);
     [
         field("VmRSS:"),
         field("RssAnon:"),
         field("RssFile:"),
         field("VmHWM:"),
     ]
-}
-
-/// Resets VmHWM (peak RSS) to the current RSS.
-fn reset_peak() {
-    std::fs::write("/proc/self/clear_refs", "5").expect("write /proc/self/clear_refs");
 }
 
 fn fmt_rss(r: [f64; 4]) -> String {
@@ -423,105 +371,41 @@ struct Response {
     received: Instant,
 }
 
-/// An HTTP client of the in-process admin server, on a one-worker Tokio runtime so a profile
-/// request proceeds while the calling thread runs the workload.
-struct Http {
-    rt: tokio::runtime::Runtime,
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Http {
-    fn new(admin: &AdminHandle) -> Http {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("bench-http")
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .expect("reqwest client");
-        Http {
-            rt,
-            client,
-            base: admin.url(),
+/// Sends `GET /debug/pprof/profile` on `http`'s runtime; the returned task yields the response.
+fn start_profile(
+    http: &Http,
+    seconds: u64,
+    hz: u32,
+    format: &str,
+) -> tokio::task::JoinHandle<Response> {
+    let request = http
+        .client
+        .get(format!(
+            "{}/debug/pprof/profile?seconds={seconds}&frequency={hz}&format={format}",
+            http.base
+        ))
+        .bearer_auth(SECRET);
+    http.rt.spawn(async move {
+        let r = request.send().await.expect("GET /debug/pprof/profile");
+        let status = r.status();
+        let samples = r
+            .headers()
+            .get("x-prodbg-samples")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok());
+        let body = r.bytes().await.expect("profile body").to_vec();
+        let received = Instant::now();
+        assert!(
+            status.is_success(),
+            "profile: {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        Response {
+            samples: samples.expect("x-prodbg-samples"),
+            body,
+            received,
         }
-    }
-
-    fn get(&self, path: &str) -> Vec<u8> {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .get(format!("{}{path}", self.base))
-                .bearer_auth(SECRET)
-                .send()
-                .await
-                .expect("GET");
-            let status = r.status();
-            let body = r.bytes().await.expect("body").to_vec();
-            assert!(status.is_success(), "{path}: {status}");
-            body
-        })
-    }
-
-    /// `probes.cpu.profile_running` from the JSON index.
-    fn profile_running(&self) -> bool {
-        let index: serde_json::Value = self.rt.block_on(async {
-            self.client
-                .get(format!("{}/debug/", self.base))
-                .bearer_auth(SECRET)
-                .header("accept", "application/json")
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .expect("GET /debug/")
-                .json()
-                .await
-                .expect("JSON index")
-        });
-        index["probes"]["cpu"]["profile_running"]
-            .as_bool()
-            .expect("probes.cpu.profile_running in the index")
-    }
-
-    /// Sends `GET /debug/pprof/profile` on the runtime; the returned task yields the response.
-    fn start_profile(
-        &self,
-        seconds: u64,
-        hz: u32,
-        format: &str,
-    ) -> tokio::task::JoinHandle<Response> {
-        let request = self
-            .client
-            .get(format!(
-                "{}/debug/pprof/profile?seconds={seconds}&frequency={hz}&format={format}",
-                self.base
-            ))
-            .bearer_auth(SECRET);
-        self.rt.spawn(async move {
-            let r = request.send().await.expect("GET /debug/pprof/profile");
-            let status = r.status();
-            let samples = r
-                .headers()
-                .get("x-prodbg-samples")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|s| s.parse().ok());
-            let body = r.bytes().await.expect("profile body").to_vec();
-            let received = Instant::now();
-            assert!(
-                status.is_success(),
-                "profile: {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-            Response {
-                samples: samples.expect("x-prodbg-samples"),
-                body,
-                received,
-            }
-        })
-    }
+    })
 }
 
 /// A profile taken while the workload ran.
@@ -545,8 +429,8 @@ fn profiled(
     mid: impl FnOnce(),
 ) -> Profiled {
     let sent = Instant::now();
-    let pending = http.start_profile(seconds, hz, format);
-    while !http.profile_running() {
+    let pending = start_profile(http, seconds, hz, format);
+    while !http.profile_running("cpu") {
         assert!(
             !pending.is_finished(),
             "the profile ended before it was seen running"
@@ -585,12 +469,10 @@ fn pprof_rs(mix: Mix, src: &Arc<Vec<u8>>, seconds: u64) -> (Run, pprof::Report, 
 // ---------------------------------------------------------------- statistics
 
 fn stats(v: &[f64]) -> String {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.as_slice() {
-        [] => "-".into(),
-        [first, .., last] => format!("{first:.3} / {:.3} / {last:.3}", s[s.len() / 2]),
-        [only] => format!("{only:.3}"),
+    match spread(v.to_vec()) {
+        None => "-".into(),
+        Some((lo, med, hi)) if v.len() > 1 => format!("{lo:.3} / {med:.3} / {hi:.3}"),
+        Some((only, _, _)) => format!("{only:.3}"),
     }
 }
 
@@ -659,7 +541,7 @@ fn main() {
             ),
         )
         .init();
-    let rounds = common::rounds(DEFAULT_ROUNDS);
+    let rounds = common::env::rounds(DEFAULT_ROUNDS);
     let exe = std::env::current_exe().expect("current_exe");
     let exe_mb = std::fs::metadata(&exe).map_or(0.0, |m| m.len() as f64 / 1e6);
     println!(
@@ -681,9 +563,9 @@ fn main() {
         fmt_shares(truth.split.shares())
     );
 
-    let admin = common::admin("cpu_overhead");
+    let admin = common::admin::spawn("cpu_overhead");
     let http = Http::new(&admin);
-    assert!(!http.profile_running(), "no profile running at start");
+    assert!(!http.profile_running("cpu"), "no profile running at start");
     let _ = http.get("/debug/");
 
     // 1. Memory and latency of symbolization, first in the process and later.
@@ -844,8 +726,8 @@ fn main() {
     for _ in 0..rounds {
         let mut on = [0.0; 2];
         for (i, hz) in [99, 999].into_iter().enumerate() {
-            let pending = http.start_profile(ROUND_S + 1, hz, "folded");
-            while !http.profile_running() {
+            let pending = start_profile(&http, ROUND_S + 1, hz, "folded");
+            while !http.profile_running("cpu") {
                 std::thread::sleep(Duration::from_millis(2));
             }
             on[i] = compute_only(run);

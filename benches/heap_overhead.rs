@@ -29,20 +29,22 @@
 //! Run: `cargo bench --bench heap_overhead` (about a minute). `PRODBG_BENCH_ROUNDS=n` sets the
 //! interleaved rounds (default 15).
 
-mod common;
+pub mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::hint::black_box;
-use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use common::SECRET;
+use common::child::run_self;
+use common::clock::thread_cpu_time;
+use common::http::Http;
+use common::memory::{reset_peak, Status};
+use common::stats::median;
 use pprof::protos::Message as _;
-use prodbg::AdminHandle;
 
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
@@ -169,18 +171,6 @@ fn hold_live_data() -> Vec<Box<dyn std::any::Any>> {
 
 type Unit = fn(u64, &mut HashMap<u64, String>) -> u64;
 
-/// CPU time of the calling thread: unlike wall time, other processes on the machine do not
-/// inflate it (they still share caches).
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// Units of work per second of this thread's CPU time, over `run` of CPU time.
 fn throughput(unit: Unit, run: Duration) -> f64 {
     let mut cache = HashMap::new();
@@ -204,20 +194,13 @@ fn workload(name: &str) -> Unit {
 
 /// Throughput of `name` under the system allocator, in a child process.
 fn system_throughput(name: &str) -> f64 {
-    let out = Command::new(std::env::current_exe().expect("own path"))
-        .env("PRODBG_BENCH_SYSTEM_ALLOC", "1")
-        .env("PRODBG_BENCH_CHILD", name)
-        .output()
-        .expect("child runs");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("child prints its throughput")
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    run_self(&[
+        ("PRODBG_BENCH_SYSTEM_ALLOC", "1"),
+        ("PRODBG_BENCH_CHILD", name),
+    ])
+    .trim()
+    .parse()
+    .expect("child prints its throughput")
 }
 
 /// Bytes jemalloc counts as allocated by this thread per unit of work.
@@ -232,74 +215,20 @@ fn bytes_per_unit(unit: Unit) -> f64 {
     (allocated().expect("thread.allocated") - before) as f64 / 10_000.0
 }
 
-/// An HTTP client of the in-process admin server, on a small Tokio runtime; its methods block.
-struct Http {
-    rt: tokio::runtime::Runtime,
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Http {
-    fn new(admin: &AdminHandle) -> Http {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .expect("reqwest client");
-        Http {
-            rt,
-            client,
-            base: admin.url(),
-        }
-    }
-
-    /// Sends a request; panics unless it succeeds; returns the body.
-    fn send(&self, method: reqwest::Method, path: &str) -> Vec<u8> {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .request(method, format!("{}{path}", self.base))
-                .bearer_auth(SECRET)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{path}: {e}"));
-            let status = r.status();
-            let body = r.bytes().await.expect("body").to_vec();
-            assert!(
-                status.is_success(),
-                "{path}: {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-            body
-        })
-    }
-
-    fn get(&self, path: &str) -> Vec<u8> {
-        self.send(reqwest::Method::GET, path)
-    }
-
-    fn get_json(&self, path: &str) -> serde_json::Value {
-        serde_json::from_slice(&self.get(path)).expect("JSON")
-    }
-
-    /// `POST /debug/pprof/heap/activate` or `deactivate`.
-    fn set_active(&self, active: bool) {
-        let path = if active {
-            "/debug/pprof/heap/activate"
-        } else {
-            "/debug/pprof/heap/deactivate"
-        };
-        let body: serde_json::Value =
-            serde_json::from_slice(&self.send(reqwest::Method::POST, path)).expect("JSON");
-        assert_eq!(
-            body["profiling"]["active"].as_bool(),
-            Some(active),
-            "{path}: {body}"
-        );
-    }
+/// `POST /debug/pprof/heap/activate` or `deactivate`.
+fn set_active(http: &Http, active: bool) {
+    let path = if active {
+        "/debug/pprof/heap/activate"
+    } else {
+        "/debug/pprof/heap/deactivate"
+    };
+    let body: serde_json::Value =
+        serde_json::from_slice(&http.send(reqwest::Method::POST, path)).expect("JSON");
+    assert_eq!(
+        body["profiling"]["active"].as_bool(),
+        Some(active),
+        "{path}: {body}"
+    );
 }
 
 /// Throughput with sampling off and on, in alternating slices: (inactive, active).
@@ -311,11 +240,11 @@ fn inactive_active(http: &Http, unit: Unit, round: usize) -> (f64, f64) {
             (round + slice).is_multiple_of(2),
         ] {
             if active {
-                http.set_active(true);
+                set_active(http, true);
             }
             let t = throughput(unit, RUN / SLICES);
             if active {
-                http.set_active(false);
+                set_active(http, false);
             }
             *(if active { &mut on } else { &mut off }) += t / SLICES as f64;
         }
@@ -325,30 +254,14 @@ fn inactive_active(http: &Http, unit: Unit, round: usize) -> (f64, f64) {
 
 /// `(VmRSS, RssAnon, RssFile)` of this process in bytes.
 fn rss() -> (u64, u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
+    let status = Status::read();
+    let field = |name: &str| status.kb(name).map_or(0, |kb| kb * 1024);
     (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
 }
 
 /// Peak RSS (VmHWM) in bytes since the last [`reset_peak`].
 fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Resets the peak RSS to the current RSS.
-fn reset_peak() {
-    std::fs::write("/proc/self/clear_refs", "5").expect("write /proc/self/clear_refs");
+    Status::read().kb("VmHWM:").map_or(0, |kb| kb * 1024)
 }
 
 /// Samples (one per stack) in a gzipped profile.proto.
@@ -367,9 +280,9 @@ fn main() {
         println!("{}", throughput(workload(&name), RUN));
         return;
     }
-    let rounds = common::rounds(DEFAULT_ROUNDS);
-    let admin = common::admin("heap_overhead");
-    let http = Http::new(&admin);
+    let rounds = common::env::rounds(DEFAULT_ROUNDS);
+    let admin = common::admin::spawn("heap_overhead");
+    let http = Http::current_thread(&admin);
     let memory = http.get_json("/debug/memory");
     let state = &memory["jemalloc"]["profiling"];
     assert_eq!(
@@ -420,9 +333,9 @@ fn main() {
     unsafe { tikv_jemalloc_ctl::raw::write(b"prof.reset\0", 19usize) }.expect("prof.reset");
 
     // Heap profiles: hold live data from many stacks so the profile is not trivial.
-    http.set_active(true);
+    set_active(&http, true);
     let held = hold_live_data();
-    http.set_active(false);
+    set_active(&http, false);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     for attempt in ["first", "second"] {
         let before = rss();

@@ -4,14 +4,16 @@
 //!
 //! `cargo bench --bench hostile`
 
+pub mod common;
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use common::admin::SECRET;
 use prodbg::{Admin, Scope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-const SECRET: &str = "bench-secret-0123456789abcdef";
 const REQUESTS: usize = 300;
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const OPERATOR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);

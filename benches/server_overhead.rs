@@ -6,18 +6,22 @@
 //!
 //! `cargo bench --bench server_overhead`
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+pub mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::admin::SECRET;
+use common::http::Client;
+use common::memory::rss_bytes;
+use common::stats::min_median_max;
+use common::work::compute_step;
 use prodbg::{Admin, Scope};
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-const SECRET: &str = "bench-secret-0123456789abcdef";
 const ROUND: Duration = Duration::from_millis(1500);
 const ROUNDS: usize = 9;
 
@@ -50,12 +54,9 @@ fn main() {
         drop(admin);
         ratios.push(with / without);
     }
+    let (min, med, max) = min_median_max(ratios);
     println!(
-        "idle overhead: host throughput with admin server ÷ without = {:.4} (median of {ROUNDS} interleaved {:?} rounds; min {:.4}, max {:.4})",
-        median(&mut ratios),
-        ROUND,
-        ratios.iter().cloned().fold(f64::MAX, f64::min),
-        ratios.iter().cloned().fold(0.0, f64::max)
+        "idle overhead: host throughput with admin server ÷ without = {med:.4} (median of {ROUNDS} interleaved {ROUND:?} rounds; min {min:.4}, max {max:.4})"
     );
 
     let admin = spawn();
@@ -67,7 +68,7 @@ fn main() {
                 std::thread::spawn(move || {
                     let done = AtomicU64::new(0);
                     while !stop.load(Ordering::Relaxed) {
-                        done.fetch_add(spin(10_000), Ordering::Relaxed);
+                        done.fetch_add(compute_step(10_000), Ordering::Relaxed);
                     }
                 })
             })
@@ -113,7 +114,7 @@ fn workload(d: Duration) -> f64 {
             std::thread::spawn(move || {
                 let mut n = 0;
                 while start.elapsed() < d {
-                    std::hint::black_box(spin(10_000));
+                    std::hint::black_box(compute_step(10_000));
                     n += 1;
                 }
                 total.fetch_add(n, Ordering::Relaxed);
@@ -122,67 +123,4 @@ fn workload(d: Duration) -> f64 {
         .collect();
     threads.into_iter().for_each(|t| t.join().unwrap());
     total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
-#[inline(never)]
-fn spin(n: u64) -> u64 {
-    (0..n).fold(1u64, |a, x| {
-        std::hint::black_box(a.wrapping_mul(6364136223846793005).wrapping_add(x))
-    })
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
-/// A minimal keep-alive HTTP/1.1 client, so the client's own cost stays small and steady.
-struct Client {
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        Client {
-            reader: BufReader::new(s),
-        }
-    }
-
-    fn get(&mut self, path: &str) -> usize {
-        write!(
-            self.reader.get_mut(),
-            "GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {SECRET}\r\n\r\n"
-        )
-        .unwrap();
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-        let mut len = 0;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; len];
-        self.reader.read_exact(&mut body).unwrap();
-        len
-    }
 }

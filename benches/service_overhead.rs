@@ -26,9 +26,11 @@
 //! ROUNDS=31 RUN_MS=2000 WORKERS=2 cargo bench --bench service_overhead
 //! ```
 
-mod common;
+pub mod common;
 
-use common::{env_u64 as env, min_median_max as stats};
+use common::child::{number, run_self};
+use common::env::env_u64 as env;
+use common::stats::min_median_max as stats;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -179,22 +181,14 @@ fn sink() -> impl for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static {
 /// Installs configuration `i` as the global default; what it returns must live for the run.
 fn install(i: usize) -> Option<prodbg::AdminHandle> {
     let host_filter = || EnvFilter::new("info");
-    let admin = |b: prodbg::AdminBuilder| {
-        Some(
-            b.bind("127.0.0.1:0")
-                .service_name("service-bench")
-                .token("ops", prodbg::Scope::Admin, common::SECRET)
-                .spawn()
-                .expect("admin server"),
-        )
-    };
+    let admin = |b| common::admin::spawn_from(b, "service-bench");
     match CONFIGS[i] {
-        "host" => {
+        "host" | "admin only" => {
             tracing_subscriber::registry()
                 .with(host_filter())
                 .with(fmt::layer().with_writer(sink()))
                 .init();
-            None
+            (CONFIGS[i] == "admin only").then(|| admin(prodbg::Admin::builder()))
         }
         "recommended" => {
             let (filter, log_control) = prodbg::log_level::reloadable(host_filter());
@@ -204,18 +198,11 @@ fn install(i: usize) -> Option<prodbg::AdminHandle> {
                 .with(fmt::layer().with_writer(sink()))
                 .with(spans)
                 .init();
-            admin(
+            Some(admin(
                 prodbg::Admin::builder()
                     .log_control(log_control)
                     .spans(spans_handle),
-            )
-        }
-        "admin only" => {
-            tracing_subscriber::registry()
-                .with(host_filter())
-                .with(fmt::layer().with_writer(sink()))
-                .init();
-            admin(prodbg::Admin::builder())
+            ))
         }
         "filter only" => {
             let (filter, _log_control) = prodbg::log_level::reloadable(host_filter());
@@ -286,19 +273,8 @@ fn child(i: usize) {
 }
 
 fn run_child(i: usize) -> (f64, f64) {
-    let out = std::process::Command::new(std::env::current_exe().expect("bench binary"))
-        .env("ONLY", i.to_string())
-        .output()
-        .expect("run the bench binary");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let num = |key: &str| -> f64 {
-        text.split(key)
-            .nth(1)
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no `{key}` in the child's output: {text}"))
-    };
-    (num("ops/s "), num("cpu_ns_per_op "))
+    let text = run_self(&[("ONLY", i.to_string())]);
+    (number(&text, "ops/s "), number(&text, "cpu_ns_per_op "))
 }
 
 fn main() {

@@ -24,9 +24,13 @@
 //! PICK=12 WORK=600 cargo bench --bench span_overhead   # only the recommended install and its host
 //! ```
 
-mod common;
+pub mod common;
 
-use common::{env_u64 as env, min_median_max as stats};
+use common::child::{number, run_self};
+use common::clock::thread_cpu_time;
+use common::env::env_u64 as env;
+use common::stats::min_median_max as stats;
+use common::work::xorshift as compute;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -40,19 +44,6 @@ struct Noop;
 impl<S: tracing::Subscriber> Layer<S> for Noop {}
 
 const SPANS_PER_REQUEST: u64 = 3;
-
-/// `n` steps of xorshift: register-only work whose speed does not depend on where the stack or
-/// heap happen to be (a loop through memory varied by ±5 % from one process to the next).
-#[inline(never)]
-fn compute(n: u64) -> u64 {
-    let mut x = black_box(n) | 1;
-    for _ in 0..black_box(n) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-    }
-    x
-}
 
 fn requests(n: u64, work: u64) -> u64 {
     let mut acc = 0;
@@ -81,16 +72,6 @@ fn host_filter() -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::new("info")
 }
 
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// One run under the global default subscriber: `(cpu ns per span, wall ns per span)`.
 fn run(n: u64, work: u64) -> (f64, f64) {
     let threads = threads();
@@ -99,9 +80,9 @@ fn run(n: u64, work: u64) -> (f64, f64) {
         let hs: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(move || {
-                    let c0 = thread_cpu_ns();
+                    let c0 = thread_cpu_time().as_nanos() as u64;
                     black_box(requests(n, work));
-                    thread_cpu_ns() - c0
+                    thread_cpu_time().as_nanos() as u64 - c0
                 })
             })
             .collect();
@@ -122,22 +103,13 @@ fn run(n: u64, work: u64) -> (f64, f64) {
 /// shared by all threads, which no global-default host pays and which would swamp the layer's
 /// own cost. A process per run also draws the heap layout afresh every time.
 fn run_child(i: usize, n: u64, work: u64) -> (f64, f64) {
-    let out = std::process::Command::new(std::env::current_exe().expect("bench binary path"))
-        .env("ONLY", i.to_string())
-        .env("WORK", work.to_string())
-        .env("REQUESTS", n.to_string())
-        .env("THREADS", threads().to_string())
-        .output()
-        .expect("run the bench binary");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let num = |key: &str| -> f64 {
-        text.split(key)
-            .nth(1)
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no `{key}` in the child's output: {text}"))
-    };
-    (num("cpu "), num("wall "))
+    let text = run_self(&[
+        ("ONLY", i.to_string()),
+        ("WORK", work.to_string()),
+        ("REQUESTS", n.to_string()),
+        ("THREADS", threads().to_string()),
+    ]);
+    (number(&text, "cpu "), number(&text, "wall "))
 }
 
 fn loadavg() -> String {

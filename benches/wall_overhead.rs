@@ -14,15 +14,16 @@
 //! Run: `cargo bench --bench wall_overhead` (about a minute and a half). `PRODBG_BENCH_ROUNDS=n`
 //! sets the interleaved rounds (default 7).
 
-mod common;
+pub mod common;
 
-use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use common::SECRET;
-use prodbg::AdminHandle;
+use common::admin::SECRET;
+use common::http::Http;
+use common::stats::{median, min_median_max};
+use common::work::{busy_threads, compute_step};
 
 const BUSY_THREADS: usize = 2;
 const IDLE_THREADS: usize = 50;
@@ -33,39 +34,9 @@ const DEFAULT_HZ: u32 = 19;
 /// Length of one round, in seconds (the endpoint takes whole seconds).
 const ROUND_S: u64 = 3;
 
-#[inline(never)]
-fn spin(iters: u64) -> u64 {
-    let mut x = 1u64;
-    for i in 0..iters {
-        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
-    }
-    x
-}
-
 /// Work units per second of `BUSY_THREADS` spinning threads over `len`.
 fn workload(len: Duration) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
-    let handles: Vec<_> = (0..BUSY_THREADS)
-        .map(|t| {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name(format!("bench-busy-{t}"))
-                .spawn(move || {
-                    let mut units = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        black_box(spin(20_000));
-                        units += 1;
-                    }
-                    units
-                })
-                .expect("spawn")
-        })
-        .collect();
-    std::thread::sleep(len);
-    stop.store(true, Ordering::Relaxed);
-    let units: u64 = handles.into_iter().map(|h| h.join().expect("join")).sum();
-    units as f64 / t0.elapsed().as_secs_f64()
+    busy_threads(BUSY_THREADS, "bench-busy", len, || compute_step(20_000))
 }
 
 /// The idle threads: half blocked on a channel until the sender drops, half sleeping 100 ms
@@ -94,18 +65,9 @@ fn idle_threads(stop: &Arc<AtomicBool>) -> (mpsc::Sender<()>, Vec<std::thread::J
     (tx, handles)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn min_med_max(v: &[f64]) -> String {
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!(
-        "min {min:.4} / median {:.4} / max {max:.4}",
-        median(v.to_vec())
-    )
+    let (min, med, max) = min_median_max(v.to_vec());
+    format!("min {min:.4} / median {med:.4} / max {max:.4}")
 }
 
 /// What a wall profile response said of itself.
@@ -118,96 +80,53 @@ struct Wall {
     warning: Option<String>,
 }
 
-struct Http {
-    rt: tokio::runtime::Runtime,
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Http {
-    fn new(admin: &AdminHandle) -> Http {
-        Http {
-            rt: tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("bench-http")
-                .enable_all()
-                .build()
-                .expect("tokio runtime"),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .expect("client"),
-            base: admin.url(),
-        }
+/// Runs the workload for `ROUND_S` while a wall profile at `hz` runs; its throughput and
+/// the profile's figures.
+fn profiled(http: &Http, hz: u32) -> (f64, Wall) {
+    let request = http
+        .client
+        .get(format!(
+            "{}/debug/pprof/wall?seconds={ROUND_S}&frequency={hz}&format=folded",
+            http.base
+        ))
+        .bearer_auth(SECRET);
+    let pending = http.rt.spawn(async move {
+        let r = request.send().await.expect("GET /debug/pprof/wall");
+        assert!(r.status().is_success(), "wall profile: {}", r.status());
+        let h = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let n = |name: &str| h(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let wall = Wall {
+            samples: n("x-prodbg-samples"),
+            signalled: n("x-prodbg-signalled"),
+            sampler_cpu_us: n("x-prodbg-sampler-cpu-us"),
+            threads: n("x-prodbg-threads"),
+            ticks: n("x-prodbg-ticks"),
+            warning: h("x-prodbg-warning"),
+        };
+        let _ = r.bytes().await;
+        wall
+    });
+    let sent = Instant::now();
+    while !http.profile_running("wall") {
+        assert!(!pending.is_finished(), "the profile ended before it ran");
+        assert!(
+            sent.elapsed() < Duration::from_secs(60),
+            "profile never started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
-
-    fn wall_running(&self) -> bool {
-        let index: serde_json::Value = self.rt.block_on(async {
-            self.client
-                .get(format!("{}/debug/", self.base))
-                .bearer_auth(SECRET)
-                .header("accept", "application/json")
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .expect("GET /debug/")
-                .json()
-                .await
-                .expect("JSON index")
-        });
-        index["probes"]["wall"]["profile_running"]
-            .as_bool()
-            .expect("probes.wall.profile_running")
-    }
-
-    /// Runs the workload for `ROUND_S` while a wall profile at `hz` runs; its throughput and
-    /// the profile's figures.
-    fn profiled(&self, hz: u32) -> (f64, Wall) {
-        let request = self
-            .client
-            .get(format!(
-                "{}/debug/pprof/wall?seconds={ROUND_S}&frequency={hz}&format=folded",
-                self.base
-            ))
-            .bearer_auth(SECRET);
-        let pending = self.rt.spawn(async move {
-            let r = request.send().await.expect("GET /debug/pprof/wall");
-            assert!(r.status().is_success(), "wall profile: {}", r.status());
-            let h = |name: &str| {
-                r.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let n = |name: &str| h(name).and_then(|v| v.parse().ok()).unwrap_or(0);
-            let wall = Wall {
-                samples: n("x-prodbg-samples"),
-                signalled: n("x-prodbg-signalled"),
-                sampler_cpu_us: n("x-prodbg-sampler-cpu-us"),
-                threads: n("x-prodbg-threads"),
-                ticks: n("x-prodbg-ticks"),
-                warning: h("x-prodbg-warning"),
-            };
-            let _ = r.bytes().await;
-            wall
-        });
-        let sent = Instant::now();
-        while !self.wall_running() {
-            assert!(!pending.is_finished(), "the profile ended before it ran");
-            assert!(
-                sent.elapsed() < Duration::from_secs(60),
-                "profile never started"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let tput = workload(Duration::from_secs(ROUND_S));
-        (tput, self.rt.block_on(pending).expect("profile task"))
-    }
+    let tput = workload(Duration::from_secs(ROUND_S));
+    (tput, http.rt.block_on(pending).expect("profile task"))
 }
 
 fn main() {
-    let rounds = common::rounds(DEFAULT_ROUNDS);
-    let admin = common::admin("wall_overhead");
+    let rounds = common::env::rounds(DEFAULT_ROUNDS);
+    let admin = common::admin::spawn("wall_overhead");
     let http = Http::new(&admin);
     let stop = Arc::new(AtomicBool::new(false));
     let (release, idle) = idle_threads(&stop);
@@ -216,14 +135,14 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     // Warm up: the first profile parses debug info to symbolize.
-    let _ = http.profiled(DEFAULT_HZ);
+    let _ = profiled(&http, DEFAULT_HZ);
 
     let (mut r_default, mut r100, mut cost_default, mut cost100) = (vec![], vec![], vec![], vec![]);
     let mut warnings = std::collections::BTreeSet::new();
     for round in 0..rounds {
         let base = workload(Duration::from_secs(ROUND_S));
-        let (t_default, w_default) = http.profiled(DEFAULT_HZ);
-        let (t100, w100) = http.profiled(100);
+        let (t_default, w_default) = profiled(&http, DEFAULT_HZ);
+        let (t100, w100) = profiled(&http, 100);
         r_default.push(t_default / base);
         r100.push(t100 / base);
         let cost = |w: &Wall| w.sampler_cpu_us as f64 / w.samples.max(1) as f64;
