@@ -314,7 +314,7 @@ fn params_of(method: &str, path: &str) -> Vec<(&'static str, Kind)> {
             ("seconds", Kind::Int(60)),
         ],
         ("GET", "/debug/bundle") => vec![("seconds", Kind::Int(60))],
-        ("GET", "/debug/threads" | "/debug/deadlocks") => {
+        ("GET", "/debug/threads" | "/debug/deadlocks" | "/debug/fds") => {
             vec![("format", Kind::Choice(DUMP_FORMATS))]
         }
         ("PUT", "/debug/log-level") => vec![("ttl", Kind::Ttl)],

@@ -8,6 +8,7 @@ pub(crate) mod console;
 mod cpu;
 pub(crate) mod custom;
 pub(crate) mod deadlock;
+mod fds;
 mod health;
 pub(crate) mod heap;
 pub(crate) mod log_level;
@@ -83,6 +84,7 @@ pub(crate) fn register(
             deadlock::Deadlocks::new(cx, host.deadlock_interval)?
         ),
         Arc::new(process::Process::new(cx, host.build_info)),
+        Arc::new(fds::Fds::new(cx)),
         Arc::new(custom::Custom::new(cx, host.custom)),
     ])
 }
