@@ -304,7 +304,7 @@ impl AdminBuilder {
     /// `let (spans, handle) = prodbg::spans::layer(Default::default());` behind the host's
     /// filter, `registry().with(filter).with(fmt::layer()).with(spans).init();`, then hand the
     /// handle here. Without it those routes answer 503 saying so.
-    pub fn spans(mut self, handle: crate::probes::spans::SpansHandle) -> Self {
+    pub fn spans(mut self, handle: crate::layer::SpansHandle) -> Self {
         self.probes.spans = Some(handle);
         self
     }

@@ -37,6 +37,7 @@ mod admin;
 mod config;
 mod encode;
 mod error;
+mod layer;
 mod probes;
 mod seam;
 mod security;
@@ -100,7 +101,7 @@ pub mod log_level {
 ///   filtering cost. Never install it unfiltered next to a host layer that has a per-layer
 ///   filter: `tracing-subscriber` would then enable every callsite of every crate for it.
 /// * With its own per-layer filter, [`filtered_layer`](spans::filtered_layer): works in any
-///   stack and never changes what the host's layers see, at ~100 ns more per span.
+///   stack and never changes what the host's layers see, at ~70 ns more per span.
 ///
 /// # Bounds
 ///
@@ -113,7 +114,7 @@ pub mod log_level {
 /// [`DEFAULT_MAX_ERROR_GROUPS`](spans::DEFAULT_MAX_ERROR_GROUPS), the least recently seen
 /// evicted. Whatever a cap drops is counted and shown. The README has the measured cost.
 pub mod spans {
-    pub use crate::probes::spans::{
+    pub use crate::layer::{
         filtered_layer, layer, Options, RedactFn, SpansFilter, SpansHandle, SpansLayer,
         DEFAULT_MAX_ERROR_GROUPS, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_SPANS,
         DEFAULT_MAX_SPAN_NAMES, DEFAULT_RECENT_EVENTS, DEFAULT_SLOWEST, MAX_VALUE_BYTES,

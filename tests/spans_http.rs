@@ -257,7 +257,12 @@ async fn a_hanging_handler_is_listed_with_its_route_and_errors_fold_into_one_gro
         figure("spans-oldest").as_f64().unwrap() >= 500.0,
         "{glance}"
     );
-    assert!(figure("errors").as_u64().unwrap() >= 7, "{glance}");
+    let errors = common::figure(&index, "errors", "errors")["value"].clone();
+    assert!(
+        errors.as_u64().unwrap() >= 7,
+        "{}",
+        index["probes"]["errors"]
+    );
     assert_eq!(common::figure(&index, "spans", "spans")["unit"], "count");
 
     // The incident bundle carries both reports: the hanging request and the one error group.

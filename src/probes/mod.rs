@@ -8,6 +8,7 @@ pub(crate) mod console;
 mod cpu;
 pub(crate) mod custom;
 pub(crate) mod deadlock;
+mod errors;
 mod fds;
 mod health;
 pub(crate) mod heap;
@@ -18,7 +19,7 @@ mod one_at_a_time;
 mod overrides;
 pub(crate) mod pools;
 mod process;
-pub(crate) mod spans;
+mod spans;
 pub(crate) mod threads;
 pub(crate) mod tokio_rt;
 mod wall;
@@ -41,7 +42,7 @@ pub(crate) struct HostProbes {
     pub(crate) runtimes: tokio_rt::RuntimeRegistry,
     pub(crate) console_addr: Option<SocketAddr>,
     pub(crate) log: Option<log_level::LogControl>,
-    pub(crate) spans: Option<spans::SpansHandle>,
+    pub(crate) spans: Option<crate::layer::SpansHandle>,
     pub(crate) deadlock_interval: Option<Duration>,
     pub(crate) build_info: BTreeMap<String, String>,
     pub(crate) custom: Vec<Route>,
@@ -72,7 +73,8 @@ pub(crate) fn register(
         gated!("heap", cx, heap::SPEC, heap::Heap::new(cx)),
         Arc::new(memory::Memory::new(cx)),
         Arc::new(log_level::LogLevel::new(cx, host.log)),
-        Arc::new(spans::SpansProbe::new(cx, host.spans)),
+        Arc::new(spans::SpansProbe::new(cx, host.spans.clone())),
+        Arc::new(errors::ErrorsProbe::new(cx, host.spans)),
         Arc::new(overrides::OverridesProbe::new(cx)),
         Arc::new(pools::Pools::new(cx, host.pools)),
         Arc::new(tokio_rt::Tokio::new(cx, host.runtimes, host.console_addr)),

@@ -13,7 +13,7 @@ use axum::response::Response;
 use super::download::{file_name, profile_response};
 use super::fair::Cap;
 use super::{blocking, ApiError, BundlePart, Caller, Params, Results, StoredResult};
-use crate::probes::spans::labels::MAX_LABEL_VALUE_BYTES;
+use crate::stack::labels::MAX_LABEL_VALUE_BYTES;
 use crate::stack::profile::Profile;
 
 /// The answer's encoding (`?format=`).

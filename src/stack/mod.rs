@@ -64,6 +64,7 @@ stack_modules! {
     #[cfg(all())]
     pub(crate) mod frame;
 }
+pub(crate) mod labels;
 stack_modules! {
     #[cfg(any(feature = "cpu", feature = "heap", feature = "threads", feature = "deadlock"))]
     pub(crate) mod debug_info;
@@ -93,3 +94,10 @@ stack_modules! {
 }
 
 pub(crate) use frame::Frame;
+
+/// The calling thread's kernel id (Linux `gettid`, as in `/proc/self/task/<tid>`);
+/// async-signal-safe.
+pub(crate) fn gettid() -> i32 {
+    // SAFETY: gettid takes no arguments, cannot fail and is async-signal-safe.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}

@@ -361,10 +361,7 @@ fn record_own_stack(context: *mut c_void) {
     slot.state.store(generation | DONE, Ordering::Release);
 }
 
-pub(crate) fn current_tid() -> i32 {
-    // SAFETY: gettid takes no arguments, cannot fail and is async-signal-safe.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-}
+pub(crate) use crate::stack::gettid as current_tid;
 
 /// Installs the handler once; returns the signal number, or why no handler could be installed.
 pub(crate) fn install_handler() -> Result<c_int, String> {

@@ -2,7 +2,7 @@
 //! the interrupted thread into a preallocated lock-free table, and the code that arms, disarms
 //! and reads it. The safety argument is in the [parent module's docs](super).
 
-use crate::probes::spans::labels as span_labels;
+use crate::stack::labels as span_labels;
 use crate::stack::signal_unwinder::SignalUnwinder;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
@@ -241,10 +241,7 @@ fn hash(tid: i32, depth: u32, labels: u64, ips: &[u64]) -> u64 {
     h ^ (h >> 29)
 }
 
-fn current_tid() -> i32 {
-    // SAFETY: gettid takes no arguments, cannot fail and is async-signal-safe.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-}
+use crate::stack::gettid as current_tid;
 
 /// Timers and names of the threads seen while sampling; shared with the scanner thread.
 struct Threads {

@@ -1,69 +1,16 @@
-//! `GET /debug/spans` and `GET /debug/errors`, from one `tracing` layer prodbg provides: the
-//! spans open right now and the latency of recently closed ones, `WARN`/`ERROR` events grouped
-//! by callsite, and (for the CPU and wall profilers) a signal-safe per-thread span-label slot,
-//! [`labels`].
-//!
-//! This file is the probes' face; the rest of the folder is the layer and its cores, with no
-//! HTTP: `layer.rs` (the `Layer` impl and its handle), `options.rs`, `fields.rs` (the capped
-//! field buffer), `callsite.rs` (per-callsite facts), `thread.rs` (per-thread span stack),
-//! `clock.rs`, `table.rs` (the in-flight table), `latency.rs` + `histogram.rs` (the sliding
-//! window), `span_report.rs`, `error_groups.rs` + `error_report.rs`, `labels.rs`.
-//!
-//! # Installing it: three ways
-//!
-//! * **Behind the host's global filter (recommended)**:
-//!   `registry().with(filter).with(fmt::layer()).with(spans)` with
-//!   `let (spans, handle) = prodbg::spans::layer(opts)` and the filter from
-//!   [`reloadable`](crate::log_level::reloadable). It tracks exactly what the host's log filter
-//!   lets through, and costs least (no per-layer filtering; reading the filter takes no lock).
-//! * Inside the host's per-layer filter, sharing it:
-//!   `fmt::layer().and_then(spans).with_filter(filter)`. Never install it unfiltered next to
-//!   a host layer that has a per-layer filter: `tracing-subscriber` would then enable every
-//!   callsite of every crate for it.
-//! * With its own per-layer filter, [`filtered_layer`] ([`Options::span_filter`], default
-//!   `INFO`+; [`Options::event_filter`], default `WARN`+): works in any stack and never changes
-//!   what the host's own layers see, but `tracing-subscriber`'s per-layer filtering costs
-//!   ~100 ns per span on its own (a registry lookup on every enter, exit and close).
-//!
-//! # Bounds
-//!
-//! Spans tracked at once: [`Options::max_spans`] (default [`DEFAULT_MAX_SPANS`]), a fixed table
-//! allocated once; a span that finds no slot is not tracked, and counted. Field bytes per span
-//! and per kept event: [`Options::max_field_bytes`] (default [`DEFAULT_MAX_FIELD_BYTES`]), one
-//! value at most [`MAX_VALUE_BYTES`]; cut values end in `…` and are counted. Span names with a
-//! latency summary: [`Options::max_span_names`] (default [`DEFAULT_MAX_SPAN_NAMES`]); closes of
-//! other names are counted. Error groups: [`Options::max_error_groups`] (default
-//! [`DEFAULT_MAX_ERROR_GROUPS`]), the least recently seen evicted and counted, each keeping
-//! its last [`Options::recent_events`] events (default [`DEFAULT_RECENT_EVENTS`]).
+//! `GET /debug/spans`: the spans open right now and the latency of recently closed ones, read
+//! from prodbg's `tracing` layer (`crate::layer`) through the host's handle. This file is the
+//! probe's face; `span_report.rs` builds the report from the layer's table and latency shards.
 
-mod callsite;
-mod clock;
-mod error_groups;
-mod error_report;
-mod fields;
-mod handle;
-mod histogram;
-pub(crate) mod labels;
-mod latency;
-mod layer;
-mod options;
-mod shared;
 mod span_report;
-mod table;
-mod thread;
 
 #[cfg(test)]
 mod tests;
 
-pub use fields::MAX_VALUE_BYTES;
-pub use handle::SpansHandle;
-pub use layer::{filtered_layer, layer, SpansFilter, SpansLayer};
-pub use options::{
-    Options, RedactFn, DEFAULT_MAX_ERROR_GROUPS, DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_SPANS,
-    DEFAULT_MAX_SPAN_NAMES, DEFAULT_RECENT_EVENTS, DEFAULT_SLOWEST,
-};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use std::time::{Duration, SystemTime};
+use serde::Serialize;
 
 use axum::extract::{RawQuery, State};
 use axum::http::Method;
@@ -73,12 +20,13 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
 use crate::encode::prometheus::Families;
+use crate::layer::{SpansHandle, NOT_INSTALLED};
 use crate::seam::{
     ready, Access, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
     ProbeContext, ProbeSpec, Route, RouteSpec, Value,
 };
 use crate::security::Scope;
-use span_report::{NameFilter, DEFAULT_LIMIT, MAX_LIMIT};
+use span_report::{InFlightReport, LatencyReport, NameFilter, DEFAULT_LIMIT, MAX_LIMIT};
 
 /// Longest `?min_age_ms=` accepted: one day.
 const MAX_MIN_AGE_MS: u64 = 86_400_000;
@@ -100,28 +48,15 @@ pub(crate) static SPANS: RouteSpec = RouteSpec {
     },
 };
 
-/// `GET /debug/errors`.
-pub(crate) static ERRORS: RouteSpec = RouteSpec {
-    method: Method::GET,
-    path: "/debug/errors",
-    access: Access::Scope(Scope::Read),
-    go: None,
-    summary: |_| {
-        "ERROR and WARN events grouped by callsite (target + file:line + message template, not the formatted values): level, count, first and last seen, rate over the last minute, the last few events' redacted fields; most recently seen first; ?format=json|text; needs prodbg::spans::layer installed".into()
-    },
-};
-
-/// The spans and errors probe.
+/// The spans probe.
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "spans",
     feature: None,
-    routes: &[&SPANS, &ERRORS],
-    bundle_files: &["spans.json", "errors.json"],
+    routes: &[&SPANS],
+    bundle_files: &["spans.json"],
 };
 
 const FORMATS: &[&str] = &["json", "text"];
-
-const NOT_INSTALLED: &str = "no span layer is installed: create it with `let (spans, handle) = prodbg::spans::layer(Default::default())`, install it behind the host's filter (`registry().with(filter).with(fmt::layer()).with(spans)`), and pass the handle to the builder's .spans(handle)";
 
 fn handle(h: &Option<SpansHandle>) -> Result<&SpansHandle, ApiError> {
     h.as_ref()
@@ -143,7 +78,7 @@ async fn spans(State(h): Handle, RawQuery(q): RawQuery) -> Result<Response, ApiE
         only: name_list(&params, "name")?,
         hide: name_list(&params, "hide")?,
     };
-    let report = handle(&h)?.spans(min_age_ms, limit, &names);
+    let report = report(handle(&h)?, min_age_ms, limit, &names);
     Ok(match format {
         "text" => format!("{}\n{}", report.in_flight, report.latency).into_response(),
         _ => Json(report).into_response(),
@@ -169,18 +104,24 @@ fn name_list(params: &Params, key: &str) -> Result<Vec<String>, ApiError> {
     Ok(names)
 }
 
-/// The error groups, most recently seen first.
-async fn errors(State(h): Handle, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let params = Params::parse(q.as_deref(), &["format"])?;
-    let format = params.choice("format", FORMATS, "json")?;
-    let report = handle(&h)?.errors();
-    Ok(match format {
-        "text" => report.to_string().into_response(),
-        _ => Json(report).into_response(),
-    })
+/// `/debug/spans`: the in-flight spans and the latency summary, together.
+#[derive(Debug, Clone, Serialize)]
+struct SpansReport {
+    /// Spans open now.
+    in_flight: InFlightReport,
+    /// Latency of recently closed spans.
+    latency: LatencyReport,
 }
 
-/// `/debug/spans` and `/debug/errors`, read through the host's [`SpansHandle`] when it gave one.
+/// Both halves of `/debug/spans`, at most `limit` in-flight spans (the oldest).
+fn report(h: &SpansHandle, min_age_ms: u64, limit: usize, names: &NameFilter) -> SpansReport {
+    SpansReport {
+        in_flight: span_report::in_flight(h.shared(), min_age_ms, limit, names),
+        latency: span_report::latency_report(h.shared(), names),
+    }
+}
+
+/// `/debug/spans`, read through the host's [`SpansHandle`] when it gave one.
 #[derive(Debug)]
 pub(crate) struct SpansProbe {
     cx: ProbeContext,
@@ -204,10 +145,7 @@ impl Probe for SpansProbe {
 
     fn routes(&self) -> Vec<Route> {
         let l = &self.cx.limits;
-        vec![
-            SPANS.serve(l, spans, self.handle.clone()),
-            ERRORS.serve(l, errors, self.handle.clone()),
-        ]
+        vec![SPANS.serve(l, spans, self.handle.clone())]
     }
 
     fn collector(&self) -> Option<Box<dyn Collector>> {
@@ -216,17 +154,11 @@ impl Probe for SpansProbe {
 
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
         match &self.handle {
-            Some(h) => vec![
-                BundlePart::json(
-                    "spans.json",
-                    &h.spans(0, DEFAULT_LIMIT, &NameFilter::default()),
-                ),
-                BundlePart::json("errors.json", &h.errors()),
-            ],
-            None => vec![
-                BundlePart::failed("spans.json", NOT_INSTALLED),
-                BundlePart::failed("errors.json", NOT_INSTALLED),
-            ],
+            Some(h) => vec![BundlePart::json(
+                "spans.json",
+                &report(h, 0, DEFAULT_LIMIT, &NameFilter::default()),
+            )],
+            None => vec![BundlePart::failed("spans.json", NOT_INSTALLED)],
         }
     }
 
@@ -242,29 +174,32 @@ impl Probe for SpansProbe {
                 ),
             )));
         };
-        let g = h.glance(SystemTime::now());
+        let sh = h.shared();
+        let ages = span_report::ages_ns(sh);
+        let dropped = sh.table.dropped.load(Ordering::Relaxed);
+        let overdue = span_report::overdue_count(sh);
         ready(
             Glance::default()
                 .figure(Figure::new(
                     "spans",
                     Card::REQUESTS,
                     "spans in flight",
-                    Value::Count(Some(g.in_flight as u64)),
+                    Value::Count(Some(ages.len() as u64)),
                 ))
                 .figure(Figure::new(
                     "spans-oldest",
                     Card::REQUESTS,
                     "oldest open for",
-                    Value::Millis(g.oldest_ms),
+                    Value::Millis(ages.iter().max().map(|&ns| (ns / 1000) as f64 / 1000.0)),
                 ))
                 .figure(
                     Figure::new(
                         "spans-dropped",
                         Card::REQUESTS,
                         "spans not tracked (table full)",
-                        Value::Count(Some(g.dropped_spans_total)),
+                        Value::Count(Some(dropped)),
                     )
-                    .bad(g.dropped_spans_total > 0),
+                    .bad(dropped > 0),
                 )
                 .figure(
                     Figure::new(
@@ -274,81 +209,39 @@ impl Probe for SpansProbe {
                             "open over {}× their name's p99",
                             span_report::OVERDUE_FACTOR
                         ),
-                        Value::Count(Some(g.overdue as u64)),
+                        Value::Count(Some(overdue as u64)),
                     )
-                    .bad(g.overdue > 0)
+                    .bad(overdue > 0)
                     .link("spans?format=text", "list"),
-                )
-                .figure(
-                    Figure::new(
-                        "errors",
-                        Card::REQUESTS,
-                        "errors last minute",
-                        Value::Count(Some(g.errors_last_minute)),
-                    )
-                    .bad(g.errors_last_minute > 0)
-                    .note(format!("in {} groups", g.error_groups))
-                    .link("errors?format=text", "list"),
-                )
-                .figure(Figure::new(
-                    "warnings",
-                    Card::REQUESTS,
-                    "warnings last minute",
-                    Value::Count(Some(g.warnings_last_minute)),
-                )),
+                ),
         )
     }
 }
 
-/// `prodbg_log_events_total{level}`, `prodbg_error_groups` and the layer's bounds counters. No
-/// samples without the layer; a level the layer's filter keeps out has no sample.
+/// `prodbg_spans_in_flight`, `prodbg_spans_dropped` and `prodbg_span_fields_truncated`. No
+/// samples without the layer.
 #[derive(Debug)]
 struct SpansCollector(Option<SpansHandle>);
 
 impl Collector for SpansCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
         let Some(h) = &self.0 else { return Ok(()) };
-        let c = h.counters();
+        let sh = h.shared();
         let mut f = Families::new(encoder);
-        let e = c.log_events_total;
-        let levels = [
-            ("error", e.error),
-            ("warn", e.warn),
-            ("info", e.info),
-            ("debug", e.debug),
-            ("trace", e.trace),
-        ];
-        f.counters(
-            "prodbg_log_events",
-            "tracing events seen by prodbg's span layer, by level",
-            levels.iter().filter_map(|(l, n)| {
-                Some((vec![("level".to_string(), l.to_string())], (*n)? as f64))
-            }),
-        )?;
-        f.gauge(
-            "prodbg_error_groups",
-            "ERROR and WARN event groups held (one per callsite)",
-            c.error_groups as f64,
-        )?;
-        f.counter(
-            "prodbg_error_groups_evicted",
-            "error groups evicted, least recently seen first, to stay under the cap",
-            c.error_groups_evicted_total as f64,
-        )?;
         f.gauge(
             "prodbg_spans_in_flight",
             "spans open now and tracked",
-            c.spans_tracked as f64,
+            sh.table.tracked() as f64,
         )?;
         f.counter(
             "prodbg_spans_dropped",
             "spans not tracked because the span table was full",
-            c.spans_dropped_total as f64,
+            sh.table.dropped.load(Ordering::Relaxed) as f64,
         )?;
         f.counter(
             "prodbg_span_fields_truncated",
             "span and event field values cut or left out for the byte caps",
-            c.fields_truncated_total as f64,
+            sh.truncated() as f64,
         )
     }
 }

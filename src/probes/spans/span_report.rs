@@ -6,35 +6,18 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::callsite::{stat_of, NO_STAT};
-use super::clock;
-use super::fields::{decode, Fields};
-use super::histogram::quantile;
-use super::latency::WINDOW_MINUTES;
-use super::shared::Shared;
-use super::table::{FLAG_ERROR, FLAG_TRUNCATED};
 use crate::encode::time::rfc3339;
+use crate::layer::callsite::{stat_of, NO_STAT};
+use crate::layer::clock;
+use crate::layer::fields::{decode, Fields};
+use crate::layer::histogram::quantile;
+use crate::layer::latency::WINDOW_MINUTES;
+use crate::layer::shared::Shared;
+use crate::layer::table::{FLAG_ERROR, FLAG_TRUNCATED};
+use crate::layer::thread::ThreadRef;
 
 /// Longest parent chain shown per span.
 const MAX_PARENTS: usize = 32;
-
-/// A thread, by kernel id and name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct ThreadRef {
-    /// Kernel thread id (`gettid`, as in `/proc/<pid>/task/<tid>`).
-    pub(crate) tid: i32,
-    /// The thread's name when it first entered a span; `None` if unnamed.
-    pub(crate) name: Option<String>,
-}
-
-impl ThreadRef {
-    pub(crate) fn of(tid: i32) -> ThreadRef {
-        ThreadRef {
-            tid,
-            name: super::thread::name_of(tid),
-        }
-    }
-}
 
 /// A parent span, nearest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -133,6 +116,17 @@ impl P99s<'_> {
                 .flatten()
         })
     }
+}
+
+/// The ages of the spans open now, in nanoseconds; copies no field.
+pub(crate) fn ages_ns(shared: &Shared) -> Vec<u64> {
+    let now = clock::now();
+    shared
+        .table
+        .starts()
+        .iter()
+        .map(|&s| clock::to_nanos(now.saturating_sub(s)))
+        .collect()
 }
 
 /// Spans open now that are overdue for their name (see [`InFlightSpan::overdue`]); copies no

@@ -1,34 +1,37 @@
-//! The layer's tests, ported from its prototype: in-flight spans and their caps, latency,
-//! error groups, the three ways to install it, and the profilers' label slot. Each test runs
-//! its own subscriber with `with_default`, so tests never share a layer.
+//! The spans reader fed by a real layer: in-flight spans and their caps, latency, and the three
+//! ways to install the layer. Each test runs its own subscriber with `with_default`, so tests
+//! never share a layer.
 
-mod errors;
 mod in_flight;
 mod install;
-mod labels;
 mod labels_tokio;
 mod latency;
 
-use tracing::Dispatch;
-use tracing_subscriber::prelude::*;
+use crate::layer::test_support::{dispatch, with};
 
-use super::{filtered_layer, Options, SpansHandle};
+use super::span_report::{self, InFlightReport, LatencyReport, NameFilter, MAX_LIMIT};
+use crate::layer::SpansHandle;
 
-/// A subscriber with the layer under its own filter, and the handle.
-fn dispatch(opts: Options) -> (Dispatch, SpansHandle) {
-    let (layer, handle) = filtered_layer(opts);
-    (
-        Dispatch::new(tracing_subscriber::registry().with(layer)),
-        handle,
-    )
+/// The spans reader's two reports, as the tests read them.
+trait Read {
+    /// Spans open now at least `min_age_ms` milliseconds old, oldest first (all of them).
+    fn in_flight(&self, min_age_ms: u64) -> InFlightReport;
+    /// The same, at most `limit` spans (the oldest).
+    fn in_flight_up_to(&self, min_age_ms: u64, limit: usize, names: &NameFilter) -> InFlightReport;
+    /// Latency per target and span name over the window.
+    fn latency(&self) -> LatencyReport;
 }
 
-/// Runs `f` with `d` as this thread's subscriber.
-fn with<R>(d: &Dispatch, f: impl FnOnce() -> R) -> R {
-    tracing::dispatcher::with_default(d, f)
-}
+impl Read for SpansHandle {
+    fn in_flight(&self, min_age_ms: u64) -> InFlightReport {
+        self.in_flight_up_to(min_age_ms, MAX_LIMIT, &NameFilter::default())
+    }
 
-/// The calling thread's kernel id.
-fn tid() -> i32 {
-    super::thread::gettid()
+    fn in_flight_up_to(&self, min_age_ms: u64, limit: usize, names: &NameFilter) -> InFlightReport {
+        span_report::in_flight(self.shared(), min_age_ms, limit, names)
+    }
+
+    fn latency(&self) -> LatencyReport {
+        span_report::latency_report(self.shared(), &NameFilter::default())
+    }
 }

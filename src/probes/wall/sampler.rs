@@ -2,7 +2,7 @@
 //! requested rate and, at every tick, records one sample of every other thread of the process,
 //! whatever it is doing. See the [parent module's docs](super) for the method and its bounds.
 
-use crate::probes::spans::labels as span_labels;
+use crate::stack::labels as span_labels;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read as _;

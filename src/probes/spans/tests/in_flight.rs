@@ -1,10 +1,11 @@
 //! In-flight spans: what shows, for how long, and the caps.
 
+use super::Read as _;
 use std::time::Duration;
 
 use super::{dispatch, with};
-use crate::probes::spans::span_report::NameFilter;
-use crate::probes::spans::Options;
+use crate::layer::Options;
+use crate::probes::spans::span_report::{self, NameFilter};
 
 #[test]
 fn hanging_span_shows_once_old_enough_with_its_route_and_goes_when_closed() {
@@ -56,7 +57,7 @@ fn hanging_span_shows_once_old_enough_with_its_route_and_goes_when_closed() {
     tx.send(()).expect("release");
     worker.join().expect("join");
     assert!(h.in_flight(0).spans.is_empty(), "closed spans are gone");
-    assert_eq!(h.counters().spans_tracked, 0);
+    assert_eq!(h.shared().table.tracked(), 0);
 }
 
 #[test]
@@ -70,7 +71,13 @@ fn span_cap_is_honoured_and_drops_are_counted() {
         assert_eq!(r.spans.len(), 16);
         assert_eq!(r.tracked, 16);
         assert_eq!(r.dropped_spans_total, 34);
-        assert_eq!(h.counters().spans_dropped_total, 34);
+        assert_eq!(
+            h.shared()
+                .table
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            34
+        );
         // Entering an untracked span is harmless.
         drop(spans[49].enter());
         drop(spans);
@@ -102,7 +109,7 @@ fn values_longer_than_the_value_cap_are_cut() {
         let _s = tracing::info_span!("big", a = %long).entered();
         let s = &h.in_flight(0).spans[0];
         let a = s.fields.get("a").expect("a");
-        assert!(a.len() <= crate::probes::spans::MAX_VALUE_BYTES + '…'.len_utf8());
+        assert!(a.len() <= crate::layer::MAX_VALUE_BYTES + '…'.len_utf8());
         assert!(a.ends_with('…'));
     });
 }
@@ -244,7 +251,7 @@ fn overdue_is_relative_to_the_names_own_p99() {
         assert!(p99 < 15.0, "{p99}");
         assert!(g.overdue, "30 ms against a p99 of {p99} ms: {g:?}");
         assert!(r.to_string().contains("OVERDUE"));
-        assert_eq!(h.glance(std::time::SystemTime::now()).overdue, 1);
+        assert_eq!(span_report::overdue_count(h.shared()), 1);
         drop((conn, stuck));
     });
 }

@@ -1,15 +1,16 @@
 //! Labels follow `Instrumented` futures across Tokio worker threads: set while the task is
 //! polled (its span entered), cleared when it yields (exited).
 
+use super::Read as _;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::{dispatch, tid, with};
-use crate::probes::spans::labels::{current_labels, current_labels_for};
-use crate::probes::spans::Options;
+use crate::layer::test_support::{dispatch, tid, with};
+use crate::layer::Options;
+use crate::stack::labels::current_labels_for;
 
 #[test]
 fn labels_follow_tasks_across_worker_threads() {
@@ -37,7 +38,7 @@ fn labels_follow_tasks_across_worker_threads() {
                 tasks.push(tokio::spawn(
                     async move {
                         for _ in 0..50 {
-                            let l = current_labels().resolve();
+                            let l = current_labels_for(tid()).resolve();
                             assert_eq!(l.span, Some("task"));
                             assert_eq!(l.fields[0].value, route.as_str());
                             seen.lock().expect("lock").insert(tid());

@@ -1,9 +1,10 @@
 //! Latency of closed spans: counts, errors, quantiles, slowest.
 
+use super::Read as _;
 use std::time::Duration;
 
 use super::{dispatch, with};
-use crate::probes::spans::Options;
+use crate::layer::Options;
 
 #[test]
 fn counts_errors_quantiles_and_slowest() {

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use super::labels;
+use serde::Serialize;
+
+use crate::stack::labels;
 
 /// Deepest stack of entered spans remembered per thread; deeper enters still count, but their
 /// labels are those of the span at this depth.
@@ -106,18 +108,7 @@ impl Drop for ExitGuard {
     }
 }
 
-/// The calling thread's kernel id (Linux `gettid`); async-signal-safe.
-pub(crate) fn gettid() -> i32 {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid takes no arguments, cannot fail and is async-signal-safe.
-        unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        0
-    }
-}
+pub(crate) use crate::stack::gettid;
 
 fn init(l: &Local) {
     let tid = gettid();
@@ -351,4 +342,22 @@ fn remember_name(tid: i32) {
 /// unknown.
 pub(crate) fn name_of(tid: i32) -> Option<String> {
     names().get(&tid).map(|n| n.to_string())
+}
+
+/// A thread, by kernel id and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct ThreadRef {
+    /// Kernel thread id (`gettid`, as in `/proc/<pid>/task/<tid>`).
+    pub(crate) tid: i32,
+    /// The thread's name when it first entered a span; `None` if unnamed.
+    pub(crate) name: Option<String>,
+}
+
+impl ThreadRef {
+    pub(crate) fn of(tid: i32) -> ThreadRef {
+        ThreadRef {
+            tid,
+            name: name_of(tid),
+        }
+    }
 }

@@ -72,8 +72,6 @@ static INSERT: Mutex<Counts> = Mutex::new(Counts {
     names: 2,
     values: 2,
 });
-static NAMES_OVERFLOW: AtomicU64 = AtomicU64::new(0);
-static VALUES_OVERFLOW: AtomicU64 = AtomicU64::new(0);
 
 /// FxHash-style mix of `bytes` into `seed`; never 0 in the high 48 bits' slot tag.
 pub(crate) fn hash_bytes(mut h: u64, bytes: &[u8]) -> u64 {
@@ -130,10 +128,7 @@ pub(crate) fn name_id(name: &'static str) -> u16 {
             NAME_SLOTS[pos].store((hash & !0xFFFF) | id as u64, Ordering::Release);
             id
         }
-        Err(_) => {
-            NAMES_OVERFLOW.fetch_add(1, Ordering::Relaxed);
-            ID_OTHER
-        }
+        Err(_) => ID_OTHER,
     }
 }
 
@@ -237,10 +232,7 @@ fn value_id_slow(field: &'static str, value: &str) -> u16 {
             VALUE_SLOTS[pos].store((hash & !0xFFFF) | id as u64, Ordering::Release);
             id
         }
-        Err(_) => {
-            VALUES_OVERFLOW.fetch_add(1, Ordering::Relaxed);
-            ID_OTHER
-        }
+        Err(_) => ID_OTHER,
     }
 }
 
@@ -276,18 +268,4 @@ pub(crate) fn value(id: u16) -> Option<(Option<&'static str>, &'static str)> {
             Some((VALUE_KEYS[i].get(), v))
         }
     }
-}
-
-/// Names and values refused because their table was full, since the process started.
-pub(crate) fn overflow() -> (u64, u64) {
-    (
-        NAMES_OVERFLOW.load(Ordering::Relaxed),
-        VALUES_OVERFLOW.load(Ordering::Relaxed),
-    )
-}
-
-/// How many names and values the tables hold.
-pub(crate) fn sizes() -> (usize, usize) {
-    let c = lock();
-    (c.names - 2, c.values - 2)
 }

@@ -1,7 +1,9 @@
 //! Error groups: folding, counts, eviction, redaction, counters.
 
-use super::{dispatch, with};
-use crate::probes::spans::Options;
+use super::error_report::report;
+use crate::layer::shared::event_counts;
+use crate::layer::test_support::{dispatch, with};
+use crate::layer::Options;
 
 fn fail(id: u64) {
     tracing::error!(user_id = id, token = "s3cr3t-value", "payment {id} failed");
@@ -18,7 +20,7 @@ fn events_with_varying_ids_fold_into_one_group() {
         tracing::warn!("slow downstream");
         tracing::info!("not grouped");
     });
-    let r = h.errors();
+    let r = report(h.shared());
     assert_eq!(r.groups_total, 2);
     let g = r
         .groups
@@ -35,18 +37,15 @@ fn events_with_varying_ids_fold_into_one_group() {
     assert!(g
         .callsite
         .as_deref()
-        .is_some_and(|c| c.starts_with("src/probes/spans/tests/errors.rs:")));
+        .is_some_and(|c| c.starts_with("src/probes/errors/tests.rs:")));
     assert_eq!(g.fingerprint.len(), 16);
     assert!(g.first_seen <= g.last_seen);
     assert_eq!(r.groups[0].level, "WARN", "most recently seen first");
-    let c = h.counters();
-    assert_eq!(c.log_events_total.error, Some(37));
-    assert_eq!(c.log_events_total.warn, Some(1));
-    assert_eq!(
-        c.log_events_total.info, None,
-        "INFO is filtered out: unknown, not 0"
-    );
-    assert_eq!(c.error_groups, 2);
+    let c = event_counts(h.shared());
+    assert_eq!(c.error, Some(37));
+    assert_eq!(c.warn, Some(1));
+    assert_eq!(c.info, None, "INFO is filtered out: unknown, not 0");
+    assert_eq!(r.groups_total, 2);
     let json = serde_json::to_value(&r).expect("json");
     assert!(json["groups"][1]["last_seen"]
         .as_str()
@@ -63,7 +62,7 @@ fn least_recently_seen_group_is_evicted_and_counted() {
         tracing::error!("a again"); // a different callsite: a third group
         tracing::warn!("d");
     });
-    let r = h.errors();
+    let r = report(h.shared());
     assert_eq!(r.groups_total, 2);
     assert_eq!(r.evicted_total, 2);
     let msgs: Vec<_> = r

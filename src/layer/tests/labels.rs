@@ -1,17 +1,17 @@
 //! The profilers' span-label slot.
 
-use super::{dispatch, tid, with};
-use crate::probes::spans::labels::{current_labels, current_labels_for, Labels};
-use crate::probes::spans::Options;
+use crate::layer::test_support::{dispatch, tid, with};
+use crate::layer::Options;
+use crate::stack::labels::{current_labels_for, Labels};
 
 #[test]
 fn slot_shows_the_innermost_span_and_clears_on_exit() {
     let (d, _h) = dispatch(Options::default().labels_only());
     with(&d, || {
-        assert!(current_labels().is_empty());
+        assert!(current_labels_for(tid()).is_empty());
         let outer = tracing::info_span!("outer", route = "/users/:id");
         let g = outer.enter();
-        let l = current_labels().resolve();
+        let l = current_labels_for(tid()).resolve();
         assert_eq!(l.span, Some("outer"));
         assert_eq!(l.fields.len(), 1);
         assert_eq!(
@@ -30,14 +30,14 @@ fn slot_shows_the_innermost_span_and_clears_on_exit() {
             );
             let _own = tracing::info_span!("proxy", route = "/upstream").entered();
             assert_eq!(
-                current_labels().resolve().pairs(),
+                current_labels_for(tid()).resolve().pairs(),
                 [("span", "proxy"), ("route", "/upstream")],
                 "a span's own value wins"
             );
         }
-        assert_eq!(current_labels().resolve().span, Some("outer"));
+        assert_eq!(current_labels_for(tid()).resolve().span, Some("outer"));
         drop(g);
-        assert_eq!(current_labels(), Labels::NONE);
+        assert_eq!(current_labels_for(tid()), Labels::NONE);
     });
 }
 
@@ -71,9 +71,9 @@ fn record_updates_the_label() {
     with(&d, || {
         let s = tracing::info_span!("req", route = tracing::field::Empty, method = "GET");
         let _g = s.enter();
-        assert_eq!(current_labels().resolve().fields.len(), 1);
+        assert_eq!(current_labels_for(tid()).resolve().fields.len(), 1);
         s.record("route", "/late");
-        let l = current_labels().resolve();
+        let l = current_labels_for(tid()).resolve();
         let values: Vec<_> = l.fields.iter().map(|f| (f.slot, f.value)).collect();
         assert_eq!(values, [(0, "/late"), (1, "GET")]);
     });
@@ -84,7 +84,7 @@ static FROM_HANDLER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 extern "C" fn on_signal(_: libc::c_int) {
     // What a CPU profiler's SIGPROF handler does: read the slot, keep the word.
     FROM_HANDLER.store(
-        current_labels().to_bits(),
+        current_labels_for(tid()).to_bits(),
         std::sync::atomic::Ordering::SeqCst,
     );
 }

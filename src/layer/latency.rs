@@ -267,7 +267,7 @@ impl Latency {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::spans::thread::OWNED_SHARDS;
+    use crate::layer::thread::OWNED_SHARDS;
 
     fn meta() -> &'static tracing::Metadata<'static> {
         // A disabled span still carries its callsite's metadata.

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::Serialize;
 use tracing::Level;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -59,5 +60,42 @@ pub(crate) fn level_index(l: &Level) -> usize {
         Level::INFO => 2,
         Level::DEBUG => 3,
         _ => 4,
+    }
+}
+
+/// Events seen per level since the layer was installed. A level the layer's event filter
+/// never lets through is `None` (JSON `null`): unknown, not zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct LogEventCounts {
+    /// `ERROR` events (count).
+    pub(crate) error: Option<u64>,
+    /// `WARN` events (count).
+    pub(crate) warn: Option<u64>,
+    /// `INFO` events (count).
+    pub(crate) info: Option<u64>,
+    /// `DEBUG` events (count).
+    pub(crate) debug: Option<u64>,
+    /// `TRACE` events (count).
+    pub(crate) trace: Option<u64>,
+}
+
+/// Counts per level; a level that this layer's filter, or every filter of the subscriber
+/// (`LevelFilter::current()`), keeps out is `None`.
+pub(crate) fn event_counts(sh: &Shared) -> LogEventCounts {
+    let max = sh.max_event.min(LevelFilter::current());
+    let levels = [
+        Level::ERROR,
+        Level::WARN,
+        Level::INFO,
+        Level::DEBUG,
+        Level::TRACE,
+    ];
+    let c = |i: usize| (max >= levels[i]).then(|| sh.levels[i].load(Ordering::Relaxed));
+    LogEventCounts {
+        error: c(0),
+        warn: c(1),
+        info: c(2),
+        debug: c(3),
+        trace: c(4),
     }
 }

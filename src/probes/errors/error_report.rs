@@ -1,33 +1,14 @@
 //! What `/debug/errors` shows.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use tracing::Level;
-use tracing_subscriber::filter::LevelFilter;
 
-use super::fields::{decode, Fields};
-use super::shared::Shared;
-use super::span_report::ThreadRef;
 use crate::encode::time::rfc3339;
-
-/// Events seen per level since the layer was installed. A level the layer's event filter
-/// never lets through is `None` (JSON `null`): unknown, not zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub(crate) struct LogEventCounts {
-    /// `ERROR` events (count).
-    pub(crate) error: Option<u64>,
-    /// `WARN` events (count).
-    pub(crate) warn: Option<u64>,
-    /// `INFO` events (count).
-    pub(crate) info: Option<u64>,
-    /// `DEBUG` events (count).
-    pub(crate) debug: Option<u64>,
-    /// `TRACE` events (count).
-    pub(crate) trace: Option<u64>,
-}
+use crate::layer::fields::{decode, Fields};
+use crate::layer::shared::{event_counts, LogEventCounts, Shared};
+use crate::layer::thread::ThreadRef;
 
 /// One recent event of a group.
 #[derive(Debug, Clone, Serialize)]
@@ -127,27 +108,6 @@ impl fmt::Display for ErrorReport {
     }
 }
 
-/// Counts per level; a level that this layer's filter, or every filter of the subscriber
-/// (`LevelFilter::current()`), keeps out is `None`.
-pub(crate) fn event_counts(sh: &Shared) -> LogEventCounts {
-    let max = sh.max_event.min(LevelFilter::current());
-    let levels = [
-        Level::ERROR,
-        Level::WARN,
-        Level::INFO,
-        Level::DEBUG,
-        Level::TRACE,
-    ];
-    let c = |i: usize| (max >= levels[i]).then(|| sh.levels[i].load(Ordering::Relaxed));
-    LogEventCounts {
-        error: c(0),
-        warn: c(1),
-        info: c(2),
-        debug: c(3),
-        trace: c(4),
-    }
-}
-
 pub(crate) fn report(shared: &Shared) -> ErrorReport {
     let taken_at = SystemTime::now();
     let mut groups = Vec::new();
@@ -219,8 +179,8 @@ fn fingerprint(meta: &tracing::Metadata<'_>) -> String {
         &meta.line().map_or(String::new(), |l| l.to_string()),
         meta.name(),
     ] {
-        h = super::labels::hash_bytes(h, part.as_bytes());
-        h = super::labels::hash_bytes(h, b"|");
+        h = crate::stack::labels::hash_bytes(h, part.as_bytes());
+        h = crate::stack::labels::hash_bytes(h, b"|");
     }
     format!("{h:016x}")
 }

@@ -1,5 +1,5 @@
 //! Span labels for the profilers: per thread, the innermost entered span's name and up to two
-//! chosen field values ([`Options::label_fields`](super::Options::label_fields), default
+//! chosen field values ([`Options::label_fields`](crate::layer::Options::label_fields), default
 //! `route` and `http.route`; a span without one inherits the enclosing entered span's value),
 //! readable from a signal handler.
 //!
@@ -19,19 +19,15 @@
 //! [`MAX_LABEL_VALUE_BYTES`] bytes; past them, [`OTHER`]), so a word stored at any time can be
 //! resolved later. At most [`MAX_LABELLED_THREADS`] threads carry labels at once.
 
-// Some readers are used only by the profilers (features `cpu`, `wall`) and the tests.
-#![cfg_attr(not(test), allow(dead_code))]
-#![allow(unused_imports)]
-
 mod intern;
 mod slots;
 
 use serde::Serialize;
 
+pub(crate) use intern::MAX_LABEL_VALUE_BYTES;
 pub(crate) use intern::{hash_bytes, name_id, truncate, value_id, ID_NONE, ID_OTHER};
-pub(crate) use intern::{MAX_LABEL_NAMES, MAX_LABEL_VALUES, MAX_LABEL_VALUE_BYTES, OTHER};
+pub(crate) use slots::current_labels_for;
 pub(crate) use slots::{claim, release, write};
-pub(crate) use slots::{current_labels, current_labels_for, MAX_LABELLED_THREADS};
 
 /// The labels a thread carried at one instant: ids into the process-wide label tables.
 ///
@@ -97,7 +93,7 @@ pub(crate) struct ResolvedLabels {
 /// One chosen field's value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct LabelField {
-    /// Which of [`Options::label_fields`](super::Options::label_fields) it is (0 or 1).
+    /// Which of [`Options::label_fields`](crate::layer::Options::label_fields) it is (0 or 1).
     pub(crate) slot: u8,
     /// The field name (the pprof label key); `None` when the value is [`OTHER`].
     pub(crate) field: Option<&'static str>,
@@ -117,30 +113,5 @@ impl ResolvedLabels {
             out.push((f.field.unwrap_or("label"), f.value));
         }
         out
-    }
-}
-
-/// Occupancy of the process-wide label tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub(crate) struct LabelTableStats {
-    /// Distinct span names held (at most [`MAX_LABEL_NAMES`]).
-    pub(crate) names: usize,
-    /// Distinct `(field, value)` pairs held (at most [`MAX_LABEL_VALUES`]).
-    pub(crate) values: usize,
-    /// Span names that read [`OTHER`] because the table was full (count of interning attempts).
-    pub(crate) names_overflowed_total: u64,
-    /// Field values that read [`OTHER`] because the table was full (count of spans affected).
-    pub(crate) values_overflowed_total: u64,
-}
-
-/// How full the label tables are.
-pub(crate) fn label_table_stats() -> LabelTableStats {
-    let (names, values) = intern::sizes();
-    let (no, vo) = intern::overflow();
-    LabelTableStats {
-        names,
-        values,
-        names_overflowed_total: no,
-        values_overflowed_total: vo,
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use tracing::Metadata;
 
 use super::fields::{Special, NO_FIELD};
-use super::labels;
+use crate::stack::labels;
 
 /// Callsites whose facts are cached; past it they are recomputed per span (slower, counted).
 pub(crate) const MAX_CALLSITES: usize = 4096;

@@ -15,12 +15,12 @@ use super::callsite::{Callsites, NO_STAT};
 use super::error_groups::{ErrorGroups, Recent};
 use super::fields::{Recorder, Special};
 use super::handle::SpansHandle;
-use super::labels::Labels;
 use super::latency::{Latency, Slow};
 use super::options::Options;
 use super::shared::{level_index, Shared};
 use super::table::{Table, FLAG_ERROR, FLAG_TRUNCATED};
 use super::{clock, thread};
+use crate::stack::labels::Labels;
 
 /// prodbg's `tracing` layer, unfiltered: made by [`layer`], installed behind the host's global
 /// filter or inside its per-layer filter (see the [module docs](crate::spans) for the three

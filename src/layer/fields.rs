@@ -12,9 +12,9 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use tracing::field::FieldSet;
 use tracing::field::{Field, Visit};
 
-use super::labels::{self, MAX_LABEL_VALUE_BYTES};
 use super::options::RedactFn;
 use crate::security::redact::redact_env;
+use crate::stack::labels::{self, MAX_LABEL_VALUE_BYTES};
 
 /// Longest single field value kept, in bytes; longer values are cut at a character boundary
 /// and shown ending in `…`.

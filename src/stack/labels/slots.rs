@@ -113,9 +113,3 @@ pub(crate) fn current_labels_for(tid: i32) -> Labels {
     }
     Labels::NONE
 }
-
-/// The labels of the calling thread; async-signal-safe like [`current_labels_for`] (plus one
-/// `gettid` system call).
-pub(crate) fn current_labels() -> Labels {
-    current_labels_for(super::super::thread::gettid())
-}

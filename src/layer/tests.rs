@@ -1,0 +1,3 @@
+//! The profilers' label slots, fed by the layer.
+
+mod labels;
