@@ -1,5 +1,5 @@
 //! A service with five faults from production life, switchable at run time, to practise
-//! diagnosing each with curl alone (see the README's walkthrough).
+//! diagnosing each with curl alone (see docs/incident-walkthrough.md).
 //!
 //! ```text
 //! cargo run --release --features heap,deadlock,pools-sqlx --example incident_demo
