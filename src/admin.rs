@@ -127,7 +127,7 @@ impl Admin {
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(l) => {
-                            crate::server::serve(l, router, crate::server::ConnLimits::from(&limits), rx)
+                            crate::server::serve(l, router, limits, rx)
                                 .await
                         }
                         Err(e) => tracing::error!(target: "prodbg", error = %e, "cannot register the listener"),

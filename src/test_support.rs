@@ -6,15 +6,6 @@ use std::sync::{Mutex, MutexGuard};
 /// Taken by every test that installs signal handlers, runs the CPU sampler, dumps threads,
 /// touches jemalloc's global profiling state or the global tracing subscriber: those share one
 /// process, so they take turns. A test that panicked while holding it does not poison it.
-#[cfg_attr(
-    not(any(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
 pub(crate) fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())

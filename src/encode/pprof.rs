@@ -276,7 +276,6 @@ impl ProfileBuilder {
     }
 
     /// Names the sample type a viewer shows first (one of `sample_types`' types).
-    #[cfg_attr(not(any(feature = "heap", feature = "wall")), allow(dead_code))]
     pub(crate) fn default_sample_type(&mut self, ty: &str) {
         self.profile.default_sample_type = self.string(ty);
     }

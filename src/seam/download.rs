@@ -53,7 +53,6 @@ pub(crate) fn inline(name: &str) -> HeaderValue {
 /// A profile's response in `format` (`svg`, `folded`, else gzipped pprof): its content type, a
 /// disposition named `name(ext)`, the SVG's [`SVG_CSP`], and the `x-prodbg-*` figures in
 /// `figures` (a value that is not header-safe has its non-ASCII and control characters blanked).
-#[cfg_attr(not(any(feature = "cpu", feature = "wall")), allow(dead_code))]
 pub(crate) fn profile_response(
     format: &str,
     name: impl Fn(&str) -> String,

@@ -119,15 +119,7 @@ pub(crate) struct ProbeSpec {
     /// Its routes, each a `static` of its probe's module.
     pub(crate) routes: &'static [&'static RouteSpec],
     /// The files it adds to the bundle (listed as failed by its stand-in when compiled out).
-    #[cfg_attr(
-        all(
-            feature = "cpu",
-            feature = "heap",
-            feature = "threads",
-            feature = "deadlock"
-        ),
-        allow(dead_code)
-    )]
+    #[cfg_attr(all_probes, allow(dead_code))]
     pub(crate) bundle_files: &'static [&'static str],
 }
 
@@ -173,7 +165,6 @@ impl BundlePart {
     }
 
     /// Several files produced together by `future`, which yields one body per name in `files`.
-    #[cfg_attr(not(any(feature = "cpu", feature = "heap")), allow(dead_code))]
     pub(crate) fn several(
         files: &[&str],
         future: impl Future<Output = Result<Vec<Vec<u8>>, String>> + Send + 'static,

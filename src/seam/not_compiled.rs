@@ -13,29 +13,13 @@ use crate::config::Limits;
 
 /// Registers `spec`'s routes and bundle files without the probe behind them.
 #[derive(Debug)]
-#[cfg_attr(
-    all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    ),
-    allow(dead_code)
-)]
+#[cfg_attr(all_probes, allow(dead_code))]
 pub(crate) struct NotCompiled {
     spec: &'static ProbeSpec,
     limits: Limits,
 }
 
-#[cfg_attr(
-    all(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    ),
-    allow(dead_code)
-)]
+#[cfg_attr(all_probes, allow(dead_code))]
 impl NotCompiled {
     /// The stand-in for `spec`.
     pub(crate) fn new(spec: &'static ProbeSpec, cx: &ProbeContext) -> NotCompiled {

@@ -84,7 +84,6 @@ impl Params {
         }
     }
 
-    #[cfg_attr(not(feature = "cpu"), allow(dead_code))]
     /// A non-empty text of at most `max_bytes` bytes, or `None` when absent.
     pub(crate) fn text(&self, key: &str, max_bytes: usize) -> Result<Option<&str>, ApiError> {
         match self.get(key) {
@@ -101,15 +100,6 @@ impl Params {
         }
     }
 
-    #[cfg_attr(
-        not(any(
-            feature = "cpu",
-            feature = "heap",
-            feature = "threads",
-            feature = "deadlock"
-        )),
-        allow(dead_code)
-    )]
     /// One of `choices`, or `default` when absent.
     pub(crate) fn choice<'a>(
         &self,

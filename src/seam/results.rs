@@ -46,7 +46,6 @@ impl Results {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    #[cfg_attr(not(any(feature = "cpu", feature = "heap")), allow(dead_code))]
     /// Keeps `result` as the last of its kind; returns whether it was kept (not too large).
     pub(crate) fn put(&self, result: StoredResult) -> bool {
         if result.svg.len() + result.pprof.len() > MAX_RESULT_BYTES {

@@ -17,84 +17,6 @@ use super::refuse;
 use super::slots::{Refused, Slots};
 use crate::config::Limits;
 
-/// Connection limits. The defaults suit an admin server inside a production process.
-///
-/// **Per-IP cap behind proxies.** `kubectl port-forward`, a service-mesh sidecar, an SSH tunnel
-/// or a load balancer makes every operator and scraper behind it one client IP. The per-IP cap
-/// is then a budget *shared* by all of them, so it is sized for several people at once (a
-/// browser opens up to 6 connections per host; `curl`, `go tool pprof` and Prometheus 1–2 each):
-/// 16 by default. If many clients share one proxy, raise it, keeping it at most
-/// `max_connections - reserved_for_new_clients`. Anyone behind the same proxy can use up that
-/// shared budget; the idle, head and write timeouts then bound how long they hold it. Any local
-/// process can also pick its own source address in 127.0.0.0/8, so on loopback the global cap,
-/// the reserve and the timeouts are what hold. IPv6 clients are counted per /64.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnLimits {
-    /// Open connections at once. Default 128: each holds a file descriptor of the *host*
-    /// process (128, plus up to 64 refusals lingering for 1 s: under 19 % of a common 1024 soft
-    /// limit), and an admin server needs a few dozen at most.
-    pub max_connections: usize,
-    /// Open connections per client IP (IPv6: per /64). Default 16; see above.
-    pub max_connections_per_ip: usize,
-    /// The last this many slots go only to client IPs holding fewer than 2 connections, so a
-    /// new operator gets in even when a few clients fill the rest. Default 16.
-    pub reserved_for_new_clients: usize,
-    /// Slowloris: a new connection must send its first byte within this of being accepted, and
-    /// every request head must be complete within this of its first byte. Default 5 s.
-    pub header_read_timeout: Duration,
-    /// Longest a connection may sit between requests. Default 30 s: long enough for a 15 s
-    /// scrape interval to reuse its connection.
-    pub idle_timeout: Duration,
-    /// Longest a response write may make no progress (a client that stopped reading); the
-    /// connection is then reset. Default 10 s.
-    pub write_timeout: Duration,
-    /// Age after which a connection takes no new request and closes after the current
-    /// response. Default 10 min.
-    pub max_lifetime: Duration,
-    /// How long a response in flight at `max_lifetime` (or at shutdown) may still take before
-    /// the connection is dropped; bounds a client that reads slowly but never stalls. Default
-    /// 90 s, prodbg's request timeout, so an in-flight profile completes.
-    pub lifetime_grace: Duration,
-    /// Largest request head, in bytes (at least 8192). Default 16 KiB.
-    pub max_header_bytes: usize,
-    /// How long shutdown waits for in-flight requests before dropping them. Default 5 s.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for ConnLimits {
-    fn default() -> ConnLimits {
-        ConnLimits {
-            max_connections: 128,
-            max_connections_per_ip: 16,
-            reserved_for_new_clients: 16,
-            header_read_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(10),
-            max_lifetime: Duration::from_secs(600),
-            lifetime_grace: Duration::from_secs(90),
-            max_header_bytes: 16 * 1024,
-            shutdown_grace: Duration::from_secs(5),
-        }
-    }
-}
-
-impl From<&Limits> for ConnLimits {
-    fn from(l: &Limits) -> ConnLimits {
-        ConnLimits {
-            max_connections: l.max_connections,
-            max_connections_per_ip: l.max_connections_per_client,
-            reserved_for_new_clients: l.reserved_for_new_clients,
-            header_read_timeout: l.header_read_timeout,
-            idle_timeout: l.idle_timeout,
-            write_timeout: l.write_timeout,
-            max_lifetime: l.max_connection_lifetime,
-            lifetime_grace: l.request_timeout,
-            max_header_bytes: l.max_header_bytes,
-            shutdown_grace: l.shutdown_grace,
-        }
-    }
-}
-
 /// Pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOBUFS…).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Least time between two warnings of the same kind; the ones between are counted.
@@ -106,17 +28,17 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
-    limits: ConnLimits,
+    limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) {
     let slots = Slots::new(
         limits.max_connections,
-        limits.max_connections_per_ip,
+        limits.max_connections_per_client,
         limits.reserved_for_new_clients,
     );
     let per_ip_answer = refuse::response(&format!(
         "this client already holds {} connections to the admin server, its limit; close idle ones or retry shortly",
-        limits.max_connections_per_ip
+        limits.max_connections_per_client
     ));
     let global_answer = refuse::response(&format!(
         "the admin server holds {} connections, its limit; retry shortly",
@@ -140,8 +62,8 @@ pub(crate) async fn serve(
             idle: limits.idle_timeout,
             write: limits.write_timeout,
         },
-        max_lifetime: limits.max_lifetime,
-        lifetime_grace: limits.lifetime_grace,
+        max_lifetime: limits.max_connection_lifetime,
+        lifetime_grace: limits.request_timeout,
     });
     let mut tasks = JoinSet::new();
     let mut refusals = Tally::default();

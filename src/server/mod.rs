@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
-pub(crate) use listen::{serve, ConnLimits};
+pub(crate) use listen::serve;
 pub(crate) use state::{ServerConfig, ServerState};
 
 use crate::seam::{ProbeSpec, Route};

@@ -48,13 +48,21 @@ mod tests {
         let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
         let out = std::process::Command::new(rustc)
             .args(["-C", &format!("debuginfo={debuginfo}")])
-            .args(if debuginfo == "0" { &["-C", "strip=debuginfo"][..] } else { &[] })
+            .args(if debuginfo == "0" {
+                &["-C", "strip=debuginfo"][..]
+            } else {
+                &[]
+            })
             .arg("-o")
             .arg(&bin)
             .arg(&src)
             .output()
             .expect("run rustc");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::read(bin).expect("read binary")
     }
 

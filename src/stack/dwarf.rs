@@ -390,18 +390,31 @@ mod tests {
         let bin = dir.path().join("probe");
         let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
         let out = std::process::Command::new(rustc)
-            .args(["-C", "debuginfo=line-tables-only", "-C", "opt-level=1", "-o"])
+            .args([
+                "-C",
+                "debuginfo=line-tables-only",
+                "-C",
+                "opt-level=1",
+                "-o",
+            ])
             .arg(&bin)
             .arg(&src)
             .output()
             .expect("run rustc");
-        assert!(out.status.success(), "rustc: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "rustc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         let data = std::fs::read(&bin).expect("read binary");
         let file = object::File::parse(&*data).expect("parse ELF");
         let get = file
             .symbols()
-            .find(|s| s.name().is_ok_and(|n| demangle(n).ends_with("store::Store::get")))
+            .find(|s| {
+                s.name()
+                    .is_ok_and(|n| demangle(n).ends_with("store::Store::get"))
+            })
             .expect("the symbol of Store::get");
         assert!(
             file.section_by_name(".debug_info").is_some(),
@@ -416,6 +429,9 @@ mod tests {
             name.ends_with("store::Store::get"),
             "the physical frame is named by its path, not DWARF's bare name: {name:?}"
         );
-        assert!(physical.line.is_some(), "file:line still come from the line tables");
+        assert!(
+            physical.line.is_some(),
+            "file:line still come from the line tables"
+        );
     }
 }

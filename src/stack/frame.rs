@@ -31,15 +31,6 @@ pub(crate) struct Frame {
     pub(crate) inlined: bool,
 }
 
-#[cfg_attr(
-    not(any(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )),
-    allow(dead_code)
-)]
 impl Frame {
     /// A frame nothing is known about but its address.
     pub(crate) fn unknown(address: u64) -> Frame {

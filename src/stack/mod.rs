@@ -21,17 +21,12 @@
 //!   every profiler produces, and its pprof, folded and SVG encodings.
 //!
 //! Each probe uses part of it; builds with only some of the features leave the rest unused
-//! (hence the `dead_code` allowances below).
+//! (see the `dead_code` allowance in `lib.rs` for builds without `all_probes`).
 //!
 //! All of it needs Linux on x86_64 or aarch64 (ELF, `dl_iterate_phdr`, the `ucontext` layout).
 
 #[cfg(all(
-    any(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    ),
+    stacks,
     not(all(
         target_os = "linux",
         any(target_arch = "x86_64", target_arch = "aarch64")
@@ -42,56 +37,36 @@ compile_error!(
      (build with --no-default-features elsewhere)"
 );
 
-/// Declares modules under one `cfg`, each with the `dead_code` allowance that builds with
-/// only some of the four stack-taking features need.
-macro_rules! stack_modules {
-    (#[cfg($c:meta)] $($vis:vis mod $name:ident;)*) => {$(
-        #[cfg($c)]
-        #[cfg_attr(
-            not(all(
-                feature = "cpu",
-                feature = "heap",
-                feature = "threads",
-                feature = "deadlock"
-            )),
-            allow(dead_code)
-        )]
-        $vis mod $name;
-    )*};
-}
-
-stack_modules! {
-    #[cfg(all())]
-    pub(crate) mod frame;
-}
+#[cfg(any(feature = "cpu", feature = "threads"))]
+pub(crate) mod cache_pool;
+#[cfg(stacks)]
+pub(crate) mod debug_info;
+#[cfg(stacks)]
+pub(crate) mod dwarf;
+pub(crate) mod frame;
 pub(crate) mod labels;
-stack_modules! {
-    #[cfg(any(feature = "cpu", feature = "heap", feature = "threads", feature = "deadlock"))]
-    pub(crate) mod debug_info;
-    pub(crate) mod dwarf;
-    pub(crate) mod modules;
-    pub(crate) mod offline;
-    pub(crate) mod symbolize;
-}
-stack_modules! {
-    #[cfg(any(feature = "cpu", feature = "heap"))]
-    pub(crate) mod profile;
-}
-stack_modules! {
-    #[cfg(any(feature = "cpu", feature = "threads"))]
-    pub(crate) mod cache_pool;
-    pub(crate) mod published;
-    pub(crate) mod signal_unwinder;
-    pub(crate) mod stack_bounds;
-    pub(crate) mod unwind;
-}
+#[cfg(stacks)]
+pub(crate) mod modules;
+#[cfg(stacks)]
+pub(crate) mod offline;
+#[cfg(any(feature = "cpu", feature = "heap"))]
+pub(crate) mod profile;
+#[cfg(any(feature = "cpu", feature = "threads"))]
+pub(crate) mod published;
 #[cfg(feature = "threads")]
 pub(crate) mod remote;
-stack_modules! {
-    #[cfg(feature = "threads")]
-    pub(crate) mod thread_dump;
-    pub(crate) mod thread_state;
-}
+#[cfg(any(feature = "cpu", feature = "threads"))]
+pub(crate) mod signal_unwinder;
+#[cfg(any(feature = "cpu", feature = "threads"))]
+pub(crate) mod stack_bounds;
+#[cfg(stacks)]
+pub(crate) mod symbolize;
+#[cfg(feature = "threads")]
+pub(crate) mod thread_dump;
+#[cfg(feature = "threads")]
+pub(crate) mod thread_state;
+#[cfg(any(feature = "cpu", feature = "threads"))]
+pub(crate) mod unwind;
 
 pub(crate) use frame::Frame;
 

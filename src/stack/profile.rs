@@ -144,7 +144,8 @@ impl Profile {
                 self.symbolized,
                 self.leaf == Leaf::Interrupted,
             );
-            let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let labels: Vec<(&str, &str)> =
+                s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
             b.sample(locations, s.values.clone(), &labels);
         }
         let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);

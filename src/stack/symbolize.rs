@@ -77,7 +77,6 @@ impl Symbols {
     }
 
     /// Number of distinct addresses resolved.
-    #[cfg_attr(not(feature = "cpu"), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }

@@ -52,7 +52,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::stack::remote::{current_tid, list_threads, signal_mask_has, RawStack, Session, MAX_FRAMES};
+use crate::stack::remote::{
+    current_tid, list_threads, signal_mask_has, RawStack, Session, MAX_FRAMES,
+};
 use crate::stack::signal_unwinder::SignalUnwinder;
 use crate::stack::symbolize::{self as symbols, Symbols};
 use crate::stack::thread_state;
@@ -172,9 +174,11 @@ pub(crate) fn dump(opts: DumpOptions) -> ThreadDump {
         .into_iter()
         .map(|(tid, info, stack)| {
             let (frames, truncated, error) = match stack {
-                Ok(raw) if raw.is_self => {
-                    (symbolize_self(&symbols, &raw, max_frames), raw.truncated, None)
-                }
+                Ok(raw) if raw.is_self => (
+                    symbolize_self(&symbols, &raw, max_frames),
+                    raw.truncated,
+                    None,
+                ),
                 Ok(raw) => (symbolize(&symbols, &raw, max_frames), raw.truncated, None),
                 Err(e) => (Vec::new(), false, Some(e)),
             };
@@ -240,7 +244,10 @@ impl ThreadDump {
 }
 
 /// The addresses of a raw stack to symbolize: the first as is, the others inside their call.
-fn addresses(raw: &RawStack, max_frames: usize) -> impl Iterator<Item = crate::stack::dwarf::ProcessAddress> + '_ {
+fn addresses(
+    raw: &RawStack,
+    max_frames: usize,
+) -> impl Iterator<Item = crate::stack::dwarf::ProcessAddress> + '_ {
     let take = if raw.is_self { usize::MAX } else { max_frames };
     raw.ips.iter().take(take).enumerate().map(|(i, &ip)| {
         if i == 0 {
@@ -256,10 +263,7 @@ fn symbolize_self(symbols: &Symbols, raw: &RawStack, max_frames: usize) -> Vec<F
     let mut frames = symbolize(symbols, raw, usize::MAX);
     // Code in this module never calls back into the caller's code, so everything up to the
     // last frame of this module is the capture itself; the caller of `dump` follows.
-    let ours = [
-        concat!(module_path!(), "::"),
-        "prodbg::stack::remote::",
-    ];
+    let ours = [concat!(module_path!(), "::"), "prodbg::stack::remote::"];
     let last_ours = frames.iter().rposition(|f| {
         f.function
             .as_deref()

@@ -151,10 +151,6 @@ struct Shared {
 }
 
 impl DeadlockDetector {
-    #[allow(dead_code)] // no caller, not even a test
-    /// Check interval to use when the host has no opinion: 10 seconds.
-    pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-
     /// Starts the detector thread (named `prodbg-deadlock`): every `interval` it runs
     /// `parking_lot::deadlock::check_deadlock()` and keeps the last `keep_last` reports.
     /// Nothing runs until this is called. Fails only if the OS cannot spawn a thread.

@@ -9,7 +9,8 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Serialize;
 
-use self::core::{HeapDump, HeapError, HeapProfilingState};
+use self::core::HeapDump;
+use crate::jemalloc::{self, HeapError, HeapProfilingState};
 use crate::probes::one_at_a_time::OneAtATime;
 use crate::seam::fair::Cap;
 use crate::seam::profile::{Ask, Outlet};
@@ -71,7 +72,7 @@ async fn profile(
         Some(_) => Some(params.u64_in("seconds", 1..=st.max_seconds, 0)?),
         None => None,
     };
-    let state = core::profiling_state()?;
+    let state = jemalloc::profiling_state()?;
     let _cap = st.cap.take()?;
     let mut warning = None;
     if !state.active {
@@ -124,14 +125,14 @@ fn set_sampling(
     active: bool,
     by: &str,
 ) -> Result<HeapProfilingState, HeapError> {
-    core::set_active(active)?;
+    jemalloc::set_active(active)?;
     if active {
         overrides.record(OVERRIDE_KIND, "active".into(), by, None);
     } else {
         overrides.clear(OVERRIDE_KIND);
     }
     tracing::info!(target: "prodbg", active, by = %by, "heap sampling switched");
-    core::profiling_state()
+    jemalloc::profiling_state()
 }
 
 async fn activate(
@@ -158,7 +159,7 @@ fn switched(
     active: bool,
     by: &str,
 ) -> Result<(Extension<AuditDetails>, Json<Switched>), ApiError> {
-    let previous = core::profiling_state()?.active;
+    let previous = jemalloc::profiling_state()?.active;
     let profiling = set_sampling(&st.overrides, active, by)?;
     let details = AuditDetails::new()
         .with("heap_sampling", profiling.active)
@@ -192,7 +193,7 @@ impl Probe for Heap {
     }
 
     fn glance(&self) -> BoxFuture<Option<Glance>> {
-        let (sampling, why) = match core::profiling_state() {
+        let (sampling, why) = match jemalloc::profiling_state() {
             Ok(s) if !s.opt_prof => ("off: start the host with prof:true to allow it", None),
             Ok(s) if s.active => ("active", None),
             Ok(_) => ("inactive", None),

@@ -4,81 +4,11 @@
 use std::hint::black_box;
 
 use pprof::protos::Message as _;
-use serde::Deserialize;
 
 use super::core as heap;
+use crate::jemalloc;
 use crate::stack::profile::Profile;
 use crate::test_support::serial;
-
-/// The memory probe's own report (`memory.json` of the bundle): its jemalloc stats are
-/// private to `probes::memory`, so they are read the way a client reads them.
-mod memory {
-    use super::Deserialize;
-    use crate::probes::memory::Memory;
-    use crate::seam::{Probe as _, ProbeContext};
-
-    #[derive(Debug, Deserialize)]
-    pub(super) struct HeapProfilingState {
-        pub(super) opt_prof: bool,
-        pub(super) lg_prof_sample: u32,
-    }
-
-    /// The fields of `JemallocStats` the tests read.
-    #[derive(Debug, Deserialize)]
-    pub(super) struct JemallocStats {
-        pub(super) allocated_bytes: u64,
-        pub(super) active_bytes: u64,
-        pub(super) resident_bytes: u64,
-        pub(super) mapped_bytes: u64,
-        pub(super) metadata_bytes: u64,
-        pub(super) fragmentation_ratio: f64,
-        pub(super) arenas: u32,
-        pub(super) profiling: HeapProfilingState,
-    }
-
-    #[derive(Debug, Deserialize)]
-    pub(super) struct ProcessMemory {
-        pub(super) rss_bytes: Option<u64>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    struct Report {
-        process: ProcessMemory,
-        jemalloc: Option<JemallocStats>,
-        message: Option<String>,
-    }
-
-    fn report() -> Report {
-        let cx = ProbeContext {
-            service_name: "heap-test".into(),
-            limits: Default::default(),
-            overrides: Default::default(),
-            fair: std::sync::Arc::new(crate::seam::fair::FairShare::new(Default::default(), ["t"])),
-            results: Default::default(),
-        };
-        let mut parts = Memory::new(&cx).bundle(std::time::Duration::ZERO);
-        assert_eq!(parts.len(), 1);
-        let part = parts.remove(0);
-        assert_eq!(part.files, ["memory.json"]);
-        let bytes = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(part.bytes)
-            .unwrap();
-        serde_json::from_slice(&bytes[0]).unwrap()
-    }
-
-    /// jemalloc's stats, or why there are none.
-    pub(super) fn jemalloc_stats() -> Result<JemallocStats, String> {
-        let r = report();
-        r.jemalloc.ok_or_else(|| r.message.unwrap_or_default())
-    }
-
-    /// The process's memory as the kernel sees it.
-    pub(super) fn process_memory() -> ProcessMemory {
-        report().process
-    }
-}
 
 const LEAKER: &str = "prodbg_test_leaky_holder_7f3a";
 
@@ -152,48 +82,22 @@ fn leaker_bytes_pprof(p: &pprof::protos::Profile) -> (i64, i64) {
 }
 
 #[test]
-fn jemalloc_stats_are_sensible_and_track_allocations() {
-    // The 64 MiB below must not be offset by what the tests that take turns free meanwhile.
-    let _g = serial();
-    let before = memory::jemalloc_stats().unwrap();
-    assert!(before.allocated_bytes > 0);
-    assert!(before.active_bytes >= before.allocated_bytes);
-    assert!(before.resident_bytes > 0 && before.mapped_bytes > 0 && before.metadata_bytes > 0);
-    assert!((0.0..=1.0).contains(&before.fragmentation_ratio));
-    assert!(before.arenas >= 1);
-    assert!(before.profiling.opt_prof);
-    assert_eq!(before.profiling.lg_prof_sample, 14);
-
-    let big = black_box(vec![1u8; 64 << 20]);
-    let after = memory::jemalloc_stats().unwrap();
-    // Other tests allocate concurrently; 64 MiB dwarfs them.
-    assert!(
-        after.allocated_bytes >= before.allocated_bytes + (60 << 20),
-        "{before:?} {after:?}"
-    );
-    drop(big);
-
-    let proc_mem = memory::process_memory();
-    assert!(proc_mem.rss_bytes.unwrap() > 0);
-}
-
-#[test]
 fn set_active_toggles_profiling_state() {
     let _g = serial(); // `prof.active` is global
-    heap::set_active(true).unwrap();
-    assert!(heap::profiling_state().unwrap().active);
-    heap::set_active(false).unwrap();
-    let state = heap::profiling_state().unwrap();
+    jemalloc::set_active(true).unwrap();
+    assert!(jemalloc::profiling_state().unwrap().active);
+    jemalloc::set_active(false).unwrap();
+    let state = jemalloc::profiling_state().unwrap();
     assert!(state.opt_prof && !state.active);
 }
 
 #[test]
 fn snapshot_attributes_live_bytes_to_the_allocating_function() {
     let _g = serial(); // `prof.active` is global
-    heap::set_active(true).unwrap();
+    jemalloc::set_active(true).unwrap();
     let held = hold(256, 64 << 10); // 16 MiB in 64 KiB buffers
     let profile = heap::snapshot().unwrap().profile();
-    heap::set_active(false).unwrap();
+    jemalloc::set_active(false).unwrap();
     let held_bytes = (held.len() * held[0].len()) as u64;
 
     let (cum, flat) = leaker_bytes_folded(&profile);
@@ -236,11 +140,11 @@ fn snapshot_attributes_live_bytes_to_the_allocating_function() {
 #[test]
 fn growth_attributes_new_allocations() {
     let _g = serial(); // `prof.active` is global
-    heap::set_active(true).unwrap();
+    jemalloc::set_active(true).unwrap();
     let before = heap::snapshot().unwrap();
     let held = hold(128, 64 << 10); // 8 MiB allocated inside the window
     let after = heap::snapshot().unwrap();
-    heap::set_active(false).unwrap();
+    jemalloc::set_active(false).unwrap();
     let grown = heap::growth(&before, &after).profile();
     let held_bytes = (held.len() * held[0].len()) as u64;
     let (cum, _) = leaker_bytes_folded(&grown);

@@ -57,7 +57,7 @@ struct MemoryReport {
 }
 
 #[cfg(feature = "heap")]
-type Jemalloc = stats::JemallocStats;
+type Jemalloc = crate::jemalloc::JemallocStats;
 #[cfg(not(feature = "heap"))]
 type Jemalloc = ();
 
@@ -81,7 +81,7 @@ fn report() -> MemoryReport {
 
 #[cfg(feature = "heap")]
 fn jemalloc() -> Result<Jemalloc, String> {
-    stats::jemalloc_stats().map_err(|e| format!("jemalloc stats are not available: {e}"))
+    crate::jemalloc::jemalloc_stats().map_err(|e| format!("jemalloc stats are not available: {e}"))
 }
 
 #[cfg(not(feature = "heap"))]
@@ -183,7 +183,7 @@ mod jemalloc_series {
 
     impl Collector for JemallocCollector {
         fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
-            let Ok(j) = super::stats::jemalloc_stats() else {
+            let Ok(j) = crate::jemalloc::jemalloc_stats() else {
                 return Ok(());
             };
             let mut f = Families::new(encoder);

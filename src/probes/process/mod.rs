@@ -231,19 +231,9 @@ impl Probe for Process {
 /// The note a profile carries when the executable has no debug info (`None` with it, or in a
 /// build without the stack-taking features).
 fn debug_info_missing() -> Option<&'static str> {
-    #[cfg(any(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    ))]
+    #[cfg(stacks)]
     return crate::stack::debug_info::missing_note();
-    #[cfg(not(any(
-        feature = "cpu",
-        feature = "heap",
-        feature = "threads",
-        feature = "deadlock"
-    )))]
+    #[cfg(not(stacks))]
     None
 }
 

@@ -53,6 +53,9 @@ pub(crate) static TOKIO: RouteSpec = RouteSpec {
     },
 };
 
+/// What to turn on to get task dumps.
+const NEEDS_TASKDUMP: &str = "needs RUSTFLAGS=\"--cfg tokio_unstable --cfg tokio_taskdump\" (Linux on x86_64, aarch64, x86 or s390x)";
+
 /// `GET /debug/tokio/tasks`.
 pub(crate) static TASKS: RouteSpec = RouteSpec {
     method: Method::GET,
@@ -61,10 +64,10 @@ pub(crate) static TASKS: RouteSpec = RouteSpec {
     go: None,
     summary: |_| {
         format!(
-                    "async task dump, one trace per task (?runtime=, ?timeout_ms={}..{}); needs --cfg tokio_unstable",
-                    DUMP_TIMEOUT_MS.start(),
-                    DUMP_TIMEOUT_MS.end()
-                )
+            "async task dump, one trace per task (?runtime=, ?timeout_ms={}..{}); {NEEDS_TASKDUMP}",
+            DUMP_TIMEOUT_MS.start(),
+            DUMP_TIMEOUT_MS.end()
+        )
     },
 };
 
@@ -75,11 +78,11 @@ pub(crate) static GOROUTINE: RouteSpec = RouteSpec {
             access: Access::Scope(Scope::Profile),
             go: Some(GoIndex {
         link: "goroutine?debug=1",
-        text: "Stack traces of all current Tokio tasks (the async task dump), grouped by stack. Needs --cfg tokio_unstable.",
+        text: "Stack traces of all current Tokio tasks (the async task dump), grouped by stack. Needs --cfg tokio_unstable --cfg tokio_taskdump.",
     }),
     summary: |_| {
                 format!(
-                    "the async task dump in Go's text shapes: ?debug=1 (default) counts tasks by stack, ?debug=2 prints every task like a goroutine dump; every registered runtime (or ?runtime=), ?timeout_ms={}..{}; needs --cfg tokio_unstable",
+                    "the async task dump in Go's text shapes: ?debug=1 (default) counts tasks by stack, ?debug=2 prints every task like a goroutine dump; every registered runtime (or ?runtime=), ?timeout_ms={}..{}; {NEEDS_TASKDUMP}",
                     DUMP_TIMEOUT_MS.start(),
                     DUMP_TIMEOUT_MS.end()
                 )

@@ -38,12 +38,6 @@ use tokio::runtime::{Handle, RuntimeFlavor, RuntimeMetrics};
 use super::window::per_second;
 pub(crate) use super::window::RuntimeWindow;
 
-#[allow(dead_code)] // no caller, not even a test
-/// What to turn on to get task dumps.
-pub(super) const NEEDS_TASKDUMP: &str =
-    "needs RUSTFLAGS=\"--cfg tokio_unstable --cfg tokio_taskdump\" \
-     (Linux on x86_64, aarch64, x86 or s390x)";
-
 /// Named Tokio runtimes to report on. Cheap to clone; clones share the same set.
 ///
 /// A registered [`Handle`] does not keep the runtime running: once the host drops its runtime,

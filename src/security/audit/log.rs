@@ -1,8 +1,11 @@
 //! The public face of the audit log: options, the handle, and the cancel-safe request guard.
 //! The writing itself is in `writer.rs`.
 
+#[cfg(test)]
 use std::io;
-use std::path::{Path, PathBuf};
+#[cfg(test)]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +61,7 @@ impl AuditLogBuilder {
     }
 
     /// A plain SHA-256 chain even if `PRODBG_AUDIT_KEY` is set (detects accidents only).
+    #[cfg(test)]
     pub(crate) fn unkeyed(mut self) -> AuditLogBuilder {
         self.key = KeyChoice::Unkeyed;
         self
@@ -77,6 +81,7 @@ impl AuditLogBuilder {
 
     /// A checkpoint every `records` records (0: never by count) and every `interval` if anything
     /// was written since the last. Default: 1000 records, 60 s.
+    #[cfg(test)]
     pub(crate) fn checkpoint_every(mut self, records: u64, interval: Duration) -> AuditLogBuilder {
         self.checkpoint_records = records;
         self.checkpoint_interval = interval;
@@ -84,6 +89,7 @@ impl AuditLogBuilder {
     }
 
     /// How often folded requests are written as summaries. Default: 60 s.
+    #[cfg(test)]
     pub(crate) fn fold_interval(mut self, interval: Duration) -> AuditLogBuilder {
         self.fold_interval = interval;
         self
@@ -91,6 +97,7 @@ impl AuditLogBuilder {
 
     /// How often the path is compared (device + inode) with the open file, to follow a
     /// rename by logrotate. Default: 1 s.
+    #[cfg(test)]
     pub(crate) fn reopen_check_interval(mut self, interval: Duration) -> AuditLogBuilder {
         self.reopen_check = interval;
         self
@@ -106,6 +113,7 @@ impl AuditLogBuilder {
 
     /// Whether every record and checkpoint is also a `tracing` event with target
     /// [`AUDIT_TARGET`]. Default: on.
+    #[cfg(test)]
     pub(crate) fn emit_events(mut self, on: bool) -> AuditLogBuilder {
         self.events = on;
         self
@@ -190,11 +198,6 @@ impl AuditLog {
         }
     }
 
-    /// `builder().file(path).build()`: key from `PRODBG_AUDIT_KEY`, other defaults.
-    pub(crate) fn open(path: impl Into<PathBuf>) -> Result<AuditLog, AuditError> {
-        AuditLog::builder().file(path).build()
-    }
-
     /// A log without a file: records go to `tracing` only, chained (unkeyed) in memory; no
     /// background thread.
     pub(crate) fn in_memory() -> AuditLog {
@@ -205,6 +208,7 @@ impl AuditLog {
     }
 
     /// Records one request in full. Shorthand for `record(rec, Folding::Never)`.
+    #[cfg(test)]
     pub(crate) fn append(&self, rec: AuditRecord) {
         self.record(rec, Folding::Never);
     }
@@ -270,6 +274,7 @@ impl AuditLog {
     }
 
     /// Writes a checkpoint now and returns it.
+    #[cfg(test)]
     pub(crate) fn checkpoint(&self) -> Checkpoint {
         self.inner.checkpoint_now()
     }
@@ -279,24 +284,21 @@ impl AuditLog {
         self.inner.flush(false);
     }
 
-    /// Does the timed work now: due summaries and checkpoints, fsync, reopen check, gap retry.
-    /// The background thread calls it; hosts that turned the thread off call it periodically.
-    pub(crate) fn tick(&self) {
-        self.inner.tick();
-    }
-
     /// Reopens the file by path now (after logrotate renamed it; for the host's own SIGHUP
     /// handler). The chain continues from the last record written.
+    #[cfg(test)]
     pub(crate) fn reopen(&self) -> io::Result<()> {
         self.inner.reopen_now()
     }
 
     /// The audit file, if any.
+    #[cfg(test)]
     pub(crate) fn path(&self) -> Option<&Path> {
         self.inner.cfg.path.as_deref()
     }
 
     /// Whether the chain is keyed (HMAC-SHA256).
+    #[cfg(test)]
     pub(crate) fn is_keyed(&self) -> bool {
         self.inner.chainer.keyed()
     }
@@ -358,6 +360,7 @@ impl PendingRequest {
 
     /// The status recorded if the guard is dropped unfinished: 499 unless changed (e.g. 504
     /// when the request timed out and its work is being abandoned).
+    #[cfg(test)]
     pub(crate) fn set_cancel_status(&mut self, status: u16) {
         self.cancel_status = status;
     }

@@ -66,6 +66,7 @@ pub(crate) struct AuditRecord {
 
 impl AuditRecord {
     /// Adds one `details` entry (e.g. `.detail("previous", "info")`).
+    #[cfg(test)]
     pub(crate) fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> AuditRecord {
         self.details.insert(key.to_string(), value.into());
         self

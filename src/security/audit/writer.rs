@@ -269,6 +269,7 @@ impl Inner {
         }
     }
 
+    #[cfg(test)]
     pub(super) fn checkpoint_now(&self) -> Checkpoint {
         let mut out = Vec::new();
         let cp = {
@@ -281,6 +282,7 @@ impl Inner {
         cp
     }
 
+    #[cfg(test)]
     pub(super) fn reopen_now(&self) -> io::Result<()> {
         let mut out = Vec::new();
         let res = {
