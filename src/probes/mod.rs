@@ -31,8 +31,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[allow(unused_imports)]
-use crate::seam::{NotCompiled, Probe, ProbeContext, Route};
+use crate::seam::{Probe, ProbeContext, Route};
 
 /// What the host configured for the probes (the builder's probe options).
 #[derive(Debug, Default)]
@@ -54,7 +53,8 @@ macro_rules! gated {
         #[cfg(feature = $feature)]
         let probe: Arc<dyn Probe> = Arc::new($probe);
         #[cfg(not(feature = $feature))]
-        let probe: Arc<dyn Probe> = Arc::new(NotCompiled::new(&$spec, $cx));
+        let probe: Arc<dyn Probe> =
+            Arc::new(crate::seam::not_compiled::NotCompiled::new(&$spec, $cx));
         probe
     }};
 }

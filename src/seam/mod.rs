@@ -5,7 +5,7 @@
 //!
 //! A probe is one folder under `src/probes/`: core files that know no HTTP, and a `mod.rs`
 //! (the probe's face) holding its [`ProbeSpec`] and its [`Probe`] impl. A probe whose cargo
-//! feature is off is registered as [`NotCompiled`], which answers its routes with 501 naming
+//! feature is off is registered as [`NotCompiled`](not_compiled::NotCompiled), which answers its routes with 501 naming
 //! the feature. See `CONTRIBUTING.md` for a worked example.
 
 mod api_error;
@@ -13,7 +13,7 @@ mod caller;
 pub(crate) mod download;
 pub(crate) mod fair;
 pub(crate) mod glance;
-mod not_compiled;
+pub(crate) mod not_compiled;
 pub(crate) mod overrides;
 mod params;
 #[cfg(any(feature = "cpu", feature = "heap"))]
@@ -33,7 +33,6 @@ use prometheus_client::collector::Collector;
 pub(crate) use api_error::ApiError;
 pub(crate) use caller::Caller;
 pub(crate) use glance::{Action, Card, FieldKind, Figure, Glance, Row, Shows, Table, Value};
-pub(crate) use not_compiled::NotCompiled;
 pub(crate) use params::Params;
 
 use crate::config::Limits;

@@ -1,6 +1,5 @@
 //! The probe's HTTP face: its handlers and its `Probe` impl.
 
-#[allow(unused_imports)]
 use super::*;
 
 use detector::{DeadlockDetector, DeadlockReport};

@@ -318,6 +318,130 @@ pub(super) fn html(input: &PageInput<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seam::{Access, RouteSpec};
+    use axum::http::Method;
+
+    static SWITCH: RouteSpec = RouteSpec {
+        method: Method::PUT,
+        path: "/debug/switch",
+        access: Access::Scope(Scope::Admin),
+        go: None,
+        summary: |_| "switches".into(),
+    };
+    static PROFILE: RouteSpec = RouteSpec {
+        method: Method::GET,
+        path: "/debug/pprof/thing",
+        access: Access::Scope(Scope::Profile),
+        go: None,
+        summary: |_| "profiles".into(),
+    };
+
+    fn page(glances: &[(&'static str, Glance)], caller: Scope) -> String {
+        html(&PageInput {
+            service: "svc<&>",
+            caller: Some(("ops", caller)),
+            table: &[],
+            glances,
+            results: &[],
+            max_seconds: 60,
+            now: SystemTime::UNIX_EPOCH,
+        })
+    }
+
+    /// The page shows what the glances say and nothing it was not given: figures grouped in
+    /// their cards (in card order, whichever probe came first), values in their units, marks,
+    /// notes and links; forms with their route, bounded fields and the scope they need.
+    #[test]
+    fn figures_and_forms_come_from_the_glances() {
+        let process = Glance::default()
+            .figure(
+                Figure::new(
+                    "hostile",
+                    Card::PROCESS,
+                    "<script>x</script>",
+                    Value::Count(Some(3)),
+                )
+                .bad(true)
+                .note("in 2 groups")
+                .link("errors?format=text", "list"),
+            )
+            .action(
+                Action::new(
+                    "thing",
+                    "thing-flame",
+                    "Thing flamegraph",
+                    &PROFILE,
+                    Shows::Flame("thing"),
+                )
+                .fixed(&[("format", "svg")])
+                .field(
+                    "seconds",
+                    "for",
+                    FieldKind::Seconds {
+                        default: 90,
+                        max: 60,
+                    },
+                ),
+            );
+        let memory = Glance::default()
+            .figure(Figure::new(
+                "rss",
+                Card::MEMORY,
+                "resident",
+                Value::Bytes(Some(3 << 20)),
+            ))
+            .figure(Figure::new(
+                "unknown",
+                Card::MEMORY,
+                "unknown",
+                Value::Ratio(None),
+            ))
+            .action(
+                Action::new(
+                    "switch",
+                    "switch-on",
+                    "Switch",
+                    &SWITCH,
+                    Shows::Status("now {state.on}"),
+                )
+                .needs(Scope::Admin),
+            );
+        let html = page(&[("process", process), ("memory", memory)], Scope::Read);
+
+        // Cards in their order (Memory before Process), whatever the probes' order.
+        let memory_card = html.find("<h2>Memory</h2>").expect("memory card");
+        let process_card = html.find("<h2>Process</h2>").expect("process card");
+        assert!(memory_card < process_card, "{html}");
+        assert!(html.contains("<h1>prodbg: svc&lt;&amp;&gt;</h1>"), "{html}");
+        assert!(html.contains(
+            "<div class=\"figure bad\" id=\"fig-hostile\"><span class=\"label\">&lt;script&gt;x&lt;/script&gt;</span> <span class=\"value\">3 <small>in 2 groups</small> <small><a href=\"errors?format=text\">list</a></small></span></div>"
+        ), "{html}");
+        assert!(!html.contains("<script>x"), "{html}");
+        assert!(html.contains("id=\"fig-rss\"><span class=\"label\">resident</span> <span class=\"value\">3.0 MiB</span>"), "{html}");
+        assert!(html.contains("id=\"fig-unknown\"><span class=\"label\">unknown</span> <span class=\"value\">—</span>"), "{html}");
+
+        // The profile form: its route, the hidden format, seconds bounded by the limit.
+        assert!(html.contains("<form class=\"action\" id=\"thing-form\" data-method=\"GET\" data-path=\"pprof/thing\" data-show=\"flame:thing\""), "{html}");
+        assert!(
+            html.contains("<input type=\"hidden\" name=\"format\" value=\"svg\">"),
+            "{html}"
+        );
+        assert!(html.contains("<input name=\"seconds\" id=\"thing-seconds\" type=\"number\" min=\"1\" max=\"60\" value=\"60\" required>"), "{html}");
+        // The admin form says what it needs to a read token, and not to an admin one.
+        assert!(html.contains("data-method=\"PUT\" data-path=\"switch\" data-show=\"status\" data-done=\"now {state.on}\""), "{html}");
+        assert!(html.contains("(needs a token with scope admin)"), "{html}");
+        let admin = page(
+            &[(
+                "memory",
+                Glance::default().action(
+                    Action::new("switch", "switch-on", "Switch", &SWITCH, Shows::Text)
+                        .needs(Scope::Admin),
+                ),
+            )],
+            Scope::Admin,
+        );
+        assert!(!admin.contains("needs a token"), "{admin}");
+    }
 
     #[test]
     fn links_are_relative_to_the_index() {
