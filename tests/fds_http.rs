@@ -90,16 +90,7 @@ async fn index_figure_series_and_bundle_file() {
         "{endpoints:?}"
     );
 
-    let index: serde_json::Value = client()
-        .get(server.url("/debug/"))
-        .bearer_auth(READ_SECRET)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let index = common::index(&server).await;
     let used = figure(&index, "fds", "fds-used");
     assert_eq!(used["unit"], "ratio", "{used}");
     assert_eq!(used["card"]["title"], "Process", "{used}");

@@ -240,16 +240,7 @@ async fn a_hanging_handler_is_listed_with_its_route_and_errors_fold_into_one_gro
     );
 
     // The console's glance.
-    let index: serde_json::Value = client
-        .get(server.url("/debug/"))
-        .bearer_auth(READ_SECRET)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let index = common::index(&server).await;
     let glance = &index["probes"]["spans"];
     let figure = |id: &str| common::figure(&index, "spans", id)["value"].clone();
     assert!(figure("spans").as_u64().unwrap() >= 1, "{glance}");

@@ -333,16 +333,7 @@ async fn bad_parameters_are_400s_that_say_what_is_allowed() {
 
 /// Whether the index says a wall profile runs.
 async fn wall_running(server: &Server) -> bool {
-    let v: serde_json::Value = client()
-        .get(server.url("/debug/"))
-        .bearer_auth(READ_SECRET)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = common::index(server).await;
     common::figure(&v, "wall", "wall")["value"] == "running"
 }
 

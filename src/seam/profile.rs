@@ -12,7 +12,10 @@ use axum::response::Response;
 
 use super::download::{file_name, profile_response};
 use super::fair::Cap;
-use super::{blocking, ApiError, BundlePart, Caller, Params, Results, StoredResult};
+use super::{
+    blocking, Action, ApiError, BundlePart, Caller, Card, FieldKind, Figure, Glance, Params,
+    ProbeContext, Results, RouteSpec, Shows, StoredResult, Value,
+};
 use crate::stack::labels::MAX_LABEL_VALUE_BYTES;
 use crate::stack::profile::Profile;
 
@@ -79,11 +82,19 @@ impl Ask {
 /// kept results. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Outlet {
-    pub(crate) service: Arc<str>,
-    pub(crate) results: Results,
+    service: Arc<str>,
+    results: Results,
 }
 
 impl Outlet {
+    /// The outlet of a probe's context: its service name and kept results.
+    pub(crate) fn new(cx: &ProbeContext) -> Outlet {
+        Outlet {
+            service: cx.service_name.clone(),
+            results: cx.results.clone(),
+        }
+    }
+
     /// Answers `ask` with `profile`, taken at `started` for `caller`: filtered to the span,
     /// rendered off the runtime's threads, its figures and first warning as `x-prodbg-*`
     /// headers. An SVG is kept with the pprof file of the same profile as the console's last
@@ -193,6 +204,8 @@ pub(crate) trait Sampler: Send + Sync + 'static {
     fn start(duration: Duration, frequency_hz: u32) -> Result<Self::Running, ApiError>;
     /// Stops and builds the profile, symbolized if `symbolize`. Blocking, CPU-heavy.
     fn stop(running: Self::Running, symbolize: bool) -> Result<Profile, ApiError>;
+    /// Whether a profile of this kind is being taken now.
+    fn running() -> bool;
 }
 
 /// Samples for `duration` and returns the profile. Dropping the future (the client hung up)
@@ -214,9 +227,60 @@ pub(crate) async fn sample<S: Sampler>(
 /// The state of a [`timed`] route.
 #[derive(Debug, Clone)]
 pub(crate) struct Timed {
-    pub(crate) outlet: Outlet,
-    pub(crate) cap: Cap,
-    pub(crate) max_seconds: u64,
+    outlet: Outlet,
+    cap: Cap,
+    max_seconds: u64,
+}
+
+impl Timed {
+    /// A sampled profile's route state in `cx`, its work capped by the cap named `cap`.
+    pub(crate) fn new(cx: &ProbeContext, cap: &'static str) -> Timed {
+        Timed {
+            outlet: Outlet::new(cx),
+            cap: cx.fair.cap(cap),
+            max_seconds: cx.limits.max_profile_seconds,
+        }
+    }
+
+    /// The console's view of sampler `S` served at `route`: a figure saying whether
+    /// `profiler` is running, and a form (its button's id and label) that takes a flamegraph
+    /// for 1..max seconds (10 by default) and shows it.
+    pub(crate) fn glance<S: Sampler>(
+        &self,
+        route: &'static RouteSpec,
+        profiler: &'static str,
+        (button_id, button): (&'static str, &'static str),
+    ) -> Glance {
+        let state = if S::running() { "running" } else { "idle" };
+        Glance::default()
+            .figure(Figure::new(
+                S::KIND,
+                Card::PROCESS,
+                profiler,
+                Value::Text(state.into()),
+            ))
+            .action(
+                Action::new(S::KIND, button_id, button, route, Shows::Flame(S::KIND))
+                    .fixed(&[("format", "svg")])
+                    .field(
+                        "seconds",
+                        "for",
+                        FieldKind::Seconds {
+                            default: 10,
+                            max: self.max_seconds,
+                        },
+                    ),
+            )
+    }
+
+    /// The bundle's files of this sampler's profile over `duration` at its default rate.
+    pub(crate) fn bundle<S: Sampler>(&self, duration: Duration) -> BundlePart {
+        let cap = self.cap.clone();
+        self.outlet.bundle_part(S::KIND, async move {
+            let _cap = cap.take()?;
+            sample::<S>(duration, S::DEFAULT_FREQUENCY, true).await
+        })
+    }
 }
 
 /// The handler of a sampled profile route: `?seconds=1..max`, `?frequency=` in the sampler's
@@ -248,16 +312,4 @@ pub(crate) async fn timed<S: Sampler>(
     st.outlet
         .answer(profile, &ask, started, &caller, S::KIND)
         .await
-}
-
-/// The bundle's files of a sampled profile over `duration` at the default rate.
-pub(crate) fn timed_bundle<S: Sampler>(
-    outlet: &Outlet,
-    cap: Cap,
-    duration: Duration,
-) -> BundlePart {
-    outlet.bundle_part(S::KIND, async move {
-        let _cap = cap.take()?;
-        sample::<S>(duration, S::DEFAULT_FREQUENCY, true).await
-    })
 }

@@ -23,6 +23,14 @@ pub(crate) struct ValueType {
     pub(crate) unit: &'static str,
 }
 
+impl ValueType {
+    /// `samples/count`: how many samples saw a stack.
+    pub(crate) const SAMPLES: ValueType = ValueType {
+        kind: "samples",
+        unit: "count",
+    };
+}
+
 /// What kind of address a stack's innermost frame has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Leaf {
@@ -93,6 +101,41 @@ pub(crate) struct Profile {
 }
 
 impl Profile {
+    /// A sampled profile taken at `frequency_hz` from `start_time` for `duration`: each sample
+    /// counts `samples/count` and `<measure>/nanoseconds` (count × period; the default),
+    /// the flamegraph counts samples, leaves are interrupted instructions. The producer fills
+    /// in its samples, description, figures and warnings.
+    pub(crate) fn sampled(
+        kind: &'static str,
+        value_types: &'static [ValueType; 2],
+        frequency_hz: u32,
+        (start_time, duration): (SystemTime, Duration),
+        symbolized: bool,
+        mappings: Vec<PprofMapping>,
+    ) -> Profile {
+        Profile {
+            kind,
+            value_types,
+            default_value: value_types[1].kind,
+            flame_value: (0, "samples"),
+            period: (value_types[1], Self::period_ns(frequency_hz)),
+            leaf: Leaf::Interrupted,
+            start_time,
+            duration,
+            symbolized,
+            mappings,
+            samples: Vec::new(),
+            describe: String::new(),
+            figures: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Nanoseconds one sample at `frequency_hz` stands for.
+    pub(crate) fn period_ns(frequency_hz: u32) -> i64 {
+        1_000_000_000 / i64::from(frequency_hz.max(1))
+    }
+
     /// The sum of value `index` over all samples.
     pub(crate) fn total(&self, index: usize) -> i64 {
         self.samples
@@ -199,11 +242,8 @@ impl Profile {
 mod tests {
     use super::*;
 
-    const TYPES: &[ValueType] = &[
-        ValueType {
-            kind: "samples",
-            unit: "count",
-        },
+    const TYPES: &[ValueType; 2] = &[
+        ValueType::SAMPLES,
         ValueType {
             kind: "cpu",
             unit: "nanoseconds",

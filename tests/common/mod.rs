@@ -116,8 +116,9 @@ pub fn error_message(body: &str, code: &str) -> String {
     v["message"].as_str().unwrap().to_string()
 }
 
-/// Whether a CPU profile is running, as the index (`GET /debug/` JSON) tells.
-pub async fn cpu_profile_running(server: &Server) -> bool {
+/// The index (`GET /debug/` as JSON: `endpoints` and every probe's glance), read with the
+/// read token.
+pub async fn index(server: &Server) -> serde_json::Value {
     let resp = client()
         .get(server.url("/debug/"))
         .bearer_auth(READ_SECRET)
@@ -125,8 +126,13 @@ pub async fn cpu_profile_running(server: &Server) -> bool {
         .send()
         .await
         .unwrap();
-    let v: serde_json::Value = resp.json().await.unwrap();
-    figure(&v, "cpu", "cpu")["value"] == "running"
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.json().await.unwrap()
+}
+
+/// Whether a CPU profile is running, as the index tells.
+pub async fn cpu_profile_running(server: &Server) -> bool {
+    figure(&index(server).await, "cpu", "cpu")["value"] == "running"
 }
 
 /// Figure `id` of probe `probe`'s glance in the index JSON (`Value::Null` if it has none).
@@ -151,14 +157,7 @@ pub fn glance_table<'a>(
 
 /// Every endpoint the server lists in its index: (method, path, scope, available).
 pub async fn endpoints(server: &Server) -> Vec<(String, String, String, bool)> {
-    let resp = client()
-        .get(server.url("/debug/"))
-        .bearer_auth(READ_SECRET)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    let v: serde_json::Value = resp.json().await.unwrap();
+    let v = index(server).await;
     v["endpoints"]
         .as_array()
         .unwrap()

@@ -11,10 +11,9 @@ use axum::extract::RawQuery;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::seam::profile::{timed, timed_bundle, Outlet, Sampler, Timed};
+use crate::seam::profile::{timed, Sampler, Timed};
 use crate::seam::{
-    blocking, ready, Action, ApiError, BoxFuture, BundlePart, Card, FieldKind, Figure, Glance,
-    Params, Probe, ProbeContext, Route, Shows, Value,
+    blocking, ready, ApiError, BoxFuture, BundlePart, Glance, Params, Probe, ProbeContext, Route,
 };
 use crate::stack::modules::ModuleSet;
 use crate::stack::profile::Profile;
@@ -45,13 +44,6 @@ impl Cpu {
     pub(crate) fn new(cx: &ProbeContext) -> Cpu {
         Cpu { cx: cx.clone() }
     }
-
-    fn outlet(&self) -> Outlet {
-        Outlet {
-            service: self.cx.service_name.clone(),
-            results: self.cx.results.clone(),
-        }
-    }
 }
 
 /// The name of its expensive-work cap.
@@ -72,6 +64,10 @@ impl Sampler for CpuSampler {
             duration,
             frequency_hz,
         })?)
+    }
+
+    fn running() -> bool {
+        profile::running()
     }
 
     fn stop(running: Self::Running, symbolize: bool) -> Result<Profile, ApiError> {
@@ -127,11 +123,7 @@ impl Probe for Cpu {
     }
 
     fn routes(&self) -> Vec<Route> {
-        let st = Timed {
-            outlet: self.outlet(),
-            cap: self.cx.fair.cap(CAP),
-            max_seconds: self.cx.limits.max_profile_seconds,
-        };
+        let st = Timed::new(&self.cx, CAP);
         vec![
             PROFILE.serve(&self.cx.limits, timed::<CpuSampler>, st),
             SYMBOL.serve(&self.cx.limits, symbol_count, ()),
@@ -140,45 +132,14 @@ impl Probe for Cpu {
     }
 
     fn glance(&self) -> BoxFuture<Option<Glance>> {
-        let state = if profile::running() {
-            "running"
-        } else {
-            "idle"
-        };
-        ready(
-            Glance::default()
-                .figure(Figure::new(
-                    "cpu",
-                    Card::PROCESS,
-                    "CPU profiler",
-                    Value::Text(state.into()),
-                ))
-                .action(
-                    Action::new(
-                        "cpu",
-                        "cpu-flame",
-                        "CPU flamegraph",
-                        &PROFILE,
-                        Shows::Flame("cpu"),
-                    )
-                    .fixed(&[("format", "svg")])
-                    .field(
-                        "seconds",
-                        "for",
-                        FieldKind::Seconds {
-                            default: 10,
-                            max: self.cx.limits.max_profile_seconds,
-                        },
-                    ),
-                ),
-        )
+        ready(Timed::new(&self.cx, CAP).glance::<CpuSampler>(
+            &PROFILE,
+            "CPU profiler",
+            ("cpu-flame", "CPU flamegraph"),
+        ))
     }
 
     fn bundle(&self, window: Duration) -> Vec<BundlePart> {
-        vec![timed_bundle::<CpuSampler>(
-            &self.outlet(),
-            self.cx.fair.cap(CAP),
-            window,
-        )]
+        vec![Timed::new(&self.cx, CAP).bundle::<CpuSampler>(window)]
     }
 }

@@ -83,7 +83,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::probes::one_at_a_time::{Held, OneAtATime};
 use crate::stack::modules::ModuleSet;
 use crate::stack::offline::pprof_mappings;
-use crate::stack::profile::{Leaf, Profile, Sample, ValueType};
+use crate::stack::profile::{Profile, Sample, ValueType};
 use crate::stack::symbolize::{self as symbols, Symbols};
 use crate::stack::Frame;
 
@@ -272,11 +272,8 @@ impl RunningProfile {
 
 /// What a CPU profile's samples carry: the count and the CPU time it stands for (count ×
 /// period; the default in `go tool pprof`).
-pub(super) const VALUE_TYPES: &[ValueType] = &[
-    ValueType {
-        kind: "samples",
-        unit: "count",
-    },
+const VALUE_TYPES: &[ValueType; 2] = &[
+    ValueType::SAMPLES,
     ValueType {
         kind: "cpu",
         unit: "nanoseconds",
@@ -323,7 +320,7 @@ fn from_collected(
     }
     let mut stacks: Vec<(Key, u64)> = merged.into_iter().collect();
     stacks.sort_by(|((a, ..), x), ((b, ..), y)| y.cmp(x).then_with(|| a.cmp(b)));
-    let period = 1_000_000_000 / i64::from(timing.frequency_hz.max(1));
+    let period = Profile::period_ns(timing.frequency_hz);
     let samples: Vec<Sample> = stacks
         .into_iter()
         .map(|((thread, labels, frames), count)| {
@@ -368,16 +365,6 @@ fn from_collected(
         "cpu profile symbolized"
     );
     Profile {
-        kind: "cpu",
-        value_types: VALUE_TYPES,
-        default_value: "cpu",
-        flame_value: (0, "samples"),
-        period: (VALUE_TYPES[1], period),
-        leaf: Leaf::Interrupted,
-        start_time,
-        duration,
-        symbolized: symbolize,
-        mappings: pprof_mappings(modules),
         samples,
         describe: format!("CPU {} s at {frequency_hz} Hz", duration.as_secs()),
         figures: vec![
@@ -392,6 +379,14 @@ fn from_collected(
             ),
         ],
         warnings,
+        ..Profile::sampled(
+            "cpu",
+            VALUE_TYPES,
+            frequency_hz,
+            (start_time, duration),
+            symbolize,
+            pprof_mappings(modules),
+        )
     }
 }
 

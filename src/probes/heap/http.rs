@@ -174,10 +174,7 @@ impl Probe for Heap {
 
     fn routes(&self) -> Vec<Route> {
         let st = HeapState {
-            outlet: Outlet {
-                service: self.cx.service_name.clone(),
-                results: self.cx.results.clone(),
-            },
+            outlet: Outlet::new(&self.cx),
             max_seconds: self.cx.limits.max_profile_seconds,
             overrides: self.cx.overrides.clone(),
             cap: self.cx.fair.cap("heap profiles"),

@@ -10,11 +10,8 @@ use profile::WallError;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use crate::seam::profile::{timed, timed_bundle, Outlet, Sampler, Timed};
-use crate::seam::{
-    ready, Action, ApiError, BoxFuture, BundlePart, Card, FieldKind, Figure, Glance, Probe,
-    ProbeContext, Route, Shows, Value,
-};
+use crate::seam::profile::{timed, Sampler, Timed};
+use crate::seam::{ready, ApiError, BoxFuture, BundlePart, Glance, Probe, ProbeContext, Route};
 use crate::stack::profile::Profile;
 
 impl From<WallError> for ApiError {
@@ -37,13 +34,6 @@ impl Wall {
     pub(crate) fn new(cx: &ProbeContext) -> Wall {
         Wall { cx: cx.clone() }
     }
-
-    fn outlet(&self) -> Outlet {
-        Outlet {
-            service: self.cx.service_name.clone(),
-            results: self.cx.results.clone(),
-        }
-    }
 }
 
 /// The name of its expensive-work cap.
@@ -63,6 +53,10 @@ impl Sampler for WallSampler {
         Ok(profile::start(duration, frequency_hz)?)
     }
 
+    fn running() -> bool {
+        profile::running()
+    }
+
     fn stop(running: Self::Running, symbolize: bool) -> Result<Profile, ApiError> {
         Ok(running.stop(symbolize)?)
     }
@@ -74,55 +68,21 @@ impl Probe for Wall {
     }
 
     fn routes(&self) -> Vec<Route> {
-        let st = Timed {
-            outlet: self.outlet(),
-            cap: self.cx.fair.cap(CAP),
-            max_seconds: self.cx.limits.max_profile_seconds,
-        };
+        let st = Timed::new(&self.cx, CAP);
         vec![WALL.serve(&self.cx.limits, timed::<WallSampler>, st)]
     }
 
     fn glance(&self) -> BoxFuture<Option<Glance>> {
-        let state = if profile::running() {
-            "running"
-        } else {
-            "idle"
-        };
-        ready(
-            Glance::default()
-                .figure(Figure::new(
-                    "wall",
-                    Card::PROCESS,
-                    "wall-clock profiler",
-                    Value::Text(state.into()),
-                ))
-                .action(
-                    Action::new(
-                        "wall",
-                        "wall-flame",
-                        "Wall-clock flamegraph",
-                        &WALL,
-                        Shows::Flame("wall"),
-                    )
-                    .fixed(&[("format", "svg")])
-                    .field(
-                        "seconds",
-                        "for",
-                        FieldKind::Seconds {
-                            default: 10,
-                            max: self.cx.limits.max_profile_seconds,
-                        },
-                    ),
-                ),
-        )
+        ready(Timed::new(&self.cx, CAP).glance::<WallSampler>(
+            &WALL,
+            "wall-clock profiler",
+            ("wall-flame", "Wall-clock flamegraph"),
+        ))
     }
 
     /// A short wall profile ([`BUNDLE_SECONDS`], at most the window) as pprof and SVG.
     fn bundle(&self, window: Duration) -> Vec<BundlePart> {
-        vec![timed_bundle::<WallSampler>(
-            &self.outlet(),
-            self.cx.fair.cap(CAP),
-            window.min(Duration::from_secs(BUNDLE_SECONDS)),
-        )]
+        let duration = window.min(Duration::from_secs(BUNDLE_SECONDS));
+        vec![Timed::new(&self.cx, CAP).bundle::<WallSampler>(duration)]
     }
 }

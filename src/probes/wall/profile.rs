@@ -44,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::probes::one_at_a_time::{Held, OneAtATime};
 use crate::stack::modules::ModuleSet;
 use crate::stack::offline::pprof_mappings;
-use crate::stack::profile::{Leaf, Profile, Sample, ValueType};
+use crate::stack::profile::{Profile, Sample, ValueType};
 use crate::stack::symbolize::{self as symbols, Symbols};
 use crate::stack::Frame;
 
@@ -176,11 +176,8 @@ impl RunningWall {
 
 /// What a wall profile's samples carry: the count and the wall-clock time it stands for
 /// (count × tick period; the default in `go tool pprof`).
-pub(crate) const VALUE_TYPES: &[ValueType] = &[
-    ValueType {
-        kind: "samples",
-        unit: "count",
-    },
+const VALUE_TYPES: &[ValueType; 2] = &[
+    ValueType::SAMPLES,
     ValueType {
         kind: "wall",
         unit: "nanoseconds",
@@ -233,7 +230,7 @@ fn from_collected(
     stacks.sort_by(|((sa, la, _), a), ((sb, lb, _), b)| {
         b.cmp(a).then_with(|| sa.cmp(sb)).then_with(|| la.cmp(lb))
     });
-    let period = 1_000_000_000 / i64::from(frequency_hz.max(1));
+    let period = Profile::period_ns(frequency_hz);
     let samples = stacks
         .into_iter()
         .map(|((state, labels, frames), count)| {
@@ -287,16 +284,6 @@ fn from_collected(
         );
     }
     Profile {
-        kind: "wall",
-        value_types: VALUE_TYPES,
-        default_value: "wall",
-        flame_value: (0, "samples"),
-        period: (VALUE_TYPES[1], period),
-        leaf: Leaf::Interrupted,
-        start_time,
-        duration,
-        symbolized: symbolize,
-        mappings: pprof_mappings(modules),
         samples,
         describe: format!(
             "wall clock {} s at {frequency_hz} Hz, up to {} threads",
@@ -314,5 +301,13 @@ fn from_collected(
             ),
         ],
         warnings,
+        ..Profile::sampled(
+            "wall",
+            VALUE_TYPES,
+            frequency_hz,
+            (start_time, duration),
+            symbolize,
+            pprof_mappings(modules),
+        )
     }
 }
