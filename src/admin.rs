@@ -182,9 +182,16 @@ impl AdminBuilder {
     }
 
     /// Reads `PRODBG_ADDR` (listen address), `PRODBG_TOKENS` (see
-    /// [`tokens_from_env`](Self::tokens_from_env)) and `PRODBG_AUDIT_FILE` (audit file path).
+    /// [`tokens_from_env`](Self::tokens_from_env)), `PRODBG_AUDIT_FILE` (audit file path) and
+    /// `PRODBG_FLIGHT_RECORDER` (`off`, or `on[,hz=N][,retention=5m]`).
     /// Unset variables leave the current setting.
     pub fn env(mut self) -> Self {
+        if let Ok(text) = std::env::var("PRODBG_FLIGHT_RECORDER") {
+            match crate::probes::cpu::FlightRecorder::parse(&text) {
+                Ok(f) => self.probes.flight = f,
+                Err(e) => self.keep_error(Error::Config(e)),
+            }
+        }
         if let Ok(addr) = std::env::var("PRODBG_ADDR") {
             self.addr = addr;
         }
@@ -306,6 +313,16 @@ impl AdminBuilder {
     /// handle here. Without it those routes answer 503 saying so.
     pub fn spans(mut self, handle: crate::layer::SpansHandle) -> Self {
         self.probes.spans = Some(handle);
+        self
+    }
+
+    /// The CPU flight recorder: on by default (19 Hz, 10 minutes), so `?since=5m` on
+    /// `/debug/pprof/profile` answers about the minutes before anyone looked;
+    /// `FlightRecorder::off()` samples nothing until a profile is asked for. One recorder
+    /// serves every admin server of the process (the first one's settings win). Without the
+    /// `cpu` feature there is nothing to record.
+    pub fn flight_recorder(mut self, recorder: crate::probes::cpu::FlightRecorder) -> Self {
+        self.probes.flight = recorder;
         self
     }
 

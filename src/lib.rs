@@ -54,6 +54,7 @@ mod test_support;
 pub use admin::{Admin, AdminBuilder, AdminHandle, DEFAULT_ADDR};
 pub use config::Limits;
 pub use error::Error;
+pub use probes::cpu::FlightRecorder;
 pub use seam::AuditDetails;
 pub use security::{generate_secret, verify_audit_log, Scope};
 

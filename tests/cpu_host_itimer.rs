@@ -33,7 +33,8 @@ fn set_itimer_prof(usec: libc::suseconds_t) {
 
 #[tokio::test]
 async fn itimer_prof_makes_a_profile_refuse_and_the_default_disposition_comes_back() {
-    let server = spawn();
+    // The on-demand sampler alone: the flight recorder would hold SIGPROF for good.
+    let server = spawn_with(|b| b.flight_recorder(prodbg::FlightRecorder::off()));
     assert_eq!(disposition(), libc::SIG_DFL);
     // A profile on a clean host: afterwards SIGPROF is back to SIG_DFL exactly.
     let (code, body) = get(

@@ -50,7 +50,8 @@ async fn post(url: &str, secret: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_at_999hz_survives_thread_churn_heap_sampling_and_dumps() {
-    let server = spawn();
+    // The on-demand sampler alone: no flight recorder holding timers of its own.
+    let server = spawn_with(|b| b.flight_recorder(prodbg::FlightRecorder::off()));
     assert_eq!(
         post(&server.url("/debug/pprof/heap/activate"), ADMIN_SECRET).await,
         200

@@ -5,7 +5,7 @@
 
 #[cfg(feature = "console")]
 pub(crate) mod console;
-mod cpu;
+pub(crate) mod cpu;
 pub(crate) mod custom;
 pub(crate) mod deadlock;
 mod errors;
@@ -43,6 +43,7 @@ pub(crate) struct HostProbes {
     pub(crate) log: Option<log_level::LogControl>,
     pub(crate) spans: Option<crate::layer::SpansHandle>,
     pub(crate) deadlock_interval: Option<Duration>,
+    pub(crate) flight: cpu::FlightRecorder,
     pub(crate) build_info: BTreeMap<String, String>,
     pub(crate) custom: Vec<Route>,
 }
@@ -66,9 +67,11 @@ pub(crate) fn register(
 ) -> Result<Vec<Arc<dyn Probe>>, crate::error::Error> {
     #[cfg(not(feature = "deadlock"))]
     let _ = host.deadlock_interval;
+    #[cfg(not(feature = "cpu"))]
+    let _ = host.flight;
     Ok(vec![
         Arc::new(health::Health::new(cx, host.checks)),
-        gated!("cpu", cx, cpu::SPEC, cpu::Cpu::new(cx)),
+        gated!("cpu", cx, cpu::SPEC, cpu::Cpu::new(cx, host.flight)),
         gated!("wall", cx, wall::SPEC, wall::Wall::new(cx)),
         gated!("heap", cx, heap::SPEC, heap::Heap::new(cx)),
         Arc::new(memory::Memory::new(cx)),

@@ -206,6 +206,80 @@ pub(crate) trait Sampler: Send + Sync + 'static {
     fn stop(running: Self::Running, symbolize: bool) -> Result<Profile, ApiError>;
     /// Whether a profile of this kind is being taken now.
     fn running() -> bool;
+    /// The recorded history from `from` to `to`, for `?since=` (blocking). Samplers that
+    /// record nothing answer 400.
+    fn recorded(_from: SystemTime, _to: SystemTime, _symbolize: bool) -> Result<Profile, ApiError> {
+        Err(ApiError::bad_parameter(format!(
+            "no history is recorded for {} profiles: since= is not available; take a fresh profile with seconds=",
+            Self::KIND
+        )))
+    }
+    /// How far back `?since=` reaches now; `None` when nothing is recorded.
+    fn retention() -> Option<Duration> {
+        None
+    }
+}
+
+/// `?since=`/`?until=`: `90s`, `5m` or `1h` ago (at most a day, to bound the arithmetic).
+fn ago(params: &Params, key: &str) -> Result<Option<Duration>, ApiError> {
+    let Some(text) = params.get(key) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_parameter(format!(
+            "{key} must be a time ago like 90s, 5m or 1h (at most 24h)"
+        ))
+    };
+    let (n, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => None,
+    }
+    .filter(|&s| s <= 86_400)
+    .ok_or_else(bad)?;
+    Ok(Some(Duration::from_secs(secs)))
+}
+
+/// A profile of the recorded history: `?since=` ago up to `?until=` ago (default now),
+/// within the sampler's retention.
+async fn recorded<S: Sampler>(
+    st: &Timed,
+    params: &Params,
+    ask: &Ask,
+    caller: &Caller,
+) -> Result<Response, ApiError> {
+    if params.get("seconds").is_some() || params.get("frequency").is_some() {
+        return Err(ApiError::bad_parameter(
+            "seconds and frequency take a fresh profile; since= reads the recorded history: give one or the other",
+        ));
+    }
+    let since = ago(params, "since")?.unwrap_or_default();
+    let until = ago(params, "until")?.unwrap_or_default();
+    if until >= since {
+        return Err(ApiError::bad_parameter(
+            "until must be less long ago than since (e.g. since=5m&until=1m)",
+        ));
+    }
+    if let Some(retention) = S::retention() {
+        if since > retention + Duration::from_secs(10) {
+            return Err(ApiError::bad_parameter(format!(
+                "since={}s is older than the flight recorder's retention of {} s",
+                since.as_secs(),
+                retention.as_secs()
+            )));
+        }
+    }
+    let now = SystemTime::now();
+    let (from, to) = (now - since, now - until);
+    let symbolize = ask.symbolize;
+    let profile = blocking("reading the recorded history", move || {
+        S::recorded(from, to, symbolize)
+    })
+    .await??;
+    st.outlet.answer(profile, ask, from, caller, S::KIND).await
 }
 
 /// Samples for `duration` and returns the profile. Dropping the future (the client hung up)
@@ -290,9 +364,13 @@ pub(crate) async fn timed<S: Sampler>(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut allowed = vec!["seconds", "frequency"];
+    let mut allowed = vec!["seconds", "frequency", "since", "until"];
     allowed.extend_from_slice(SAMPLED);
     let params = Params::parse(q.as_deref(), &allowed)?;
+    if params.get("since").is_some() || params.get("until").is_some() {
+        let ask = Ask::parse(&params, true)?;
+        return recorded::<S>(&st, &params, &ask, &caller).await;
+    }
     let max = st.max_seconds;
     let seconds = params.u64_in("seconds", 1..=max, S::DEFAULT_SECONDS.min(max))?;
     let frequency = params.u64_in(

@@ -5,7 +5,11 @@ use super::*;
 use profile::{CpuError, CpuProfileOptions};
 
 use std::ops::RangeInclusive;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use flight::SLICE;
+use history::Recorder;
 
 use axum::extract::RawQuery;
 use axum::http::header;
@@ -13,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::seam::profile::{timed, Sampler, Timed};
 use crate::seam::{
-    blocking, ready, ApiError, BoxFuture, BundlePart, Glance, Params, Probe, ProbeContext, Route,
+    blocking, ready, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
+    ProbeContext, Route, Value,
 };
 use crate::stack::modules::ModuleSet;
 use crate::stack::profile::Profile;
@@ -37,12 +42,17 @@ impl From<CpuError> for ApiError {
 #[derive(Debug)]
 pub(crate) struct Cpu {
     cx: ProbeContext,
+    /// The process's flight recorder, held while this probe lives; `None` when off.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl Cpu {
-    /// The CPU probe.
-    pub(crate) fn new(cx: &ProbeContext) -> Cpu {
-        Cpu { cx: cx.clone() }
+    /// The CPU probe, with the flight recorder `flight` asks for.
+    pub(crate) fn new(cx: &ProbeContext, flight: FlightRecorder) -> Cpu {
+        Cpu {
+            cx: cx.clone(),
+            recorder: Recorder::shared(flight),
+        }
     }
 }
 
@@ -68,6 +78,25 @@ impl Sampler for CpuSampler {
 
     fn running() -> bool {
         profile::running()
+    }
+
+    fn recorded(from: SystemTime, to: SystemTime, symbolize: bool) -> Result<Profile, ApiError> {
+        let recorder = Recorder::current().ok_or_else(|| {
+            ApiError::bad_parameter(
+                "the CPU flight recorder is off, so there is no history for since=: turn it on with AdminBuilder::flight_recorder(FlightRecorder::default()) or PRODBG_FLIGHT_RECORDER=on",
+            )
+        })?;
+        let window = recorder.window(from, to).map_err(ApiError::bad_parameter)?;
+        let modules = ModuleSet::snapshot()
+            .map_err(|e| ApiError::internal(format!("reading the module list: {e}")))?;
+        let p = profile::from_history(window, &modules, symbolize);
+        drop(modules);
+        symbolize::release_freed_memory();
+        Ok(p)
+    }
+
+    fn retention() -> Option<Duration> {
+        Recorder::current().map(|r| r.options().retention)
     }
 
     fn stop(running: Self::Running, symbolize: bool) -> Result<Profile, ApiError> {
@@ -132,11 +161,39 @@ impl Probe for Cpu {
     }
 
     fn glance(&self) -> BoxFuture<Option<Glance>> {
-        ready(Timed::new(&self.cx, CAP).glance::<CpuSampler>(
-            &PROFILE,
-            "CPU profiler",
-            ("cpu-flame", "CPU flamegraph"),
-        ))
+        let flight = match &self.recorder {
+            Some(r) => {
+                let (slices, stacks, bytes) = r.footprint();
+                let o = r.options();
+                Figure::new(
+                    "flight",
+                    Card::PROCESS,
+                    "CPU flight recorder",
+                    Value::Text(format!(
+                        "on, {} Hz: {} s of {} s kept",
+                        o.frequency_hz,
+                        slices as u64 * SLICE.as_secs(),
+                        o.retention.as_secs()
+                    )),
+                )
+                .note(format!(
+                    "{stacks} stacks, {:.1} MiB",
+                    bytes as f64 / 1048576.0
+                ))
+                .link("pprof/profile?since=5m&format=svg", "last 5 min")
+            }
+            None => Figure::new(
+                "flight",
+                Card::PROCESS,
+                "CPU flight recorder",
+                Value::Text("off".into()),
+            ),
+        };
+        ready(
+            Timed::new(&self.cx, CAP)
+                .glance::<CpuSampler>(&PROFILE, "CPU profiler", ("cpu-flame", "CPU flamegraph"))
+                .figure(flight),
+        )
     }
 
     fn bundle(&self, window: Duration) -> Vec<BundlePart> {

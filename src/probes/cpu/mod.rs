@@ -65,6 +65,9 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     bundle_files: &["cpu.pb.gz", "cpu.svg"],
 };
 
+mod flight;
+#[cfg(feature = "cpu")]
+mod history;
 #[cfg(feature = "cpu")]
 mod http;
 #[cfg(feature = "cpu")]
@@ -73,5 +76,6 @@ mod profile;
 mod sampler;
 #[cfg(all(test, feature = "cpu"))]
 mod tests;
+pub use flight::FlightRecorder;
 #[cfg(feature = "cpu")]
 pub(crate) use http::Cpu;

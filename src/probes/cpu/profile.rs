@@ -87,6 +87,7 @@ use crate::stack::profile::{Profile, Sample, ValueType};
 use crate::stack::symbolize::{self as symbols, Symbols};
 use crate::stack::Frame;
 
+use super::history::{Lease, Recorder, Window};
 use super::sampler;
 
 use super::{DEFAULT_FREQUENCY_HZ, DEFAULT_SECONDS, MAX_FREQUENCY_HZ};
@@ -179,10 +180,17 @@ pub(super) fn start(opts: CpuProfileOptions) -> Result<RunningProfile, CpuError>
     let cpu_start = process_cpu_time();
     let start_time = SystemTime::now();
     let started = Instant::now();
-    let sampler = sampler::Sampler::start(opts.frequency_hz).map_err(|e| match e {
-        sampler::StartError::HostSigprof(m) => CpuError::HostSigprof(m),
-        sampler::StartError::Other(m) => CpuError::Start(m),
-    })?;
+    // With the flight recorder running, its sampler is leased at this profile's rate.
+    let lease = Recorder::current().and_then(|r| r.lease(opts.frequency_hz));
+    let sampler = match lease {
+        Some(lease) => Source::Lease(lease),
+        None => Source::Own(
+            sampler::Sampler::start(opts.frequency_hz).map_err(|e| match e {
+                sampler::StartError::HostSigprof(m) => CpuError::HostSigprof(m),
+                sampler::StartError::Other(m) => CpuError::Start(m),
+            })?,
+        ),
+    };
     tracing::info!(
         frequency_hz = opts.frequency_hz,
         duration_s = opts.duration.as_secs_f64(),
@@ -198,10 +206,16 @@ pub(super) fn start(opts: CpuProfileOptions) -> Result<RunningProfile, CpuError>
     })
 }
 
+/// What samples an on-demand profile: its own sampler, or the flight recorder's, leased.
+enum Source {
+    Own(sampler::Sampler),
+    Lease(Lease),
+}
+
 /// A CPU profile being taken. Dropping it stops sampling and frees the "busy" flag.
 pub(super) struct RunningProfile {
     // Field order matters: the sampler (which stops the timers) drops before the busy flag.
-    sampler: Option<sampler::Sampler>,
+    sampler: Option<Source>,
     opts: CpuProfileOptions,
     cpu_start: Option<Duration>,
     start_time: SystemTime,
@@ -235,7 +249,10 @@ impl RunningProfile {
             .sampler
             .take()
             .ok_or_else(|| CpuError::Report("profile already stopped".into()))?;
-        let collected = sampler.stop();
+        let collected = match sampler {
+            Source::Own(s) => s.stop(),
+            Source::Lease(l) => l.finish().map_err(CpuError::Report)?,
+        };
         let duration = self.started.elapsed();
         let cpu_time = match (self.cpu_start, process_cpu_time()) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
@@ -291,21 +308,77 @@ fn from_collected(
     modules: &ModuleSet,
     symbolize: bool,
 ) -> Profile {
+    let period = Profile::period_ns(timing.frequency_hz);
+    let mut collected = collected;
+    let stacks = std::mem::take(&mut collected.stacks)
+        .into_iter()
+        .map(|raw| {
+            let nanos = i64::try_from(raw.count)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(period);
+            (raw, nanos)
+        })
+        .collect();
+    build(stacks, collected, timing, modules, symbolize)
+}
+
+/// A profile of the flight recorder's window `w`: its stacks and their CPU time as recorded
+/// (slices sampled at different rates add up in CPU time), from the window's real start to
+/// its real end.
+pub(super) fn from_history(w: Window, modules: &ModuleSet, symbolize: bool) -> Profile {
+    let diag = sampler::Collected {
+        stacks: Vec::new(),
+        truncated: w.truncated,
+        overflow: w.overflow,
+        signals: 0,
+        arm_failures: 0,
+        stuck: false,
+        handler_kept: false,
+    };
+    let timing = Timing {
+        start_time: w.start,
+        duration: w.end.duration_since(w.start).unwrap_or_default(),
+        frequency_hz: w.frequency_hz,
+        cpu_time: None,
+    };
+    let mut p = build(w.stacks, diag, timing, modules, symbolize);
+    p.describe = format!(
+        "CPU {} s recorded from {} (flight recorder)",
+        p.duration.as_secs(),
+        crate::encode::time::format(w.start)
+    );
+    p.figures.push((
+        "x-prodbg-window-start",
+        crate::encode::time::format(w.start),
+    ));
+    p.figures
+        .push(("x-prodbg-window-end", crate::encode::time::format(w.end)));
+    p
+}
+
+/// Symbolizes and merges `stacks` (each with its sample count and the CPU nanoseconds they
+/// stand for) into the [`Profile`]; `diag` carries the sampler's counters for the warnings.
+fn build(
+    stacks: Vec<(sampler::RawStack, i64)>,
+    collected: sampler::Collected,
+    timing: Timing,
+    modules: &ModuleSet,
+    symbolize: bool,
+) -> Profile {
     let t0 = Instant::now();
     let symbols = if symbolize {
         Symbols::resolve(
             modules,
-            collected
-                .stacks
+            stacks
                 .iter()
-                .flat_map(|raw| symbols::sampled_addresses(&raw.ips)),
+                .flat_map(|(raw, _)| symbols::sampled_addresses(&raw.ips)),
         )
     } else {
         Symbols::default()
     };
     type Key = (String, Vec<(&'static str, &'static str)>, Vec<Frame>);
-    let mut merged: HashMap<Key, u64> = HashMap::new();
-    for raw in &collected.stacks {
+    let mut merged: HashMap<Key, (u64, i64)> = HashMap::new();
+    for (raw, nanos) in &stacks {
         let thread = match &raw.thread {
             n if n.is_empty() => format!("thread-{}", raw.tid),
             n => n.clone(),
@@ -316,14 +389,15 @@ fn from_collected(
         } else {
             raw.labels.resolve().pairs()
         };
-        *merged.entry((thread, labels, stack)).or_default() += raw.count;
+        let v = merged.entry((thread, labels, stack)).or_default();
+        v.0 += raw.count;
+        v.1 = v.1.saturating_add(*nanos);
     }
-    let mut stacks: Vec<(Key, u64)> = merged.into_iter().collect();
-    stacks.sort_by(|((a, ..), x), ((b, ..), y)| y.cmp(x).then_with(|| a.cmp(b)));
-    let period = Profile::period_ns(timing.frequency_hz);
+    let mut stacks: Vec<(Key, (u64, i64))> = merged.into_iter().collect();
+    stacks.sort_by(|((a, ..), x), ((b, ..), y)| y.0.cmp(&x.0).then_with(|| a.cmp(b)));
     let samples: Vec<Sample> = stacks
         .into_iter()
-        .map(|((thread, labels, frames), count)| {
+        .map(|((thread, labels, frames), (count, nanos))| {
             let count = i64::try_from(count).unwrap_or(i64::MAX);
             Sample {
                 root: Some(thread.clone()),
@@ -331,7 +405,7 @@ fn from_collected(
                 labels: std::iter::once(("thread", thread))
                     .chain(labels.into_iter().map(|(k, v)| (k, v.to_string())))
                     .collect(),
-                values: vec![count, count.saturating_mul(period)],
+                values: vec![count, nanos],
             }
         })
         .collect();

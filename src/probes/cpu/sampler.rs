@@ -319,6 +319,16 @@ fn arm_timer(tid: i32, period: Duration) -> std::io::Result<usize> {
     if unsafe { libc::timer_create(clock, &mut sev, &mut timer) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    if !set_timer(timer as usize, period) {
+        let err = std::io::Error::last_os_error();
+        delete_timer(timer as usize);
+        return Err(err);
+    }
+    Ok(timer as usize)
+}
+
+/// (Re)arms `timer` to fire every `period`; `false` if the kernel refused.
+fn set_timer(timer: usize, period: Duration) -> bool {
     let ts = libc::timespec {
         tv_sec: period.as_secs() as libc::time_t,
         tv_nsec: period.subsec_nanos() as libc::c_long,
@@ -327,13 +337,8 @@ fn arm_timer(tid: i32, period: Duration) -> std::io::Result<usize> {
         it_interval: ts,
         it_value: ts,
     };
-    // SAFETY: `timer` was just created; `spec` is a valid itimerspec.
-    if unsafe { libc::timer_settime(timer, 0, &spec, ptr::null_mut()) } != 0 {
-        let err = std::io::Error::last_os_error();
-        delete_timer(timer as usize);
-        return Err(err);
-    }
-    Ok(timer as usize)
+    // SAFETY: `timer` came from a successful timer_create; `spec` is a valid itimerspec.
+    unsafe { libc::timer_settime(timer as libc::timer_t, 0, &spec, ptr::null_mut()) == 0 }
 }
 
 fn delete_timer(timer: usize) {
@@ -454,6 +459,8 @@ pub(super) struct Sampler {
     unwinder: Option<Arc<SignalUnwinder>>,
     old_action: libc::sigaction,
     stopped: bool,
+    /// A rotation left a table to a stuck handler: the unwinder it uses is never freed.
+    leaked: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: `libc::sigaction` holds a plain handler address and flags; nothing thread-bound.
@@ -508,6 +515,7 @@ impl Sampler {
             unwinder: Some(unwinder),
             old_action,
             stopped: false,
+            leaked: std::sync::atomic::AtomicBool::new(false),
         };
         threads
             .lock()
@@ -537,6 +545,55 @@ impl Sampler {
         self.shutdown()
     }
 
+    /// Reads what was sampled since the start or the last rotation, without stopping: a
+    /// fresh table is published, the handlers still on the old one are waited for, and the
+    /// old one is read and freed. A handler stuck for a second leaks the old table (counted
+    /// in `stuck`) rather than free memory it may use.
+    pub(super) fn rotate(&self) -> Result<Collected, String> {
+        let fresh = Table::alloc()?;
+        let unwinder = self
+            .unwinder
+            .as_ref()
+            .ok_or_else(|| "the sampler is stopped".to_string())?;
+        // SAFETY: freshly mapped, not yet shared; the `Arc` outlives it (`shutdown`).
+        unsafe { &*fresh }
+            .unwinder
+            .store(Arc::as_ptr(unwinder).cast_mut(), Ordering::Release);
+        let old = TABLE.swap(fresh, Ordering::SeqCst);
+        let threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Collected {
+            stacks: Vec::new(),
+            truncated: 0,
+            overflow: 0,
+            signals: 0,
+            arm_failures: threads.arm_failures,
+            stuck: false,
+            handler_kept: false,
+        };
+        drop(threads);
+        if old.is_null() {
+            return Ok(out);
+        }
+        if !wait_for_handlers() {
+            self.leaked.store(true, Ordering::SeqCst);
+            out.stuck = true;
+            return Ok(out);
+        }
+        // SAFETY: `old` is unpublished and no handler runs on it.
+        unsafe { drain(old, &mut out) };
+        Ok(out)
+    }
+
+    /// Changes every thread's sampling rate (and the rate of threads armed later).
+    pub(super) fn set_frequency(&self, frequency_hz: u32) {
+        let period = Duration::from_nanos(1_000_000_000 / u64::from(frequency_hz.max(1)));
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        threads.period = period;
+        for &timer in threads.timers.values() {
+            set_timer(timer, period);
+        }
+    }
+
     fn shutdown(&mut self) -> Collected {
         self.stopped = true;
         if let Some((tx, handle)) = self.scanner.take() {
@@ -549,15 +606,7 @@ impl Sampler {
         }
         let table = TABLE.swap(ptr::null_mut(), Ordering::SeqCst);
         // A handler that loaded the table before the swap is counted in IN_HANDLER.
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let mut stuck = false;
-        while IN_HANDLER.load(Ordering::SeqCst) != 0 {
-            if Instant::now() > deadline {
-                stuck = true;
-                break;
-            }
-            std::thread::yield_now();
-        }
+        let stuck = !wait_for_handlers();
         // Restore the previous disposition exactly, but only once no SIGPROF of a deleted
         // timer is still queued: delivered under the default action it would terminate the
         // process. Queued signals reach our handler (which finds no table) as soon as their
@@ -590,47 +639,14 @@ impl Sampler {
             handler_kept,
         };
         drop(threads);
-        if table.is_null() || stuck {
+        if table.is_null() || stuck || self.leaked.load(Ordering::SeqCst) {
             // Never free memory a handler might still use (leaks ~8 MB in that case): the
             // forgotten reference keeps the unwinder alive for good.
             std::mem::forget(self.unwinder.take());
             return out;
         }
         // SAFETY: TABLE was nulled and no handler runs, so we own the table again.
-        let mapped = table;
-        let table = unsafe { &*mapped };
-        out.truncated = table.truncated.load(Ordering::Relaxed);
-        out.overflow = table.overflow.load(Ordering::Relaxed);
-        out.signals = table.signals.load(Ordering::Relaxed);
-        for slot in &table.slots {
-            let key = slot.key.load(Ordering::Acquire);
-            if key & WRITTEN == 0 {
-                continue;
-            }
-            let depth = slot.depth.load(Ordering::Relaxed);
-            let n = ((depth & !TRUNCATED) as usize).min(MAX_DEPTH);
-            out.stacks.push(RawStack {
-                tid: slot.tid.load(Ordering::Relaxed),
-                thread: {
-                    let bytes: Vec<u8> = slot
-                        .name
-                        .iter()
-                        .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
-                        .take_while(|&b| b != 0)
-                        .collect();
-                    String::from_utf8_lossy(&bytes).into_owned()
-                },
-                ips: slot.ips[..n]
-                    .iter()
-                    .map(|ip| ip.load(Ordering::Relaxed) as u64)
-                    .collect(),
-                truncated: depth & TRUNCATED != 0,
-                labels: span_labels::Labels::from_bits(slot.labels.load(Ordering::Relaxed)),
-                count: slot.count.load(Ordering::Relaxed),
-            });
-        }
-        // SAFETY: `table` is not used after this; no handler can reach it (see above).
-        unsafe { Table::free(mapped) };
+        unsafe { drain(table, &mut out) };
         // `Threads` holds the other reference; no handler can reach the unwinder any more.
         drop(self.unwinder.take());
         out
@@ -643,6 +659,60 @@ impl Drop for Sampler {
             self.shutdown();
         }
     }
+}
+
+/// Reads `table`'s stacks and counters into `out`, then frees it.
+///
+/// # Safety
+/// `table` came from [`Table::alloc`], is no longer published and no handler runs on it.
+unsafe fn drain(table: *mut Table, out: &mut Collected) {
+    // SAFETY: the caller's contract: nothing else uses the table.
+    let t = unsafe { &*table };
+    out.truncated += t.truncated.load(Ordering::Relaxed);
+    out.overflow += t.overflow.load(Ordering::Relaxed);
+    out.signals += t.signals.load(Ordering::Relaxed);
+    for slot in &t.slots {
+        let key = slot.key.load(Ordering::Acquire);
+        if key & WRITTEN == 0 {
+            continue;
+        }
+        let depth = slot.depth.load(Ordering::Relaxed);
+        let n = ((depth & !TRUNCATED) as usize).min(MAX_DEPTH);
+        out.stacks.push(RawStack {
+            tid: slot.tid.load(Ordering::Relaxed),
+            thread: {
+                let bytes: Vec<u8> = slot
+                    .name
+                    .iter()
+                    .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
+                    .take_while(|&b| b != 0)
+                    .collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            },
+            ips: slot.ips[..n]
+                .iter()
+                .map(|ip| ip.load(Ordering::Relaxed) as u64)
+                .collect(),
+            truncated: depth & TRUNCATED != 0,
+            labels: span_labels::Labels::from_bits(slot.labels.load(Ordering::Relaxed)),
+            count: slot.count.load(Ordering::Relaxed),
+        });
+    }
+    // SAFETY: `t` is not used after this; no handler can reach the table (the caller's contract).
+    unsafe { Table::free(table) };
+}
+
+/// Waits until no handler runs (one that loaded a table before it was swapped out has
+/// finished); `false` after a second without such a moment.
+fn wait_for_handlers() -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while IN_HANDLER.load(Ordering::SeqCst) != 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
 }
 
 /// Frees a table published but never used (start failed before any timer was armed).
