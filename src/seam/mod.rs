@@ -1,7 +1,7 @@
 //! The seam between probes and the server: a probe contributes its routes, its Prometheus
-//! series and its bundle parts through [`Probe`]; the server builds the router, the index,
-//! `/metrics` and `/debug/bundle` by iterating over the registered probes and knows nothing
-//! of their insides.
+//! series, its bundle parts and its vital signs through [`Probe`]; the server builds the router,
+//! the index, `/metrics`, `/debug/bundle` and the timeline by iterating over the registered
+//! probes and knows nothing of their insides.
 //!
 //! A probe is one folder under `src/probes/`: core files that know no HTTP, and a `mod.rs`
 //! (the probe's face) holding its [`ProbeSpec`] and its [`Probe`] impl. A probe whose cargo
