@@ -121,10 +121,13 @@ impl Admin {
         let limits = self.state.limits.clone();
         let router = self.router;
         let state = Arc::clone(&self.state);
+        let sampler_state = Arc::clone(&self.state);
         let thread = std::thread::Builder::new()
             .name("prodbg-admin".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    // The timeline's sampler ends with the server: it watches the same signal.
+                    let sampler = tokio::spawn(crate::server::record_vitals(sampler_state, rx.clone()));
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(l) => {
                             crate::server::serve(l, router, limits, rx)
@@ -132,6 +135,8 @@ impl Admin {
                         }
                         Err(e) => tracing::error!(target: "prodbg", error = %e, "cannot register the listener"),
                     }
+                    sampler.abort();
+                    let _ = sampler.await;
                 });
                 // Every request has been answered: the folded counts go to the file now, before
                 // `shutdown()` returns, not whenever the last reference to the log is dropped.

@@ -44,6 +44,7 @@ mod error;
 mod jemalloc;
 mod layer;
 mod probes;
+mod recorder;
 mod seam;
 mod security;
 mod server;

@@ -290,6 +290,8 @@ enum Kind {
     Ttl,
     /// One of these.
     Choice(&'static [&'static str]),
+    /// A duration like `90s`, `5m`, `1h`, at most 1 h (`Params::duration_in`).
+    Duration,
 }
 
 const PROFILE_FORMATS: &[&str] = &["pprof", "svg", "folded"];
@@ -324,6 +326,7 @@ fn params_of(method: &str, path: &str) -> Vec<(&'static str, Kind)> {
             ("format", Kind::Choice(DUMP_FORMATS)),
         ],
         ("GET", "/debug/errors") => vec![("format", Kind::Choice(DUMP_FORMATS))],
+        ("GET", "/debug/timeline") => vec![("since", Kind::Duration), ("until", Kind::Duration)],
         _ => vec![],
     }
 }
@@ -372,6 +375,7 @@ fn bad_queries(params: &[(&'static str, Kind)]) -> Vec<Case> {
             Kind::Int(_) | Kind::Int0(_) => "1",
             Kind::Ttl => "60",
             Kind::Choice(c) => c[0],
+            Kind::Duration => "1m",
         };
         cases.push(case(format!("{key}={valid}&nope=1"), "unknown parameter"));
         cases.push(case(
@@ -412,6 +416,25 @@ fn bad_queries(params: &[(&'static str, Kind)]) -> Vec<Case> {
                 "86401",
                 "-5m",
                 "1%20fortnight",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            Kind::Duration => [
+                "-1",
+                "-5m",
+                "abc",
+                "5",
+                "5d",
+                "1.5h",
+                "0x10m",
+                "",
+                "%ff%fe",
+                "5m%00",
+                "2h",
+                "61m",
+                "3601s",
+                "99999999999999999999999h",
             ]
             .iter()
             .map(|s| s.to_string())

@@ -74,6 +74,7 @@ async fn bundle_holds_every_part_and_survives_a_failing_one() {
         "threads.txt",
         "pools.json",
         "metrics.txt",
+        "timeline.json",
         "process.json",
     ] {
         assert_eq!(part(&manifest, file)["ok"], true, "{file}: {manifest}");

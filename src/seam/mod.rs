@@ -1,7 +1,7 @@
 //! The seam between probes and the server: a probe contributes its routes, its Prometheus
-//! series and its bundle parts through [`Probe`]; the server builds the router, the index,
-//! `/metrics` and `/debug/bundle` by iterating over the registered probes and knows nothing
-//! of their insides.
+//! series, its bundle parts and its vital signs through [`Probe`]; the server builds the router,
+//! the index, `/metrics`, `/debug/bundle` and the timeline by iterating over the registered
+//! probes and knows nothing of their insides.
 //!
 //! A probe is one folder under `src/probes/`: core files that know no HTTP, and a `mod.rs`
 //! (the probe's face) holding its [`ProbeSpec`] and its [`Probe`] impl. A probe whose cargo
@@ -19,6 +19,7 @@ mod params;
 #[cfg(any(feature = "cpu", feature = "heap"))]
 pub(crate) mod profile;
 pub(crate) mod results;
+pub(crate) mod vitals;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,6 +40,7 @@ use crate::config::Limits;
 use crate::security::Scope;
 pub(crate) use overrides::Overrides;
 pub(crate) use results::{Results, StoredResult};
+pub(crate) use vitals::{Unit, Vitals};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +268,13 @@ pub(crate) trait Probe: Send + Sync + 'static {
     /// figure over a short window (a busy ratio) can wait for it; keep it well under a second.
     fn glance(&self) -> BoxFuture<Option<Glance>> {
         Box::pin(std::future::ready(None))
+    }
+
+    /// This second's vital signs for the timeline (`GET /debug/timeline`), called once a
+    /// second on the admin runtime: a few cheap reads (no directory walk, no dump), each a
+    /// [`Vitals::gauge`] or [`Vitals::counter`]; a number it cannot tell now is left out.
+    fn vitals(&self, out: &mut Vitals) {
+        let _ = out;
     }
 }
 

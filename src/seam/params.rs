@@ -2,6 +2,7 @@
 //! 400s whose message says what is allowed.
 
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use super::ApiError;
 
@@ -84,6 +85,41 @@ impl Params {
         }
     }
 
+    /// A duration written as a whole number of seconds, minutes or hours (`90s`, `5m`, `1h`)
+    /// within `range`, or `default` when absent. `beyond` names what the upper bound is (e.g.
+    /// "the timeline's retention") in the message of a value past it.
+    pub(crate) fn duration_in(
+        &self,
+        key: &str,
+        range: RangeInclusive<Duration>,
+        default: Duration,
+        beyond: &str,
+    ) -> Result<Duration, ApiError> {
+        let Some(raw) = self.get(key) else {
+            return Ok(default);
+        };
+        let (min, max) = (short(*range.start()), short(*range.end()));
+        let value = parse_duration(raw.trim()).ok_or_else(|| {
+            ApiError::bad_parameter(format!(
+                "{key}={:?} is not allowed: {key} must be like 90s, 5m or 1h, at most {max}",
+                clip(raw)
+            ))
+        })?;
+        if value > *range.end() {
+            Err(ApiError::bad_parameter(format!(
+                "{key}={:?} is beyond {beyond}: give at most {max} (like 90s, 5m or 1h)",
+                clip(raw)
+            )))
+        } else if value < *range.start() {
+            Err(ApiError::bad_parameter(format!(
+                "{key}={:?} is too short: give at least {min}, at most {max}",
+                clip(raw)
+            )))
+        } else {
+            Ok(value)
+        }
+    }
+
     /// A non-empty text of at most `max_bytes` bytes, or `None` when absent.
     pub(crate) fn text(&self, key: &str, max_bytes: usize) -> Result<Option<&str>, ApiError> {
         match self.get(key) {
@@ -117,6 +153,36 @@ impl Params {
                 choices.join(", ")
             ))
         })
+    }
+}
+
+/// `90s`, `5m`, `1h`: at most [`MAX_DURATION_DIGITS`] digits and one unit; `None` otherwise.
+fn parse_duration(raw: &str) -> Option<Duration> {
+    let (digits, seconds_each) = [('s', 1), ('m', 60), ('h', 3600)]
+        .into_iter()
+        .find_map(|(unit, each)| raw.strip_suffix(unit).map(|d| (d, each)))?;
+    if digits.is_empty()
+        || digits.len() > MAX_DURATION_DIGITS
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(Duration::from_secs(n * seconds_each))
+}
+
+/// Most digits of a duration's number (so the seconds always fit).
+const MAX_DURATION_DIGITS: usize = 9;
+
+/// `d` the way a duration parameter is written: `1h`, `10m`, `90s`.
+fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    if s > 0 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s > 0 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
     }
 }
 
@@ -173,6 +239,60 @@ mod tests {
         assert!(e.message.contains("more than once"), "{}", e.message);
         let e = Params::parse(Some("x=1"), &[]).unwrap_err();
         assert!(e.message.contains("takes no parameters"), "{}", e.message);
+    }
+
+    #[test]
+    fn durations_in_seconds_minutes_or_hours() {
+        let p = Params::parse(Some("a=90s&b=5m&c=1h&d=0s"), &["a", "b", "c", "d"]).unwrap();
+        let any = Duration::ZERO..=Duration::from_secs(3600);
+        let get = |k| p.duration_in(k, any.clone(), Duration::ZERO, "the retention");
+        assert_eq!(get("a").unwrap(), Duration::from_secs(90));
+        assert_eq!(get("b").unwrap(), Duration::from_secs(300));
+        assert_eq!(get("c").unwrap(), Duration::from_secs(3600));
+        assert_eq!(get("d").unwrap(), Duration::ZERO);
+        assert_eq!(get("absent").unwrap(), Duration::ZERO);
+    }
+
+    #[test]
+    fn rejects_bad_durations_saying_what_is_allowed() {
+        let range = Duration::from_secs(1)..=Duration::from_secs(3600);
+        for q in [
+            "abc",
+            "5",
+            "m",
+            "5d",
+            "-5m",
+            "1.5h",
+            "99999999999h",
+            "5 m",
+            "",
+            "5é",
+        ] {
+            let p = Params::parse(Some(&format!("since={q}")), &["since"]).unwrap();
+            let e = p
+                .duration_in("since", range.clone(), Duration::ZERO, "the retention")
+                .unwrap_err();
+            assert_eq!(e.status.as_u16(), 400);
+            assert!(
+                e.message
+                    .contains("since must be like 90s, 5m or 1h, at most 1h"),
+                "{q}: {}",
+                e.message
+            );
+        }
+        let p = Params::parse(Some("since=2h&s=0s"), &["since", "s"]).unwrap();
+        let e = p
+            .duration_in("since", range.clone(), Duration::ZERO, "the retention")
+            .unwrap_err();
+        assert!(
+            e.message.contains("beyond the retention: give at most 1h"),
+            "{}",
+            e.message
+        );
+        let e = p
+            .duration_in("s", range, Duration::ZERO, "the retention")
+            .unwrap_err();
+        assert!(e.message.contains("at least 1s"), "{}", e.message);
     }
 
     #[test]

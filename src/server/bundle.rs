@@ -28,7 +28,7 @@ pub(super) static ROUTE: RouteSpec = RouteSpec {
     go: None,
     summary: |l| {
         format!(
-            "one tar.gz of everything (CPU profile for ?seconds=1..{max}, default {d}; heap, memory, threads, deadlocks, pools, metrics, process) with a manifest",
+            "one tar.gz of everything (CPU profile for ?seconds=1..{max}, default {d}; heap, memory, threads, deadlocks, pools, metrics, the last 10 minutes' timeline, process) with a manifest",
             max = l.max_profile_seconds,
             d = DEFAULT_SECONDS.min(l.max_profile_seconds)
         )
@@ -89,6 +89,8 @@ async fn bundle(
         .map(String::into_bytes)
         .map_err(|e| e.message);
     parts.push(BundlePart::new("metrics.txt", async move { metrics }));
+    let timeline = super::timeline::last(&state, super::timeline::DEFAULT_SINCE, Duration::ZERO);
+    parts.push(BundlePart::json("timeline.json", &timeline));
     let timed = parts.into_iter().map(|part| async move {
         let started = Instant::now();
         let result = part.bytes.await;

@@ -16,15 +16,18 @@ mod pprof_index;
 mod red;
 mod refuse;
 mod router;
+mod sampler;
 mod slots;
 mod state;
 mod table;
+mod timeline;
 
 use std::sync::Arc;
 
 use axum::Router;
 
 pub(crate) use listen::serve;
+pub(crate) use sampler::record_vitals;
 pub(crate) use state::{ServerConfig, ServerState};
 
 use crate::seam::{ProbeSpec, Route};
@@ -39,6 +42,7 @@ const SERVER: ProbeSpec = ProbeSpec {
         &pprof_index::ROUTE,
         &exposition::ROUTE,
         &bundle::ROUTE,
+        &timeline::ROUTE,
         &console::SCRIPT_ROUTE,
         &console::STYLE_ROUTE,
         &console::LAST,
@@ -67,6 +71,7 @@ pub(crate) fn build(config: ServerConfig) -> (Arc<ServerState>, Router) {
     routes.extend(router::collect(&state));
     routes.push(own(exposition::route(&state)));
     routes.push(own(bundle::route(&state)));
+    routes.push(own(timeline::route(&state)));
     routes.push(own(audit_endpoint::route(&state)));
     routes.extend(assets.into_iter().map(own));
     let table = routes.iter().map(|(row, _)| row.clone()).collect();

@@ -1,6 +1,9 @@
 //! The admin server's own RED metrics: requests by endpoint and status, their duration,
 //! refused requests and authentication failures.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,6 +32,8 @@ pub(crate) struct ServerMetrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<EndpointLabel, Histogram, fn() -> Histogram>,
     auth_failures: Counter,
+    /// Requests answered, all endpoints together (the timeline's `admin_requests`).
+    answered: Arc<AtomicU64>,
 }
 
 impl ServerMetrics {
@@ -38,6 +43,7 @@ impl ServerMetrics {
             requests: Family::default(),
             durations: Family::new_with_constructor(duration_histogram),
             auth_failures: Counter::default(),
+            answered: Arc::default(),
         };
         registry.register(
             "prodbg_http_requests",
@@ -59,6 +65,7 @@ impl ServerMetrics {
 
     /// Records one answered request.
     pub(crate) fn observe(&self, endpoint: &str, method: &str, status: u16, seconds: f64) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
         self.requests
             .get_or_create(&RequestLabels {
                 endpoint: endpoint.to_string(),
@@ -71,6 +78,11 @@ impl ServerMetrics {
                 endpoint: endpoint.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// Requests answered so far, all endpoints together.
+    pub(crate) fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// Records one authentication failure.

@@ -2,7 +2,7 @@
 //! registered probes and the metrics registry.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use prometheus_client::registry::Registry;
 
@@ -10,6 +10,7 @@ use super::lockout::{Lockout, LockoutLimits};
 use super::red::ServerMetrics;
 use super::table::RouteRow;
 use crate::config::Limits;
+use crate::recorder::timeline::Timeline;
 use crate::seam::fair::FairShare;
 use crate::seam::{Access, Probe, Results};
 use crate::security::audit::AuditLog;
@@ -53,6 +54,8 @@ pub(crate) struct ServerState {
     pub(crate) registry: Registry,
     pub(crate) probes: Vec<Arc<dyn Probe>>,
     pub(crate) results: Results,
+    /// The vital signs over the last hour, fed each second by the sampler (`sampler.rs`).
+    timeline: Mutex<Timeline>,
     /// The endpoint table, set once the router is built.
     pub(crate) table: OnceLock<Vec<RouteRow>>,
     health_public: bool,
@@ -108,6 +111,7 @@ impl ServerState {
             registry,
             probes,
             results,
+            timeline: Mutex::new(Timeline::new()),
             table: OnceLock::new(),
             health_public,
             metrics_public,
@@ -126,6 +130,12 @@ impl ServerState {
             Access::Scrape if self.metrics_public => None,
             Access::Scrape => Some(Scope::Read),
         }
+    }
+
+    /// The timeline, locked (a tick or a query holds it for well under a millisecond).
+    pub(crate) fn timeline(&self) -> MutexGuard<'_, Timeline> {
+        // A tick never leaves the timeline half-updated in a way a reader could trip on.
+        self.timeline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The endpoint table (empty until the router is built).

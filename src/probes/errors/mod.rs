@@ -21,7 +21,7 @@ use crate::encode::prometheus::Families;
 use crate::layer::{SpansHandle, NOT_INSTALLED};
 use crate::seam::{
     ready, Access, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
-    ProbeContext, ProbeSpec, Route, RouteSpec, Value,
+    ProbeContext, ProbeSpec, Route, RouteSpec, Unit, Value, Vitals,
 };
 use crate::security::Scope;
 
@@ -97,6 +97,19 @@ impl Probe for ErrorsProbe {
                 &error_report::report(h.shared()),
             )],
             None => vec![BundlePart::failed("errors.json", NOT_INSTALLED)],
+        }
+    }
+
+    /// ERROR and WARN events per second (a level the layer's filter keeps out is left out).
+    fn vitals(&self, out: &mut Vitals) {
+        if let Some(h) = &self.handle {
+            let counts = crate::layer::shared::event_counts(h.shared());
+            if let Some(n) = counts.error {
+                out.counter("errors", Unit::PerSecond, n as f64);
+            }
+            if let Some(n) = counts.warn {
+                out.counter("warnings", Unit::PerSecond, n as f64);
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use stats::{process_memory, ProcessMemory};
 
 use crate::seam::{
     ready, Access, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
-    ProbeContext, ProbeSpec, Route, RouteSpec, Value,
+    ProbeContext, ProbeSpec, Route, RouteSpec, Unit, Value, Vitals,
 };
 use crate::security::Scope;
 
@@ -134,6 +134,25 @@ impl Probe for Memory {
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
         // Without jemalloc the file still holds the process numbers and says why.
         vec![BundlePart::json("memory.json", &report())]
+    }
+
+    fn vitals(&self, out: &mut Vitals) {
+        if let Some(rss) = process_memory().rss_bytes {
+            out.gauge("rss_bytes", Unit::Bytes, rss as f64);
+        }
+        #[cfg(feature = "heap")]
+        if let Ok(j) = crate::jemalloc::jemalloc_stats() {
+            out.gauge(
+                "jemalloc_allocated_bytes",
+                Unit::Bytes,
+                j.allocated_bytes as f64,
+            );
+            out.gauge(
+                "jemalloc_resident_bytes",
+                Unit::Bytes,
+                j.resident_bytes as f64,
+            );
+        }
     }
 
     fn glance(&self) -> BoxFuture<Option<Glance>> {

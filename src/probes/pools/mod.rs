@@ -67,7 +67,7 @@ use serde::Serialize;
 use crate::encode::prometheus::{Families, HistogramSample};
 use crate::seam::{
     ready, Access, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
-    ProbeContext, ProbeSpec, Route, RouteSpec, Row, Table, Value,
+    ProbeContext, ProbeSpec, Route, RouteSpec, Row, Table, Unit, Value, Vitals,
 };
 use crate::security::Scope;
 
@@ -166,6 +166,17 @@ impl Probe for Pools {
 
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
         vec![BundlePart::json("pools.json", &report(&self.registry))]
+    }
+
+    fn vitals(&self, out: &mut Vitals) {
+        for (name, p) in self.registry.snapshot() {
+            if let Some(n) = p.in_use {
+                out.gauge(format!("pool.{name}.in_use"), Unit::Count, n as f64);
+            }
+            if let Some(n) = p.waiting {
+                out.gauge(format!("pool.{name}.waiting"), Unit::Count, n as f64);
+            }
+        }
     }
 
     fn glance(&self) -> BoxFuture<Option<Glance>> {

@@ -16,12 +16,12 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use serde::Serialize;
 
-use info::{cmdline, info, stats, threads, ProcessInfo};
+use info::{cmdline, cpu_seconds, info, stats, threads, ProcessInfo};
 
 use crate::encode::prometheus::Families;
 use crate::seam::{
     blocking, ready, Access, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, GoIndex,
-    Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec, Value,
+    Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec, Unit, Value, Vitals,
 };
 use crate::security::Scope;
 
@@ -181,6 +181,12 @@ impl Probe for Process {
                 .map_err(|e| e.message)?;
             serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())
         })]
+    }
+
+    fn vitals(&self, out: &mut Vitals) {
+        if let Some(cpu) = cpu_seconds() {
+            out.counter("cpu", Unit::Cores, cpu);
+        }
     }
 
     fn glance(&self) -> BoxFuture<Option<Glance>> {

@@ -23,7 +23,7 @@ use crate::encode::prometheus::Families;
 use crate::layer::{SpansHandle, NOT_INSTALLED};
 use crate::seam::{
     ready, Access, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
-    ProbeContext, ProbeSpec, Route, RouteSpec, Value,
+    ProbeContext, ProbeSpec, Route, RouteSpec, Unit, Value, Vitals,
 };
 use crate::security::Scope;
 use span_report::{InFlightReport, LatencyReport, NameFilter, DEFAULT_LIMIT, MAX_LIMIT};
@@ -159,6 +159,14 @@ impl Probe for SpansProbe {
                 &report(h, 0, DEFAULT_LIMIT, &NameFilter::default()),
             )],
             None => vec![BundlePart::failed("spans.json", NOT_INSTALLED)],
+        }
+    }
+
+    /// Spans in flight: a scan of the layer's table (one atomic load per slot).
+    fn vitals(&self, out: &mut Vitals) {
+        if let Some(h) = &self.handle {
+            let n = h.shared().table.tracked();
+            out.gauge("spans_in_flight", Unit::Count, n as f64);
         }
     }
 

@@ -27,7 +27,7 @@ use crate::encode::prometheus::Families;
 use crate::seam::fair::Cap;
 use crate::seam::{
     Access, Action, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, GoIndex, Params, Probe,
-    ProbeContext, ProbeSpec, Route, RouteSpec, Row, Shows, Table, Value,
+    ProbeContext, ProbeSpec, Route, RouteSpec, Row, Shows, Table, Unit, Value, Vitals,
 };
 use crate::security::Scope;
 
@@ -330,6 +330,33 @@ impl Probe for Tokio {
             }
         });
         vec![metrics, tasks]
+    }
+
+    /// Per runtime: the busy ratio (the workers' published busy time as a counter, divided by
+    /// the workers: its rate is the mean busy share; a worker stuck in one poll publishes
+    /// nothing, so `/debug/tokio`'s window is the truer reading then), the global queue depth
+    /// and the alive tasks.
+    fn vitals(&self, out: &mut Vitals) {
+        for r in self.runtimes.levels() {
+            let name = &r.name;
+            if r.workers > 0 {
+                out.counter(
+                    format!("tokio.{name}.busy_ratio"),
+                    Unit::Ratio,
+                    r.busy_seconds_total / r.workers as f64,
+                );
+            }
+            out.gauge(
+                format!("tokio.{name}.global_queue"),
+                Unit::Count,
+                r.global_queue_depth as f64,
+            );
+            out.gauge(
+                format!("tokio.{name}.alive_tasks"),
+                Unit::Count,
+                r.alive_tasks as f64,
+            );
+        }
     }
 
     fn glance(&self) -> BoxFuture<Option<Glance>> {

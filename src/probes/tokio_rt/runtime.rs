@@ -100,6 +100,25 @@ impl RuntimeRegistry {
     /// the time driver enabled (`enable_time()`/`enable_all()`), normally the admin server's
     /// own runtime: it only reads atomics and sleeps, so it never needs the host's runtime to
     /// make progress and answers even when every host worker is blocked.
+    /// Every registered runtime's levels now, sorted by name: atomics only, no window.
+    pub(crate) fn levels(&self) -> Vec<RuntimeLevels> {
+        self.lock()
+            .iter()
+            .map(|(name, handle)| {
+                let m = handle.metrics();
+                let workers = m.num_workers();
+                let busy: Duration = (0..workers).map(|w| m.worker_total_busy_duration(w)).sum();
+                RuntimeLevels {
+                    name: name.clone(),
+                    workers,
+                    busy_seconds_total: busy.as_secs_f64(),
+                    global_queue_depth: m.global_queue_depth(),
+                    alive_tasks: m.num_alive_tasks(),
+                }
+            })
+            .collect()
+    }
+
     /// Reports every registered runtime now, without a window (no rates).
     pub(crate) fn snapshot_now(&self) -> Vec<RuntimeReport> {
         self.lock()
@@ -273,6 +292,22 @@ pub(crate) struct PollTimeHistogram {
     pub upper_bounds_seconds: Vec<f64>,
     /// Polls per bucket.
     pub counts: Vec<u64>,
+}
+
+/// One runtime's levels at one instant, for the timeline.
+#[derive(Debug, Clone)]
+pub(crate) struct RuntimeLevels {
+    /// The name it was registered under.
+    pub name: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// Busy time summed over the workers since the runtime started, in seconds, as the
+    /// workers last published it (a worker stuck in one long poll publishes nothing).
+    pub busy_seconds_total: f64,
+    /// Tasks in the global (injection) queue now.
+    pub global_queue_depth: usize,
+    /// Tasks alive now.
+    pub alive_tasks: usize,
 }
 
 /// Counters of one worker at one instant.

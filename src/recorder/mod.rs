@@ -1,0 +1,4 @@
+//! The flight recorder: what the process did before anyone looked, kept always within fixed
+//! bounds. Knows no HTTP and nothing of the probes; the server feeds it and serves it.
+
+pub(crate) mod timeline;
