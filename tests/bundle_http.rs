@@ -67,6 +67,7 @@ async fn bundle_holds_every_part_and_survives_a_failing_one() {
     for file in [
         "cpu.pb.gz",
         "cpu.svg",
+        "cpu-recorded.pb.gz",
         "wall.pb.gz",
         "wall.svg",
         "heap.pb.gz",
@@ -82,6 +83,9 @@ async fn bundle_holds_every_part_and_survives_a_failing_one() {
     }
     assert_eq!(&files["cpu.pb.gz"][..2], &[0x1f, 0x8b]);
     assert_eq!(&files["wall.pb.gz"][..2], &[0x1f, 0x8b]);
+    // The flight recorder's history since the server started, as pprof.
+    let recorded = decode_pprof(&files["cpu-recorded.pb.gz"]);
+    assert!(recorded.duration_nanos > 0, "{recorded:?}");
     // The short wall profile is rooted at the thread states.
     assert!(String::from_utf8_lossy(&files["wall.svg"]).contains("[futex]"));
     assert!(String::from_utf8_lossy(&files["threads.txt"]).contains("prodbg-admin"));

@@ -142,7 +142,10 @@ async fn parameters_are_bounded() {
         ("frequency=1001", "from 1 to 1000"),
         ("format=png", "pprof, svg, folded"),
         ("seconds=1&seconds=2", "more than once"),
-        ("debug=1", "allowed: seconds, frequency, since, until, format"),
+        (
+            "debug=1",
+            "allowed: seconds, frequency, since, until, format",
+        ),
     ];
     for (q, expect) in cases {
         let (s, body) = get(

@@ -220,29 +220,6 @@ pub(crate) trait Sampler: Send + Sync + 'static {
     }
 }
 
-/// `?since=`/`?until=`: `90s`, `5m` or `1h` ago (at most a day, to bound the arithmetic).
-fn ago(params: &Params, key: &str) -> Result<Option<Duration>, ApiError> {
-    let Some(text) = params.get(key) else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::bad_parameter(format!(
-            "{key} must be a time ago like 90s, 5m or 1h (at most 24h)"
-        ))
-    };
-    let (n, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        _ => None,
-    }
-    .filter(|&s| s <= 86_400)
-    .ok_or_else(bad)?;
-    Ok(Some(Duration::from_secs(secs)))
-}
-
 /// A profile of the recorded history: `?since=` ago up to `?until=` ago (default now),
 /// within the sampler's retention.
 async fn recorded<S: Sampler>(
@@ -256,21 +233,20 @@ async fn recorded<S: Sampler>(
             "seconds and frequency take a fresh profile; since= reads the recorded history: give one or the other",
         ));
     }
-    let since = ago(params, "since")?.unwrap_or_default();
-    let until = ago(params, "until")?.unwrap_or_default();
+    // Without a recorder, the sampler's own answer (400: nothing recorded) follows.
+    let (max, beyond) = match S::retention() {
+        Some(r) => (
+            r + Duration::from_secs(10),
+            format!("the flight recorder's retention ({} s)", r.as_secs()),
+        ),
+        None => (Duration::from_secs(3600), "an hour".to_string()),
+    };
+    let since = params.duration_in("since", Duration::ZERO..=max, Duration::ZERO, &beyond)?;
+    let until = params.duration_in("until", Duration::ZERO..=max, Duration::ZERO, &beyond)?;
     if until >= since {
         return Err(ApiError::bad_parameter(
             "until must be less long ago than since (e.g. since=5m&until=1m)",
         ));
-    }
-    if let Some(retention) = S::retention() {
-        if since > retention + Duration::from_secs(10) {
-            return Err(ApiError::bad_parameter(format!(
-                "since={}s is older than the flight recorder's retention of {} s",
-                since.as_secs(),
-                retention.as_secs()
-            )));
-        }
     }
     let now = SystemTime::now();
     let (from, to) = (now - since, now - until);

@@ -196,7 +196,30 @@ impl Probe for Cpu {
         )
     }
 
+    /// A fresh profile over the window, and the flight recorder's whole history.
     fn bundle(&self, window: Duration) -> Vec<BundlePart> {
-        vec![Timed::new(&self.cx, CAP).bundle::<CpuSampler>(window)]
+        let recorded = match &self.recorder {
+            Some(r) => {
+                let retention = r.options().retention;
+                BundlePart::new("cpu-recorded.pb.gz", async move {
+                    let to = SystemTime::now();
+                    let from = to - retention;
+                    let p = blocking("reading the recorded history", move || {
+                        CpuSampler::recorded(from, to, true)
+                    })
+                    .await
+                    .map_err(|e| e.message)?
+                    .map_err(|e| e.message)?;
+                    blocking("rendering the profile", move || p.pprof_gz())
+                        .await
+                        .map_err(|e| e.message)
+                })
+            }
+            None => BundlePart::failed("cpu-recorded.pb.gz", "the CPU flight recorder is off"),
+        };
+        vec![
+            Timed::new(&self.cx, CAP).bundle::<CpuSampler>(window),
+            recorded,
+        ]
     }
 }

@@ -28,7 +28,7 @@ pub(crate) static PROFILE: RouteSpec = RouteSpec {
     summary: |l| {
                 let max = l.max_profile_seconds;
                 format!(
-                "CPU profile: ?seconds=1..{max} ({}) &frequency=1..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &span=NAME (only samples taken inside that tracing span) &symbolize=true|false (pprof only: false leaves symbolization to go tool pprof or Parca, by mapping path and build id); gzipped profile.proto by default, like Go",
+                "CPU profile: ?seconds=1..{max} ({}) &frequency=1..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &span=NAME (only samples taken inside that tracing span) &symbolize=true|false (pprof only: false leaves symbolization to go tool pprof or Parca, by mapping path and build id); or ?since=5m &until=1m: at once, from the flight recorder's history (at most its retention, 10 min by default); gzipped profile.proto by default, like Go",
                 DEFAULT_SECONDS.min(max)
             )
             },
@@ -62,7 +62,7 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "cpu",
     feature: Some("cpu"),
     routes: &[&PROFILE, &SYMBOL, &SYMBOL_POST],
-    bundle_files: &["cpu.pb.gz", "cpu.svg"],
+    bundle_files: &["cpu.pb.gz", "cpu.svg", "cpu-recorded.pb.gz"],
 };
 
 mod flight;
