@@ -69,6 +69,7 @@ async fn bundle_holds_every_part_and_survives_a_failing_one() {
         "cpu.svg",
         "cpu-recorded.pb.gz",
         "wall.pb.gz",
+        "wall-recorded.pb.gz",
         "wall.svg",
         "heap.pb.gz",
         "memory.json",

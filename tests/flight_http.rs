@@ -157,8 +157,40 @@ async fn bad_windows_are_400_naming_what_is_allowed() {
         let body = r.text().await.unwrap();
         assert!(body.contains(says), "{query}: {body}");
     }
-    // The wall-clock profile records no history yet: it says so.
-    let r = get(&server, "/debug/pprof/wall?since=1m").await;
+    let r = get(&server, "/debug/pprof/wall?since=2h").await;
     assert_eq!(r.status().as_u16(), 400);
-    assert!(r.text().await.unwrap().contains("no history is recorded"));
+    assert!(r.text().await.unwrap().contains("retention"));
+}
+
+#[inline(never)]
+fn prodbg_flight_waits_z8(m: &std::sync::Mutex<()>) {
+    drop(m.lock().unwrap());
+}
+
+/// Where the threads were waiting a few seconds ago: a thread blocked on a held mutex is in
+/// the wall-clock history, in its futex state, in the function that waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_threads_waited_is_found_with_since_on_the_wall_profile() {
+    let server = server();
+    let m = Arc::new(std::sync::Mutex::new(()));
+    let held = m.lock().unwrap();
+    let m2 = m.clone();
+    let waiter = std::thread::Builder::new()
+        .name("waiter-z8".into())
+        .spawn(move || prodbg_flight_waits_z8(&m2))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    drop(held);
+    waiter.join().unwrap();
+    // The wait is over; the history still has it.
+    let r = get(&server, "/debug/pprof/wall?since=1m&format=folded").await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().contains_key("x-prodbg-window-start"));
+    let folded = r.text().await.unwrap();
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.starts_with("[futex];") && l.contains("prodbg_flight_waits_z8")),
+        "{folded}"
+    );
 }

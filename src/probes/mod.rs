@@ -72,7 +72,7 @@ pub(crate) fn register(
     Ok(vec![
         Arc::new(health::Health::new(cx, host.checks)),
         gated!("cpu", cx, cpu::SPEC, cpu::Cpu::new(cx, host.flight)),
-        gated!("wall", cx, wall::SPEC, wall::Wall::new(cx)),
+        gated!("wall", cx, wall::SPEC, wall::Wall::new(cx, host.flight)),
         gated!("heap", cx, heap::SPEC, heap::Heap::new(cx)),
         Arc::new(memory::Memory::new(cx)),
         Arc::new(log_level::LogLevel::new(cx, host.log)),

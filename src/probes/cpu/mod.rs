@@ -77,5 +77,6 @@ mod sampler;
 #[cfg(all(test, feature = "cpu"))]
 mod tests;
 pub use flight::FlightRecorder;
+pub(crate) use flight::SLICE;
 #[cfg(feature = "cpu")]
 pub(crate) use http::Cpu;

@@ -8,10 +8,16 @@ const BUNDLE_SECONDS: u64 = 2;
 use profile::WallError;
 
 use std::ops::RangeInclusive;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::probes::cpu::FlightRecorder;
+use history::WallRecorder;
 
 use crate::seam::profile::{timed, Sampler, Timed};
-use crate::seam::{ready, ApiError, BoxFuture, BundlePart, Glance, Probe, ProbeContext, Route};
+use crate::seam::{
+    blocking, ready, ApiError, BoxFuture, BundlePart, Glance, Probe, ProbeContext, Route,
+};
 use crate::stack::profile::Profile;
 
 impl From<WallError> for ApiError {
@@ -27,12 +33,17 @@ impl From<WallError> for ApiError {
 #[derive(Debug)]
 pub(crate) struct Wall {
     cx: ProbeContext,
+    /// The process's wall-clock flight recorder, held while this probe lives; `None` when off.
+    recorder: Option<Arc<WallRecorder>>,
 }
 
 impl Wall {
-    /// The wall-clock probe.
-    pub(crate) fn new(cx: &ProbeContext) -> Wall {
-        Wall { cx: cx.clone() }
+    /// The wall-clock probe, with the flight recorder `flight` asks for.
+    pub(crate) fn new(cx: &ProbeContext, flight: FlightRecorder) -> Wall {
+        Wall {
+            cx: cx.clone(),
+            recorder: WallRecorder::shared(flight),
+        }
     }
 }
 
@@ -55,6 +66,25 @@ impl Sampler for WallSampler {
 
     fn running() -> bool {
         profile::running()
+    }
+
+    fn recorded(from: SystemTime, to: SystemTime, symbolize: bool) -> Result<Profile, ApiError> {
+        let recorder = WallRecorder::current().ok_or_else(|| {
+            ApiError::bad_parameter(
+                "the flight recorder is off, so there is no wall-clock history for since=: turn it on with AdminBuilder::flight_recorder(FlightRecorder::default()) or PRODBG_FLIGHT_RECORDER=on",
+            )
+        })?;
+        let (collected, start, end) = recorder.window(from, to).map_err(ApiError::bad_parameter)?;
+        Ok(profile::from_history(
+            collected,
+            (start, end),
+            history::RATE_HZ,
+            symbolize,
+        )?)
+    }
+
+    fn retention() -> Option<Duration> {
+        WallRecorder::current().map(|r| r.retention())
     }
 
     fn stop(running: Self::Running, symbolize: bool) -> Result<Profile, ApiError> {
@@ -83,6 +113,28 @@ impl Probe for Wall {
     /// A short wall profile ([`BUNDLE_SECONDS`], at most the window) as pprof and SVG.
     fn bundle(&self, window: Duration) -> Vec<BundlePart> {
         let duration = window.min(Duration::from_secs(BUNDLE_SECONDS));
-        vec![Timed::new(&self.cx, CAP).bundle::<WallSampler>(duration)]
+        let recorded = match &self.recorder {
+            Some(r) => {
+                let retention = r.retention();
+                BundlePart::new("wall-recorded.pb.gz", async move {
+                    let to = SystemTime::now();
+                    let from = to - retention;
+                    let p = blocking("reading the recorded history", move || {
+                        WallSampler::recorded(from, to, true)
+                    })
+                    .await
+                    .map_err(|e| e.message)?
+                    .map_err(|e| e.message)?;
+                    blocking("rendering the profile", move || p.pprof_gz())
+                        .await
+                        .map_err(|e| e.message)
+                })
+            }
+            None => BundlePart::failed("wall-recorded.pb.gz", "the flight recorder is off"),
+        };
+        vec![
+            Timed::new(&self.cx, CAP).bundle::<WallSampler>(duration),
+            recorded,
+        ]
     }
 }

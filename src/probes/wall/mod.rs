@@ -32,7 +32,7 @@ pub(crate) static WALL: RouteSpec = RouteSpec {
     summary: |l| {
             let max = l.max_profile_seconds;
             format!(
-                "wall-clock profile of every thread, running or not, each sample labelled with the thread's state (running, runnable, futex, io, sleeping, stopped, other): ?seconds=1..{max} ({}) &frequency={MIN_FREQUENCY_HZ}..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &span=NAME (only samples taken inside that tracing span) &symbolize=true|false (pprof only); the SVG's root frames are the states",
+                "wall-clock profile of every thread, running or not, each sample labelled with the thread's state (running, runnable, futex, io, sleeping, stopped, other): ?seconds=1..{max} ({}) &frequency={MIN_FREQUENCY_HZ}..{MAX_FREQUENCY_HZ} ({DEFAULT_FREQUENCY_HZ}) &format=pprof|svg|folded &span=NAME (only samples taken inside that tracing span) &symbolize=true|false (pprof only); or ?since=5m &until=1m: at once, from the flight recorder's 1 Hz history (at most its retention); the SVG's root frames are the states",
                 DEFAULT_SECONDS.min(max)
             )
         },
@@ -43,9 +43,11 @@ pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "wall",
     feature: Some("wall"),
     routes: &[&WALL],
-    bundle_files: &["wall.pb.gz", "wall.svg"],
+    bundle_files: &["wall.pb.gz", "wall.svg", "wall-recorded.pb.gz"],
 };
 
+#[cfg(feature = "wall")]
+mod history;
 #[cfg(feature = "wall")]
 mod http;
 #[cfg(feature = "wall")]

@@ -107,7 +107,7 @@ pub(crate) fn start(duration: Duration, frequency_hz: u32) -> Result<RunningWall
     let busy = acquire(duration)?;
     let start_time = SystemTime::now();
     let started = Instant::now();
-    let sampler = sampler::Sampler::start(frequency_hz).map_err(WallError::Start)?;
+    let sampler = sampler::Sampler::start("prodbg-wall", frequency_hz).map_err(WallError::Start)?;
     tracing::info!(
         frequency_hz,
         duration_s = duration.as_secs_f64(),
@@ -183,6 +183,39 @@ const VALUE_TYPES: &[ValueType; 2] = &[
         unit: "nanoseconds",
     },
 ];
+
+/// A profile of the wall-clock flight recorder's window `[start, end)`, sampled at
+/// `frequency_hz`.
+pub(crate) fn from_history(
+    collected: sampler::Collected,
+    (start, end): (SystemTime, SystemTime),
+    frequency_hz: u32,
+    symbolize: bool,
+) -> Result<Profile, WallError> {
+    let modules = ModuleSet::snapshot()
+        .map_err(|e| WallError::Report(format!("reading the module list: {e}")))?;
+    let duration = end.duration_since(start).unwrap_or_default();
+    let mut p = from_collected(
+        collected,
+        start,
+        duration,
+        frequency_hz,
+        &modules,
+        symbolize,
+    );
+    drop(modules);
+    symbols::release_freed_memory();
+    p.describe = format!(
+        "wall clock {} s recorded from {} at {frequency_hz} Hz (flight recorder)",
+        duration.as_secs(),
+        crate::encode::time::format(start)
+    );
+    p.figures
+        .push(("x-prodbg-window-start", crate::encode::time::format(start)));
+    p.figures
+        .push(("x-prodbg-window-end", crate::encode::time::format(end)));
+    Ok(p)
+}
 
 /// Builds the [`Profile`]: one sample per distinct (state, labels, stack), most-sampled first;
 /// the state is the flamegraph's root frame (`[futex]`, `[io]` …) and the `state` label, the

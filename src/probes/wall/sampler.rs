@@ -88,15 +88,16 @@ pub(crate) struct Sampler {
 
 impl Sampler {
     /// Prepares the unwinder (reads the module list and stack mappings: call from a blocking
-    /// context) and starts the sampler thread at `frequency_hz`.
-    pub(crate) fn start(frequency_hz: u32) -> Result<Sampler, String> {
+    /// context) and starts the sampler thread, named `name` (at most 15 bytes), at
+    /// `frequency_hz`.
+    pub(crate) fn start(name: &str, frequency_hz: u32) -> Result<Sampler, String> {
         let unwinder =
             SignalUnwinder::prepare().map_err(|e| format!("preparing the unwinder: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let period = Duration::from_nanos(1_000_000_000 / u64::from(frequency_hz.max(1)));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("prodbg-wall".into())
+            .name(name.into())
             .spawn(move || Ticker::new(unwinder, period).run(&flag))
             .map_err(|e| format!("spawning the sampler thread: {e}"))?;
         Ok(Sampler {

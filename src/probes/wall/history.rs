@@ -1,0 +1,222 @@
+//! The wall-clock flight recorder: every thread's state and stack sampled at a low rate
+//! ([`RATE_HZ`]) for the CPU flight recorder's retention, so "where were the threads waiting
+//! three minutes ago" has an answer (`/debug/pprof/wall?since=3m`).
+//!
+//! It runs the wall-clock sampler ([`Sampler`], thread `prodbg-wall-rec`) in slices of
+//! [`SLICE`]: a thread (`prodbg-wflight`) stops it at the end of each slice, keeps what it collected (raw
+//! addresses; symbolized only when asked) and starts the next. At 1 Hz an idle thread costs
+//! two small `/proc` reads a second and no signal; a thread that ran costs a signal and an
+//! unwind. Slices older than the retention are dropped. An on-demand wall profile runs its own
+//! sampler meanwhile (the two take turns for each thread's stack).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use super::sampler::{Collected, SampleKey, Sampler};
+use crate::probes::cpu::FlightRecorder;
+use crate::probes::cpu::SLICE;
+
+/// Ticks per second of the wall-clock history.
+pub(crate) const RATE_HZ: u32 = 1;
+
+/// What was sampled over `[start, end)`.
+struct Slice {
+    start: SystemTime,
+    end: SystemTime,
+    collected: Collected,
+}
+
+struct State {
+    sampler: Option<(Sampler, SystemTime)>,
+    slices: VecDeque<Slice>,
+}
+
+/// The process's wall-clock flight recorder (see the module docs).
+pub(crate) struct WallRecorder {
+    retention: Duration,
+    state: Mutex<State>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for WallRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WallRecorder")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+static SHARED: Mutex<Weak<WallRecorder>> = Mutex::new(Weak::new());
+
+impl WallRecorder {
+    /// The process's recorder: the running one, or a new one when `opts` is on. `None` when
+    /// off or when its thread cannot start (logged).
+    pub(crate) fn shared(opts: FlightRecorder) -> Option<Arc<WallRecorder>> {
+        if !opts.on {
+            return None;
+        }
+        let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = shared.upgrade() {
+            return Some(r);
+        }
+        let r = Arc::new(WallRecorder {
+            retention: opts.retention,
+            state: Mutex::new(State {
+                sampler: None,
+                slices: VecDeque::new(),
+            }),
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            thread: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&r);
+        let stop = r.stop.clone();
+        match std::thread::Builder::new()
+            .name("prodbg-wflight".into())
+            .spawn(move || run(weak, &stop))
+        {
+            Ok(h) => *r.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(h),
+            Err(e) => {
+                tracing::warn!(target: "prodbg", error = %e, "the wall-clock flight recorder is off: no thread");
+                return None;
+            }
+        }
+        *shared = Arc::downgrade(&r);
+        Some(r)
+    }
+
+    /// The process's recorder, if one runs.
+    pub(crate) fn current() -> Option<Arc<WallRecorder>> {
+        SHARED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade()
+    }
+
+    /// How much history it keeps.
+    pub(crate) fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends the slice being sampled (keeping it) and, unless `last`, starts the next.
+    fn rotate(&self, st: &mut State, last: bool) {
+        let now = SystemTime::now();
+        if let Some((sampler, start)) = st.sampler.take() {
+            st.slices.push_back(Slice {
+                start,
+                end: now,
+                collected: sampler.stop(),
+            });
+        }
+        let oldest = now.checked_sub(self.retention).unwrap_or(now);
+        while st.slices.front().is_some_and(|s| s.end < oldest) {
+            st.slices.pop_front();
+        }
+        if !last {
+            match Sampler::start("prodbg-wall-rec", RATE_HZ) {
+                Ok(s) => st.sampler = Some((s, now)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "wall flight recorder: sampler did not start")
+                }
+            }
+        }
+    }
+
+    /// The history between `from` and `to` (whole slices; the slice being sampled is closed
+    /// first): merged samples, the window's real start and end. `Err` names the retention.
+    pub(crate) fn window(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<(Collected, SystemTime, SystemTime), String> {
+        let mut st = self.lock();
+        self.rotate(&mut st, false);
+        let mut merged: HashMap<SampleKey, u64> = HashMap::new();
+        let mut out = Collected {
+            schedstat: true,
+            ..Collected::default()
+        };
+        let (mut start, mut end) = (to, from);
+        for s in st.slices.iter().filter(|s| s.end > from && s.start < to) {
+            start = start.min(s.start);
+            end = end.max(s.end);
+            let c = &s.collected;
+            for (key, n) in &c.entries {
+                *merged.entry(key.clone()).or_default() += n;
+            }
+            out.ticks += c.ticks;
+            out.missed_ticks += c.missed_ticks;
+            out.samples += c.samples;
+            out.signalled += c.signalled;
+            out.timeouts += c.timeouts;
+            out.skipped += c.skipped;
+            out.table_full += c.table_full;
+            out.max_threads = out.max_threads.max(c.max_threads);
+            out.sampler_cpu += c.sampler_cpu;
+            out.schedstat &= c.schedstat;
+            if out.no_unwinder.is_none() {
+                out.no_unwinder.clone_from(&c.no_unwinder);
+            }
+        }
+        if start >= end {
+            return Err(format!(
+                "the wall-clock flight recorder holds nothing in that window; retention {} s",
+                self.retention.as_secs()
+            ));
+        }
+        out.entries = merged.into_iter().collect();
+        Ok((out, start, end))
+    }
+}
+
+/// A slice every [`SLICE`] until the recorder is dropped.
+fn run(weak: Weak<WallRecorder>, stop: &(Mutex<bool>, Condvar)) {
+    if let Some(r) = weak.upgrade() {
+        r.rotate(&mut r.lock(), false);
+    }
+    let (flag, cv) = stop;
+    loop {
+        let stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
+        if *stopped {
+            return;
+        }
+        let (stopped, _) = cv
+            .wait_timeout(stopped, SLICE)
+            .unwrap_or_else(PoisonError::into_inner);
+        if *stopped {
+            return;
+        }
+        drop(stopped);
+        let Some(r) = weak.upgrade() else { return };
+        r.rotate(&mut r.lock(), false);
+        drop(r);
+    }
+}
+
+impl Drop for WallRecorder {
+    fn drop(&mut self) {
+        let (flag, cv) = &*self.stop;
+        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        cv.notify_all();
+        let sampler = self.lock().sampler.take();
+        if let Some((s, _)) = sampler {
+            drop(s.stop());
+        }
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
