@@ -172,16 +172,20 @@ fn prodbg_flight_waits_z8(m: &std::sync::Mutex<()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn where_threads_waited_is_found_with_since_on_the_wall_profile() {
     let server = server();
-    let m = Arc::new(std::sync::Mutex::new(()));
-    let held = m.lock().unwrap();
-    let m2 = m.clone();
-    let waiter = std::thread::Builder::new()
-        .name("waiter-z8".into())
-        .spawn(move || prodbg_flight_waits_z8(&m2))
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    drop(held);
-    waiter.join().unwrap();
+    tokio::task::spawn_blocking(|| {
+        let m = Arc::new(std::sync::Mutex::new(()));
+        let held = m.lock().unwrap();
+        let m2 = m.clone();
+        let waiter = std::thread::Builder::new()
+            .name("waiter-z8".into())
+            .spawn(move || prodbg_flight_waits_z8(&m2))
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        drop(held);
+        waiter.join().unwrap();
+    })
+    .await
+    .unwrap();
     // The wait is over; the history still has it.
     let r = get(&server, "/debug/pprof/wall?since=1m&format=folded").await;
     assert_eq!(r.status().as_u16(), 200);
