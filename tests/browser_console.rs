@@ -1,7 +1,8 @@
 //! The console in a real browser: headless Debian Chromium driven through chromedriver
 //! (tests/common/browser.rs, a small WebDriver client). Logs in with Basic credentials in the
 //! URL, clicks "CPU flamegraph", and finds a known hot function in the flamegraph the page
-//! frames; a screenshot is kept under `target/test-artifacts/`. A missing chromium or
+//! frames; draws the timeline's charts and shows the recorded CPU flamegraph of a window dragged
+//! across one; screenshots are kept under `target/test-artifacts/`. A missing chromium or
 //! chromedriver fails the test with the install command; it never skips.
 #![cfg(feature = "cpu")]
 
@@ -353,4 +354,190 @@ async fn console_changes_the_log_level_and_other_origins_cannot() {
         filter.contains("browser_console=debug") && !filter.contains("trace"),
         "{state}"
     );
+}
+
+#[inline(never)]
+fn prodbg_timeline_window_hot_qzv(for_how_long: Duration) -> u64 {
+    let start = Instant::now();
+    let mut x = 5u64;
+    while start.elapsed() < for_how_long {
+        for i in 0..10_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i);
+        }
+    }
+    x
+}
+
+/// The series the console charts, as the page's script chooses them.
+fn charted(name: &str) -> bool {
+    [
+        "cpu",
+        "rss_bytes",
+        "jemalloc_allocated_bytes",
+        "spans_in_flight",
+        "errors",
+        "admin_requests",
+    ]
+    .contains(&name)
+        || (name.starts_with("tokio.") && name.ends_with(".busy_ratio"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_charts_the_timeline_and_a_dragged_window_shows_its_cpu_flamegraph() {
+    let server = spawn_with(|b| {
+        b.service_name("browser-test")
+            .tokio_runtime("main", tokio::runtime::Handle::current())
+            .flight_recorder(prodbg::FlightRecorder::default().frequency_hz(99))
+    });
+    let addr = server.handle.local_addr();
+    // A spike that is over before anyone looks: 3 s in one function, recorded.
+    std::thread::Builder::new()
+        .name("timeline-hot".into())
+        .spawn(|| prodbg_timeline_window_hot_qzv(Duration::from_secs(3)))
+        .unwrap()
+        .join()
+        .unwrap();
+
+    let b = launch().await;
+    b.goto(&format!("http://ops:{ADMIN_SECRET}@{addr}/debug/"))
+        .await
+        .unwrap();
+    b.wait_for("html[data-ready='1'] #charts", PATIENCE)
+        .await
+        .unwrap();
+    // The cpu chart, once it has a few points (the page redraws on its 10 s cadence).
+    let start = Instant::now();
+    loop {
+        let points = b
+            .execute(
+                "const f = document.querySelector('#charts figure[data-series=\"cpu\"]'); \
+                 return f && f.querySelector('svg path.line') ? Number(f.dataset.points) : 0",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if points.as_u64().unwrap_or(0) >= 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no cpu chart with 3 points; the charts: {}",
+            text_of(&b, "#charts").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // One chart per charted series, each with its name, unit and last value; the other
+    // series (warnings, Tokio queues, jemalloc resident) are not drawn.
+    let charts = b
+        .execute(
+            "return [...document.querySelectorAll('#charts figure.chart')].map(f => \
+             [f.dataset.series, f.querySelector('figcaption').textContent])",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let charts: Vec<(String, String)> = serde_json::from_value(charts).unwrap();
+    let names: Vec<&str> = charts.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "cpu",
+        "rss_bytes",
+        "admin_requests",
+        "tokio.main.busy_ratio",
+    ] {
+        assert_eq!(
+            names.iter().filter(|n| **n == want).count(),
+            1,
+            "{want}: {charts:?}"
+        );
+    }
+    assert!(names.iter().all(|n| charted(n)), "{charts:?}");
+    let (_, timeline) = get(&server.url("/debug/timeline?since=10m"), Some(READ_SECRET)).await;
+    let timeline: serde_json::Value = serde_json::from_str(&timeline).unwrap();
+    let served: Vec<&str> = timeline["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(served.iter().any(|n| !charted(n)), "{served:?}");
+    assert!(
+        names.iter().all(|n| served.contains(n)),
+        "{names:?} {served:?}"
+    );
+    let (_, rss) = charts.iter().find(|(n, _)| n == "rss_bytes").unwrap();
+    assert!(rss.contains("bytes") && rss.contains("MiB"), "{rss}");
+    let (_, cpu) = charts.iter().find(|(n, _)| n == "cpu").unwrap();
+    assert!(cpu.contains("cores"), "{cpu}");
+
+    // Drag across the whole cpu chart, edge to edge.
+    b.execute(
+        "const svg = document.querySelector('#charts figure[data-series=\"cpu\"] svg'); \
+         const r = svg.getBoundingClientRect(); \
+         const y = r.top + r.height / 2; \
+         const at = (type, x) => svg.dispatchEvent(new MouseEvent(type, \
+           { bubbles: true, cancelable: true, button: 0, clientX: x, clientY: y })); \
+         at('mousedown', r.left); at('mousemove', r.right); at('mouseup', r.right);",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let status = wait_status(&b, "Ctrl-F").await;
+    assert!(
+        status.starts_with("CPU flamegraph of ")
+            && status.contains(" s ago to now, browser-test-cpu-"),
+        "{status}"
+    );
+
+    // The framed flamegraph is the recorded window's: the spike's function is in it.
+    let frame = b.find("#flame").await.unwrap();
+    assert_eq!(
+        b.attribute(&frame, "src").await.unwrap().as_deref(),
+        Some(format!("http://{addr}/debug/console/last/cpu.svg").as_str())
+    );
+    let svg = b
+        .execute(
+            "return fetch('console/last/cpu.svg', { credentials: 'same-origin', cache: 'no-store' }).then(r => r.text())",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let svg = svg.as_str().unwrap_or_default();
+    assert!(
+        svg.contains("prodbg_timeline_window_hot_qzv"),
+        "the spike's function is not in the window's flamegraph:\n{}",
+        &svg[..svg.len().min(2000)]
+    );
+    // The charts, the window shown on each, in the screenshot.
+    b.execute(
+        "document.getElementById('timeline').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let png = b
+        .screenshot_png(artifact("console-timeline-window.png"))
+        .await
+        .unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let log = b.browser_log().await.unwrap();
+    let refused: Vec<_> = log
+        .iter()
+        .filter(|l| l.contains("Content Security Policy") || l.contains("Refused to"))
+        .collect();
+    assert!(refused.is_empty(), "CSP violations: {refused:#?}");
+    b.quit().await.unwrap();
+
+    // The console asked the recorder for that window (since=, no until: it ends now), as curl would.
+    let audit = server.audit_lines();
+    let profile = audit
+        .iter()
+        .find(|l| l["path"] == "/debug/pprof/profile")
+        .expect("the console's profile request is audited");
+    let query = profile["query"].as_str().unwrap();
+    assert!(
+        query.starts_with("since=") && query.ends_with("s&format=svg") && !query.contains("until"),
+        "{query}"
+    );
+    assert_eq!(profile["status"], 200);
 }

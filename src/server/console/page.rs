@@ -296,6 +296,7 @@ pub(super) fn html(input: &PageInput<'_>) -> String {
 <header><h1>prodbg: {s}</h1><p>{who} · prodbg {version} · <a href=\"pprof/\">/debug/pprof/</a> · <a href=\"../metrics\">/metrics</a> · \
 <label><input type=\"checkbox\" id=\"auto-refresh\" checked> refresh every 10 s</label></p></header>\n\
 <section id=\"figures\" class=\"cards\">\n{figures}</section>\n\
+<section id=\"timeline\"><h2>Last 10 minutes</h2><p class=\"sub\">Drag across a chart for the CPU flamegraph of that window.</p><div id=\"charts\" class=\"charts\"></div></section>\n\
 <section id=\"actions\"><h2>Take</h2>\n{actions}\
 <form id=\"bundle-form\" method=\"get\" action=\"bundle\"><button id=\"bundle\" type=\"submit\">Download bundle</button> over \
 <input name=\"seconds\" id=\"bundle-seconds\" type=\"number\" min=\"1\" max=\"{max}\" value=\"{bundle_secs}\" required> s</form>\n</section>\n\
@@ -441,6 +442,12 @@ mod tests {
             Scope::Admin,
         );
         assert!(!admin.contains("needs a token"), "{admin}");
+        // The timeline's empty container: the script draws the charts.
+        assert!(
+            html.contains("<section id=\"timeline\"><h2>")
+                && html.contains("<div id=\"charts\" class=\"charts\"></div></section>"),
+            "{html}"
+        );
     }
 
     #[test]
