@@ -120,9 +120,9 @@ impl Http {
         serde_json::from_slice(&self.get(path)).expect("JSON")
     }
 
-    /// `probes.<probe>.profile_running` from the JSON index (`GET /debug/`).
-    pub fn profile_running(&self, probe: &str) -> bool {
-        let index: serde_json::Value = self.rt.block_on(async {
+    /// The JSON index (`GET /debug/` with `Accept: application/json`).
+    pub fn index(&self) -> serde_json::Value {
+        self.rt.block_on(async {
             self.client
                 .get(format!("{}/debug/", self.base))
                 .bearer_auth(SECRET)
@@ -134,9 +134,24 @@ impl Http {
                 .json()
                 .await
                 .expect("JSON index")
-        });
-        index["probes"][probe]["profile_running"]
-            .as_bool()
-            .unwrap_or_else(|| panic!("probes.{probe}.profile_running in the index"))
+        })
+    }
+
+    /// Whether `probe`'s profiler figure (id `probe`) in the JSON index says "running".
+    pub fn profile_running(&self, probe: &str) -> bool {
+        let index = self.index();
+        let figure = figure(&index["probes"][probe], probe)
+            .unwrap_or_else(|| panic!("no figure {probe} under probes.{probe} in the index"));
+        figure.to_string().contains("\"running\"")
+    }
+}
+
+/// The first object with `"id": id` in `v` (a probe's part of the JSON index).
+pub fn figure<'v>(v: &'v serde_json::Value, id: &str) -> Option<&'v serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) if m.get("id").and_then(|i| i.as_str()) == Some(id) => Some(v),
+        serde_json::Value::Object(m) => m.values().find_map(|x| figure(x, id)),
+        serde_json::Value::Array(a) => a.iter().find_map(|x| figure(x, id)),
+        _ => None,
     }
 }
