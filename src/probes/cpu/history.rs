@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use super::flight::{FlightRecorder, SLICE};
-use super::sampler::{Collected, RawStack, Sampler};
+use super::sampler::{Collected, RawStack, Sampler, RECORDER_RESCAN};
 use crate::stack::labels::Labels;
 
 /// Distinct stacks the history holds at most; past it a slice's new stacks are counted as
@@ -217,7 +217,7 @@ impl Recorder {
         if let Some(r) = shared.upgrade() {
             return Some(r);
         }
-        let sampler = match Sampler::start(opts.frequency_hz) {
+        let sampler = match Sampler::start(opts.frequency_hz, RECORDER_RESCAN) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(target: "prodbg", error = ?e, "the CPU flight recorder is off: its sampler could not start");

@@ -185,7 +185,7 @@ pub(super) fn start(opts: CpuProfileOptions) -> Result<RunningProfile, CpuError>
     let sampler = match lease {
         Some(lease) => Source::Lease(lease),
         None => Source::Own(
-            sampler::Sampler::start(opts.frequency_hz).map_err(|e| match e {
+            sampler::Sampler::start(opts.frequency_hz, sampler::RESCAN).map_err(|e| match e {
                 sampler::StartError::HostSigprof(m) => CpuError::HostSigprof(m),
                 sampler::StartError::Other(m) => CpuError::Start(m),
             })?,

@@ -21,7 +21,10 @@ pub(super) const SLOTS: usize = 16384;
 const MAX_PROBES: usize = 64;
 /// How often the scanner arms timers for new threads and deletes those of exited ones, at
 /// least; with many threads the pause grows so that scanning takes ≤ 1 % of a core.
-const RESCAN: Duration = Duration::from_millis(20);
+pub(super) const RESCAN: Duration = Duration::from_millis(20);
+/// How often the flight recorder's sampler looks for new threads: a new thread's first
+/// quarter second goes unsampled at 19 Hz, and the scan costs a twelfth of an on-demand one.
+pub(super) const RECORDER_RESCAN: Duration = Duration::from_millis(250);
 /// Slot key: unused.
 const EMPTY: u64 = 0;
 /// Slot key: a handler is writing the slot.
@@ -469,8 +472,9 @@ unsafe impl Send for Sampler {}
 impl Sampler {
     /// Checks that the host does not use `SIGPROF`, prepares the unwinder (module list, unwind
     /// sections, stack map, caches), allocates the table, installs the handler, arms a timer
-    /// on every thread and starts the scanner thread.
-    pub(super) fn start(frequency_hz: u32) -> Result<Sampler, StartError> {
+    /// on every thread and starts the scanner thread, which looks for new threads every
+    /// `rescan` (more rarely when a scan itself takes long).
+    pub(super) fn start(frequency_hz: u32, rescan: Duration) -> Result<Sampler, StartError> {
         if !TABLE.load(Ordering::SeqCst).is_null() {
             return Err("a sampler is already running".to_string().into());
         }
@@ -525,14 +529,14 @@ impl Sampler {
         let scanner = std::thread::Builder::new()
             .name("prodbg-cpu-scan".into())
             .spawn(move || {
-                let mut pause = RESCAN;
+                let mut pause = rescan;
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(pause) {
                     let t0 = Instant::now();
                     threads
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .scan();
-                    pause = RESCAN.max(t0.elapsed() * 100);
+                    pause = rescan.max(t0.elapsed() * 100);
                 }
             })
             .map_err(|e| format!("spawning the thread scanner: {e}"))?;
