@@ -11,7 +11,9 @@
 //!
 //! An on-demand profile taken while the recorder runs leases the sampler ([`Recorder::lease`]):
 //! the current slice is closed, the rate raised to the request's, and at the end the lease's
-//! own slice is the profile (and stays in the history). One recorder serves every admin server
+//! own slice is the profile (and stays in the history). The recorder's sampler looks for new
+//! threads every 250 ms (an on-demand one every 20 ms), so a thread's first quarter second is
+//! not sampled, leased or not. One recorder serves every admin server
 //! of the process; it stops (timers deleted, handler restored) when the last one goes.
 
 use std::collections::{HashMap, VecDeque};
