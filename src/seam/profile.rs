@@ -274,6 +274,28 @@ pub(crate) async fn sample<S: Sampler>(
     blocking("stopping the profiler", move || S::stop(running, symbolize)).await?
 }
 
+/// The bundle file `<kind>-recorded.pb.gz`: sampler `S`'s whole recorded history as pprof,
+/// or, listed as failed, why there is none.
+pub(crate) fn recorded_bundle<S: Sampler>() -> BundlePart {
+    let file = format!("{}-recorded.pb.gz", S::KIND);
+    let Some(retention) = S::retention() else {
+        return BundlePart::failed(&file, "the flight recorder is off");
+    };
+    BundlePart::new(file, async move {
+        let to = SystemTime::now();
+        let from = to - retention;
+        let p = blocking("reading the recorded history", move || {
+            S::recorded(from, to, true)
+        })
+        .await
+        .map_err(|e| e.message)?
+        .map_err(|e| e.message)?;
+        blocking("rendering the profile", move || p.pprof_gz())
+            .await
+            .map_err(|e| e.message)
+    })
+}
+
 /// The state of a [`timed`] route.
 #[derive(Debug, Clone)]
 pub(crate) struct Timed {

@@ -44,6 +44,8 @@ pub(crate) mod debug_info;
 #[cfg(stacks)]
 pub(crate) mod dwarf;
 pub(crate) mod frame;
+#[cfg(feature = "cpu")]
+pub(crate) mod interned;
 pub(crate) mod labels;
 #[cfg(stacks)]
 pub(crate) mod modules;

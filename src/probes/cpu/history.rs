@@ -23,6 +23,7 @@ use std::time::SystemTime;
 
 use super::flight::{FlightRecorder, SLICE};
 use super::sampler::{Collected, RawStack, Sampler, RECORDER_RESCAN};
+use crate::stack::interned::Interned;
 use crate::stack::labels::Labels;
 
 /// Distinct stacks the history holds at most; past it a slice's new stacks are counted as
@@ -31,112 +32,6 @@ pub(crate) const MAX_STACKS: usize = 65_536;
 
 /// One interned stack: its addresses (leaf first) and whether its unwind stopped early.
 type StackKey = (Arc<[u64]>, bool);
-
-/// Distinct stacks and thread names, each stored once, counted by the slices that use them.
-#[derive(Default)]
-struct Interner {
-    ids: HashMap<StackKey, u32>,
-    stacks: Vec<Option<(StackKey, u32)>>,
-    free: Vec<u32>,
-    names: HashMap<Arc<str>, u32>,
-    name_list: Vec<Option<(Arc<str>, u32)>>,
-    free_names: Vec<u32>,
-}
-
-impl Interner {
-    fn stack(&mut self, ips: &[u64], truncated: bool) -> Option<u32> {
-        if let Some(&id) = self.ids.get(&(Arc::from(ips), truncated)) {
-            if let Some((_, refs)) = &mut self.stacks[id as usize] {
-                *refs += 1;
-            }
-            return Some(id);
-        }
-        if self.ids.len() >= MAX_STACKS {
-            return None;
-        }
-        let key: StackKey = (Arc::from(ips), truncated);
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.stacks[id as usize] = Some((key.clone(), 1));
-                id
-            }
-            None => {
-                self.stacks.push(Some((key.clone(), 1)));
-                (self.stacks.len() - 1) as u32
-            }
-        };
-        self.ids.insert(key, id);
-        Some(id)
-    }
-
-    fn name(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.names.get(name) {
-            if let Some((_, refs)) = &mut self.name_list[id as usize] {
-                *refs += 1;
-            }
-            return id;
-        }
-        let key: Arc<str> = Arc::from(name);
-        let id = match self.free_names.pop() {
-            Some(id) => {
-                self.name_list[id as usize] = Some((key.clone(), 1));
-                id
-            }
-            None => {
-                self.name_list.push(Some((key.clone(), 1)));
-                (self.name_list.len() - 1) as u32
-            }
-        };
-        self.names.insert(key, id);
-        id
-    }
-
-    fn release(&mut self, entry: &Entry) {
-        if let Some(slot) = self.stacks.get_mut(entry.stack as usize) {
-            if let Some((key, refs)) = slot {
-                *refs -= 1;
-                if *refs == 0 {
-                    self.ids.remove(key);
-                    *slot = None;
-                    self.free.push(entry.stack);
-                }
-            }
-        }
-        if let Some(slot) = self.name_list.get_mut(entry.thread as usize) {
-            if let Some((key, refs)) = slot {
-                *refs -= 1;
-                if *refs == 0 {
-                    self.names.remove(key);
-                    *slot = None;
-                    self.free_names.push(entry.thread);
-                }
-            }
-        }
-    }
-
-    fn raw(&self, e: &Entry) -> Option<RawStack> {
-        let ((ips, truncated), _) = self.stacks.get(e.stack as usize)?.as_ref()?;
-        let (name, _) = self.name_list.get(e.thread as usize)?.as_ref()?;
-        Some(RawStack {
-            tid: e.tid,
-            thread: name.to_string(),
-            ips: ips.to_vec(),
-            truncated: *truncated,
-            labels: Labels::from_bits(e.labels),
-            count: u64::from(e.count),
-        })
-    }
-
-    /// Bytes the interned stacks and names hold (addresses, names, tables), roughly.
-    fn bytes(&self) -> usize {
-        let stacks: usize = self.ids.keys().map(|(ips, _)| ips.len() * 8 + 48).sum();
-        let names: usize = self.names.keys().map(|n| n.len() + 48).sum();
-        stacks
-            + names
-            + self.stacks.capacity() * std::mem::size_of::<Option<(StackKey, u32)>>()
-            + self.name_list.capacity() * std::mem::size_of::<Option<(Arc<str>, u32)>>()
-    }
-}
 
 /// One distinct (thread, labels, stack) of a slice and how often it was sampled.
 #[derive(Debug, Clone, Copy)]
@@ -166,7 +61,9 @@ struct State {
     frequency_hz: u32,
     leased: bool,
     slices: VecDeque<Slice>,
-    interner: Interner,
+    /// Distinct stacks and thread names, each stored once for all the slices holding them.
+    stacks: Interned<StackKey>,
+    names: Interned<Arc<str>>,
     /// Samples not kept because the history held [`MAX_STACKS`] distinct stacks.
     dropped_samples: u64,
 }
@@ -234,7 +131,8 @@ impl Recorder {
                 frequency_hz: opts.frequency_hz,
                 leased: false,
                 slices: VecDeque::new(),
-                interner: Interner::default(),
+                stacks: Interned::new(MAX_STACKS),
+                names: Interned::new(MAX_STACKS),
                 dropped_samples: 0,
             }),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
@@ -308,16 +206,22 @@ impl Recorder {
             } else {
                 raw.thread.clone()
             };
-            match st.interner.stack(&raw.ips, raw.truncated) {
-                Some(stack) => entries.push(Entry {
-                    stack,
-                    thread: st.interner.name(&name),
-                    tid: raw.tid,
-                    count: u32::try_from(raw.count).unwrap_or(u32::MAX),
-                    labels: raw.labels.to_bits(),
-                }),
-                None => st.dropped_samples += raw.count,
-            }
+            let Some(stack) = st.stacks.insert((Arc::from(&raw.ips[..]), raw.truncated)) else {
+                st.dropped_samples += raw.count;
+                continue;
+            };
+            let Some(thread) = st.names.insert(Arc::from(name.as_str())) else {
+                st.stacks.release(stack);
+                st.dropped_samples += raw.count;
+                continue;
+            };
+            entries.push(Entry {
+                stack,
+                thread,
+                tid: raw.tid,
+                count: u32::try_from(raw.count).unwrap_or(u32::MAX),
+                labels: raw.labels.to_bits(),
+            });
         }
         entries.shrink_to_fit();
         st.slices.push_back(Slice {
@@ -336,7 +240,8 @@ impl Recorder {
         while st.slices.front().is_some_and(|s| s.end < oldest) {
             let slice = st.slices.pop_front().expect("checked");
             for e in &slice.entries {
-                st.interner.release(e);
+                st.stacks.release(e.stack);
+                st.names.release(e.thread);
             }
         }
     }
@@ -396,7 +301,7 @@ impl Recorder {
                 count: u32::try_from(count).unwrap_or(u32::MAX),
                 labels,
             };
-            if let Some(mut raw) = st.interner.raw(&e) {
+            if let Some(mut raw) = raw(&st, &e) {
                 raw.count = count;
                 out.stacks.push((raw, nanos));
             }
@@ -434,12 +339,28 @@ impl Recorder {
             .iter()
             .map(|s| s.entries.capacity() * std::mem::size_of::<Entry>())
             .sum();
+        let stacks: usize = st.stacks.values().map(|(ips, _)| ips.len() * 8 + 16).sum();
+        let names: usize = st.names.values().map(|n| n.len() + 16).sum();
         (
             st.slices.len(),
-            st.interner.ids.len(),
-            entries + st.interner.bytes(),
+            st.stacks.len(),
+            entries + stacks + names + st.stacks.table_bytes() + st.names.table_bytes(),
         )
     }
+}
+
+/// The stack `e` names, with its thread's name (`None` if either was freed meanwhile).
+fn raw(st: &State, e: &Entry) -> Option<RawStack> {
+    let (ips, truncated) = st.stacks.get(e.stack)?;
+    let name = st.names.get(e.thread)?;
+    Some(RawStack {
+        tid: e.tid,
+        thread: name.to_string(),
+        ips: ips.to_vec(),
+        truncated: *truncated,
+        labels: Labels::from_bits(e.labels),
+        count: u64::from(e.count),
+    })
 }
 
 /// An on-demand profile's hold on the recorder's sampler; see [`Recorder::lease`]. Dropped
@@ -595,7 +516,8 @@ mod tests {
                 frequency_hz: 19,
                 leased: false,
                 slices: VecDeque::new(),
-                interner: Interner::default(),
+                stacks: Interned::new(MAX_STACKS),
+                names: Interned::new(MAX_STACKS),
                 dropped_samples: 0,
             }),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
@@ -682,13 +604,9 @@ mod tests {
             peak = peak.max(st.slices.len());
         }
         assert!(peak <= 7, "{peak} slices kept for 60 s of retention");
+        assert!(st.stacks.len() <= 8, "{} stacks", st.stacks.len());
         assert!(
-            st.interner.ids.len() <= 8,
-            "{} stacks",
-            st.interner.ids.len()
-        );
-        assert!(
-            st.interner.stacks.len() <= 16,
+            st.stacks.table_bytes() < 16 * 1024,
             "the stack table reuses freed ids"
         );
         drop(st);

@@ -15,7 +15,7 @@ use axum::extract::RawQuery;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::seam::profile::{timed, Sampler, Timed};
+use crate::seam::profile::{recorded_bundle, timed, Sampler, Timed};
 use crate::seam::{
     blocking, ready, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
     ProbeContext, Route, Value,
@@ -198,28 +198,9 @@ impl Probe for Cpu {
 
     /// A fresh profile over the window, and the flight recorder's whole history.
     fn bundle(&self, window: Duration) -> Vec<BundlePart> {
-        let recorded = match &self.recorder {
-            Some(r) => {
-                let retention = r.options().retention;
-                BundlePart::new("cpu-recorded.pb.gz", async move {
-                    let to = SystemTime::now();
-                    let from = to - retention;
-                    let p = blocking("reading the recorded history", move || {
-                        CpuSampler::recorded(from, to, true)
-                    })
-                    .await
-                    .map_err(|e| e.message)?
-                    .map_err(|e| e.message)?;
-                    blocking("rendering the profile", move || p.pprof_gz())
-                        .await
-                        .map_err(|e| e.message)
-                })
-            }
-            None => BundlePart::failed("cpu-recorded.pb.gz", "the CPU flight recorder is off"),
-        };
         vec![
             Timed::new(&self.cx, CAP).bundle::<CpuSampler>(window),
-            recorded,
+            recorded_bundle::<CpuSampler>(),
         ]
     }
 }

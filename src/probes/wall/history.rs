@@ -6,7 +6,9 @@
 //! [`SLICE`]: a thread (`prodbg-wflight`) stops it at the end of each slice, keeps what it collected (raw
 //! addresses; symbolized only when asked) and starts the next. At 1 Hz an idle thread costs
 //! two small `/proc` reads a second and no signal; a thread that ran costs a signal and an
-//! unwind. Slices older than the retention are dropped. An on-demand wall profile runs its own
+//! unwind. Each distinct (state, labels, stack) is stored once for all the slices that hold it
+//! (a thread parked at the same place for minutes costs one entry), and slices older than the
+//! retention are dropped with what only they held. An on-demand wall profile runs its own
 //! sampler meanwhile (the two take turns for each thread's stack).
 
 use std::collections::{HashMap, VecDeque};
@@ -17,20 +19,29 @@ use std::time::{Duration, SystemTime};
 use super::sampler::{Collected, SampleKey, Sampler};
 use crate::probes::cpu::FlightRecorder;
 use crate::probes::cpu::SLICE;
+use crate::stack::interned::Interned;
 
 /// Ticks per second of the wall-clock history.
 pub(crate) const RATE_HZ: u32 = 1;
 
-/// What was sampled over `[start, end)`.
+/// Distinct (state, labels, stack) samples the history holds at most; past it a slice's new
+/// ones are counted as lost (`table_full`), never stored.
+const MAX_KEYS: usize = 65_536;
+
+/// What was sampled over `[start, end)`: the sampler's counters, and each distinct sample as
+/// an id into the history's table with its count.
 struct Slice {
     start: SystemTime,
     end: SystemTime,
-    collected: Collected,
+    counters: Collected,
+    entries: Vec<(u32, u64)>,
 }
 
 struct State {
     sampler: Option<(Sampler, SystemTime)>,
     slices: VecDeque<Slice>,
+    /// Each distinct sample stored once for all the slices holding it.
+    keys: Interned<SampleKey>,
 }
 
 /// The process's wall-clock flight recorder (see the module docs).
@@ -67,6 +78,7 @@ impl WallRecorder {
             state: Mutex::new(State {
                 sampler: None,
                 slices: VecDeque::new(),
+                keys: Interned::new(MAX_KEYS),
             }),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             thread: Mutex::new(None),
@@ -108,15 +120,27 @@ impl WallRecorder {
     fn rotate(&self, st: &mut State, last: bool) {
         let now = SystemTime::now();
         if let Some((sampler, start)) = st.sampler.take() {
+            let mut counters = sampler.stop();
+            let mut entries = Vec::with_capacity(counters.entries.len());
+            for (key, n) in std::mem::take(&mut counters.entries) {
+                match st.keys.insert(key) {
+                    Some(id) => entries.push((id, n)),
+                    None => counters.table_full += n,
+                }
+            }
             st.slices.push_back(Slice {
                 start,
                 end: now,
-                collected: sampler.stop(),
+                counters,
+                entries,
             });
         }
         let oldest = now.checked_sub(self.retention).unwrap_or(now);
         while st.slices.front().is_some_and(|s| s.end < oldest) {
-            st.slices.pop_front();
+            let slice = st.slices.pop_front().expect("checked");
+            for (id, _) in slice.entries {
+                st.keys.release(id);
+            }
         }
         if !last {
             match Sampler::start("prodbg-wall-rec", RATE_HZ) {
@@ -137,7 +161,7 @@ impl WallRecorder {
     ) -> Result<(Collected, SystemTime, SystemTime), String> {
         let mut st = self.lock();
         self.rotate(&mut st, false);
-        let mut merged: HashMap<SampleKey, u64> = HashMap::new();
+        let mut merged: HashMap<u32, u64> = HashMap::new();
         let mut out = Collected {
             schedstat: true,
             ..Collected::default()
@@ -146,9 +170,9 @@ impl WallRecorder {
         for s in st.slices.iter().filter(|s| s.end > from && s.start < to) {
             start = start.min(s.start);
             end = end.max(s.end);
-            let c = &s.collected;
-            for (key, n) in &c.entries {
-                *merged.entry(key.clone()).or_default() += n;
+            let c = &s.counters;
+            for &(id, n) in &s.entries {
+                *merged.entry(id).or_default() += n;
             }
             out.ticks += c.ticks;
             out.missed_ticks += c.missed_ticks;
@@ -170,7 +194,10 @@ impl WallRecorder {
                 self.retention.as_secs()
             ));
         }
-        out.entries = merged.into_iter().collect();
+        out.entries = merged
+            .into_iter()
+            .filter_map(|(id, n)| Some((st.keys.get(id)?.clone(), n)))
+            .collect();
         Ok((out, start, end))
     }
 }

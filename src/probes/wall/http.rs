@@ -14,10 +14,8 @@ use std::time::{Duration, SystemTime};
 use crate::probes::cpu::FlightRecorder;
 use history::WallRecorder;
 
-use crate::seam::profile::{timed, Sampler, Timed};
-use crate::seam::{
-    blocking, ready, ApiError, BoxFuture, BundlePart, Glance, Probe, ProbeContext, Route,
-};
+use crate::seam::profile::{recorded_bundle, timed, Sampler, Timed};
+use crate::seam::{ready, ApiError, BoxFuture, BundlePart, Glance, Probe, ProbeContext, Route};
 use crate::stack::profile::Profile;
 
 impl From<WallError> for ApiError {
@@ -33,8 +31,9 @@ impl From<WallError> for ApiError {
 #[derive(Debug)]
 pub(crate) struct Wall {
     cx: ProbeContext,
-    /// The process's wall-clock flight recorder, held while this probe lives; `None` when off.
-    recorder: Option<Arc<WallRecorder>>,
+    /// The process's wall-clock flight recorder, held (kept running) while this probe lives;
+    /// `None` when off.
+    _recorder: Option<Arc<WallRecorder>>,
 }
 
 impl Wall {
@@ -42,7 +41,7 @@ impl Wall {
     pub(crate) fn new(cx: &ProbeContext, flight: FlightRecorder) -> Wall {
         Wall {
             cx: cx.clone(),
-            recorder: WallRecorder::shared(flight),
+            _recorder: WallRecorder::shared(flight),
         }
     }
 }
@@ -113,28 +112,9 @@ impl Probe for Wall {
     /// A short wall profile ([`BUNDLE_SECONDS`], at most the window) as pprof and SVG.
     fn bundle(&self, window: Duration) -> Vec<BundlePart> {
         let duration = window.min(Duration::from_secs(BUNDLE_SECONDS));
-        let recorded = match &self.recorder {
-            Some(r) => {
-                let retention = r.retention();
-                BundlePart::new("wall-recorded.pb.gz", async move {
-                    let to = SystemTime::now();
-                    let from = to - retention;
-                    let p = blocking("reading the recorded history", move || {
-                        WallSampler::recorded(from, to, true)
-                    })
-                    .await
-                    .map_err(|e| e.message)?
-                    .map_err(|e| e.message)?;
-                    blocking("rendering the profile", move || p.pprof_gz())
-                        .await
-                        .map_err(|e| e.message)
-                })
-            }
-            None => BundlePart::failed("wall-recorded.pb.gz", "the flight recorder is off"),
-        };
         vec![
             Timed::new(&self.cx, CAP).bundle::<WallSampler>(duration),
-            recorded,
+            recorded_bundle::<WallSampler>(),
         ]
     }
 }
