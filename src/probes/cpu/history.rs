@@ -17,12 +17,12 @@
 //! of the process; it stops (timers deleted, handler restored) when the last one goes.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::SystemTime;
 
 use super::flight::{FlightRecorder, SLICE};
 use super::sampler::{Collected, RawStack, Sampler, RECORDER_RESCAN};
+use crate::recorder::ticker::Ticker;
 use crate::stack::interned::Interned;
 use crate::stack::labels::Labels;
 
@@ -72,10 +72,9 @@ struct State {
 pub(crate) struct Recorder {
     opts: FlightRecorder,
     state: Mutex<State>,
-    /// Set to stop the thread, which waits on it between slices (holding no reference to the
-    /// recorder meanwhile, so the last admin server's drop stops it at once).
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The `prodbg-flight` thread rotating a slice every [`SLICE`]; it holds no reference to
+    /// the recorder between slices, so the last admin server's drop stops it at once.
+    ticker: Mutex<Option<Ticker>>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -135,20 +134,25 @@ impl Recorder {
                 names: Interned::new(MAX_STACKS),
                 dropped_samples: 0,
             }),
-            stop: Arc::new((Mutex::new(false), Condvar::new())),
-            thread: Mutex::new(None),
+            ticker: Mutex::new(None),
         });
-        let weak = Arc::downgrade(&recorder);
-        let stop = recorder.stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("prodbg-flight".into())
-            .spawn(move || run(weak, &stop));
-        match handle {
-            Ok(h) => {
+        let ticker = Ticker::start(
+            "prodbg-flight",
+            SLICE,
+            Arc::downgrade(&recorder),
+            |r: &Recorder| {
+                let mut st = r.lock();
+                if !st.leased {
+                    r.rotate(&mut st);
+                }
+            },
+        );
+        match ticker {
+            Ok(t) => {
                 *recorder
-                    .thread
+                    .ticker
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(h)
+                    .unwrap_or_else(PoisonError::into_inner) = Some(t)
             }
             Err(e) => {
                 tracing::warn!(target: "prodbg", error = %e, "the CPU flight recorder is off: no thread");
@@ -453,50 +457,18 @@ fn give_back(r: &Recorder, st: &mut State, now: SystemTime) {
     r.trim(st, now);
 }
 
-/// The recorder's thread: a slice every [`SLICE`] until the recorder is dropped.
-fn run(weak: Weak<Recorder>, stop: &(Mutex<bool>, Condvar)) {
-    let (flag, cv) = stop;
-    loop {
-        let stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
-        if *stopped {
-            return;
-        }
-        let (stopped, _) = cv
-            .wait_timeout(stopped, SLICE)
-            .unwrap_or_else(PoisonError::into_inner);
-        if *stopped {
-            return;
-        }
-        drop(stopped);
-        let Some(r) = weak.upgrade() else { return };
-        let mut st = r.lock();
-        if !st.leased {
-            r.rotate(&mut st);
-        }
-        drop(st);
-        drop(r);
-    }
-}
-
 impl Drop for Recorder {
     fn drop(&mut self) {
-        let (flag, cv) = &*self.stop;
-        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        cv.notify_all();
+        // The thread first (joined), then the sampler (timers deleted, handler restored).
+        drop(
+            self.ticker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         let sampler = self.lock().sampler.take();
         if let Some(s) = sampler {
             drop(s.stop());
-        }
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(h) = handle {
-            // The thread itself may hold the last reference: it must not join itself.
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
         }
         tracing::info!(target: "prodbg", "CPU flight recorder stopped");
     }
@@ -520,8 +492,7 @@ mod tests {
                 names: Interned::new(MAX_STACKS),
                 dropped_samples: 0,
             }),
-            stop: Arc::new((Mutex::new(false), Condvar::new())),
-            thread: Mutex::new(None),
+            ticker: Mutex::new(None),
         }
     }
 

@@ -12,13 +12,13 @@
 //! sampler meanwhile (the two take turns for each thread's stack).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use super::sampler::{Collected, SampleKey, Sampler};
 use crate::probes::cpu::FlightRecorder;
 use crate::probes::cpu::SLICE;
+use crate::recorder::ticker::Ticker;
 use crate::stack::interned::Interned;
 
 /// Ticks per second of the wall-clock history.
@@ -48,8 +48,8 @@ struct State {
 pub(crate) struct WallRecorder {
     retention: Duration,
     state: Mutex<State>,
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The `prodbg-wflight` thread closing a slice every [`SLICE`].
+    ticker: Mutex<Option<Ticker>>,
 }
 
 impl std::fmt::Debug for WallRecorder {
@@ -80,16 +80,17 @@ impl WallRecorder {
                 slices: VecDeque::new(),
                 keys: Interned::new(MAX_KEYS),
             }),
-            stop: Arc::new((Mutex::new(false), Condvar::new())),
-            thread: Mutex::new(None),
+            ticker: Mutex::new(None),
         });
-        let weak = Arc::downgrade(&r);
-        let stop = r.stop.clone();
-        match std::thread::Builder::new()
-            .name("prodbg-wflight".into())
-            .spawn(move || run(weak, &stop))
-        {
-            Ok(h) => *r.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(h),
+        r.rotate(&mut r.lock(), false);
+        let ticker = Ticker::start(
+            "prodbg-wflight",
+            SLICE,
+            Arc::downgrade(&r),
+            |r: &WallRecorder| r.rotate(&mut r.lock(), false),
+        );
+        match ticker {
+            Ok(t) => *r.ticker.lock().unwrap_or_else(PoisonError::into_inner) = Some(t),
             Err(e) => {
                 tracing::warn!(target: "prodbg", error = %e, "the wall-clock flight recorder is off: no thread");
                 return None;
@@ -202,48 +203,17 @@ impl WallRecorder {
     }
 }
 
-/// A slice every [`SLICE`] until the recorder is dropped.
-fn run(weak: Weak<WallRecorder>, stop: &(Mutex<bool>, Condvar)) {
-    if let Some(r) = weak.upgrade() {
-        r.rotate(&mut r.lock(), false);
-    }
-    let (flag, cv) = stop;
-    loop {
-        let stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
-        if *stopped {
-            return;
-        }
-        let (stopped, _) = cv
-            .wait_timeout(stopped, SLICE)
-            .unwrap_or_else(PoisonError::into_inner);
-        if *stopped {
-            return;
-        }
-        drop(stopped);
-        let Some(r) = weak.upgrade() else { return };
-        r.rotate(&mut r.lock(), false);
-        drop(r);
-    }
-}
-
 impl Drop for WallRecorder {
     fn drop(&mut self) {
-        let (flag, cv) = &*self.stop;
-        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        cv.notify_all();
+        drop(
+            self.ticker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         let sampler = self.lock().sampler.take();
         if let Some((s, _)) = sampler {
             drop(s.stop());
-        }
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(h) = handle {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
         }
     }
 }
