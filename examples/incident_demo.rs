@@ -259,7 +259,7 @@ mod database {
             };
             let _registration = pools.register("orders-db", prodbg::pools::sqlx(&pool));
             // sqlx does not count waiters or timeouts: the recorder does, for /debug/pools.
-            let recorder = pools.instrument("orders-db");
+            let recorder = pools.acquires("orders-db");
             let load: Vec<_> = (0..8)
                 .map(|_| {
                     let (pool, recorder) = (pool.clone(), recorder.clone());

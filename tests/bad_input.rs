@@ -292,6 +292,8 @@ enum Kind {
     Choice(&'static [&'static str]),
     /// A duration like `90s`, `5m`, `1h`, at most 1 h (`Params::duration_in`).
     Duration,
+    /// A non-empty text of at most this many bytes (`Params::text`).
+    Text(usize),
 }
 
 const PROFILE_FORMATS: &[&str] = &["pprof", "svg", "folded"];
@@ -327,6 +329,11 @@ fn params_of(method: &str, path: &str) -> Vec<(&'static str, Kind)> {
         ],
         ("GET", "/debug/errors") => vec![("format", Kind::Choice(DUMP_FORMATS))],
         ("GET", "/debug/timeline") => vec![("since", Kind::Duration), ("until", Kind::Duration)],
+        ("GET", "/debug/pools") => vec![("holders", Kind::Choice(&["sites", "each"]))],
+        ("GET", "/debug/pprof/pool_held") => vec![
+            ("pool", Kind::Text(256)),
+            ("format", Kind::Choice(PROFILE_FORMATS)),
+        ],
         _ => vec![],
     }
 }
@@ -376,6 +383,7 @@ fn bad_queries(params: &[(&'static str, Kind)]) -> Vec<Case> {
             Kind::Ttl => "60",
             Kind::Choice(c) => c[0],
             Kind::Duration => "1m",
+            Kind::Text(_) => "x",
         };
         cases.push(case(format!("{key}={valid}&nope=1"), "unknown parameter"));
         cases.push(case(
@@ -453,6 +461,7 @@ fn bad_queries(params: &[(&'static str, Kind)]) -> Vec<Case> {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            Kind::Text(max) => vec![String::new(), "a".repeat(max + 1)],
         };
         for v in bad {
             cases.push(case(format!("{key}={v}"), key));

@@ -37,7 +37,7 @@ async fn metrics_pass_promtool_and_have_the_documented_names() {
     // The pool, with a recorder that has timed one acquire: its histogram is exposed too.
     let pools = prodbg::pools::PoolRegistry::new();
     pools.register_static("db", prodbg::pools::sqlx(&pool));
-    let recorder = pools.instrument("db");
+    let recorder = pools.acquires("db");
     let conn = recorder
         .time(pool.acquire(), |e| matches!(e, sqlx::Error::PoolTimedOut))
         .await

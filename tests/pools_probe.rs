@@ -116,7 +116,7 @@ mod sqlx_pool {
         let pool = pool(4, Duration::from_secs(60)).await;
         let registry = PoolRegistry::new();
         let _registration = registry.register("sqlite", prodbg::pools::sqlx(&pool));
-        let acquires = registry.instrument("sqlite");
+        let acquires = registry.acquires("sqlite");
 
         let mut held = Vec::new();
         for _ in 0..4 {
@@ -124,7 +124,7 @@ mod sqlx_pool {
         }
         let waiters: Vec<_> = (0..2)
             .map(|_| {
-                let (pool, acquires) = (pool.clone(), registry.instrument("sqlite"));
+                let (pool, acquires) = (pool.clone(), registry.acquires("sqlite"));
                 tokio::spawn(async move {
                     let conn = acquires.time(pool.acquire(), |_| false).await;
                     drop(conn.unwrap());
@@ -159,7 +159,7 @@ mod sqlx_pool {
         // A timeout on a tiny pool.
         let tiny = pool_with_timeout().await;
         let _reg = registry.register("tiny", prodbg::pools::sqlx(&tiny));
-        let tiny_acquires = registry.instrument("tiny");
+        let tiny_acquires = registry.acquires("tiny");
         let _only_conn = tiny.acquire().await.unwrap();
         let is_timeout = |e: &sqlx::Error| matches!(e, sqlx::Error::PoolTimedOut);
         let err = tiny_acquires.time(tiny.acquire(), is_timeout).await;
@@ -388,7 +388,7 @@ mod r2d2_pool {
     fn state_maps_and_recorder_counts_timeouts() {
         let alive = Alive::default();
         let registry = PoolRegistry::new();
-        let acquires = registry.instrument("r2d2");
+        let acquires = registry.acquires("r2d2");
         let pool = r2d2::Pool::builder()
             .max_size(3)
             .min_idle(Some(0))

@@ -162,6 +162,22 @@ pub(crate) fn top_id() -> u64 {
     .unwrap_or(0)
 }
 
+/// The label word of the calling thread's innermost entered span (0 if none, or if the thread
+/// never entered a span: no thread state is set up for this read).
+#[inline]
+pub(crate) fn current_word() -> u64 {
+    LOCAL
+        .try_with(|l| {
+            let d = l.depth.get() as usize;
+            if l.tid.get() > 0 && d > 0 {
+                l.stack[(d - 1).min(STACK_DEPTH - 1)].get().word
+            } else {
+                0
+            }
+        })
+        .unwrap_or(0)
+}
+
 /// For closing span `id`: the calling thread's shard, and the table slot `id` was in when this
 /// thread last exited it, if that was the last exit on this thread ([`NO_SLOT`] otherwise).
 /// The slot is a hint: the table checks that it still holds `id`.

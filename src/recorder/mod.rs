@@ -1,6 +1,5 @@
 //! The flight recorder: what the process did before anyone looked, kept always within fixed
 //! bounds. Knows no HTTP and nothing of the probes; the server feeds it and serves it.
 
-#[cfg(feature = "cpu")]
 pub(crate) mod ticker;
 pub(crate) mod timeline;

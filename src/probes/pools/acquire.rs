@@ -3,44 +3,66 @@
 use super::{Bucket, Histogram, PoolSnapshot};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
+
+use super::holders::{Claim, HolderTable};
+
+/// The leak threshold of a new recorder: a connection held longer is reported.
+pub const DEFAULT_LEAK_AFTER: Duration = Duration::from_secs(60);
 
 /// Upper bounds of the acquire-wait histogram buckets, in seconds.
 const BOUNDS_SECONDS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Records how long acquires wait, how many are waiting now and how many timed out.
+/// One pool's acquires: how long they wait, how many wait now and time out, and — through
+/// [`acquire`](Self::acquire) — who holds each connection checked out.
 ///
-/// Get one from [`PoolRegistry::instrument`](super::PoolRegistry::instrument) under the pool's
-/// name, then route acquires through [`time`](Self::time); the registry merges these numbers
-/// into the pool's snapshot where the pool itself reports `None`. Cheap to clone; the cost per
-/// acquire is a clock read and a few relaxed atomic adds. With the `pools-r2d2` feature it is also
-/// an r2d2 `HandleEvent`, so `r2d2::Builder::event_handler` feeds it without wrapping `get()`.
+/// Get one from [`PoolRegistry::acquires`](super::PoolRegistry::acquires) under the pool's
+/// name, next to the pool; the registry merges its numbers into the pool's snapshot where the
+/// pool itself reports `None`, and shows its holders in `/debug/pools`. Cheap to clone (copies
+/// share one record). Route the acquires through it:
+///
+/// - [`acquire`](Self::acquire) (sqlx, deadpool, bb8, or any [`Checkout`](super::Checkout)
+///   pool) / [`get`](Self::get) (r2d2): times the wait and names the holder until the
+///   returned [`Held`](super::Held) drops;
+/// - [`time`](Self::time): times the wait only.
+///
+/// With the `pools-r2d2` feature it is also an r2d2 `HandleEvent`, so
+/// `r2d2::Builder::event_handler` feeds it wait times and timeouts without wrapping `get()`.
 ///
 /// ```no_run
 /// # async fn demo(pool: sqlx::SqlitePool, registry: prodbg::pools::PoolRegistry) -> Result<(), sqlx::Error> {
-/// let acquires = registry.instrument("primary-db");
-/// let conn = acquires
-///     .time(pool.acquire(), |e| matches!(e, sqlx::Error::PoolTimedOut))
-///     .await?;
+/// let acquires = registry.acquires("primary-db");
+/// let conn = acquires.acquire(&pool).await?; // was: pool.acquire().await?
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct AcquireRecorder {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
-#[derive(Default)]
-pub(super) struct Shared {
+/// What every copy of one pool's recorder shares.
+pub(crate) struct Shared {
+    /// The pool's name in the registry.
+    pub(super) name: String,
     /// Non-cumulative counts per bucket; the last slot counts waits above the last bound.
     buckets: [AtomicU64; BOUNDS_SECONDS.len() + 1],
     sum_micros: AtomicU64,
     timeouts: AtomicU64,
     waiting: AtomicU64,
-    /// Set by the first [`AcquireRecorder::time`]: only then is `waiting` known.
+    /// Set by the first timed acquire: only then is `waiting` known.
     timed: AtomicBool,
+    /// Who holds the connections checked out through the recorder; made at the first hold,
+    /// sized to the pool's maximum then.
+    holders: OnceLock<HolderTable>,
+    /// Leak threshold in milliseconds; 0 = off.
+    leak_after_ms: AtomicU64,
+    /// Timeouts not yet reported by a timeout warning.
+    pub(super) unreported_timeouts: AtomicU64,
+    /// Clock reading of the last timeout warning (0: none yet).
+    pub(super) last_timeout_warning: AtomicU64,
 }
 
 /// Decrements `waiting` when an acquire finishes or is cancelled.
@@ -52,10 +74,93 @@ impl Drop for Waiting<'_> {
     }
 }
 
+impl Shared {
+    fn new(name: String) -> Shared {
+        Shared {
+            name,
+            buckets: Default::default(),
+            sum_micros: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            timed: AtomicBool::new(false),
+            holders: OnceLock::new(),
+            leak_after_ms: AtomicU64::new(DEFAULT_LEAK_AFTER.as_millis() as u64),
+            unreported_timeouts: AtomicU64::new(0),
+            last_timeout_warning: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one acquire as waiting from now.
+    pub(super) fn start_wait(&self) -> Instant {
+        self.timed.store(true, Relaxed);
+        self.waiting.fetch_add(1, Relaxed);
+        Instant::now()
+    }
+
+    /// An acquire stopped waiting (done or cancelled).
+    pub(super) fn stop_waiting(&self) {
+        self.waiting.fetch_sub(1, Relaxed);
+    }
+
+    /// Records a finished acquire's wait, and a timeout if it was one. (Blocking acquires
+    /// count their own end of waiting here; async ones through their drop guard.)
+    pub(super) fn end_wait(&self, started: Instant, timed_out: bool) {
+        self.observe(started.elapsed());
+        if timed_out {
+            self.timeouts.fetch_add(1, Relaxed);
+            self.unreported_timeouts.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn observe(&self, wait: Duration) {
+        let seconds = wait.as_secs_f64();
+        let slot = BOUNDS_SECONDS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(BOUNDS_SECONDS.len());
+        self.buckets[slot].fetch_add(1, Relaxed);
+        let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// The holder table, made on first use for a pool of `max` connections.
+    pub(super) fn holders(&self, max: usize) -> &HolderTable {
+        self.holders.get_or_init(|| HolderTable::new(max))
+    }
+
+    /// The holder table, if any acquire went through the recorder.
+    pub(super) fn holder_table(&self) -> Option<&HolderTable> {
+        self.holders.get()
+    }
+
+    /// The leak threshold; `None` = off.
+    pub(super) fn leak_after(&self) -> Option<Duration> {
+        match self.leak_after_ms.load(Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// A held connection came back.
+    pub(super) fn release(&self, claim: Option<Claim>) {
+        let Some(table) = self.holders.get() else {
+            return;
+        };
+        match claim {
+            None => table.release_untracked(),
+            Some(claim) => {
+                if let Some((site, since)) = table.release(claim) {
+                    super::leaks::returned(self, site, since);
+                }
+            }
+        }
+    }
+}
+
 impl AcquireRecorder {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(name: String) -> Self {
         Self {
-            shared: Arc::default(),
+            shared: Arc::new(Shared::new(name)),
         }
     }
 
@@ -65,6 +170,11 @@ impl AcquireRecorder {
 
     pub(super) fn downgrade(&self) -> Weak<Shared> {
         Arc::downgrade(&self.shared)
+    }
+
+    /// The pool's name in its registry.
+    pub fn pool_name(&self) -> &str {
+        &self.shared.name
     }
 
     /// Awaits `acquire`, counting it as waiting meanwhile, and records its wait time.
@@ -77,35 +187,35 @@ impl AcquireRecorder {
         acquire: impl Future<Output = Result<T, E>>,
         is_timeout: impl FnOnce(&E) -> bool,
     ) -> Result<T, E> {
-        self.shared.timed.store(true, Relaxed);
-        self.shared.waiting.fetch_add(1, Relaxed);
+        let started = self.shared.start_wait();
         let _waiting = Waiting(&self.shared.waiting);
-        let started = Instant::now();
         let result = acquire.await;
-        self.observe(started.elapsed());
-        if let Err(error) = &result {
-            if is_timeout(error) {
-                self.record_timeout();
-            }
-        }
+        self.shared
+            .end_wait(started, result.as_ref().err().is_some_and(is_timeout));
         result
     }
 
     /// Records one acquire that waited `wait` (for callers that time acquires themselves).
     pub fn observe(&self, wait: Duration) {
-        let seconds = wait.as_secs_f64();
-        let slot = BOUNDS_SECONDS
-            .iter()
-            .position(|&le| seconds <= le)
-            .unwrap_or(BOUNDS_SECONDS.len());
-        self.shared.buckets[slot].fetch_add(1, Relaxed);
-        let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
-        self.shared.sum_micros.fetch_add(micros, Relaxed);
+        self.shared.observe(wait);
     }
 
     /// Counts one acquire that gave up on its timeout (for callers that time acquires themselves).
     pub fn record_timeout(&self) {
         self.shared.timeouts.fetch_add(1, Relaxed);
+        self.shared.unreported_timeouts.fetch_add(1, Relaxed);
+    }
+
+    /// Sets how long a connection may be held through [`acquire`](Self::acquire) (or
+    /// [`get`](Self::get), [`hold`](Self::hold)) before it is reported as a suspected leak:
+    /// one WARN event on target `prodbg::pools` naming the holder, a mark in `/debug/pools`,
+    /// and one INFO event when it comes back. `None` turns it off. Default:
+    /// [`DEFAULT_LEAK_AFTER`] (60 s). Shared by every copy of this recorder.
+    pub fn set_leak_threshold(&self, after: Option<Duration>) {
+        let ms = after.map_or(0, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.shared.leak_after_ms.store(ms, Relaxed);
     }
 
     /// What this recorder saw: `acquire_timeouts_total` and `acquire_wait`, plus `waiting` once

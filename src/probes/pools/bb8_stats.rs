@@ -1,7 +1,7 @@
 //! bb8 adapter (`pools-bb8`): `bb8::Pool<M>`.
 
-use super::{Histogram, PoolSnapshot, PoolStats};
-use bb8::{ManageConnection, Pool};
+use super::{Checkout, Histogram, PoolSnapshot, PoolStats};
+use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 
 /// [`PoolStats`] for a bb8 pool, read from `Pool::state()` and its statistics.
 ///
@@ -53,5 +53,28 @@ impl<M: ManageConnection> PoolStats for Bb8Stats<M> {
 impl<M: ManageConnection> std::fmt::Debug for Bb8Stats<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bb8Stats").finish_non_exhaustive()
+    }
+}
+
+/// bb8's `CustomizeConnection::on_acquire` runs when a connection is *created*, not checked
+/// out, so holders are named at the acquire call: `acquires.acquire(&pool)` in place of
+/// `pool.get()`.
+impl<M: ManageConnection> Checkout for Pool<M> {
+    type Connection<'a> = PooledConnection<'a, M>;
+    type Error = RunError<M::Error>;
+
+    fn max_size(&self) -> usize {
+        self.config().max_size as usize
+    }
+
+    fn checkout(
+        &self,
+    ) -> impl std::future::Future<Output = Result<PooledConnection<'_, M>, RunError<M::Error>>> + Send
+    {
+        self.get()
+    }
+
+    fn is_timeout(error: &RunError<M::Error>) -> bool {
+        matches!(error, RunError::TimedOut)
     }
 }

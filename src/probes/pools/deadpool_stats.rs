@@ -1,7 +1,7 @@
 //! deadpool adapter (`pools-deadpool`): `deadpool::managed::Pool<M, W>`.
 
-use super::{PoolSnapshot, PoolStats};
-use deadpool::managed::{Manager, Object, Pool, WeakPool};
+use super::{Checkout, PoolSnapshot, PoolStats};
+use deadpool::managed::{Manager, Object, Pool, PoolError, WeakPool};
 
 /// [`PoolStats`] for a deadpool managed pool, read from `Pool::status()`.
 ///
@@ -49,5 +49,34 @@ impl<M: Manager + 'static> PoolStats for DeadpoolStats<M> {
 impl<M: Manager> std::fmt::Debug for DeadpoolStats<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeadpoolStats").finish_non_exhaustive()
+    }
+}
+
+/// deadpool's hooks (`pre_recycle`, `post_recycle`) run inside `get()` but see neither the
+/// caller nor the return, so holders are named at the acquire call:
+/// `acquires.acquire(&pool)` in place of `pool.get()`.
+impl<M, W> Checkout for Pool<M, W>
+where
+    M: Manager + Send + Sync,
+    M::Type: Send,
+    M::Error: Send,
+    W: From<Object<M>> + Send,
+{
+    type Connection<'a>
+        = W
+    where
+        Self: 'a;
+    type Error = PoolError<M::Error>;
+
+    fn max_size(&self) -> usize {
+        self.status().max_size
+    }
+
+    fn checkout(&self) -> impl std::future::Future<Output = Result<W, PoolError<M::Error>>> + Send {
+        self.get()
+    }
+
+    fn is_timeout(error: &PoolError<M::Error>) -> bool {
+        matches!(error, PoolError::Timeout(_))
     }
 }

@@ -36,40 +36,46 @@ mod acquire;
 mod bb8_stats;
 #[cfg(feature = "pools-deadpool")]
 mod deadpool_stats;
+mod held;
+#[cfg(any(feature = "cpu", feature = "heap"))]
+mod held_profile;
+mod holders;
+mod leaks;
+mod metrics;
+mod naming;
 #[cfg(feature = "pools-r2d2")]
 mod r2d2_stats;
+mod registry;
+mod report;
 #[cfg(feature = "pools-sqlx")]
 mod sqlx_stats;
 
-pub use acquire::AcquireRecorder;
+pub use acquire::{AcquireRecorder, DEFAULT_LEAK_AFTER};
 #[cfg(feature = "pools-bb8")]
 pub use bb8_stats::{bb8, Bb8Stats};
 #[cfg(feature = "pools-deadpool")]
 pub use deadpool_stats::{deadpool, DeadpoolStats};
+pub use held::{Checkout, CheckoutSync, Held};
 #[cfg(feature = "pools-r2d2")]
 pub use r2d2_stats::{r2d2, R2d2Stats};
+pub use registry::{Bucket, Histogram, PoolRegistry, PoolSnapshot, PoolStats, Registration};
 #[cfg(feature = "pools-sqlx")]
 pub use sqlx_stats::{sqlx, SqlxStats};
-
-mod registry;
-
-pub use registry::{Bucket, Histogram, PoolRegistry, PoolSnapshot, PoolStats, Registration};
 
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::Method;
+use axum::response::Response;
 use axum::Json;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
-use serde::Serialize;
 
-use crate::encode::prometheus::{Families, HistogramSample};
 use crate::seam::{
-    ready, Access, ApiError, BoxFuture, BundlePart, Card, Figure, Glance, Params, Probe,
-    ProbeContext, ProbeSpec, Route, RouteSpec, Row, Table, Unit, Value, Vitals,
+    blocking, Access, ApiError, BoxFuture, BundlePart, Caller, Card, Figure, Glance, GoIndex,
+    Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec, Row, Table, Unit, Value, Vitals,
 };
 use crate::security::Scope;
+use report::{report, PoolsReport};
 
 /// `GET /debug/pools`.
 pub(crate) static POOLS: RouteSpec = RouteSpec {
@@ -78,8 +84,22 @@ pub(crate) static POOLS: RouteSpec = RouteSpec {
     access: Access::Scope(Scope::Read),
     go: None,
     summary: |_| {
-        "every registered connection pool: max, size, idle, in use, waiting, utilisation, saturated"
+        "every registered connection pool: max, size, idle, in use, waiting, utilisation, saturated, and who holds its connections (grouped by acquire site, oldest first; ?holders=each lists every connection)"
             .into()
+    },
+};
+
+/// `GET /debug/pprof/pool_held`.
+pub(crate) static POOL_HELD: RouteSpec = RouteSpec {
+    method: Method::GET,
+    path: "/debug/pprof/pool_held",
+    access: Access::Scope(Scope::Profile),
+    go: Some(GoIndex {
+        link: "pool_held",
+        text: "Connections checked out of the registered pools now, one sample each valued by how long it has been out, on the function that acquired it. ?pool=NAME for one pool.",
+    }),
+    summary: |_| {
+        "held connections as a profile: one sample per connection out, valued by how long it has been out, on the acquiring function (?pool=NAME, ?format=pprof|svg|folded)".into()
     },
 };
 
@@ -87,51 +107,70 @@ pub(crate) static POOLS: RouteSpec = RouteSpec {
 pub(crate) const SPEC: ProbeSpec = ProbeSpec {
     name: "pools",
     feature: None,
-    routes: &[&POOLS],
+    routes: &[&POOLS, &POOL_HELD],
     bundle_files: &["pools.json"],
 };
 
-/// The `/debug/pools` body.
-#[derive(Debug, Serialize)]
-struct PoolsReport {
-    /// Every registered pool, sorted by name.
-    pools: Vec<PoolReport>,
-}
-
-/// One pool in `/debug/pools`.
-#[derive(Debug, Serialize)]
-struct PoolReport {
-    /// The name it was registered under.
-    name: String,
-    /// Its numbers; `null` where the pool cannot tell.
-    #[serde(flatten)]
-    snapshot: PoolSnapshot,
-    /// `in_use / max_size`, 0.0–1.0; `null` when either is unknown.
-    utilisation: Option<f64>,
-    /// Every connection in use and callers waiting (or waiting unknown); `null` when unknown.
-    saturated: Option<bool>,
-}
-
-fn report(pools: &PoolRegistry) -> PoolsReport {
-    let pools = pools
-        .snapshot()
-        .into_iter()
-        .map(|(name, snapshot)| PoolReport {
-            name,
-            utilisation: snapshot.utilisation(),
-            saturated: snapshot.saturated(),
-            snapshot,
-        })
-        .collect();
-    PoolsReport { pools }
-}
+/// Longest pool name `?pool=` takes.
+const MAX_POOL_NAME: usize = 256;
 
 async fn pools(
     State(registry): State<PoolRegistry>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<PoolsReport>, ApiError> {
-    Params::parse(q.as_deref(), &[])?;
-    Ok(Json(report(&registry)))
+    let params = Params::parse(q.as_deref(), &["holders"])?;
+    let each = params.choice("holders", &["sites", "each"], "sites")? == "each";
+    Ok(Json(
+        blocking("naming pool holders", move || report(&registry, each)).await?,
+    ))
+}
+
+#[derive(Clone)]
+struct HeldState {
+    registry: PoolRegistry,
+    #[cfg(any(feature = "cpu", feature = "heap"))]
+    outlet: crate::seam::profile::Outlet,
+}
+
+async fn pool_held(
+    State(st): State<HeldState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(q.as_deref(), &["pool", "format"])?;
+    let pool = params.text("pool", MAX_POOL_NAME)?.map(str::to_owned);
+    #[cfg(any(feature = "cpu", feature = "heap"))]
+    {
+        let ask = crate::seam::profile::Ask::parse(&params, false)?;
+        let started = std::time::SystemTime::now();
+        let registry = st.registry.clone();
+        let wanted = pool.clone();
+        let profile = blocking("naming pool holders", move || {
+            held_profile::profile(&registry, wanted.as_deref())
+        })
+        .await?
+        .map_err(|held_profile::NoProfile::UnknownPool(names)| {
+            ApiError::not_found(format!(
+                "no pool named {:?} is registered (registered: {})",
+                pool.as_deref().unwrap_or_default(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })?;
+        st.outlet
+            .answer(profile, &ask, started, &caller, "pool-held")
+            .await
+    }
+    #[cfg(not(any(feature = "cpu", feature = "heap")))]
+    {
+        let _ = (st.registry, caller, pool);
+        Err(ApiError::not_compiled(
+            "the held-connections profile needs prodbg's `cpu` (or `heap`) feature: rebuild with it",
+        ))
+    }
 }
 
 /// The registered connection pools.
@@ -157,15 +196,26 @@ impl Probe for Pools {
     }
 
     fn routes(&self) -> Vec<Route> {
-        vec![POOLS.serve(&self.cx.limits, pools, self.registry.clone())]
+        let held = HeldState {
+            registry: self.registry.clone(),
+            #[cfg(any(feature = "cpu", feature = "heap"))]
+            outlet: crate::seam::profile::Outlet::new(&self.cx),
+        };
+        vec![
+            POOLS.serve(&self.cx.limits, pools, self.registry.clone()),
+            POOL_HELD.serve(&self.cx.limits, pool_held, held),
+        ]
     }
 
     fn collector(&self) -> Option<Box<dyn Collector>> {
-        Some(Box::new(PoolCollector(self.registry.clone())))
+        Some(Box::new(metrics::PoolCollector(self.registry.clone())))
     }
 
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
-        vec![BundlePart::json("pools.json", &report(&self.registry))]
+        vec![BundlePart::json(
+            "pools.json",
+            &report(&self.registry, true),
+        )]
     }
 
     fn vitals(&self, out: &mut Vitals) {
@@ -180,133 +230,87 @@ impl Probe for Pools {
     }
 
     fn glance(&self) -> BoxFuture<Option<Glance>> {
-        let r = report(&self.registry);
-        let saturated: Vec<&str> = r
-            .pools
-            .iter()
-            .filter(|p| p.saturated == Some(true))
-            .map(|p| p.name.as_str())
-            .collect();
-        let saturated_figure = Figure::new(
-            "pools-saturated",
-            Card::POOLS,
-            "saturated",
-            Value::Text(if saturated.is_empty() {
-                "none".into()
-            } else {
-                saturated.join(", ")
-            }),
-        )
-        .bad(!saturated.is_empty());
-        let rows = r
-            .pools
-            .iter()
-            .map(|p| Row {
+        let registry = self.registry.clone();
+        Box::pin(async move {
+            let r = blocking("naming pool holders", move || report(&registry, false))
+                .await
+                .ok()?;
+            Some(glance(&r))
+        })
+    }
+}
+
+/// The console's pools card: how many, which are saturated, and per pool its use and oldest
+/// holder.
+fn glance(r: &PoolsReport) -> Glance {
+    let saturated: Vec<&str> = r
+        .pools
+        .iter()
+        .filter(|p| p.saturated == Some(true))
+        .map(|p| p.name.as_str())
+        .collect();
+    let saturated_figure = Figure::new(
+        "pools-saturated",
+        Card::POOLS,
+        "saturated",
+        Value::Text(if saturated.is_empty() {
+            "none".into()
+        } else {
+            saturated.join(", ")
+        }),
+    )
+    .bad(!saturated.is_empty());
+    let rows = r
+        .pools
+        .iter()
+        .map(|p| {
+            let holders = p.holders.as_ref();
+            let oldest = holders.and_then(|h| {
+                h.sites
+                    .iter()
+                    .max_by(|a, b| a.oldest_s.total_cmp(&b.oldest_s))
+            });
+            let holder = match (holders, oldest) {
+                (None, _) => "not named (acquire through PoolRegistry::acquires)".to_string(),
+                (Some(_), None) => "none".to_string(),
+                (Some(_), Some(s)) => format!(
+                    "{} ({}) {:.1} s{}",
+                    s.function.as_deref().unwrap_or("unknown"),
+                    s.site,
+                    s.oldest_s,
+                    if s.suspected_leaks > 0 {
+                        ", suspected leak"
+                    } else {
+                        ""
+                    }
+                ),
+            };
+            let leaking = holders.is_some_and(|h| h.suspected_leaks > 0);
+            Row {
                 cells: vec![
                     Value::Text(p.name.clone()),
                     Value::Count(p.snapshot.in_use),
                     Value::Count(p.snapshot.max_size),
                     Value::Count(p.snapshot.waiting),
+                    Value::Text(holder),
                 ],
-                bad: p.saturated == Some(true),
-            })
-            .collect();
-        ready(
-            Glance::default()
-                .figure(Figure::new(
-                    "pools",
-                    Card::POOLS,
-                    "registered",
-                    Value::Count(Some(r.pools.len() as u64)),
-                ))
-                .figure(saturated_figure)
-                .table(Table {
-                    id: "pools-each",
-                    card: Card::POOLS,
-                    columns: vec!["pool", "in use", "max", "waiting"],
-                    rows,
-                    empty: "no pool registered: .pool(\"db\", prodbg::pools::sqlx(&pool))".into(),
-                }),
-        )
-    }
-}
-
-/// `prodbg_pool_*` gauges, counters and the acquire-wait histogram, one sample per pool
-/// (label `pool`). A number the pool cannot tell has no sample.
-#[derive(Debug)]
-struct PoolCollector(PoolRegistry);
-
-impl Collector for PoolCollector {
-    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
-        let pools = self.0.snapshot();
-        let mut f = Families::new(encoder);
-        type Field = fn(&PoolSnapshot) -> Option<f64>;
-        let gauges: [(&str, &str, Field); 7] = [
-            (
-                "prodbg_pool_max_connections",
-                "Most connections the pool will open",
-                |p| p.max_size.map(|v| v as f64),
-            ),
-            (
-                "prodbg_pool_connections",
-                "Connections the pool holds, idle plus in use",
-                |p| p.size.map(|v| v as f64),
-            ),
-            (
-                "prodbg_pool_idle_connections",
-                "Open connections idle in the pool",
-                |p| p.idle.map(|v| v as f64),
-            ),
-            (
-                "prodbg_pool_in_use_connections",
-                "Connections checked out by the application",
-                |p| p.in_use.map(|v| v as f64),
-            ),
-            (
-                "prodbg_pool_waiting_acquirers",
-                "Callers waiting for a connection",
-                |p| p.waiting.map(|v| v as f64),
-            ),
-            (
-                "prodbg_pool_utilisation_ratio",
-                "In-use connections divided by the maximum",
-                |p| p.utilisation(),
-            ),
-            (
-                "prodbg_pool_saturated",
-                "1 when every connection is in use and callers wait",
-                |p| p.saturated().map(|b| if b { 1.0 } else { 0.0 }),
-            ),
-        ];
-        let label = |name: &str| vec![("pool".to_string(), name.to_string())];
-        for (metric, help, field) in gauges {
-            f.gauges(
-                metric,
-                help,
-                pools
-                    .iter()
-                    .filter_map(|(n, p)| Some((label(n), field(p)?))),
-            )?;
-        }
-        f.counters(
-            "prodbg_pool_acquire_timeouts",
-            "Acquires that timed out",
-            pools
-                .iter()
-                .filter_map(|(n, p)| Some((label(n), p.acquire_timeouts_total? as f64))),
-        )?;
-        f.histograms(
-            "prodbg_pool_acquire_wait_seconds",
-            "Time acquires waited for a connection, in seconds",
-            pools.iter().filter_map(|(n, p)| {
-                let h = p.acquire_wait.as_ref()?;
-                let sample = HistogramSample {
-                    cumulative: h.buckets.iter().map(|b| (b.le_seconds, b.count)).collect(),
-                    count: h.count,
-                    sum: h.sum_seconds,
-                };
-                Some((label(n), sample))
-            }),
-        )
-    }
+                bad: p.saturated == Some(true) || leaking,
+            }
+        })
+        .collect();
+    Glance::default()
+        .figure(Figure::new(
+            "pools",
+            Card::POOLS,
+            "registered",
+            Value::Count(Some(r.pools.len() as u64)),
+        ))
+        .figure(saturated_figure)
+        .table(Table {
+            id: "pools-each",
+            card: Card::POOLS,
+            columns: vec!["pool", "in use", "max", "waiting", "oldest holder"],
+            rows,
+            empty: "no pool registered: .pool(\"db\", prodbg::pools::sqlx(&pool))".into(),
+        })
 }

@@ -1,8 +1,8 @@
 //! r2d2 adapter (`pools-r2d2`): `r2d2::Pool<M>`.
 
-use super::{AcquireRecorder, PoolSnapshot, PoolStats};
+use super::{AcquireRecorder, CheckoutSync, PoolSnapshot, PoolStats};
 use r2d2::event::{CheckoutEvent, HandleEvent, TimeoutEvent};
-use r2d2::{ManageConnection, Pool};
+use r2d2::{ManageConnection, Pool, PooledConnection};
 
 /// [`PoolStats`] for an r2d2 pool, read from `Pool::state()` and `Pool::max_size()`.
 ///
@@ -54,5 +54,27 @@ impl HandleEvent for AcquireRecorder {
 impl<M: ManageConnection> std::fmt::Debug for R2d2Stats<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("R2d2Stats").finish_non_exhaustive()
+    }
+}
+
+/// r2d2's `HandleEvent` reports checkouts and checkins by connection id but not the caller,
+/// so holders are named at the acquire call: `acquires.get(&pool)` in place of `pool.get()`.
+/// (Use either that or the recorder as the pool's `event_handler`, not both: each counts the
+/// wait.)
+impl<M: ManageConnection> CheckoutSync for Pool<M> {
+    type Connection = PooledConnection<M>;
+    type Error = r2d2::Error;
+
+    fn max_size(&self) -> usize {
+        Pool::max_size(self) as usize
+    }
+
+    fn checkout(&self) -> Result<PooledConnection<M>, r2d2::Error> {
+        self.get()
+    }
+
+    /// r2d2's `get` fails only when its connection timeout passes.
+    fn is_timeout(_: &r2d2::Error) -> bool {
+        true
     }
 }

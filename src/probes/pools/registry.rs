@@ -1,10 +1,12 @@
 //! The pool model: [`PoolStats`] (what an adapter reads), [`PoolSnapshot`] (its numbers) and
 //! [`PoolRegistry`] (the named pools).
 
-use super::acquire::AcquireRecorder;
+use super::acquire::{AcquireRecorder, Shared};
+use crate::recorder::ticker::Ticker;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 /// A source of pool numbers: usually an adapter around a connection pool.
 ///
@@ -132,8 +134,13 @@ pub struct PoolRegistry {
 #[derive(Default)]
 struct Inner {
     pools: BTreeMap<String, Source>,
-    recorders: BTreeMap<String, Weak<super::acquire::Shared>>,
+    recorders: BTreeMap<String, Weak<Shared>>,
+    /// The leak scan, started with the first recorder.
+    scan: Option<Ticker>,
 }
+
+/// How often the leak scan looks at the holders.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 enum Source {
     Weak(Weak<dyn PoolStats>),
@@ -198,15 +205,51 @@ impl PoolRegistry {
     /// An [`AcquireRecorder`] for the pool named `name`: times acquires and counts waiters and
     /// timeouts for pools that do not track them. Its numbers fill the fields the pool itself
     /// leaves `None`. Repeated calls with one name share one recorder while any copy lives.
-    pub fn instrument(&self, name: impl Into<String>) -> AcquireRecorder {
+    ///
+    /// Its [`acquire`](AcquireRecorder::acquire) also names who holds each connection (shown by
+    /// `/debug/pools` and `/debug/pprof/pool_held`) and reports holds past the leak threshold;
+    /// the first call starts the registry's leak scan (thread `prodbg-pool-scan`, once a
+    /// second, gone with the registry).
+    pub fn acquires(&self, name: impl Into<String>) -> AcquireRecorder {
+        let name = name.into();
         let mut inner = self.lock();
-        let slot = inner.recorders.entry(name.into()).or_default();
+        if inner.scan.is_none() {
+            let started = Ticker::start(
+                "prodbg-pool-scan",
+                SCAN_EVERY,
+                Arc::downgrade(&self.inner),
+                |inner: &Mutex<Inner>| {
+                    let live = live_recorders(&mut lock(inner));
+                    for shared in live {
+                        super::leaks::scan(&shared);
+                    }
+                },
+            );
+            match started {
+                Ok(ticker) => inner.scan = Some(ticker),
+                Err(e) => tracing::warn!(
+                    target: "prodbg::pools",
+                    error = %e,
+                    "cannot start the pool leak scan: suspected leaks and timeouts are not reported as events"
+                ),
+            }
+        }
+        let slot = inner.recorders.entry(name.clone()).or_default();
         if let Some(shared) = slot.upgrade() {
             return AcquireRecorder::from_shared(shared);
         }
-        let recorder = AcquireRecorder::new();
+        let recorder = AcquireRecorder::new(name);
         *slot = recorder.downgrade();
         recorder
+    }
+
+    /// The recorders alive now, by pool name.
+    pub(crate) fn recorders(&self) -> BTreeMap<String, Arc<Shared>> {
+        let mut inner = self.lock();
+        live_recorders(&mut inner)
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect()
     }
 
     /// Every live pool's numbers, sorted by name. Forgets pools that are gone.
@@ -214,7 +257,9 @@ impl PoolRegistry {
         // Collect the live sources under the lock (forgetting dead ones), read them outside it.
         let live: Vec<(String, Arc<dyn PoolStats>, Option<AcquireRecorder>)> = {
             let mut inner = self.lock();
-            let Inner { pools, recorders } = &mut *inner;
+            let Inner {
+                pools, recorders, ..
+            } = &mut *inner;
             recorders.retain(|_, weak| weak.strong_count() > 0);
             let mut live = Vec::with_capacity(pools.len());
             pools.retain(|name, source| {
@@ -243,11 +288,28 @@ impl PoolRegistry {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic elsewhere while holding the lock leaves the maps consistent; keep going.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner)
     }
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic elsewhere while holding the lock leaves the maps consistent; keep going.
+    inner
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The live recorders (forgetting dead ones).
+fn live_recorders(inner: &mut Inner) -> Vec<Arc<Shared>> {
+    let mut live = Vec::new();
+    inner.recorders.retain(|_, weak| match weak.upgrade() {
+        Some(shared) => {
+            live.push(shared);
+            true
+        }
+        None => false,
+    });
+    live
 }
 
 impl std::fmt::Debug for PoolRegistry {

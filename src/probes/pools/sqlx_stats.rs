@@ -1,6 +1,7 @@
 //! sqlx adapter (`pools-sqlx`): any `sqlx::Pool<DB>`.
 
-use super::{PoolSnapshot, PoolStats};
+use super::{Checkout, PoolSnapshot, PoolStats};
+use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool};
 
 /// [`PoolStats`] for a sqlx pool of any database.
@@ -45,5 +46,27 @@ impl<DB: Database> PoolStats for SqlxStats<DB> {
 impl<DB: Database> std::fmt::Debug for SqlxStats<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqlxStats").finish_non_exhaustive()
+    }
+}
+
+/// sqlx gives no hook with the caller (`before_acquire` skips new connections and
+/// `after_release` names no connection), so holders are named at the acquire call:
+/// `acquires.acquire(&pool)` in place of `pool.acquire()`.
+impl<DB: Database> Checkout for Pool<DB> {
+    type Connection<'a> = PoolConnection<DB>;
+    type Error = sqlx::Error;
+
+    fn max_size(&self) -> usize {
+        self.options().get_max_connections() as usize
+    }
+
+    fn checkout(
+        &self,
+    ) -> impl std::future::Future<Output = Result<PoolConnection<DB>, sqlx::Error>> + Send {
+        self.acquire()
+    }
+
+    fn is_timeout(error: &sqlx::Error) -> bool {
+        matches!(error, sqlx::Error::PoolTimedOut)
     }
 }
