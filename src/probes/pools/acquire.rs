@@ -4,9 +4,10 @@ use super::{Bucket, Histogram, PoolSnapshot};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::holders::{Claim, HolderTable};
+use crate::layer::clock;
 
 /// The leak threshold of a new recorder: a connection held longer is reported.
 pub const DEFAULT_LEAK_AFTER: Duration = Duration::from_secs(60);
@@ -76,6 +77,9 @@ impl Drop for Waiting<'_> {
 
 impl Shared {
     fn new(name: String) -> Shared {
+        // Acquires are timed with the layer's clock (the CPU's time-stamp counter where the
+        // kernel trusts it): two reads per acquire cost ~20 ns instead of ~60.
+        clock::init();
         Shared {
             name,
             buckets: Default::default(),
@@ -90,11 +94,13 @@ impl Shared {
         }
     }
 
-    /// Counts one acquire as waiting from now.
-    pub(super) fn start_wait(&self) -> Instant {
-        self.timed.store(true, Relaxed);
+    /// Counts one acquire as waiting from now (the clock reading it returns).
+    pub(super) fn start_wait(&self) -> u64 {
+        if !self.timed.load(Relaxed) {
+            self.timed.store(true, Relaxed);
+        }
         self.waiting.fetch_add(1, Relaxed);
-        Instant::now()
+        clock::now()
     }
 
     /// An acquire stopped waiting (done or cancelled).
@@ -104,8 +110,10 @@ impl Shared {
 
     /// Records a finished acquire's wait, and a timeout if it was one. (Blocking acquires
     /// count their own end of waiting here; async ones through their drop guard.)
-    pub(super) fn end_wait(&self, started: Instant, timed_out: bool) {
-        self.observe(started.elapsed());
+    pub(super) fn end_wait(&self, started: u64, now: u64, timed_out: bool) {
+        self.observe(Duration::from_nanos(clock::to_nanos(
+            now.saturating_sub(started),
+        )));
         if timed_out {
             self.timeouts.fetch_add(1, Relaxed);
             self.unreported_timeouts.fetch_add(1, Relaxed);
@@ -123,9 +131,9 @@ impl Shared {
         self.sum_micros.fetch_add(micros, Relaxed);
     }
 
-    /// The holder table, made on first use for a pool of `max` connections.
-    pub(super) fn holders(&self, max: usize) -> &HolderTable {
-        self.holders.get_or_init(|| HolderTable::new(max))
+    /// The holder table, made on first use for a pool of `max()` connections.
+    pub(super) fn holders(&self, max: impl FnOnce() -> usize) -> &HolderTable {
+        self.holders.get_or_init(|| HolderTable::new(max()))
     }
 
     /// The holder table, if any acquire went through the recorder.
@@ -190,8 +198,11 @@ impl AcquireRecorder {
         let started = self.shared.start_wait();
         let _waiting = Waiting(&self.shared.waiting);
         let result = acquire.await;
-        self.shared
-            .end_wait(started, result.as_ref().err().is_some_and(is_timeout));
+        self.shared.end_wait(
+            started,
+            clock::now(),
+            result.as_ref().err().is_some_and(is_timeout),
+        );
         result
     }
 

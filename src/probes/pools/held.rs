@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::acquire::{AcquireRecorder, Shared};
 use super::holders::{Caller, Claim};
@@ -15,7 +14,7 @@ use crate::layer::clock;
 /// A pool whose connections an [`AcquireRecorder`] can hand out asynchronously and name the
 /// holder of: implemented for sqlx, deadpool and bb8 pools (features `pools-*`). Implement it
 /// for another pool in a few lines, or use [`AcquireRecorder::hold`].
-pub trait Checkout {
+pub trait Checkout: Sync {
     /// What a checkout returns (a pooled connection that goes back to the pool when dropped).
     type Connection<'a>
     where
@@ -90,9 +89,15 @@ impl AcquireRecorder {
     ) -> impl Future<Output = Result<Held<P::Connection<'p>>, P::Error>> + Send + 'p {
         let caller = Caller::here(return_address());
         let shared = self.shared.clone();
-        let max = pool.max_size();
         let checkout = pool.checkout();
-        async move { shared.held(caller, max, checkout, P::is_timeout).await }
+        // Written out here rather than awaiting a helper's future: the pool's future moves once.
+        async move {
+            let started = shared.start_wait();
+            let waiting = Waiting(&shared);
+            let result = checkout.await;
+            drop(waiting);
+            shared.finish(caller, || pool.max_size(), started, result, P::is_timeout)
+        }
     }
 
     /// [`acquire`](Self::acquire) for pools whose checkout blocks (r2d2).
@@ -104,7 +109,8 @@ impl AcquireRecorder {
         let result = pool.checkout();
         self.shared.stop_waiting();
         self.shared
-            .finish(caller, pool.max_size(), started, result, P::is_timeout)
+            .clone()
+            .finish(caller, || pool.max_size(), started, result, P::is_timeout)
     }
 
     /// [`acquire`](Self::acquire) for any pool: `acquire` is its checkout future, `max_size`
@@ -122,40 +128,33 @@ impl AcquireRecorder {
     {
         let caller = Caller::here(return_address());
         let shared = self.shared.clone();
-        async move { shared.held(caller, max_size, acquire, is_timeout).await }
+        async move {
+            let started = shared.start_wait();
+            let waiting = Waiting(&shared);
+            let result = acquire.await;
+            drop(waiting);
+            shared.finish(caller, || max_size, started, result, is_timeout)
+        }
     }
 }
 
 impl Shared {
-    async fn held<T, E>(
+    /// Ends a timed acquire; on success, records `caller` as the connection's holder.
+    fn finish<T, E>(
         self: Arc<Self>,
         caller: Caller,
-        max: usize,
-        acquire: impl Future<Output = Result<T, E>>,
-        is_timeout: impl FnOnce(&E) -> bool,
-    ) -> Result<Held<T>, E> {
-        let started = self.start_wait();
-        let waiting = Waiting(&self);
-        let result = acquire.await;
-        drop(waiting);
-        self.finish(caller, max, started, result, is_timeout)
-    }
-
-    fn finish<T, E>(
-        self: &Arc<Self>,
-        caller: Caller,
-        max: usize,
-        started: Instant,
+        max: impl FnOnce() -> usize,
+        started: u64,
         result: Result<T, E>,
         is_timeout: impl FnOnce(&E) -> bool,
     ) -> Result<Held<T>, E> {
         let now = clock::now();
-        self.end_wait(started, result.as_ref().err().is_some_and(is_timeout));
+        self.end_wait(started, now, result.as_ref().err().is_some_and(is_timeout));
         let conn = result?;
         let claim = self.holders(max).claim(&caller, now);
         Ok(Held {
             ticket: Ticket {
-                shared: self.clone(),
+                shared: self,
                 claim,
             },
             conn,

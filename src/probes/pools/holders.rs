@@ -131,8 +131,6 @@ pub(crate) struct Hold {
 /// The slots of one pool; sized once to the pool's maximum.
 pub(crate) struct HolderTable {
     slots: Box<[Slot]>,
-    /// Where the next claim starts looking.
-    next: AtomicUsize,
     /// Holds that found every slot taken (a pool grown past the size it had at first use).
     untracked: AtomicU64,
     /// Holds that crossed the leak threshold, since the table was made.
@@ -154,7 +152,6 @@ impl HolderTable {
         let n = capacity.clamp(1, MAX_TRACKED);
         HolderTable {
             slots: (0..n).map(|_| Slot::new()).collect(),
-            next: AtomicUsize::new(0),
             untracked: AtomicU64::new(0),
             leaks_total: AtomicU64::new(0),
         }
@@ -165,7 +162,9 @@ impl HolderTable {
     #[inline]
     pub(crate) fn claim(&self, caller: &Caller, now: u64) -> Option<Claim> {
         let n = self.slots.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        // Start anywhere (the clock's low bits), so concurrent claims rarely meet and no
+        // shared counter is touched.
+        let start = (now as usize ^ caller.task as usize) % n;
         for k in 0..n {
             let i = (start + k) % n;
             let slot = &self.slots[i];
