@@ -1,4 +1,4 @@
-//! A service with five faults from production life, switchable at run time, to practise
+//! A service with six faults from production life, switchable at run time, to practise
 //! diagnosing each with curl alone (see docs/incident-walkthrough.md).
 //!
 //! ```text
@@ -9,7 +9,9 @@
 //!
 //! Faults (`name=`): `cpu` (a hot loop in `pricing::recompute_all_quotes`), `leak` (a cache in
 //! `sessions::remember_forever` that never evicts), `pool` (the database pool's max drops from 16
-//! to 2 under load), `deadlock` (two threads take two parking_lot locks in opposite order),
+//! to 2 under load), `login-leak` (the seed's five whys: `auth::login`'s wrong-password path keeps
+//! its database connection, until the pool is exhausted and every handler times out),
+//! `deadlock` (two threads take two parking_lot locks in opposite order),
 //! `hang` (the inventory service stops answering and checkouts, which read its socket without
 //! a timeout, hang in `checkout::reserve_stock`).
 
@@ -22,6 +24,7 @@ use axum::extract::Query;
 use prodbg::pools::PoolRegistry;
 use prodbg::{Admin, Scope};
 use sqlx::sqlite::SqlitePoolOptions;
+use tracing::Instrument as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
@@ -37,6 +40,7 @@ static CPU_FAULT: AtomicBool = AtomicBool::new(false);
 static LEAK_FAULT: AtomicBool = AtomicBool::new(false);
 static DEADLOCK_STARTED: AtomicBool = AtomicBool::new(false);
 static HANG_FAULT: AtomicBool = AtomicBool::new(false);
+static LOGIN_LEAK_FAULT: AtomicBool = AtomicBool::new(false);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -71,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Method::POST,
                 "/demo/fault",
                 Scope::Admin,
-                "switch a fault on: ?name=cpu|leak|pool|deadlock|hang",
+                "switch a fault on: ?name=cpu|leak|pool|login-leak|deadlock|hang",
                 move |Query(q): Query<std::collections::HashMap<String, String>>| {
                     let pool_tx = pool_tx.clone();
                     async move {
@@ -83,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = admin.url();
     println!("incident demo: admin server on {url}/debug/");
     println!("token (admin scope): {secret}");
-    println!("switch a fault on:  curl -s -XPOST -H 'Authorization: Bearer {secret}' '{url}/demo/fault?name=cpu'   (cpu|leak|pool|deadlock|hang)");
+    println!("switch a fault on:  curl -s -XPOST -H 'Authorization: Bearer {secret}' '{url}/demo/fault?name=cpu'   (cpu|leak|pool|login-leak|deadlock|hang)");
 
     // The healthy background: request handlers that price quotes and remember sessions.
     std::thread::Builder::new()
@@ -123,6 +127,7 @@ fn switch_fault(
             let _ = pool_tx.send(2);
         }
         "hang" => HANG_FAULT.store(true, Ordering::SeqCst),
+        "login-leak" => LOGIN_LEAK_FAULT.store(true, Ordering::SeqCst),
         "deadlock" => {
             if !DEADLOCK_STARTED.swap(true, Ordering::SeqCst) {
                 locks::start_deadlock();
@@ -131,7 +136,9 @@ fn switch_fault(
         other => {
             return (
                 StatusCode::BAD_REQUEST,
-                format!("unknown fault {other:?}; choose cpu, leak, pool, deadlock or hang\n"),
+                format!(
+                "unknown fault {other:?}; choose cpu, leak, pool, login-leak, deadlock or hang\n"
+            ),
             )
         }
     }
@@ -244,8 +251,10 @@ mod sessions {
 mod database {
     use super::*;
 
-    /// Load: 8 request handlers each holding a connection for 100 ms. When the pool's max drops
-    /// from 16 to 2 (the fault), handlers queue in acquire and some time out (300 ms).
+    /// Load: 8 request handlers each holding a connection for 100 ms, and a login every 200 ms.
+    /// When the pool's max drops from 16 to 2 (the `pool` fault), handlers queue in acquire and
+    /// some time out (300 ms); with `login-leak`, failed logins keep their connections until
+    /// none is left.
     pub async fn run(pools: PoolRegistry, mut max: tokio::sync::watch::Receiver<u32>) {
         loop {
             let size = *max.borrow_and_update();
@@ -258,33 +267,87 @@ mod database {
                 return;
             };
             let _registration = pools.register("orders-db", prodbg::pools::sqlx(&pool));
-            // sqlx does not count waiters or timeouts: the recorder does, for /debug/pools.
+            // Acquires go through the recorder: it counts waiters and timeouts (sqlx does not)
+            // and names who holds each connection, for /debug/pools and /debug/pprof/pool_held.
             let recorder = pools.acquires("orders-db");
-            let load: Vec<_> = (0..8)
+            // Production would keep the 60 s default; the demo reports a leak after 10 s.
+            recorder.set_leak_threshold(Some(Duration::from_secs(10)));
+            let mut load: Vec<_> = (0..8)
                 .map(|_| {
                     let (pool, recorder) = (pool.clone(), recorder.clone());
                     tokio::spawn(async move {
                         loop {
-                            let acquire = recorder
-                                .time(pool.acquire(), |e| matches!(e, sqlx::Error::PoolTimedOut));
-                            match acquire.await {
-                                Ok(conn) => {
-                                    tokio::time::sleep(Duration::from_millis(100)).await;
-                                    drop(conn);
-                                }
-                                Err(e) => tracing::warn!("orders-db: {e}"),
-                            }
+                            let request = tracing::info_span!("request", route = "/orders/{id}");
+                            orders::show(&recorder, &pool).instrument(request).await;
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                     })
                 })
                 .collect();
+            let (pool2, recorder2) = (pool.clone(), recorder.clone());
+            load.push(tokio::spawn(async move {
+                let kept = std::sync::Mutex::new(Vec::new());
+                for attempt in 0u64.. {
+                    let request = tracing::info_span!("request", route = "/login");
+                    let _ = auth::login(&recorder2, &pool2, &kept, attempt)
+                        .instrument(request)
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }));
             if max.changed().await.is_err() {
                 return;
             }
             load.iter().for_each(|h| h.abort());
             pool.close().await;
         }
+    }
+}
+
+mod orders {
+    use prodbg::pools::AcquireRecorder;
+    use sqlx::SqlitePool;
+    use std::time::Duration;
+
+    /// Reads an order: holds a connection for 100 ms.
+    pub async fn show(recorder: &AcquireRecorder, pool: &SqlitePool) {
+        match recorder.acquire(pool).await {
+            Ok(conn) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(conn);
+            }
+            Err(e) => tracing::warn!("orders-db: {e}"),
+        }
+    }
+}
+
+mod auth {
+    use super::*;
+    use prodbg::pools::{AcquireRecorder, Held};
+    use sqlx::pool::PoolConnection;
+    use sqlx::{Sqlite, SqlitePool};
+
+    /// Connections a failed login forgot to give back (the bug).
+    pub type Kept = std::sync::Mutex<Vec<Held<PoolConnection<Sqlite>>>>;
+
+    /// Checks a password. With `login-leak` on, every third attempt is a wrong password, and
+    /// that error path parks the connection in an audit list that is never drained.
+    pub async fn login(
+        recorder: &AcquireRecorder,
+        pool: &SqlitePool,
+        kept: &Kept,
+        attempt: u64,
+    ) -> Result<(), &'static str> {
+        let mut conn = recorder.acquire(pool).await.map_err(|_| "no connection")?;
+        sqlx::query("select 1")
+            .execute(&mut **conn)
+            .await
+            .map_err(|_| "query failed")?;
+        if LOGIN_LEAK_FAULT.load(Ordering::SeqCst) && attempt.is_multiple_of(3) {
+            kept.lock().unwrap().push(conn); // the bug: the error path keeps the connection
+            return Err("wrong password");
+        }
+        Ok(())
     }
 }
 
