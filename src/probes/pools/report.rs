@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -92,6 +92,9 @@ pub(crate) struct HoldReport {
     pub(crate) site: String,
     /// How long it has been out, in seconds.
     pub(crate) held_s: f64,
+    /// When it was handed out (RFC 3339, UTC).
+    #[serde(serialize_with = "crate::encode::time::rfc3339")]
+    pub(crate) since: SystemTime,
     /// Out for longer than the threshold.
     pub(crate) suspected_leak: bool,
     /// The span it was acquired in, if any.
@@ -152,6 +155,7 @@ fn suspected(shared: &Shared, holds: &[Hold], now: u64) -> u64 {
 fn holders(shared: &Arc<Shared>, each: bool) -> Option<HoldersReport> {
     let table = shared.holder_table()?;
     let now = clock::now();
+    let wall_now = SystemTime::now();
     let mut holds = table.holds();
     holds.sort_by_key(|h| h.since);
     let after = shared.leak_after();
@@ -195,6 +199,7 @@ fn holders(shared: &Arc<Shared>, each: bool) -> Option<HoldersReport> {
                     function: function.clone(),
                     site: naming::site(h.site),
                     held_s: age(h, now).as_secs_f64(),
+                    since: clock::to_system(h.since, now, wall_now),
                     suspected_leak: leak(h),
                     span,
                     route,
