@@ -27,6 +27,11 @@
 //!   filter must never apply to [`AUDIT_TARGET`], or a `PUT /debug/log-level` could silence
 //!   the off-host copy.
 //!
+//! # Flooding and slow disks
+//! Anonymous answers and denials fold into per-client summaries under a byte budget per
+//! client (`fold.rs`); requests hand their records to the audit thread through a bounded queue
+//! (`queue.rs`), so a hung disk never blocks a request and a full queue becomes a `gap`.
+//!
 //! # Faults
 //! The head advances only after the whole line was written with one `write_all` to an
 //! `O_APPEND` file. A failed write is truncated away when it left a partial line (or accounted
@@ -48,6 +53,7 @@ mod fold;
 mod key;
 mod log;
 mod options;
+mod queue;
 mod record;
 mod sighup;
 mod verify;

@@ -91,8 +91,12 @@ pub(crate) struct AuditStats {
     pub write_errors: u64,
     /// Records lost since the file became unwritable (the next `gap` record's count).
     pub pending_lost: u64,
+    /// Records dropped because the queue to the audit thread was full (slow or hung disk).
+    pub queue_dropped: u64,
     /// Requests folded into summaries since start.
     pub folded: u64,
+    /// Requests of clients past their byte budget, counted only in an over-budget summary.
+    pub over_budget: u64,
     /// Whether the chain is keyed.
     pub keyed: bool,
 }

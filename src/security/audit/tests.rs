@@ -740,11 +740,12 @@ fn ten_thousand_folded_health_probes_cost_under_10_kb() {
     let report = verify(&path).unwrap();
     assert_eq!(report.folded_requests, 10_000);
     assert_eq!(report.kinds.request, 0);
+    assert_eq!(report.kinds.summary, 3, "one per client");
     let summary = lines(&path)
         .into_iter()
-        .find(|l| l.contains("\"kind\":\"summary\""))
+        .find(|l| l.contains("\"10.0.0.1\""))
         .unwrap();
-    assert!(summary.contains("\"count\":10000"), "{summary}");
+    assert!(summary.contains("\"count\":3333"), "{summary}");
     assert!(summary.contains("\"10.0.0.1\":3333"), "{summary}");
     println!("10 000 folded probes: {size} bytes: {summary}");
 }
@@ -772,16 +773,86 @@ fn repeated_denials_fold_after_the_first() {
         "the first from each client in full"
     );
     assert_eq!(report.folded_requests, 99);
-    // Many distinct folded keys: the table stays bounded by flushing early.
+    // Many distinct folded keys from one client: the table stays bounded by flushing early,
+    // and past the client's byte budget its requests are only counted.
     for i in 0..1000 {
         let mut r = denial("192.0.2.9:1");
         r.path = format!("/nope/{i}");
-        log.record(r, Folding::Always);
+        let _ = log.record(r, Folding::Always);
     }
+    assert!(log.stats().over_budget > 900, "{:?}", log.stats());
     drop(log);
     let report = verify(&path).unwrap();
     assert_eq!(report.folded_requests, 1099);
-    assert_eq!(report.kinds.summary, 1001);
+    let text = fs::read_to_string(&path).unwrap();
+    let of_client: usize = text
+        .lines()
+        .filter(|l| l.contains("192.0.2.9"))
+        .map(str::len)
+        .sum();
+    assert!(
+        of_client <= super::fold::CLIENT_BUDGET_BYTES as usize + 1024,
+        "{of_client} bytes for one client"
+    );
+    let over = text
+        .lines()
+        .find(|l| l.contains("\"over_budget\":true"))
+        .expect("an over-budget summary");
+    assert!(over.contains("\"192.0.2.9\""), "{over}");
+}
+
+#[test]
+fn denials_by_a_token_fold_naming_it_and_each_client_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = builder(&path).build().unwrap();
+    for _ in 0..3 {
+        let r = AuditRecord {
+            token_id: Some("viewer".into()),
+            method: "POST".into(),
+            path: "/debug/pprof/heap/activate".into(),
+            status: 403,
+            outcome: Outcome::Denied,
+            ..rec(0)
+        };
+        let _ = log.record(r, Folding::Repeats);
+    }
+    log.flush();
+    let text = fs::read_to_string(&path).unwrap();
+    let summary = text
+        .lines()
+        .find(|l| l.contains("\"kind\":\"summary\""))
+        .expect("a summary");
+    assert!(
+        summary.contains("\"token_id\":\"viewer\"") && summary.contains("\"count\":2"),
+        "{summary}"
+    );
+    // 10 000 of each kind of anonymous answer from one client: a few KiB.
+    let before = text.len();
+    for i in 0..10_000 {
+        for (method, path, status) in [
+            ("other", "/debug/memory", 401),
+            ("POST", "/health/live", 405),
+            ("GET", "/health/live", 400),
+        ] {
+            let r = AuditRecord {
+                client: format!("198.51.100.1:{}", 1000 + i % 5000),
+                token_id: None,
+                method: method.into(),
+                path: path.into(),
+                query: Some(format!("x={i}")),
+                status,
+                outcome: Outcome::from_status(status),
+                ..rec(i)
+            };
+            let _ = log.record(r, Folding::Repeats);
+        }
+    }
+    drop(log);
+    let report = verify(&path).unwrap();
+    let size = fs::metadata(&path).unwrap().len() as usize - before;
+    assert!(size <= 6 * 1024, "{size} bytes for 30 000 requests");
+    assert_eq!(report.folded_requests, 2 + 30_000 - 3);
 }
 
 #[test]
