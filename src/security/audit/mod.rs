@@ -75,6 +75,7 @@ pub use record::Checkpoint;
 #[cfg(test)]
 use record::{Outcome, ResumeReason};
 pub use verify::{
-    rotated_files, verify_audit_files, verify_audit_log, FileSummary, GapNote, KindCounts,
-    Location, ResumeNote, VerifyError, VerifyReport,
+    rotated_files, verify_audit_files, verify_audit_files_with, verify_audit_log,
+    verify_audit_log_with, FileSummary, GapNote, KindCounts, Location, ResumeNote, StrictProblem,
+    VerifyError, VerifyOptions, VerifyReport,
 };

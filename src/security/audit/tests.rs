@@ -1098,3 +1098,168 @@ fn example_lines_of_each_kind() {
     }
     println!("{}", verify(&path).unwrap());
 }
+
+fn strict(paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
+    verify_audit_files_with(paths, Some(KEY), None, VerifyOptions::strict())
+}
+
+fn strict_problems(paths: &[PathBuf]) -> Vec<StrictProblem> {
+    match strict(paths) {
+        Err(VerifyError::Strict(p)) => p,
+        other => panic!("expected a strict failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn strict_verification_fails_on_a_missing_head_junk_wrong_order_gaps_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let rotation = Rotation::Size {
+        max_bytes: 2048,
+        keep: 10,
+    };
+    let log = builder(&path).rotation(rotation).build().unwrap();
+    for i in 0..20 {
+        log.append(rec(i));
+    }
+    drop(log);
+    let files = rotated_files(&path);
+    assert!(files.len() >= 3, "{files:?}");
+    // Complete: strict passes.
+    let report = strict(&files).unwrap();
+    assert!(report.from_genesis);
+
+    // The head deleted: the rest verifies, but not strictly.
+    let without_head = files[1..].to_vec();
+    let report = verify_audit_files(&without_head, Some(KEY), None).unwrap();
+    assert!(!report.from_genesis);
+    let p = strict_problems(&without_head);
+    assert!(
+        matches!(&p[..], [StrictProblem::MissingHead { first_seq, .. }] if *first_seq > 1),
+        "{p:?}"
+    );
+
+    // Files in the wrong order: the oldest last starts a new chain.
+    let mut wrong = files.clone();
+    wrong.rotate_left(1);
+    let p = strict_problems(&wrong);
+    assert!(
+        p.iter().any(|p| matches!(p, StrictProblem::Restart { .. }))
+            && p.iter()
+                .any(|p| matches!(p, StrictProblem::MissingHead { .. })),
+        "{p:?}"
+    );
+    let err = strict(&wrong).unwrap_err().to_string();
+    assert!(err.contains("a new chain starts here"), "{err}");
+
+    // Junk appended to the last file.
+    let last = files.last().unwrap().clone();
+    let mut f = fs::OpenOptions::new().append(true).open(&last).unwrap();
+    f.write_all(b"{\"kind\":\"request\",\"forged\":true}\n")
+        .unwrap();
+    drop(f);
+    verify_audit_files(&files, Some(KEY), None).unwrap();
+    let p = strict_problems(&files);
+    assert!(
+        matches!(&p[..], [StrictProblem::Junk { bytes, .. }] if *bytes > 10),
+        "{p:?}"
+    );
+
+    // A gap (failed writes), and a resumed chain after a torn tail.
+    let gapped = dir.path().join("gapped.jsonl");
+    let log = builder(&gapped).build().unwrap();
+    log.append(rec(0));
+    log.inject_fault(Fault::Fail);
+    log.append(rec(1));
+    log.append(rec(2));
+    drop(log);
+    let p = strict_problems(std::slice::from_ref(&gapped));
+    assert!(
+        matches!(&p[..], [StrictProblem::Gap { count: 1, .. }]),
+        "{p:?}"
+    );
+    let torn = dir.path().join("torn.jsonl");
+    write_log(&torn, 3);
+    let mut f = fs::OpenOptions::new().append(true).open(&torn).unwrap();
+    f.write_all(b"{\"kind\":\"req").unwrap();
+    drop(f);
+    write_log(&torn, 1);
+    let p = strict_problems(std::slice::from_ref(&torn));
+    assert!(matches!(&p[..], [StrictProblem::Resumed { .. }]), "{p:?}");
+
+    // A restart: a writer that found no earlier file, appended after another chain.
+    let restarted = dir.path().join("restarted.jsonl");
+    write_log(&restarted, 2);
+    let other = dir.path().join("other.jsonl");
+    write_log(&other, 2);
+    let mut text = fs::read_to_string(&restarted).unwrap();
+    text.push_str(&fs::read_to_string(&other).unwrap());
+    fs::write(&restarted, text).unwrap();
+    let p = strict_problems(std::slice::from_ref(&restarted));
+    assert!(
+        matches!(&p[..], [StrictProblem::Restart { at }] if at.line > 2),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn the_file_is_opened_without_following_links_and_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.jsonl");
+    fs::write(&real, "").unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let err = builder(&link).build().unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+
+    let loose = dir.path().join("loose.jsonl");
+    fs::write(&loose, "").unwrap();
+    fs::set_permissions(&loose, fs::Permissions::from_mode(0o666)).unwrap();
+    let err = builder(&loose).build().unwrap_err().to_string();
+    assert!(
+        err.contains("mode is 0666") && err.contains("chmod 600"),
+        "{err}"
+    );
+
+    let err = super::file::check_owner_mode(u32::MAX - 1, 0o100600)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("owned by uid"), "{err}");
+    builder(&real).build().unwrap();
+}
+
+#[test]
+fn a_hung_writer_never_blocks_the_caller_and_a_full_queue_becomes_a_counted_gap() {
+    // A FIFO that nobody reads: the audit thread's write blocks once the pipe is full.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string; mkfifo has no other preconditions.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let log = builder(&fifo).background_thread(true).build().unwrap();
+    let n = super::queue::MAX_QUEUED_RECORDS + 2000;
+    for i in 0..n {
+        let _ = log.record(rec(i), Folding::Never);
+    }
+    // Every call returned; the queue holds at most its bound and the rest is counted once the
+    // thread sees it. Read the FIFO: the writer resumes and writes the gap record.
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || fs::read(&fifo).unwrap()
+    });
+    log.flush();
+    let s = log.stats();
+    assert!(s.queue_dropped > 0, "{s:?}");
+    drop(log);
+    let bytes = reader.join().unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    let gap = text
+        .lines()
+        .find(|l| l.contains("\"kind\":\"gap\""))
+        .expect("a gap record");
+    assert!(gap.contains("audit queue was full"), "{gap}");
+    let gap: serde_json::Value = serde_json::from_str(gap).unwrap();
+    assert_eq!(gap["count"].as_u64(), Some(s.queue_dropped), "{gap}");
+}
