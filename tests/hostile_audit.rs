@@ -44,6 +44,9 @@ async fn flood(
     all
 }
 
+/// Builds the `i`-th request of a flood.
+type MakeRequest = Box<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
 fn entries(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -60,10 +63,7 @@ async fn ten_thousand_of_each_anonymous_answer_and_denial_write_at_most_10_kb_of
     // An invented method on a guarded route, POST and a bad query on the open probe, no
     // credentials, wrong credentials (401, then 429 once locked out), a read token on an admin
     // route (403).
-    let kinds: Vec<(
-        &str,
-        Box<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>,
-    )> = vec![
+    let kinds: Vec<(&str, MakeRequest)> = vec![
         (
             "M0001 /debug/memory",
             Box::new({

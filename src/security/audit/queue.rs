@@ -219,6 +219,9 @@ fn run(inner: &Inner, period: Duration) {
         if let Some(d) = dropped {
             inner.note_dropped(d);
         }
+        // A batch: every entry written, one sync (under `FsyncPolicy::Always`), then the
+        // waiting requests told.
+        let mut acks = Vec::new();
         for job in jobs {
             match job {
                 Job::Entry {
@@ -227,17 +230,17 @@ fn run(inner: &Inner, period: Duration) {
                     ts,
                     ack,
                 } => {
-                    inner.append_json(json, kind, &ts);
-                    if let Some(ack) = ack {
-                        let _ = ack.send(());
-                    }
+                    inner.append_batched(json, kind, &ts);
+                    acks.extend(ack);
                 }
                 Job::Flush { done } => {
+                    acknowledge(inner, &mut acks);
                     inner.flush(false);
                     let _ = done.send(());
                 }
             }
         }
+        acknowledge(inner, &mut acks);
         if stop {
             inner.flush(true);
             return;
@@ -246,5 +249,15 @@ fn run(inner: &Inner, period: Duration) {
             last_tick = Instant::now();
             inner.tick();
         }
+    }
+}
+
+fn acknowledge(inner: &Inner, acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
+    if acks.is_empty() {
+        return;
+    }
+    inner.sync_batch();
+    for ack in acks.drain(..) {
+        let _ = ack.send(());
     }
 }

@@ -151,6 +151,8 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SyncPoint {
     Append,
+    /// An append of a batch the audit thread syncs once at its end ([`Inner::sync_batch`]).
+    Batched,
     Tick,
     Flush,
 }
@@ -396,6 +398,22 @@ impl Inner {
     /// Appends one serialized entry; on failure it joins the pending gap (counted, never
     /// emitted: a lost record's fields must not reach the host's logs or `/debug/errors`).
     pub(super) fn append_json(&self, json: Vec<u8>, kind: &'static str, ts: &str) {
+        self.append_at(json, kind, ts, SyncPoint::Append);
+    }
+
+    /// As [`Inner::append_json`], leaving the sync to [`Inner::sync_batch`] (the audit thread
+    /// writes a batch, syncs once, then tells the waiting requests: a group commit).
+    pub(super) fn append_batched(&self, json: Vec<u8>, kind: &'static str, ts: &str) {
+        self.append_at(json, kind, ts, SyncPoint::Batched);
+    }
+
+    /// Syncs what a batch appended, if the policy syncs on append (`Always`).
+    pub(super) fn sync_batch(&self) {
+        let sync = self.sync_due(&mut self.lock_state(), SyncPoint::Append);
+        self.sync(sync);
+    }
+
+    fn append_at(&self, json: Vec<u8>, kind: &'static str, ts: &str, at: SyncPoint) {
         let mut out = Vec::new();
         let sync = {
             let mut st = self.lock_state();
@@ -415,7 +433,7 @@ impl Inner {
                 Err(e) => self.note_lost(&mut st, ts, &e),
             }
             self.publish(&st);
-            self.sync_due(&mut st, SyncPoint::Append)
+            self.sync_due(&mut st, at)
         };
         self.sync(sync);
         self.emit(out);
@@ -796,7 +814,7 @@ impl Inner {
     /// The file to sync now, if the policy says so at this point.
     fn sync_due(&self, st: &mut State, at: SyncPoint) -> Option<Arc<File>> {
         let due = match (self.cfg.fsync, at) {
-            (FsyncPolicy::Never, _) => false,
+            (FsyncPolicy::Never, _) | (_, SyncPoint::Batched) => false,
             (FsyncPolicy::Always, _) | (_, SyncPoint::Flush) => true,
             // With a background thread, appends never wait for an interval's sync.
             (FsyncPolicy::Every(_), SyncPoint::Append) if self.cfg.background => false,
