@@ -50,6 +50,7 @@
 mod chain;
 mod file;
 mod fold;
+mod follow;
 mod key;
 mod log;
 mod options;

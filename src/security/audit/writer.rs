@@ -7,8 +7,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -91,7 +90,7 @@ struct Published {
 }
 
 #[derive(Debug)]
-struct GapAcc {
+pub(super) struct GapAcc {
     count: u64,
     first_ts: String,
     last_ts: String,
@@ -99,28 +98,28 @@ struct GapAcc {
 }
 
 #[derive(Debug)]
-struct State {
+pub(super) struct State {
     /// `None` with a path: lost (renamed away and the reopen failed, …); retried on each write.
-    file: Option<OpenFile>,
-    head_seq: u64,
-    head_hash: String,
+    pub(super) file: Option<OpenFile>,
+    pub(super) head_seq: u64,
+    pub(super) head_hash: String,
     /// Size of the file as last seen, and the end of its last good line: bytes between them
     /// are a fragment that the next record must account for (`cut_bytes`).
-    len: u64,
-    good_end: u64,
+    pub(super) len: u64,
+    pub(super) good_end: u64,
     /// The last good line has no `\n` yet (a crash right before it).
-    needs_newline: bool,
-    pending_resume: Option<Resumed>,
-    gap: Option<GapAcc>,
-    since_checkpoint: u64,
-    last_checkpoint: Instant,
-    latest: Option<Checkpoint>,
-    last_identity_check: Instant,
-    last_rotate_failure: Option<Instant>,
-    dirty: bool,
-    last_sync: Instant,
-    hup_seen: u64,
-    written: u64,
+    pub(super) needs_newline: bool,
+    pub(super) pending_resume: Option<Resumed>,
+    pub(super) gap: Option<GapAcc>,
+    pub(super) since_checkpoint: u64,
+    pub(super) last_checkpoint: Instant,
+    pub(super) latest: Option<Checkpoint>,
+    pub(super) last_identity_check: Instant,
+    pub(super) last_rotate_failure: Option<Instant>,
+    pub(super) dirty: bool,
+    pub(super) last_sync: Instant,
+    pub(super) hup_seen: u64,
+    pub(super) written: u64,
 }
 
 impl State {
@@ -167,7 +166,7 @@ enum Emit {
     Checkpoint(Checkpoint),
 }
 
-fn resumed(reason: ResumeReason, keyed: bool) -> Resumed {
+pub(super) fn resumed(reason: ResumeReason, keyed: bool) -> Resumed {
     Resumed {
         ts: now_ts(),
         reason,
@@ -367,7 +366,7 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .push_back(fault);
     }
-    fn lock_state(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock_state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -659,138 +658,6 @@ impl Inner {
         }
         let mut f = file;
         (f.write_all(buf), true)
-    }
-
-    fn rotate(&self, st: &mut State, path: &Path, keep: usize) {
-        if st
-            .last_rotate_failure
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        if let (Some(f), false) = (st.file.as_ref(), self.cfg.fsync == FsyncPolicy::Never) {
-            let _ = f.file.sync_data();
-        }
-        let keep = keep.max(2);
-        let renamed = (1..keep - 1)
-            .rev()
-            .try_for_each(|i| {
-                match std::fs::rename(rotated_path(path, i), rotated_path(path, i + 1)) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
-                }
-            })
-            .and_then(|()| std::fs::rename(path, rotated_path(path, 1)));
-        if let Err(e) = renamed {
-            st.last_rotate_failure = Some(Instant::now());
-            tracing::error!(target: "prodbg", error = %e, file = %path.display(),
-                "cannot rotate the audit file; writing on to it");
-            return;
-        }
-        match open_file(path) {
-            Ok(f) => {
-                st.len = f.len;
-                st.good_end = f.len;
-                st.needs_newline = false;
-                st.file = Some(f);
-                st.dirty = false;
-            }
-            Err(e) => {
-                st.last_rotate_failure = Some(Instant::now());
-                st.file = None;
-                tracing::error!(target: "prodbg", error = %e, file = %path.display(),
-                    "cannot create the audit file after rotating it");
-            }
-        }
-    }
-
-    /// Notices a rename (device/inode changed), a SIGHUP, a shrink (copytruncate) or outside
-    /// writes before the next line goes out.
-    fn prepare(&self, st: &mut State, now: Instant) {
-        let Some(path) = self.cfg.path.as_deref() else {
-            return;
-        };
-        if st.file.is_none() {
-            // Lost (a failed reopen or rotation): try again; the next write fails until then.
-            let _ = self.reopen_locked(st);
-        }
-        let hup = HUP_GEN.load(Ordering::Relaxed);
-        let check_due = now.duration_since(st.last_identity_check) >= self.cfg.reopen_check;
-        if st.file.is_some() && (check_due || hup != st.hup_seen) {
-            st.last_identity_check = now;
-            st.hup_seen = hup;
-            let moved = match (std::fs::metadata(path), st.file.as_ref()) {
-                (Ok(m), Some(f)) => m.dev() != f.dev || m.ino() != f.ino,
-                (Err(e), _) => e.kind() == io::ErrorKind::NotFound,
-                _ => false,
-            };
-            if moved {
-                if let Err(e) = self.reopen_locked(st) {
-                    tracing::error!(target: "prodbg", error = %e, file = %path.display(),
-                        "the audit file was moved and cannot be reopened");
-                }
-            }
-        }
-        let Some(f) = st.file.as_ref() else {
-            return;
-        };
-        if !f.regular {
-            return;
-        }
-        let Ok(actual) = f.file.metadata().map(|m| m.len()) else {
-            return;
-        };
-        if actual < st.len {
-            let previous = st.len;
-            let file = f.file.clone();
-            let tail = scan_tail(&file, actual).unwrap_or_default();
-            st.len = actual;
-            st.good_end = tail.good_end;
-            st.needs_newline = tail.needs_newline;
-            let mut r = resumed(ResumeReason::Truncated, self.chainer.keyed());
-            r.previous_bytes = Some(previous);
-            r.found_bytes = Some(actual);
-            st.pending_resume = Some(r);
-            tracing::warn!(target: "prodbg", file = %path.display(), previous, actual,
-                "the audit file shrank (copytruncate?); the chain resumes with a note");
-        } else if actual > st.len {
-            tracing::warn!(target: "prodbg", file = %path.display(), bytes = actual - st.len,
-                "someone else wrote to the audit file; verify will flag those bytes");
-            st.len = actual;
-            st.good_end = actual;
-            st.needs_newline = false;
-        }
-    }
-
-    fn reopen_locked(&self, st: &mut State) -> io::Result<()> {
-        let Some(path) = self.cfg.path.as_deref() else {
-            return Ok(());
-        };
-        if let (Some(f), false) = (st.file.as_ref(), self.cfg.fsync == FsyncPolicy::Never) {
-            let _ = f.file.sync_data();
-        }
-        let f = open_file(path)?;
-        let tail = if f.regular {
-            scan_tail(&f.file, f.len)?
-        } else {
-            Tail::default()
-        };
-        if let Some(last) = &tail.last {
-            if last.hash != st.head_hash {
-                tracing::warn!(target: "prodbg", file = %path.display(),
-                    "the reopened audit file ends with a record of another chain; verify will report the break");
-            }
-        }
-        st.len = f.len;
-        st.good_end = tail.good_end;
-        st.needs_newline = tail.needs_newline;
-        if st.len > st.good_end && st.pending_resume.is_none() {
-            st.pending_resume = Some(resumed(ResumeReason::TornTail, self.chainer.keyed()));
-        }
-        st.file = Some(f);
-        st.dirty = false;
-        st.last_identity_check = Instant::now();
-        Ok(())
     }
 
     fn checkpoint_locked(&self, st: &mut State, out: &mut Vec<Emit>) -> Checkpoint {
