@@ -1,12 +1,15 @@
 //! Folding: requests that must not each cost a line (anonymous answers, denials) are counted
 //! in a bounded table and written as `summary` records, under a byte budget per client.
 //!
-//! A group is (client IP, method, path, status, outcome, token name); the caller passes the
+//! A group is (client, method, path, status, outcome, token name); the caller passes the
 //! method and path already reduced to their classes (a known method or `other`, the route
-//! template or `unmatched`), so a client cannot mint groups by inventing names. Each client IP
-//! has a budget of bytes per window ([`CLIENT_BUDGET_BYTES`] per [`CLIENT_WINDOW`]) covering its
-//! full records and its summaries; past it, its requests are counted in one `over_budget`
-//! summary per client, written when its window ends (or at shutdown).
+//! template or `unmatched`), so a client cannot mint groups by inventing names. A client is an
+//! IPv4 address or an IPv6 /64 (one host commonly holds a whole /64). Each client has a budget
+//! of bytes per window ([`CLIENT_BUDGET_BYTES`] per [`CLIENT_WINDOW`]) covering its full records
+//! and its summaries; past it, its requests are counted in one `over_budget` summary per
+//! client, written when its window ends (or at shutdown). All clients together have
+//! [`GLOBAL_BUDGET_BYTES`] per window; past it (many addresses), every folded request is
+//! counted in one `over_budget` summary for client `*`, written every fold interval.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -31,6 +34,9 @@ pub(crate) enum Folding {
 pub(crate) const CLIENT_BUDGET_BYTES: u64 = 4096;
 /// The budget's window.
 pub(crate) const CLIENT_WINDOW: Duration = Duration::from_secs(60);
+/// Bytes of audit all folding clients together may cause per window (at this rate the default
+/// 8 × 64 MiB files last 33 hours).
+pub(crate) const GLOBAL_BUDGET_BYTES: u64 = 256 * 1024;
 /// Clients with a budget tracked at once; a client beyond them is counted over budget.
 pub(crate) const MAX_TRACKED_CLIENTS: usize = 4096;
 /// Distinct groups held before an early flush.
@@ -39,7 +45,8 @@ pub(crate) const MAX_GROUPS: usize = 256;
 pub(crate) const MAX_SEEN_PER_CLIENT: usize = 64;
 /// What a summary's chain fields (`seq`, `prev_hash`, `hash`) add to its JSON.
 const CHAIN_BYTES: u64 = 170;
-/// The client name of requests from clients beyond [`MAX_TRACKED_CLIENTS`].
+/// The client name of requests from clients beyond [`MAX_TRACKED_CLIENTS`] or past
+/// [`GLOBAL_BUDGET_BYTES`].
 const UNTRACKED: &str = "*";
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -109,19 +116,39 @@ pub(crate) struct FoldTable {
     groups: BTreeMap<GroupKey, Group>,
     clients: HashMap<String, Client>,
     untracked: Option<Group>,
+    /// The global window's start (`None`: not started) and the bytes spent in it.
+    global: Option<(Instant, u64)>,
     folded: u64,
     over_budget: u64,
 }
 
-/// The IP part of `ip:port` / `[v6]:port` (ports differ per connection).
+/// The client of `ip:port` / `[v6]:port` (ports differ per connection): the IPv4 address
+/// (IPv4-mapped IPv6 included) or the IPv6 /64 prefix (`2001:db8:1:2::/64`).
 pub(crate) fn client_ip(client: &str) -> String {
-    match client.parse::<std::net::SocketAddr>() {
-        Ok(a) => a.ip().to_string(),
+    use std::net::{IpAddr, Ipv6Addr};
+    match client.parse::<std::net::SocketAddr>().map(|a| a.ip()) {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
         Err(_) => client.to_string(),
     }
 }
 
 impl FoldTable {
+    fn global_over(&self) -> bool {
+        self.global
+            .is_some_and(|(_, spent)| spent >= GLOBAL_BUDGET_BYTES)
+    }
+
+    fn charge_global(&mut self, bytes: u64, now: Instant) {
+        self.global.get_or_insert((now, 0)).1 += bytes;
+    }
+
     fn client(&mut self, ip: &str, now: Instant) -> Option<&mut Client> {
         if !self.clients.contains_key(ip) {
             if self.clients.len() >= MAX_TRACKED_CLIENTS {
@@ -146,6 +173,9 @@ impl FoldTable {
             Folding::Never => Verdict::Record,
             Folding::Always => Verdict::Fold,
             Folding::Repeats => {
+                if self.global_over() {
+                    return Verdict::Fold;
+                }
                 let ip = client_ip(&rec.client);
                 let Some(c) = self.client(&ip, now) else {
                     return Verdict::Fold;
@@ -174,14 +204,23 @@ impl FoldTable {
         if let Some(c) = self.client(&ip, now) {
             c.spent += bytes + CHAIN_BYTES;
         }
+        self.charge_global(bytes + CHAIN_BYTES, now);
     }
 
     /// Counts `rec`. When the table is full, returns the summaries to write first.
     pub(crate) fn add(&mut self, rec: &AuditRecord, now: Instant) -> Vec<Summary> {
         self.folded += 1;
         let ip = client_ip(&rec.client);
+        let global_over = self.global_over();
         let over = match self.client(&ip, now) {
             None => {
+                self.over_budget += 1;
+                self.untracked
+                    .get_or_insert_with(|| Group::new(&rec.ts))
+                    .add(1, &rec.ts, &rec.ts);
+                return Vec::new();
+            }
+            Some(_) if global_over => {
                 self.over_budget += 1;
                 self.untracked
                     .get_or_insert_with(|| Group::new(&rec.ts))
@@ -246,13 +285,27 @@ impl FoldTable {
         if let Some(g) = self.untracked.take() {
             out.push(over_budget_summary(&ts, UNTRACKED, g));
         }
+        if self
+            .global
+            .is_some_and(|(start, _)| now.duration_since(start) >= CLIENT_WINDOW)
+        {
+            self.global = None;
+        }
         out
     }
 
     fn take_groups(&mut self) -> Vec<Summary> {
         let ts = now_ts();
         let mut out = Vec::new();
+        let now = Instant::now();
         for (k, g) in std::mem::take(&mut self.groups) {
+            if self.global_over() {
+                self.untracked
+                    .get_or_insert_with(|| Group::new(&g.first_ts))
+                    .add(g.count, &g.first_ts, &g.last_ts);
+                self.over_budget += g.count;
+                continue;
+            }
             let client = self.clients.get_mut(&k.client);
             if let Some(c) = client.filter(|c| c.over()) {
                 c.overflow
@@ -275,9 +328,11 @@ impl FoldTable {
                 token_id: k.token,
                 over_budget: false,
             };
+            let bytes = serde_json::to_vec(&s).map_or(0, |j| j.len() as u64) + CHAIN_BYTES;
             if let Some(c) = self.clients.get_mut(&k.client) {
-                c.spent += serde_json::to_vec(&s).map_or(0, |j| j.len() as u64) + CHAIN_BYTES;
+                c.spent += bytes;
             }
+            self.charge_global(bytes, now);
             out.push(s);
         }
         out

@@ -1263,3 +1263,59 @@ fn a_hung_writer_never_blocks_the_caller_and_a_full_queue_becomes_a_counted_gap(
     let gap: serde_json::Value = serde_json::from_str(gap).unwrap();
     assert_eq!(gap["count"].as_u64(), Some(s.queue_dropped), "{gap}");
 }
+
+#[test]
+fn many_addresses_share_one_global_budget_and_ipv6_counts_per_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = builder(&path).build().unwrap();
+    // One host rotating through its /64 is one client.
+    for i in 0..2000u32 {
+        let r = AuditRecord {
+            client: format!("[2001:db8:1:2::{:x}]:443", i + 1),
+            token_id: None,
+            status: 401,
+            outcome: Outcome::Denied,
+            ..rec(0)
+        };
+        let _ = log.record(r, Folding::Repeats);
+    }
+    log.flush();
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"2001:db8:1:2::/64\":1999"), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("\"kind\":\"request\""))
+            .count(),
+        1
+    );
+    // 100 000 addresses, each sending one invented request: the global budget caps the bytes.
+    let before = text.len();
+    for i in 0..100_000u32 {
+        let r = AuditRecord {
+            client: format!("10.{}.{}.{}:1", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+            token_id: None,
+            status: 401,
+            outcome: Outcome::Denied,
+            ..rec(0)
+        };
+        let _ = log.record(r, Folding::Repeats);
+    }
+    drop(log);
+    let report = verify(&path).unwrap();
+    assert_eq!(
+        report.folded_requests + report.kinds.request,
+        2000 + 100_000
+    );
+    let size = fs::metadata(&path).unwrap().len() - before as u64;
+    assert!(
+        size <= super::fold::GLOBAL_BUDGET_BYTES + 64 * 1024,
+        "{size} bytes for 100 000 addresses"
+    );
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"over_budget\":true") && l.contains("\"*\"")),
+        "the rest counted for client *"
+    );
+}
