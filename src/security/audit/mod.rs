@@ -70,6 +70,7 @@ pub use key::{AuditKey, KeyError};
 #[cfg(test)]
 use log::AuditLogBuilder;
 pub(crate) use log::{AuditError, AuditLog, DetailsSlot};
+pub(crate) use options::AuditStats;
 pub use options::{FsyncPolicy, Rotation};
 pub(crate) use record::AuditRecord;
 pub use record::Checkpoint;
