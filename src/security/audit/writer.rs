@@ -348,7 +348,13 @@ impl Inner {
             Verdict::Record => {
                 let ts = rec.ts.clone();
                 let entry = AuditEntry::Request(rec);
-                let json = serde_json::to_vec(&entry).unwrap_or_default();
+                let json = match serde_json::to_vec(&entry) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        tracing::error!(target: "prodbg", error = %e, "cannot serialize an audit record");
+                        return Err(Vec::new());
+                    }
+                };
                 if folding != Folding::Never {
                     if let AuditEntry::Request(rec) = &entry {
                         folds.0.charge(rec, json.len() as u64, now);
