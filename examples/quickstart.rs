@@ -6,6 +6,9 @@
 //!
 //! Configured from the environment (`PRODBG_ADDR`, `PRODBG_TOKENS`, `PRODBG_AUDIT_FILE`); when
 //! no token is given it generates an admin token and prints it once, with a ready-to-paste curl.
+//! Without `PRODBG_AUDIT_FILE` the audit log goes to a private directory (mode 0700):
+//! `$XDG_RUNTIME_DIR/prodbg-quickstart/audit.jsonl`, else `<tmp>/prodbg-quickstart-<uid>/…`.
+//! Ctrl-C or SIGTERM shut the admin server down in order, writing the folded audit counts.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,7 +66,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None
     };
     if std::env::var_os("PRODBG_AUDIT_FILE").is_none() {
-        builder = builder.audit_file(std::env::temp_dir().join("prodbg-quickstart-audit.jsonl"));
+        let audit = private_dir()?.join("audit.jsonl");
+        println!("audit log: {}", audit.display());
+        builder = builder.audit_file(audit);
     }
     if let Some(addr) = console_addr {
         builder = builder.tokio_console(addr);
@@ -128,10 +133,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             });
         }
-        tokio::signal::ctrl_c().await.ok();
+        // SIGTERM (what `kill`, systemd and Kubernetes send) or Ctrl-C: an orderly shutdown,
+        // so the audit log's folded counts and a last checkpoint reach the file.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
     });
     admin.shutdown();
     Ok(())
+}
+
+/// The demo's audit directory, private to this user: `$XDG_RUNTIME_DIR/prodbg-quickstart`
+/// (already private on systemd hosts) or `<tmp>/prodbg-quickstart-<uid>`, created with mode
+/// 0700; an existing one must be a real directory of this user that no one else can enter (so
+/// nobody can plant a link or a file where the audit log goes in a shared `/tmp`).
+fn private_dir() -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(run) => std::path::PathBuf::from(run).join("prodbg-quickstart"),
+        None => std::env::temp_dir().join(format!("prodbg-quickstart-{uid}")),
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display()).into()),
+    }
+    let m = std::fs::symlink_metadata(&dir)?;
+    if !m.is_dir() || m.uid() != uid || m.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} must be a directory of uid {uid} with mode 0700 (it is {}, uid {}, mode {:04o}); remove it or set PRODBG_AUDIT_FILE",
+            dir.display(),
+            if m.is_dir() { "a directory" } else { "not a directory" },
+            m.uid(),
+            m.mode() & 0o7777
+        )
+        .into());
+    }
+    Ok(dir)
 }
 
 /// tokio-console's layer and address, with the `console` feature in a `--cfg tokio_unstable`

@@ -63,8 +63,9 @@ pub use security::{generate_secret, verify_audit_log, Scope};
 /// a rotated set of audit files against the HMAC key and an off-host checkpoint.
 pub mod audit {
     pub use crate::security::{
-        rotated_files, verify_audit_files, verify_audit_log, AuditKey, Checkpoint, FileSummary,
-        FsyncPolicy, GapNote, KeyError, KindCounts, Location, ResumeNote, Rotation, VerifyError,
+        rotated_files, verify_audit_files, verify_audit_files_with, verify_audit_log,
+        verify_audit_log_with, AuditKey, Checkpoint, FileSummary, FsyncPolicy, GapNote, KeyError,
+        KindCounts, Location, ResumeNote, Rotation, StrictProblem, VerifyError, VerifyOptions,
         VerifyReport,
     };
 }

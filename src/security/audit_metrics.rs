@@ -1,4 +1,4 @@
-//! The audit log's Prometheus series: records, writes, failures, folded requests. No hash:
+//! The audit log's Prometheus series: records, writes, failures, drops, folded requests. No hash:
 //! a hash label would mint a series per record.
 
 use prometheus_client::collector::Collector;
@@ -31,6 +31,16 @@ impl Collector for AuditCollector {
             "prodbg_audit_write_errors",
             "Audit records that could not be written to the audit file",
             s.write_errors as f64,
+        )?;
+        f.counter(
+            "prodbg_audit_queue_dropped",
+            "Audit records dropped because the queue to the audit thread was full (a slow or hung audit disk); written as a gap record",
+            s.queue_dropped as f64,
+        )?;
+        f.counter(
+            "prodbg_audit_over_budget_requests",
+            "Requests of clients past their audit byte budget (4 KiB per client per minute), counted only in over-budget summaries",
+            s.over_budget as f64,
         )?;
         f.counter(
             "prodbg_audit_folded_requests",

@@ -6,8 +6,9 @@ pub(crate) mod redact;
 pub(crate) mod tokens;
 
 pub use audit::{
-    rotated_files, verify_audit_files, verify_audit_log, AuditKey, Checkpoint, FileSummary,
-    FsyncPolicy, GapNote, KeyError, KindCounts, Location, ResumeNote, Rotation, VerifyError,
+    rotated_files, verify_audit_files, verify_audit_files_with, verify_audit_log,
+    verify_audit_log_with, AuditKey, Checkpoint, FileSummary, FsyncPolicy, GapNote, KeyError,
+    KindCounts, Location, ResumeNote, Rotation, StrictProblem, VerifyError, VerifyOptions,
     VerifyReport,
 };
 pub(crate) use audit_metrics::AuditCollector;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::state::ServerState;
 use crate::seam::{Access, ApiError, Params, Route, RouteSpec};
-use crate::security::audit::Checkpoint;
+use crate::security::audit::{AuditStats, Checkpoint};
 use crate::security::Scope;
 
 /// The audit endpoint's route.
@@ -21,7 +21,7 @@ pub(super) static ROUTE: RouteSpec = RouteSpec {
     access: Access::Scope(Scope::Read),
     go: None,
     summary: |_| {
-        "audit chain checkpoint: records so far, head hash, file, keyed yes/no (poll it to keep an off-host copy)".into()
+        "audit chain checkpoint: records so far, head hash, file, keyed yes/no (poll it to keep an off-host copy); counters of lost, dropped and folded records".into()
     },
 };
 
@@ -33,6 +33,8 @@ struct AuditHead {
     head: Checkpoint,
     /// The last checkpoint emitted as a `tracing` event (target `prodbg::audit`), if any.
     last_checkpoint: Option<Checkpoint>,
+    /// The log's counters: written, failed, dropped at the full queue, folded, over budget.
+    counters: AuditStats,
 }
 
 /// The route with its handler.
@@ -48,5 +50,6 @@ async fn audit(
     Ok(Json(AuditHead {
         head: state.audit.head(),
         last_checkpoint: state.audit.latest_checkpoint(),
+        counters: state.audit.stats(),
     }))
 }

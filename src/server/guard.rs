@@ -58,8 +58,9 @@ struct RouteLabel {
 ///
 /// The audit record is started before anything else and finished when the response head is
 /// ready; if the client hangs up first (the future is dropped), it is recorded with status 499
-/// and the time spent. Open requests (health probes) and repeated identical denials are folded
-/// into periodic summary records instead of one record each.
+/// and the time spent. Open requests that succeed, anonymous answers and denials are folded
+/// into periodic per-client summary records (the first of each kind per client per minute in
+/// full, within the client's budget) instead of one record each.
 pub(crate) async fn guard(
     State(shared): State<Arc<ServerState>>,
     mut req: Request,
@@ -157,22 +158,34 @@ pub(crate) async fn guard(
         pending.record_mut().details = details.0;
     }
     let denied = matches!(status.as_u16(), 401 | 403 | 429);
+    let anonymous = pending.record_mut().token_id.is_none();
     let folding = match &label {
         Some(l) if l.open && status.as_u16() < 400 => Folding::Always,
-        _ if denied => {
-            // Identical denials fold by route, not by the path the client made up.
+        _ if denied || anonymous => {
+            // Anonymous answers and denials fold by class — the route, not the path the client
+            // made up; a known method, not one it invented — so a client cannot mint groups.
             let rec = pending.record_mut();
             if endpoint == "unmatched" {
                 let requested = std::mem::replace(&mut rec.path, endpoint.clone());
                 rec.details
                     .insert("requested_path".into(), clip(&requested, 128).into());
             }
+            let class = metric_method(&method);
+            if class == "other" {
+                rec.method = class.to_string();
+                rec.details
+                    .insert("requested_method".into(), clip(&method, 32).into());
+            }
             Folding::Repeats
         }
         _ => Folding::Never,
     };
     let bytes = response.body().size_hint().exact().unwrap_or(0);
-    pending.finish(status.as_u16(), bytes, folding);
+    if let Some(written) = pending.finish(status.as_u16(), bytes, folding) {
+        // Waits (without blocking the server's thread) until the audit thread wrote the record,
+        // at most a bounded time: a hung audit disk delays, never blocks, recorded requests.
+        written.wait().await;
+    }
     response
 }
 

@@ -25,14 +25,31 @@ pub(crate) fn rotated_path(base: &Path, n: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Opens (or creates, mode 0600) the audit file for appending, refusing a symbolic link
+/// (`O_NOFOLLOW`) and an existing regular file that another user owns or that others can write
+/// or read (mode & 0o026): the audit trail must be this process's alone.
 pub(super) fn open_file(path: &Path) -> io::Result<OpenFile> {
     let file = OpenOptions::new()
         .append(true)
         .create(true)
         .read(true)
         .mode(0o600)
-        .open(path)?;
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(
+                    e.kind(),
+                    "the path is a symbolic link; refused (the audit file is opened with O_NOFOLLOW): give the real path",
+                )
+            } else {
+                e
+            }
+        })?;
     let m = file.metadata()?;
+    if m.is_file() {
+        check_owner_mode(m.uid(), m.mode())?;
+    }
     Ok(OpenFile {
         file: Arc::new(file),
         dev: m.dev(),
@@ -40,6 +57,26 @@ pub(super) fn open_file(path: &Path) -> io::Result<OpenFile> {
         len: if m.is_file() { m.len() } else { 0 },
         regular: m.is_file(),
     })
+}
+
+/// An existing audit file must be owned by this process's effective user and neither
+/// group/other-writable nor other-readable.
+pub(super) fn check_owner_mode(uid: u32, mode: u32) -> io::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if uid != euid {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("the file is owned by uid {uid}, not by this process's user (uid {euid}); refused: chown it or use another path"),
+        ));
+    }
+    if mode & 0o026 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("the file's mode is {:04o}: others can read it or others/group can write it; refused: chmod 600 it", mode & 0o7777),
+        ));
+    }
+    Ok(())
 }
 
 /// The end of a file: its last line that parses as a record, and where it ends.

@@ -1,5 +1,5 @@
 //! The public face of the audit log: options, the handle, and the cancel-safe request guard.
-//! The writing itself is in `writer.rs`.
+//! The writing itself is in `writer.rs`, behind the queue and thread of `queue.rs`.
 
 #[cfg(test)]
 use std::io;
@@ -15,6 +15,7 @@ use super::key::AuditKey;
 pub(crate) use super::options::AuditError;
 use super::options::AuditStats;
 use super::options::{FsyncPolicy, Rotation};
+use super::queue::{Job, Owner, RECORD_WAIT};
 use super::record::{now_ts, AuditEntry, AuditRecord, Checkpoint, Outcome};
 #[cfg(test)]
 pub(crate) use super::writer::Fault;
@@ -88,7 +89,7 @@ impl AuditLogBuilder {
         self
     }
 
-    /// How often folded requests are written as summaries. Default: 60 s.
+    /// How often folded requests are written as summaries. Default: 5 s.
     #[cfg(test)]
     pub(crate) fn fold_interval(mut self, interval: Duration) -> AuditLogBuilder {
         self.fold_interval = interval;
@@ -129,8 +130,8 @@ impl AuditLogBuilder {
     }
 
     /// Opens the file (continuing the chain from its last good record, or from `<file>.1`'s
-    /// when the file is new), writes a `resumed` record if its tail was torn, and starts the
-    /// background thread.
+    /// when the file is new; refusing a symbolic link or a file others own, write or read),
+    /// writes a `resumed` record if its tail was torn, and starts the background thread.
     pub(crate) fn build(mut self) -> Result<AuditLog, AuditError> {
         let key = match std::mem::replace(&mut self.key, KeyChoice::Unkeyed) {
             KeyChoice::FromEnv => AuditKey::from_env()?,
@@ -143,7 +144,9 @@ impl AuditLogBuilder {
             super::sighup::install().map_err(AuditError::Sighup)?;
         }
         let inner = Inner::open(self.config(), chainer)?;
-        Ok(AuditLog { inner })
+        Ok(AuditLog {
+            owner: Arc::new(Owner::start(inner)?),
+        })
     }
 
     fn config(self) -> Config {
@@ -161,21 +164,35 @@ impl AuditLogBuilder {
     }
 }
 
-/// The audit log: a cheap-to-clone handle. The last handle dropped flushes summaries, writes a
-/// final checkpoint and syncs (unless [`FsyncPolicy::Never`]).
+/// The audit log: a cheap-to-clone handle. The last handle dropped writes what is queued,
+/// flushes summaries, writes a final checkpoint and syncs (unless [`FsyncPolicy::Never`]),
+/// waiting at most 5 s for the audit thread.
 #[derive(Clone)]
 pub(crate) struct AuditLog {
-    inner: Arc<Inner>,
+    owner: Arc<Owner>,
+}
+
+/// A full record on its way to the file: awaiting it (the guard does, at most
+/// [`RECORD_WAIT`]) waits until the audit thread wrote it, without blocking the thread that
+/// awaits.
+#[derive(Debug)]
+pub(crate) struct Written(tokio::sync::oneshot::Receiver<()>);
+
+impl Written {
+    /// Waits until the record was written (or lost), at most [`RECORD_WAIT`].
+    pub(crate) async fn wait(self) {
+        let _ = tokio::time::timeout(RECORD_WAIT, self.0).await;
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
-            .field("file", &self.inner.cfg.path)
-            .field("keyed", &self.inner.chainer.keyed())
-            .field("records", &self.inner.head().records)
-            .field("fsync", &self.inner.cfg.fsync)
-            .field("rotation", &self.inner.cfg.rotation)
+            .field("file", &self.owner.inner.cfg.path)
+            .field("keyed", &self.owner.inner.chainer.keyed())
+            .field("records", &self.owner.inner.head().records)
+            .field("fsync", &self.owner.inner.cfg.fsync)
+            .field("rotation", &self.owner.inner.cfg.rotation)
             .finish_non_exhaustive()
     }
 }
@@ -190,7 +207,7 @@ impl AuditLog {
             rotation: Rotation::default(),
             checkpoint_records: 1000,
             checkpoint_interval: Duration::from_secs(60),
-            fold_interval: Duration::from_secs(60),
+            fold_interval: Duration::from_secs(5),
             reopen_check: Duration::from_secs(1),
             background: true,
             events: true,
@@ -202,20 +219,22 @@ impl AuditLog {
     /// background thread.
     pub(crate) fn in_memory() -> AuditLog {
         let cfg = AuditLog::builder().background_thread(false).config();
+        let inner = Inner::in_memory(cfg, Chainer::new(None));
         AuditLog {
-            inner: Inner::in_memory(cfg, Chainer::new(None)),
+            owner: Arc::new(Owner::start(inner).expect("no thread to start without one")),
         }
     }
 
     /// Records one request in full. Shorthand for `record(rec, Folding::Never)`.
     #[cfg(test)]
     pub(crate) fn append(&self, rec: AuditRecord) {
-        self.record(rec, Folding::Never);
+        let _ = self.record(rec, Folding::Never);
     }
 
-    /// Records one request, folded or not. Never fails the caller: a failed write is counted,
-    /// emitted as a `tracing` event, and later written as a `gap` record.
-    pub(crate) fn record(&self, mut rec: AuditRecord, folding: Folding) {
+    /// Records one request, folded or not. Never fails nor blocks the caller: a failed or
+    /// dropped write is counted and later written as a `gap` record. With an audit thread, a
+    /// full record is queued and the returned [`Written`] tells when it is in the file.
+    pub(crate) fn record(&self, mut rec: AuditRecord, folding: Folding) -> Option<Written> {
         if rec.ts.is_empty() {
             rec.ts = now_ts();
         }
@@ -226,23 +245,44 @@ impl AuditLog {
                 *q = r;
             }
         }
-        let fold = match folding {
-            Folding::Never => false,
-            Folding::Always => true,
-            Folding::Repeats => !self.inner.fold_first_seen(&rec),
-        };
-        if fold {
-            let early = self.inner.fold_add(&rec);
-            if !early.is_empty() {
-                self.inner.write_summaries(early);
+        let inner = &self.owner.inner;
+        let written = match inner.fold(rec, folding) {
+            Err(early) => {
+                for s in early {
+                    let ts = s.ts.clone();
+                    if let Ok(json) = serde_json::to_vec(&AuditEntry::Summary(s)) {
+                        self.submit(json, "summary", ts, false);
+                    }
+                }
+                None
             }
+            Ok((ts, json)) => self.submit(json, "request", ts, true),
+        };
+        if !self.owner.threaded() {
+            inner.tick();
+        }
+        written
+    }
+
+    /// Writes one serialized entry now (no thread) or queues it for the thread.
+    fn submit(&self, json: Vec<u8>, kind: &'static str, ts: String, ack: bool) -> Option<Written> {
+        if !self.owner.threaded() {
+            self.owner.inner.append_json(json, kind, &ts);
+            return None;
+        }
+        let (tx, rx) = if ack {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
         } else {
-            let ts = rec.ts.clone();
-            self.inner.append_entry(&AuditEntry::Request(rec), &ts);
-        }
-        if !self.inner.cfg.background {
-            self.inner.tick();
-        }
+            (None, None)
+        };
+        let queued = self.owner.inner.queue.push_entry(Job::Entry {
+            json,
+            kind,
+            ts,
+            ack: tx,
+        });
+        rx.filter(|_| queued).map(Written)
     }
 
     /// Starts a request's record; dropping the returned guard without
@@ -265,52 +305,53 @@ impl AuditLog {
 
     /// The chain's head now (what `GET /debug/audit` serves). Never the key.
     pub(crate) fn head(&self) -> Checkpoint {
-        self.inner.head()
+        self.owner.inner.head()
     }
 
     /// The last checkpoint emitted, if any.
     pub(crate) fn latest_checkpoint(&self) -> Option<Checkpoint> {
-        self.inner.latest()
+        self.owner.inner.latest()
     }
 
     /// Writes a checkpoint now and returns it.
     #[cfg(test)]
     pub(crate) fn checkpoint(&self) -> Checkpoint {
-        self.inner.checkpoint_now()
+        self.owner.inner.checkpoint_now()
     }
 
-    /// Writes pending summaries now and syncs the file (unless [`FsyncPolicy::Never`]).
+    /// Writes what is queued and every folded count now and syncs the file (unless
+    /// [`FsyncPolicy::Never`]); waits at most 5 s for the audit thread.
     pub(crate) fn flush(&self) {
-        self.inner.flush(false);
+        self.owner.flush();
     }
 
     /// Reopens the file by path now (after logrotate renamed it; for the host's own SIGHUP
     /// handler). The chain continues from the last record written.
     #[cfg(test)]
     pub(crate) fn reopen(&self) -> io::Result<()> {
-        self.inner.reopen_now()
+        self.owner.inner.reopen_now()
     }
 
     /// The audit file, if any.
     #[cfg(test)]
     pub(crate) fn path(&self) -> Option<&Path> {
-        self.inner.cfg.path.as_deref()
+        self.owner.inner.cfg.path.as_deref()
     }
 
     /// Whether the chain is keyed (HMAC-SHA256).
     #[cfg(test)]
     pub(crate) fn is_keyed(&self) -> bool {
-        self.inner.chainer.keyed()
+        self.owner.inner.chainer.keyed()
     }
 
     /// Counters.
     pub(crate) fn stats(&self) -> AuditStats {
-        self.inner.stats()
+        self.owner.inner.stats()
     }
 
     #[cfg(test)]
     pub(crate) fn inject_fault(&self, fault: Fault) {
-        self.inner.inject_fault(fault);
+        self.owner.inner.inject_fault(fault);
     }
 }
 
@@ -367,7 +408,7 @@ impl PendingRequest {
 
     /// Records the answer. `outcome` is set from `status` unless already set to something other
     /// than `Allowed`; `duration_ms` is the time since [`AuditLog::begin`].
-    pub(crate) fn finish(mut self, status: u16, bytes: u64, folding: Folding) {
+    pub(crate) fn finish(mut self, status: u16, bytes: u64, folding: Folding) -> Option<Written> {
         self.done = true;
         let mut rec = std::mem::take(&mut self.record);
         self.late.drain_into(&mut rec.details);
@@ -377,7 +418,7 @@ impl PendingRequest {
             rec.outcome = Outcome::from_status(status);
         }
         rec.duration_ms = millis(self.start.elapsed());
-        self.log.record(rec, folding);
+        self.log.record(rec, folding)
     }
 }
 
@@ -391,7 +432,14 @@ impl Drop for PendingRequest {
         rec.status = self.cancel_status;
         rec.outcome = Outcome::from_status(self.cancel_status);
         rec.duration_ms = millis(self.start.elapsed());
-        self.log.record(rec, Folding::Never);
+        // An anonymous client that hangs up folds like its other answers (a flood of
+        // half-sent requests must not cost a line each).
+        let folding = if rec.token_id.is_none() {
+            Folding::Repeats
+        } else {
+            Folding::Never
+        };
+        self.log.record(rec, folding);
     }
 }
 

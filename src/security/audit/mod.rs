@@ -27,6 +27,11 @@
 //!   filter must never apply to [`AUDIT_TARGET`], or a `PUT /debug/log-level` could silence
 //!   the off-host copy.
 //!
+//! # Flooding and slow disks
+//! Anonymous answers and denials fold into per-client summaries under a byte budget per
+//! client (`fold.rs`); requests hand their records to the audit thread through a bounded queue
+//! (`queue.rs`), so a hung disk never blocks a request and a full queue becomes a `gap`.
+//!
 //! # Faults
 //! The head advances only after the whole line was written with one `write_all` to an
 //! `O_APPEND` file. A failed write is truncated away when it left a partial line (or accounted
@@ -45,9 +50,11 @@
 mod chain;
 mod file;
 mod fold;
+mod follow;
 mod key;
 mod log;
 mod options;
+mod queue;
 mod record;
 mod sighup;
 mod verify;
@@ -63,12 +70,14 @@ pub use key::{AuditKey, KeyError};
 #[cfg(test)]
 use log::AuditLogBuilder;
 pub(crate) use log::{AuditError, AuditLog, DetailsSlot};
+pub(crate) use options::AuditStats;
 pub use options::{FsyncPolicy, Rotation};
 pub(crate) use record::AuditRecord;
 pub use record::Checkpoint;
 #[cfg(test)]
 use record::{Outcome, ResumeReason};
 pub use verify::{
-    rotated_files, verify_audit_files, verify_audit_log, FileSummary, GapNote, KindCounts,
-    Location, ResumeNote, VerifyError, VerifyReport,
+    rotated_files, verify_audit_files, verify_audit_files_with, verify_audit_log,
+    verify_audit_log_with, FileSummary, GapNote, KindCounts, Location, ResumeNote, StrictProblem,
+    VerifyError, VerifyOptions, VerifyReport,
 };

@@ -14,8 +14,9 @@ pub(crate) const AUDIT_TARGET: &str = "prodbg::audit";
 /// When written records are forced to stable storage (`fdatasync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
-    /// After every record, before `append` returns (outside the log's lock, so concurrent
-    /// appends share one sync). Costs a disk flush per call on the calling thread.
+    /// After every record, before the request that made it is answered: the audit thread
+    /// syncs once per batch of queued records (a group commit) and the requests wait for it
+    /// (at most 2 s each). Without the thread, a disk flush per record on the calling thread.
     Always,
     /// At most this long after a write, from the background thread (or from the next append
     /// when there is none). A crash loses at most this much.
@@ -91,8 +92,12 @@ pub(crate) struct AuditStats {
     pub write_errors: u64,
     /// Records lost since the file became unwritable (the next `gap` record's count).
     pub pending_lost: u64,
+    /// Records dropped because the queue to the audit thread was full (slow or hung disk).
+    pub queue_dropped: u64,
     /// Requests folded into summaries since start.
     pub folded: u64,
+    /// Requests of clients past their byte budget, counted only in an over-budget summary.
+    pub over_budget: u64,
     /// Whether the chain is keyed.
     pub keyed: bool,
 }

@@ -19,6 +19,9 @@ pub(crate) enum Outcome {
     Error,
     /// The client hung up before the answer (status 499).
     Cancelled,
+    /// Several outcomes: an `over_budget` summary counts whatever a client did past its
+    /// budget.
+    Mixed,
 }
 
 impl Outcome {
@@ -73,8 +76,9 @@ impl AuditRecord {
     }
 }
 
-/// Folded requests (`"kind":"summary"`): identical requests counted instead of recorded one
-/// by one, flushed every fold interval and on shutdown.
+/// Folded requests (`"kind":"summary"`): requests of one group (client IP, method class, path
+/// class, status, token) counted instead of recorded one by one, flushed every fold interval
+/// and on shutdown; or, with `over_budget`, everything a client did past its byte budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Summary {
     /// When the summary was written.
@@ -85,18 +89,27 @@ pub(super) struct Summary {
     pub first_ts: String,
     /// See `first_ts`.
     pub last_ts: String,
-    /// Requests per client IP, for at most 8 clients (the first seen).
+    /// Requests per client IP (one client per summary; `*` for clients beyond those tracked).
     pub clients: BTreeMap<String, u64>,
-    /// Requests from clients beyond those listed in `clients`.
+    /// Requests from clients beyond those listed in `clients` (0; older files list up to 8
+    /// clients per summary).
     pub other_requests: u64,
-    /// HTTP method shared by the folded requests.
+    /// HTTP method class shared by the folded requests (`other` for an unknown method; `*`
+    /// over budget).
     pub method: String,
-    /// Path shared by the folded requests (queries are not kept).
+    /// Path class shared by the folded requests: the route template, or `unmatched` (queries
+    /// are not kept; `*` over budget).
     pub path: String,
-    /// Status shared by the folded requests.
+    /// Status shared by the folded requests (0 over budget).
     pub status: u16,
-    /// Outcome shared by the folded requests.
+    /// Outcome shared by the folded requests (`mixed` over budget).
     pub outcome: Outcome,
+    /// The token the folded requests presented, when a valid one was (a denial by scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Whether this counts everything the client did past its budget in its window.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub over_budget: bool,
 }
 
 /// A checkpoint written into the file (`"kind":"checkpoint"`). Its own `seq` and `hash` are

@@ -740,11 +740,12 @@ fn ten_thousand_folded_health_probes_cost_under_10_kb() {
     let report = verify(&path).unwrap();
     assert_eq!(report.folded_requests, 10_000);
     assert_eq!(report.kinds.request, 0);
+    assert_eq!(report.kinds.summary, 3, "one per client");
     let summary = lines(&path)
         .into_iter()
-        .find(|l| l.contains("\"kind\":\"summary\""))
+        .find(|l| l.contains("\"10.0.0.1\""))
         .unwrap();
-    assert!(summary.contains("\"count\":10000"), "{summary}");
+    assert!(summary.contains("\"count\":3333"), "{summary}");
     assert!(summary.contains("\"10.0.0.1\":3333"), "{summary}");
     println!("10 000 folded probes: {size} bytes: {summary}");
 }
@@ -772,16 +773,86 @@ fn repeated_denials_fold_after_the_first() {
         "the first from each client in full"
     );
     assert_eq!(report.folded_requests, 99);
-    // Many distinct folded keys: the table stays bounded by flushing early.
+    // Many distinct folded keys from one client: the table stays bounded by flushing early,
+    // and past the client's byte budget its requests are only counted.
     for i in 0..1000 {
         let mut r = denial("192.0.2.9:1");
         r.path = format!("/nope/{i}");
-        log.record(r, Folding::Always);
+        let _ = log.record(r, Folding::Always);
     }
+    assert!(log.stats().over_budget > 900, "{:?}", log.stats());
     drop(log);
     let report = verify(&path).unwrap();
     assert_eq!(report.folded_requests, 1099);
-    assert_eq!(report.kinds.summary, 1001);
+    let text = fs::read_to_string(&path).unwrap();
+    let of_client: usize = text
+        .lines()
+        .filter(|l| l.contains("192.0.2.9"))
+        .map(str::len)
+        .sum();
+    assert!(
+        of_client <= super::fold::CLIENT_BUDGET_BYTES as usize + 1024,
+        "{of_client} bytes for one client"
+    );
+    let over = text
+        .lines()
+        .find(|l| l.contains("\"over_budget\":true"))
+        .expect("an over-budget summary");
+    assert!(over.contains("\"192.0.2.9\""), "{over}");
+}
+
+#[test]
+fn denials_by_a_token_fold_naming_it_and_each_client_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = builder(&path).build().unwrap();
+    for _ in 0..3 {
+        let r = AuditRecord {
+            token_id: Some("viewer".into()),
+            method: "POST".into(),
+            path: "/debug/pprof/heap/activate".into(),
+            status: 403,
+            outcome: Outcome::Denied,
+            ..rec(0)
+        };
+        let _ = log.record(r, Folding::Repeats);
+    }
+    log.flush();
+    let text = fs::read_to_string(&path).unwrap();
+    let summary = text
+        .lines()
+        .find(|l| l.contains("\"kind\":\"summary\""))
+        .expect("a summary");
+    assert!(
+        summary.contains("\"token_id\":\"viewer\"") && summary.contains("\"count\":2"),
+        "{summary}"
+    );
+    // 10 000 of each kind of anonymous answer from one client: a few KiB.
+    let before = text.len();
+    for i in 0..10_000 {
+        for (method, path, status) in [
+            ("other", "/debug/memory", 401),
+            ("POST", "/health/live", 405),
+            ("GET", "/health/live", 400),
+        ] {
+            let r = AuditRecord {
+                client: format!("198.51.100.1:{}", 1000 + i % 5000),
+                token_id: None,
+                method: method.into(),
+                path: path.into(),
+                query: Some(format!("x={i}")),
+                status,
+                outcome: Outcome::from_status(status),
+                ..rec(i)
+            };
+            let _ = log.record(r, Folding::Repeats);
+        }
+    }
+    drop(log);
+    let report = verify(&path).unwrap();
+    let size = fs::metadata(&path).unwrap().len() as usize - before;
+    assert!(size <= 6 * 1024, "{size} bytes for 30 000 requests");
+    assert_eq!(report.folded_requests, 2 + 30_000 - 3);
 }
 
 #[test]
@@ -1026,4 +1097,225 @@ fn example_lines_of_each_kind() {
         println!("{l}");
     }
     println!("{}", verify(&path).unwrap());
+}
+
+fn strict(paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
+    verify_audit_files_with(paths, Some(KEY), None, VerifyOptions::strict())
+}
+
+fn strict_problems(paths: &[PathBuf]) -> Vec<StrictProblem> {
+    match strict(paths) {
+        Err(VerifyError::Strict(p)) => p,
+        other => panic!("expected a strict failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn strict_verification_fails_on_a_missing_head_junk_wrong_order_gaps_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let rotation = Rotation::Size {
+        max_bytes: 2048,
+        keep: 10,
+    };
+    let log = builder(&path).rotation(rotation).build().unwrap();
+    for i in 0..20 {
+        log.append(rec(i));
+    }
+    drop(log);
+    let files = rotated_files(&path);
+    assert!(files.len() >= 3, "{files:?}");
+    // Complete: strict passes.
+    let report = strict(&files).unwrap();
+    assert!(report.from_genesis);
+
+    // The head deleted: the rest verifies, but not strictly.
+    let without_head = files[1..].to_vec();
+    let report = verify_audit_files(&without_head, Some(KEY), None).unwrap();
+    assert!(!report.from_genesis);
+    let p = strict_problems(&without_head);
+    assert!(
+        matches!(&p[..], [StrictProblem::MissingHead { first_seq, .. }] if *first_seq > 1),
+        "{p:?}"
+    );
+
+    // Files in the wrong order: the oldest last starts a new chain.
+    let mut wrong = files.clone();
+    wrong.rotate_left(1);
+    let p = strict_problems(&wrong);
+    assert!(
+        p.iter().any(|p| matches!(p, StrictProblem::Restart { .. }))
+            && p.iter()
+                .any(|p| matches!(p, StrictProblem::MissingHead { .. })),
+        "{p:?}"
+    );
+    let err = strict(&wrong).unwrap_err().to_string();
+    assert!(err.contains("a new chain starts here"), "{err}");
+
+    // Junk appended to the last file.
+    let last = files.last().unwrap().clone();
+    let mut f = fs::OpenOptions::new().append(true).open(&last).unwrap();
+    f.write_all(b"{\"kind\":\"request\",\"forged\":true}\n")
+        .unwrap();
+    drop(f);
+    verify_audit_files(&files, Some(KEY), None).unwrap();
+    let p = strict_problems(&files);
+    assert!(
+        matches!(&p[..], [StrictProblem::Junk { bytes, .. }] if *bytes > 10),
+        "{p:?}"
+    );
+
+    // A gap (failed writes), and a resumed chain after a torn tail.
+    let gapped = dir.path().join("gapped.jsonl");
+    let log = builder(&gapped).build().unwrap();
+    log.append(rec(0));
+    log.inject_fault(Fault::Fail);
+    log.append(rec(1));
+    log.append(rec(2));
+    drop(log);
+    let p = strict_problems(std::slice::from_ref(&gapped));
+    assert!(
+        matches!(&p[..], [StrictProblem::Gap { count: 1, .. }]),
+        "{p:?}"
+    );
+    let torn = dir.path().join("torn.jsonl");
+    write_log(&torn, 3);
+    let mut f = fs::OpenOptions::new().append(true).open(&torn).unwrap();
+    f.write_all(b"{\"kind\":\"req").unwrap();
+    drop(f);
+    write_log(&torn, 1);
+    let p = strict_problems(std::slice::from_ref(&torn));
+    assert!(matches!(&p[..], [StrictProblem::Resumed { .. }]), "{p:?}");
+
+    // A restart: a writer that found no earlier file, appended after another chain.
+    let restarted = dir.path().join("restarted.jsonl");
+    write_log(&restarted, 2);
+    let other = dir.path().join("other.jsonl");
+    write_log(&other, 2);
+    let mut text = fs::read_to_string(&restarted).unwrap();
+    text.push_str(&fs::read_to_string(&other).unwrap());
+    fs::write(&restarted, text).unwrap();
+    let p = strict_problems(std::slice::from_ref(&restarted));
+    assert!(
+        matches!(&p[..], [StrictProblem::Restart { at }] if at.line > 2),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn the_file_is_opened_without_following_links_and_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.jsonl");
+    fs::write(&real, "").unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let err = builder(&link).build().unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+
+    let loose = dir.path().join("loose.jsonl");
+    fs::write(&loose, "").unwrap();
+    fs::set_permissions(&loose, fs::Permissions::from_mode(0o666)).unwrap();
+    let err = builder(&loose).build().unwrap_err().to_string();
+    assert!(
+        err.contains("mode is 0666") && err.contains("chmod 600"),
+        "{err}"
+    );
+
+    let err = super::file::check_owner_mode(u32::MAX - 1, 0o100600)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("owned by uid"), "{err}");
+    builder(&real).build().unwrap();
+}
+
+#[test]
+fn a_hung_writer_never_blocks_the_caller_and_a_full_queue_becomes_a_counted_gap() {
+    // A FIFO that nobody reads: the audit thread's write blocks once the pipe is full.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string; mkfifo has no other preconditions.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let log = builder(&fifo).background_thread(true).build().unwrap();
+    let n = super::queue::MAX_QUEUED_RECORDS + 2000;
+    for i in 0..n {
+        let _ = log.record(rec(i), Folding::Never);
+    }
+    // Every call returned; the queue holds at most its bound and the rest is counted once the
+    // thread sees it. Read the FIFO: the writer resumes and writes the gap record.
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || fs::read(&fifo).unwrap()
+    });
+    log.flush();
+    let s = log.stats();
+    assert!(s.queue_dropped > 0, "{s:?}");
+    drop(log);
+    let bytes = reader.join().unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    let gap = text
+        .lines()
+        .find(|l| l.contains("\"kind\":\"gap\""))
+        .expect("a gap record");
+    assert!(gap.contains("audit queue was full"), "{gap}");
+    let gap: serde_json::Value = serde_json::from_str(gap).unwrap();
+    assert_eq!(gap["count"].as_u64(), Some(s.queue_dropped), "{gap}");
+}
+
+#[test]
+fn many_addresses_share_one_global_budget_and_ipv6_counts_per_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = builder(&path).build().unwrap();
+    // One host rotating through its /64 is one client.
+    for i in 0..2000u32 {
+        let r = AuditRecord {
+            client: format!("[2001:db8:1:2::{:x}]:443", i + 1),
+            token_id: None,
+            status: 401,
+            outcome: Outcome::Denied,
+            ..rec(0)
+        };
+        let _ = log.record(r, Folding::Repeats);
+    }
+    log.flush();
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"2001:db8:1:2::/64\":1999"), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("\"kind\":\"request\""))
+            .count(),
+        1
+    );
+    // 100 000 addresses, each sending one invented request: the global budget caps the bytes.
+    let before = text.len();
+    for i in 0..100_000u32 {
+        let r = AuditRecord {
+            client: format!("10.{}.{}.{}:1", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+            token_id: None,
+            status: 401,
+            outcome: Outcome::Denied,
+            ..rec(0)
+        };
+        let _ = log.record(r, Folding::Repeats);
+    }
+    drop(log);
+    let report = verify(&path).unwrap();
+    assert_eq!(
+        report.folded_requests + report.kinds.request,
+        2000 + 100_000
+    );
+    let size = fs::metadata(&path).unwrap().len() - before as u64;
+    assert!(
+        size <= super::fold::GLOBAL_BUDGET_BYTES + 64 * 1024,
+        "{size} bytes for 100 000 addresses"
+    );
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"over_budget\":true") && l.contains("\"*\"")),
+        "the rest counted for client *"
+    );
 }

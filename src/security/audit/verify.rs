@@ -122,6 +122,9 @@ pub enum VerifyError {
         /// The checkpoint's count.
         records: u64,
     },
+    /// Strict mode ([`VerifyOptions::strict`]): the log verified, but is not complete.
+    #[error("strict: the log is not complete: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Strict(Vec<StrictProblem>),
     /// The checkpoint's record is older than the oldest file kept.
     #[error("cannot check the checkpoint: its record {records} is older than the oldest record kept ({first_seq})")]
     CheckpointRotatedAway {
@@ -130,6 +133,88 @@ pub enum VerifyError {
         /// The first `seq` in the files.
         first_seq: u64,
     },
+}
+
+/// What strict verification refuses in a log that otherwise verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StrictProblem {
+    /// The first record is not the chain's first (seq 1 after the genesis hash): the files
+    /// before it were deleted or rotated away.
+    MissingHead {
+        /// The first record found.
+        at: Location,
+        /// Its `seq`.
+        first_seq: u64,
+    },
+    /// Unparsable bytes at the end of a file that no record accounts for (junk appended, or a
+    /// crash the writer has not resumed from yet).
+    Junk {
+        /// Where they start.
+        at: Location,
+        /// How many.
+        bytes: u64,
+    },
+    /// A record starts a new chain after others: files in the wrong order, or a writer that
+    /// found no earlier file.
+    Restart {
+        /// The record.
+        at: Location,
+    },
+    /// Records lost to write errors or a full queue (`gap`) or to a truncation.
+    Gap {
+        /// The `gap` or `resumed` record.
+        at: Location,
+        /// Records lost.
+        count: u64,
+    },
+    /// The chain resumed after a torn tail (a crash mid-write) or a truncation.
+    Resumed {
+        /// The `resumed` record.
+        at: Location,
+        /// Why.
+        reason: ResumeReason,
+    },
+}
+
+impl fmt::Display for StrictProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StrictProblem::MissingHead { at, first_seq } => write!(
+                f,
+                "{at}: the log starts at record {first_seq}, not at the chain's start: earlier files are missing"
+            ),
+            StrictProblem::Junk { at, bytes } => write!(
+                f,
+                "{at}: {bytes} bytes that are not records and that no record accounts for"
+            ),
+            StrictProblem::Restart { at } => write!(
+                f,
+                "{at}: a new chain starts here (files out of order, or a writer that restarted without its earlier files)"
+            ),
+            StrictProblem::Gap { at, count } => write!(f, "{at}: {count} records lost"),
+            StrictProblem::Resumed { at, reason } => {
+                write!(f, "{at}: the chain resumed ({reason:?})")
+            }
+        }
+    }
+}
+
+/// How to verify: [`VerifyOptions::default`] accepts what the writer accounted for (resumes,
+/// gaps, rotated-away files, chain restarts, a torn tail); [`VerifyOptions::strict`] fails on
+/// any of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyOptions {
+    /// Fail unless the log is complete: from the chain's start, no junk, no restart, no gap,
+    /// no resume ([`VerifyError::Strict`]).
+    pub strict: bool,
+}
+
+impl VerifyOptions {
+    /// Strict verification.
+    pub fn strict() -> VerifyOptions {
+        VerifyOptions { strict: true }
+    }
 }
 
 /// Records per kind.
@@ -293,11 +378,70 @@ pub fn verify_audit_log(
     key: Option<&[u8]>,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_audit_log_with(base, key, checkpoint, VerifyOptions::default())
+}
+
+/// As [`verify_audit_log`], with options (strict mode).
+pub fn verify_audit_log_with(
+    base: &Path,
+    key: Option<&[u8]>,
+    checkpoint: Option<&Checkpoint>,
+    options: VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
     let files = rotated_files(base);
     if files.is_empty() {
         return Err(VerifyError::NoFiles(base.to_path_buf()));
     }
-    verify_audit_files(&files, key, checkpoint)
+    verify_audit_files_with(&files, key, checkpoint, options)
+}
+
+/// As [`verify_audit_files`], with options (strict mode).
+pub fn verify_audit_files_with(
+    paths: &[PathBuf],
+    key: Option<&[u8]>,
+    checkpoint: Option<&Checkpoint>,
+    options: VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
+    let (report, first_at) = verify_files(paths, key, checkpoint)?;
+    if !options.strict {
+        return Ok(report);
+    }
+    let mut problems = Vec::new();
+    if let (Some(at), Some(first_seq), false) = (first_at, report.first_seq, report.from_genesis) {
+        problems.push(StrictProblem::MissingHead { at, first_seq });
+    }
+    for at in &report.chain_starts {
+        problems.push(StrictProblem::Restart { at: at.clone() });
+    }
+    for g in &report.gaps {
+        problems.push(StrictProblem::Gap {
+            at: g.at.clone(),
+            count: g.count,
+        });
+    }
+    for r in &report.resumes {
+        problems.push(StrictProblem::Resumed {
+            at: r.at.clone(),
+            reason: r.reason,
+        });
+        if r.lost_records > 0 {
+            problems.push(StrictProblem::Gap {
+                at: r.at.clone(),
+                count: r.lost_records,
+            });
+        }
+    }
+    for (at, bytes) in &report.torn_tails {
+        problems.push(StrictProblem::Junk {
+            at: at.clone(),
+            bytes: *bytes,
+        });
+    }
+    if problems.is_empty() {
+        Ok(report)
+    } else {
+        Err(VerifyError::Strict(problems))
+    }
 }
 
 /// As [`verify_audit_log`], for files named explicitly, oldest first (e.g. logrotate's
@@ -307,6 +451,16 @@ pub fn verify_audit_files(
     key: Option<&[u8]>,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_files(paths, key, checkpoint).map(|(report, _)| report)
+}
+
+/// The verification; also returns where the first record is.
+fn verify_files(
+    paths: &[PathBuf],
+    key: Option<&[u8]>,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<(VerifyReport, Option<Location>), VerifyError> {
+    let mut first_at = None;
     let chainer = Chainer::from_bytes(key);
     let mut report = VerifyReport {
         files: Vec::new(),
@@ -402,6 +556,7 @@ pub fn verify_audit_files(
             match &prev {
                 None => {
                     report.first_seq = Some(line.seq);
+                    first_at = Some(at.clone());
                     report.from_genesis = line.seq == 1 && line.prev_hash == GENESIS_HASH;
                 }
                 Some(_) if line.prev_hash == report.head_hash => {
@@ -512,5 +667,5 @@ pub fn verify_audit_files(
             }
         }
     }
-    Ok(report)
+    Ok((report, first_at))
 }

@@ -1,22 +1,25 @@
 //! The writer: one `write_all` per line to an `O_APPEND` file, the chain head advanced only
-//! after it succeeded; gaps, torn tails, rotation, reopening, checkpoints and folding.
+//! after it succeeded; gaps, torn tails, rotation, reopening, checkpoints and folded counts.
+//! With a background thread only that thread (`queue.rs`) writes; what requests read (the head,
+//! the counters) is published apart from the writer's state, so a hung write never blocks them.
 
 #[cfg(test)]
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::chain::{Chainer, GENESIS_HASH};
 use super::file::{last_record_of, open_file, rotated_path, scan_tail, OpenFile, Tail};
-use super::fold::FoldTable;
+use super::fold::{FoldTable, Folding, Verdict};
 use super::options::{AuditError, AuditStats, FsyncPolicy, Rotation, AUDIT_TARGET};
+use super::queue::{Dropped, Queue};
 use super::record::{
-    now_ts, AuditEntry, Checkpoint, CheckpointRecord, Gap, ResumeReason, Resumed, Summary,
+    now_ts, AuditEntry, AuditRecord, Checkpoint, CheckpointRecord, Gap, ResumeReason, Resumed,
+    Summary,
 };
 use super::sighup::HUP_GEN;
 
@@ -35,7 +38,7 @@ pub(super) struct Config {
 }
 
 impl Config {
-    fn tick_period(&self) -> Duration {
+    pub(super) fn tick_period(&self) -> Duration {
         let mut p = Duration::from_millis(250)
             .min(self.checkpoint_interval)
             .min(self.fold_interval)
@@ -63,17 +66,31 @@ pub(crate) enum Fault {
 pub(super) struct Inner {
     pub(super) cfg: Config,
     pub(super) chainer: Chainer,
+    /// The writer's state: locked by the writing thread (the audit thread, or the caller
+    /// without one) and by nothing a request waits on.
     state: Mutex<State>,
     folds: Mutex<(FoldTable, Instant)>,
+    /// What readers see: updated by the writer after each change, never held during I/O.
+    published: Mutex<Published>,
+    pub(super) queue: Queue,
     write_errors: AtomicU64,
-    /// Dropped with `Inner`: the background thread sees the channel close and exits.
-    _stop: Mutex<Option<mpsc::Sender<()>>>,
+    queue_dropped: AtomicU64,
     #[cfg(test)]
     faults: Mutex<VecDeque<Fault>>,
 }
 
+/// The head and counters as of the last write, for readers.
+#[derive(Debug, Clone)]
+struct Published {
+    head_seq: u64,
+    head_hash: String,
+    written: u64,
+    pending_lost: u64,
+    latest: Option<Checkpoint>,
+}
+
 #[derive(Debug)]
-struct GapAcc {
+pub(super) struct GapAcc {
     count: u64,
     first_ts: String,
     last_ts: String,
@@ -81,28 +98,28 @@ struct GapAcc {
 }
 
 #[derive(Debug)]
-struct State {
+pub(super) struct State {
     /// `None` with a path: lost (renamed away and the reopen failed, …); retried on each write.
-    file: Option<OpenFile>,
-    head_seq: u64,
-    head_hash: String,
+    pub(super) file: Option<OpenFile>,
+    pub(super) head_seq: u64,
+    pub(super) head_hash: String,
     /// Size of the file as last seen, and the end of its last good line: bytes between them
     /// are a fragment that the next record must account for (`cut_bytes`).
-    len: u64,
-    good_end: u64,
+    pub(super) len: u64,
+    pub(super) good_end: u64,
     /// The last good line has no `\n` yet (a crash right before it).
-    needs_newline: bool,
-    pending_resume: Option<Resumed>,
-    gap: Option<GapAcc>,
-    since_checkpoint: u64,
-    last_checkpoint: Instant,
-    latest: Option<Checkpoint>,
-    last_identity_check: Instant,
-    last_rotate_failure: Option<Instant>,
-    dirty: bool,
-    last_sync: Instant,
-    hup_seen: u64,
-    written: u64,
+    pub(super) needs_newline: bool,
+    pub(super) pending_resume: Option<Resumed>,
+    pub(super) gap: Option<GapAcc>,
+    pub(super) since_checkpoint: u64,
+    pub(super) last_checkpoint: Instant,
+    pub(super) latest: Option<Checkpoint>,
+    pub(super) last_identity_check: Instant,
+    pub(super) last_rotate_failure: Option<Instant>,
+    pub(super) dirty: bool,
+    pub(super) last_sync: Instant,
+    pub(super) hup_seen: u64,
+    pub(super) written: u64,
 }
 
 impl State {
@@ -133,6 +150,8 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SyncPoint {
     Append,
+    /// An append of a batch the audit thread syncs once at its end ([`Inner::sync_batch`]).
+    Batched,
     Tick,
     Flush,
 }
@@ -144,14 +163,10 @@ enum Emit {
         hash: String,
         line: Vec<u8>,
     },
-    Lost {
-        kind: &'static str,
-        json: Vec<u8>,
-    },
     Checkpoint(Checkpoint),
 }
 
-fn resumed(reason: ResumeReason, keyed: bool) -> Resumed {
+pub(super) fn resumed(reason: ResumeReason, keyed: bool) -> Resumed {
     Resumed {
         ts: now_ts(),
         reason,
@@ -169,7 +184,7 @@ fn resumed(reason: ResumeReason, keyed: bool) -> Resumed {
 impl Inner {
     /// Opens the file (continuing the chain from its last good record, or from `<file>.1`'s
     /// when the file is new or holds no good record), queues a `resumed` record for a torn
-    /// tail and writes it, and starts the background thread.
+    /// tail and writes it.
     pub(super) fn open(cfg: Config, chainer: Chainer) -> Result<Arc<Inner>, AuditError> {
         let mut state = State::new();
         if let Some(path) = &cfg.path {
@@ -203,68 +218,86 @@ impl Inner {
             }
             state.file = Some(file);
         }
-        let background = cfg.background;
-        let period = cfg.tick_period();
-        let (inner, rx) = Inner::assemble(cfg, chainer, state);
+        let inner = Inner::assemble(cfg, chainer, state);
         // Write the `resumed` record now, so a torn tail is accounted for even if nothing follows.
         inner.tick();
-        if background {
-            let weak: Weak<Inner> = Arc::downgrade(&inner);
-            std::thread::Builder::new()
-                .name("prodbg-audit".into())
-                .spawn(move || loop {
-                    match rx.recv_timeout(period) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        _ => return, // the last handle is gone
-                    }
-                    match weak.upgrade() {
-                        Some(inner) => inner.tick(),
-                        None => return,
-                    }
-                })
-                .map_err(AuditError::Thread)?;
-        }
         Ok(inner)
     }
 
     /// A log without a file (`cfg.path` is `None`): nothing can fail.
     pub(super) fn in_memory(cfg: Config, chainer: Chainer) -> Arc<Inner> {
-        Inner::assemble(cfg, chainer, State::new()).0
+        Inner::assemble(cfg, chainer, State::new())
     }
 
-    fn assemble(cfg: Config, chainer: Chainer, state: State) -> (Arc<Inner>, mpsc::Receiver<()>) {
-        let (tx, rx) = mpsc::channel::<()>();
-        let inner = Arc::new(Inner {
+    fn assemble(cfg: Config, chainer: Chainer, state: State) -> Arc<Inner> {
+        let published = Published {
+            head_seq: state.head_seq,
+            head_hash: state.head_hash.clone(),
+            written: 0,
+            pending_lost: 0,
+            latest: None,
+        };
+        Arc::new(Inner {
             cfg,
             chainer,
             state: Mutex::new(state),
             folds: Mutex::new((FoldTable::default(), Instant::now())),
+            published: Mutex::new(published),
+            queue: Queue::default(),
             write_errors: AtomicU64::new(0),
-            _stop: Mutex::new(Some(tx)),
+            queue_dropped: AtomicU64::new(0),
             #[cfg(test)]
             faults: Mutex::new(VecDeque::new()),
-        });
-        (inner, rx)
+        })
+    }
+
+    fn lock_published(&self) -> MutexGuard<'_, Published> {
+        self.published.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies what readers see from the writer's state (called with the state locked).
+    fn publish(&self, st: &State) {
+        let mut p = self.lock_published();
+        p.head_seq = st.head_seq;
+        if p.head_hash != st.head_hash {
+            p.head_hash.clone_from(&st.head_hash);
+        }
+        p.written = st.written;
+        p.pending_lost = st.gap.as_ref().map_or(0, |g| g.count);
+        if p.latest != st.latest {
+            p.latest.clone_from(&st.latest);
+        }
     }
 
     pub(super) fn head(&self) -> Checkpoint {
-        let st = self.lock_state();
-        self.checkpoint_of(&st, now_ts())
+        let p = self.lock_published();
+        Checkpoint {
+            ts: now_ts(),
+            records: p.head_seq,
+            head_hash: p.head_hash.clone(),
+            file: self.cfg.path.as_ref().map(|p| p.display().to_string()),
+            keyed: self.chainer.keyed(),
+        }
     }
 
     pub(super) fn latest(&self) -> Option<Checkpoint> {
-        self.lock_state().latest.clone()
+        self.lock_published().latest.clone()
     }
 
     pub(super) fn stats(&self) -> AuditStats {
-        let folded = self.lock_folds().0.folded();
-        let st = self.lock_state();
+        let (folded, over_budget) = {
+            let f = self.lock_folds();
+            (f.0.folded(), f.0.over_budget())
+        };
+        let p = self.lock_published().clone();
         AuditStats {
-            records: st.head_seq,
-            written: st.written,
+            records: p.head_seq,
+            written: p.written,
             write_errors: self.write_errors.load(Ordering::Relaxed),
-            pending_lost: st.gap.as_ref().map_or(0, |g| g.count),
+            pending_lost: p.pending_lost,
+            queue_dropped: self.queue_dropped.load(Ordering::Relaxed),
             folded,
+            over_budget,
             keyed: self.chainer.keyed(),
         }
     }
@@ -276,7 +309,9 @@ impl Inner {
             let mut st = self.lock_state();
             self.prepare(&mut st, Instant::now());
             let _ = self.flush_pending(&mut st, &mut out);
-            self.checkpoint_locked(&mut st, &mut out)
+            let cp = self.checkpoint_locked(&mut st, &mut out);
+            self.publish(&st);
+            cp
         };
         self.emit(out);
         cp
@@ -291,18 +326,43 @@ impl Inner {
             if res.is_ok() {
                 let _ = self.flush_pending(&mut st, &mut out);
             }
+            self.publish(&st);
             res
         };
         self.emit(out);
         res
     }
 
-    pub(super) fn fold_first_seen(&self, rec: &super::record::AuditRecord) -> bool {
-        self.lock_folds().0.first_seen(rec)
-    }
-
-    pub(super) fn fold_add(&self, rec: &super::record::AuditRecord) -> Vec<Summary> {
-        self.lock_folds().0.add(rec)
+    /// Whether `rec` is written in full (`Some(json)`, its size charged to its client when it
+    /// is of a folding kind) or was folded (`None`, with the summaries an early flush of a full
+    /// table produced).
+    pub(super) fn fold(
+        &self,
+        rec: AuditRecord,
+        folding: Folding,
+    ) -> Result<(String, Vec<u8>), Vec<Summary>> {
+        let now = Instant::now();
+        let mut folds = self.lock_folds();
+        match folds.0.decide(&rec, folding, now) {
+            Verdict::Fold => Err(folds.0.add(&rec, now)),
+            Verdict::Record => {
+                let ts = rec.ts.clone();
+                let entry = AuditEntry::Request(rec);
+                let json = match serde_json::to_vec(&entry) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        tracing::error!(target: "prodbg", error = %e, "cannot serialize an audit record");
+                        return Err(Vec::new());
+                    }
+                };
+                if folding != Folding::Never {
+                    if let AuditEntry::Request(rec) = &entry {
+                        folds.0.charge(rec, json.len() as u64, now);
+                    }
+                }
+                Ok((ts, json))
+            }
+        }
     }
 
     #[cfg(test)]
@@ -312,7 +372,7 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .push_back(fault);
     }
-    fn lock_state(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock_state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -332,20 +392,40 @@ impl Inner {
 
     /// Appends one entry (request or summary); on failure it joins the pending gap.
     pub(super) fn append_entry(&self, entry: &AuditEntry, ts: &str) {
-        let json = match serde_json::to_vec(entry) {
-            Ok(j) => j,
+        match serde_json::to_vec(entry) {
+            Ok(json) => self.append_json(json, entry.kind(), ts),
             Err(e) => {
                 tracing::error!(target: "prodbg", error = %e, "cannot serialize an audit record");
-                return;
             }
-        };
+        }
+    }
+
+    /// Appends one serialized entry; on failure it joins the pending gap (counted, never
+    /// emitted: a lost record's fields must not reach the host's logs or `/debug/errors`).
+    pub(super) fn append_json(&self, json: Vec<u8>, kind: &'static str, ts: &str) {
+        self.append_at(json, kind, ts, SyncPoint::Append);
+    }
+
+    /// As [`Inner::append_json`], leaving the sync to [`Inner::sync_batch`] (the audit thread
+    /// writes a batch, syncs once, then tells the waiting requests: a group commit).
+    pub(super) fn append_batched(&self, json: Vec<u8>, kind: &'static str, ts: &str) {
+        self.append_at(json, kind, ts, SyncPoint::Batched);
+    }
+
+    /// Syncs what a batch appended, if the policy syncs on append (`Always`).
+    pub(super) fn sync_batch(&self) {
+        let sync = self.sync_due(&mut self.lock_state(), SyncPoint::Append);
+        self.sync(sync);
+    }
+
+    fn append_at(&self, json: Vec<u8>, kind: &'static str, ts: &str, at: SyncPoint) {
         let mut out = Vec::new();
         let sync = {
             let mut st = self.lock_state();
             self.prepare(&mut st, Instant::now());
             let res = self
                 .flush_pending(&mut st, &mut out)
-                .and_then(|()| self.write_json(&mut st, &json, entry.kind(), &mut out));
+                .and_then(|()| self.write_json(&mut st, &json, kind, &mut out));
             match res {
                 Ok(_) => {
                     st.since_checkpoint += 1;
@@ -355,15 +435,10 @@ impl Inner {
                         self.checkpoint_locked(&mut st, &mut out);
                     }
                 }
-                Err(e) => {
-                    self.note_lost(&mut st, ts, &e);
-                    out.push(Emit::Lost {
-                        kind: entry.kind(),
-                        json,
-                    });
-                }
+                Err(e) => self.note_lost(&mut st, ts, &e),
             }
-            self.sync_due(&mut st, SyncPoint::Append)
+            self.publish(&st);
+            self.sync_due(&mut st, at)
         };
         self.sync(sync);
         self.emit(out);
@@ -374,6 +449,39 @@ impl Inner {
             let ts = s.ts.clone();
             self.append_entry(&AuditEntry::Summary(s), &ts);
         }
+    }
+
+    /// Records the queue dropped (it was full): they join the pending gap, written before the
+    /// next record.
+    pub(super) fn note_dropped(&self, d: Dropped) {
+        self.queue_dropped.fetch_add(d.count, Ordering::Relaxed);
+        let mut st = self.lock_state();
+        match st.gap.as_mut() {
+            Some(g) => {
+                g.count += d.count;
+                if d.first_ts < g.first_ts {
+                    g.first_ts = d.first_ts;
+                }
+                if d.last_ts > g.last_ts {
+                    g.last_ts = d.last_ts;
+                }
+            }
+            None => {
+                tracing::error!(target: "prodbg", dropped = d.count,
+                    "the audit queue was full (the audit file is slow or hung); dropped records will be counted in a gap record");
+                st.gap = Some(GapAcc {
+                    count: d.count,
+                    first_ts: d.first_ts,
+                    last_ts: d.last_ts,
+                    error: format!(
+                        "the audit queue was full ({} records or {} bytes waiting): the audit file is slow or hung",
+                        super::queue::MAX_QUEUED_RECORDS,
+                        super::queue::MAX_QUEUED_BYTES
+                    ),
+                });
+            }
+        }
+        self.publish(&st);
     }
 
     fn note_lost(&self, st: &mut State, ts: &str, e: &io::Error) {
@@ -558,138 +666,6 @@ impl Inner {
         (f.write_all(buf), true)
     }
 
-    fn rotate(&self, st: &mut State, path: &Path, keep: usize) {
-        if st
-            .last_rotate_failure
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        if let (Some(f), false) = (st.file.as_ref(), self.cfg.fsync == FsyncPolicy::Never) {
-            let _ = f.file.sync_data();
-        }
-        let keep = keep.max(2);
-        let renamed = (1..keep - 1)
-            .rev()
-            .try_for_each(|i| {
-                match std::fs::rename(rotated_path(path, i), rotated_path(path, i + 1)) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
-                }
-            })
-            .and_then(|()| std::fs::rename(path, rotated_path(path, 1)));
-        if let Err(e) = renamed {
-            st.last_rotate_failure = Some(Instant::now());
-            tracing::error!(target: "prodbg", error = %e, file = %path.display(),
-                "cannot rotate the audit file; writing on to it");
-            return;
-        }
-        match open_file(path) {
-            Ok(f) => {
-                st.len = f.len;
-                st.good_end = f.len;
-                st.needs_newline = false;
-                st.file = Some(f);
-                st.dirty = false;
-            }
-            Err(e) => {
-                st.last_rotate_failure = Some(Instant::now());
-                st.file = None;
-                tracing::error!(target: "prodbg", error = %e, file = %path.display(),
-                    "cannot create the audit file after rotating it");
-            }
-        }
-    }
-
-    /// Notices a rename (device/inode changed), a SIGHUP, a shrink (copytruncate) or outside
-    /// writes before the next line goes out.
-    fn prepare(&self, st: &mut State, now: Instant) {
-        let Some(path) = self.cfg.path.as_deref() else {
-            return;
-        };
-        if st.file.is_none() {
-            // Lost (a failed reopen or rotation): try again; the next write fails until then.
-            let _ = self.reopen_locked(st);
-        }
-        let hup = HUP_GEN.load(Ordering::Relaxed);
-        let check_due = now.duration_since(st.last_identity_check) >= self.cfg.reopen_check;
-        if st.file.is_some() && (check_due || hup != st.hup_seen) {
-            st.last_identity_check = now;
-            st.hup_seen = hup;
-            let moved = match (std::fs::metadata(path), st.file.as_ref()) {
-                (Ok(m), Some(f)) => m.dev() != f.dev || m.ino() != f.ino,
-                (Err(e), _) => e.kind() == io::ErrorKind::NotFound,
-                _ => false,
-            };
-            if moved {
-                if let Err(e) = self.reopen_locked(st) {
-                    tracing::error!(target: "prodbg", error = %e, file = %path.display(),
-                        "the audit file was moved and cannot be reopened");
-                }
-            }
-        }
-        let Some(f) = st.file.as_ref() else {
-            return;
-        };
-        if !f.regular {
-            return;
-        }
-        let Ok(actual) = f.file.metadata().map(|m| m.len()) else {
-            return;
-        };
-        if actual < st.len {
-            let previous = st.len;
-            let file = f.file.clone();
-            let tail = scan_tail(&file, actual).unwrap_or_default();
-            st.len = actual;
-            st.good_end = tail.good_end;
-            st.needs_newline = tail.needs_newline;
-            let mut r = resumed(ResumeReason::Truncated, self.chainer.keyed());
-            r.previous_bytes = Some(previous);
-            r.found_bytes = Some(actual);
-            st.pending_resume = Some(r);
-            tracing::warn!(target: "prodbg", file = %path.display(), previous, actual,
-                "the audit file shrank (copytruncate?); the chain resumes with a note");
-        } else if actual > st.len {
-            tracing::warn!(target: "prodbg", file = %path.display(), bytes = actual - st.len,
-                "someone else wrote to the audit file; verify will flag those bytes");
-            st.len = actual;
-            st.good_end = actual;
-            st.needs_newline = false;
-        }
-    }
-
-    fn reopen_locked(&self, st: &mut State) -> io::Result<()> {
-        let Some(path) = self.cfg.path.as_deref() else {
-            return Ok(());
-        };
-        if let (Some(f), false) = (st.file.as_ref(), self.cfg.fsync == FsyncPolicy::Never) {
-            let _ = f.file.sync_data();
-        }
-        let f = open_file(path)?;
-        let tail = if f.regular {
-            scan_tail(&f.file, f.len)?
-        } else {
-            Tail::default()
-        };
-        if let Some(last) = &tail.last {
-            if last.hash != st.head_hash {
-                tracing::warn!(target: "prodbg", file = %path.display(),
-                    "the reopened audit file ends with a record of another chain; verify will report the break");
-            }
-        }
-        st.len = f.len;
-        st.good_end = tail.good_end;
-        st.needs_newline = tail.needs_newline;
-        if st.len > st.good_end && st.pending_resume.is_none() {
-            st.pending_resume = Some(resumed(ResumeReason::TornTail, self.chainer.keyed()));
-        }
-        st.file = Some(f);
-        st.dirty = false;
-        st.last_identity_check = Instant::now();
-        Ok(())
-    }
-
     fn checkpoint_locked(&self, st: &mut State, out: &mut Vec<Emit>) -> Checkpoint {
         let ts = now_ts();
         let rec = CheckpointRecord {
@@ -711,7 +687,7 @@ impl Inner {
     /// The file to sync now, if the policy says so at this point.
     fn sync_due(&self, st: &mut State, at: SyncPoint) -> Option<Arc<File>> {
         let due = match (self.cfg.fsync, at) {
-            (FsyncPolicy::Never, _) => false,
+            (FsyncPolicy::Never, _) | (_, SyncPoint::Batched) => false,
             (FsyncPolicy::Always, _) | (_, SyncPoint::Flush) => true,
             // With a background thread, appends never wait for an interval's sync.
             (FsyncPolicy::Every(_), SyncPoint::Append) if self.cfg.background => false,
@@ -741,7 +717,7 @@ impl Inner {
             let mut folds = self.lock_folds();
             if folds.1.elapsed() >= self.cfg.fold_interval {
                 folds.1 = Instant::now();
-                folds.0.take()
+                folds.0.take(Instant::now(), false)
             } else {
                 Vec::new()
             }
@@ -758,21 +734,20 @@ impl Inner {
             {
                 self.checkpoint_locked(&mut st, &mut out);
             }
+            self.publish(&st);
             self.sync_due(&mut st, SyncPoint::Tick)
         };
         self.sync(sync);
         self.emit(out);
     }
 
+    /// Writes every folded count (over-budget ones included) and syncs; `final_` adds a
+    /// checkpoint when anything was written since the last.
     pub(super) fn flush(&self, final_: bool) {
         let summaries = {
             let mut folds = self.lock_folds();
             folds.1 = Instant::now();
-            if folds.0.is_empty() {
-                Vec::new()
-            } else {
-                folds.0.take()
-            }
+            folds.0.take(Instant::now(), true)
         };
         self.write_summaries(summaries);
         let mut out = Vec::new();
@@ -783,6 +758,7 @@ impl Inner {
             if final_ && ok && st.since_checkpoint > 0 {
                 self.checkpoint_locked(&mut st, &mut out);
             }
+            self.publish(&st);
             self.sync_due(&mut st, SyncPoint::Flush)
         };
         self.sync(sync);
@@ -804,21 +780,11 @@ impl Inner {
                     let record = String::from_utf8_lossy(line.trim_ascii_end());
                     tracing::info!(target: AUDIT_TARGET, kind, seq, hash = %hash, record = %record, "prodbg audit record");
                 }
-                Emit::Lost { kind, json } => {
-                    let record = String::from_utf8_lossy(&json);
-                    tracing::warn!(target: AUDIT_TARGET, kind, written = false, record = %record, "prodbg audit record not written to the file");
-                }
                 Emit::Checkpoint(cp) => {
                     tracing::info!(target: AUDIT_TARGET, records = cp.records, head_hash = %cp.head_hash,
                         file = cp.file.as_deref().unwrap_or(""), keyed = cp.keyed, "prodbg audit checkpoint");
                 }
             }
         }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.flush(true);
     }
 }
