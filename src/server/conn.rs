@@ -40,7 +40,11 @@ pub(super) async fn serve(
     cfg: Arc<ConnConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let ticket = slot.ticket();
     let _slot = slot;
+    // Set when the slot table gives this connection's place to a newer one of its client.
+    let evicted = ticket.evicted();
+    tokio::pin!(evicted);
     let end_of_life = after(cfg.max_lifetime);
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
@@ -53,9 +57,11 @@ pub(super) async fn serve(
     tokio::select! {
         r = first_byte => if !matches!(r, Ok(Ok(1..))) { return },
         _ = &mut stop => return,
+        _ = &mut evicted => return,
     }
 
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity::new(ticket.clone()));
+    let activity_probe = activity.clone();
     let io = TokioIo::new(GuardedIo::new(stream, activity.clone(), cfg.deadlines));
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let in_flight = activity.begin();
@@ -70,6 +76,7 @@ pub(super) async fn serve(
         }
     });
     let conn = cfg.http.serve_connection(io, service);
+    let busy = activity_probe;
     tokio::pin!(conn);
     let lifetime = sleep_until(end_of_life);
     tokio::pin!(lifetime);
@@ -89,6 +96,15 @@ pub(super) async fn serve(
                 drain = Some(Box::pin(sleep_until(after(cfg.lifetime_grace))));
             }
             _ = &mut stop, if drain.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                drain = Some(Box::pin(sleep_until(after(cfg.lifetime_grace))));
+            }
+            _ = &mut evicted, if drain.is_none() => {
+                if !busy.busy() {
+                    tracing::debug!(target: "prodbg", %peer, "connection evicted for a newer one of its client");
+                    return;
+                }
+                // A request began as it was chosen: answer it, then close.
                 conn.as_mut().graceful_shutdown();
                 drain = Some(Box::pin(sleep_until(after(cfg.lifetime_grace))));
             }

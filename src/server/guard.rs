@@ -12,10 +12,11 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::lockout::Denied;
 use super::state::ServerState;
-use crate::seam::fair::Permit;
+use crate::seam::fair::{Busy, Permit};
 use crate::seam::{ApiError, AuditDetails, Caller};
 use crate::security::audit::{AuditRecord, Folding};
 use crate::security::tokens::{Token, TokenSet};
@@ -183,7 +184,7 @@ fn admit(
     shared: &ServerState,
     peer: Option<SocketAddr>,
     req: &Request,
-) -> Result<(Identity, Option<Permit>), ApiError> {
+) -> Result<(Identity, Option<Held>), ApiError> {
     let identity = match req.headers().get(header::AUTHORIZATION) {
         None => Identity::Anonymous,
         Some(value) => {
@@ -206,10 +207,38 @@ fn admit(
         }
     };
     let permit = match &identity {
-        Identity::Token(t) => Some(shared.fair.try_admit(Some(t.name()))?),
+        Identity::Token(t) => Some(take_slot(shared, t)?),
         Identity::Anonymous => None,
     };
     Ok((identity, permit))
+}
+
+/// A request slot for `token`: the fair share's, or — for an `admin`-scope token when every
+/// shared slot is taken — one of the `reserved_for_admin` slots no other scope can take.
+fn take_slot(shared: &ServerState, token: &Token) -> Result<Held, ApiError> {
+    match shared.fair.try_admit(Some(token.name())) {
+        Ok(p) => Ok(Held {
+            _shared: Some(p),
+            _reserved: None,
+        }),
+        Err(busy @ Busy::Global { .. }) if token.allows(Scope::Admin) => {
+            match shared.admin_reserve.clone().try_acquire_owned() {
+                Ok(r) => Ok(Held {
+                    _shared: None,
+                    _reserved: Some(r),
+                }),
+                Err(_) => Err(busy.into()),
+            }
+        }
+        Err(busy) => Err(busy.into()),
+    }
+}
+
+/// The request slot a request holds until it is answered.
+#[derive(Debug)]
+struct Held {
+    _shared: Option<Permit>,
+    _reserved: Option<OwnedSemaphorePermit>,
 }
 
 /// Per-route middleware: checks the caller's scope against the route's rule.

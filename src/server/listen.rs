@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use super::conn::{self, ConnConfig};
 use super::io::Deadlines;
 use super::refuse;
-use super::slots::{Refused, Slots};
+use super::slots::{Admitted, Refused, Slots};
 use crate::config::Limits;
 
 /// Pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOBUFS…).
@@ -37,7 +37,7 @@ pub(crate) async fn serve(
         limits.reserved_for_new_clients,
     );
     let per_ip_answer = refuse::response(&format!(
-        "this client already holds {} connections to the admin server, its limit; close idle ones or retry shortly",
+        "this client already holds {} connections to the admin server, its limit, each answering a request; retry when one ends",
         limits.max_connections_per_client
     ));
     let global_answer = refuse::response(&format!(
@@ -67,6 +67,7 @@ pub(crate) async fn serve(
     });
     let mut tasks = JoinSet::new();
     let mut refusals = Tally::default();
+    let mut evictions = Tally::default();
     let mut accept_errors = Tally::default();
     let mut stop_rx = shutdown.clone();
     let stop = async move {
@@ -98,7 +99,12 @@ pub(crate) async fn serve(
             },
         };
         match slots.try_admit(peer.ip()) {
-            Ok(slot) => {
+            Ok(Admitted { slot, evicted }) => {
+                if evicted {
+                    if let Some(n) = evictions.note() {
+                        tracing::warn!(target: "prodbg", client = %peer.ip(), evicted = n, "a client at its connection cap opened another: its oldest idle or unfinished connection was closed to admit it");
+                    }
+                }
                 let _ = stream.set_nodelay(true);
                 let task = conn::serve(
                     stream,

@@ -7,6 +7,7 @@ mod audit_endpoint;
 mod bundle;
 mod conn;
 mod console;
+mod deadline;
 mod exposition;
 mod guard;
 mod io;

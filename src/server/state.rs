@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
 
 use super::lockout::{Lockout, LockoutLimits};
 use super::red::ServerMetrics;
@@ -49,6 +50,8 @@ pub(crate) struct ServerState {
     pub(crate) audit: AuditLog,
     pub(crate) limits: Limits,
     pub(crate) fair: Arc<FairShare>,
+    /// Request slots only `admin`-scope tokens take, once `fair`'s global cap is full.
+    pub(crate) admin_reserve: Arc<Semaphore>,
     pub(crate) lockout: Lockout,
     pub(crate) red: ServerMetrics,
     pub(crate) registry: Registry,
@@ -102,6 +105,7 @@ impl ServerState {
             tokens,
             audit,
             fair,
+            admin_reserve: Arc::new(Semaphore::new(limits.reserved_for_admin)),
             lockout: Lockout::new(LockoutLimits {
                 max_failures: limits.auth_failures_per_minute,
                 ..LockoutLimits::default()
