@@ -34,7 +34,7 @@ async fn timed(to: SocketAddr, path: &str, auth: bool) -> (u16, Duration) {
     } else {
         String::new()
     };
-    let req = format!("GET {path} HTTP/1.1\r\nhost: b\r\nconnection: close\r\n{auth}\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n{auth}\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
@@ -71,7 +71,7 @@ async fn hostile(to: SocketAddr, slowloris: bool, mut stop: tokio::sync::watch::
     };
     if slowloris {
         let _ = s
-            .write_all(b"GET /health/live HTTP/1.1\r\nhost: b\r\nx-slow: ")
+            .write_all(b"GET /health/live HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ")
             .await;
     }
     let mut buf = [0u8; 512];

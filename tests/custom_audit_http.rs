@@ -278,7 +278,7 @@ async fn a_custom_body_sent_too_slowly_gets_408_and_is_audited() {
         .await
         .unwrap();
     let head = format!(
-        "POST {CONFIG} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {ADMIN_SECRET}\r\ncontent-length: 10\r\n\r\n{{\""
+        "POST {CONFIG} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {ADMIN_SECRET}\r\ncontent-length: 10\r\n\r\n{{\""
     );
     s.write_all(head.as_bytes()).await.unwrap();
     let mut answer = Vec::new();

@@ -45,7 +45,7 @@ async fn get_from(from: Ipv4Addr, to: SocketAddr, path: &str, secret: Option<&st
         return 0;
     };
     let auth = secret.map_or(String::new(), |s| format!("authorization: Bearer {s}\r\n"));
-    let req = format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n{auth}\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n{auth}\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
         return 0;
     }
@@ -83,7 +83,7 @@ async fn hostile(
     };
     if slowloris {
         let _ = s
-            .write_all(b"GET /health/live HTTP/1.1\r\nhost: t\r\nx-slow: ")
+            .write_all(b"GET /health/live HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ")
             .await;
     }
     let mut got = Vec::new();
@@ -258,7 +258,7 @@ async fn completed_cancelled_and_timed_out_requests_each_leave_an_audit_record()
     for _ in 0..5 {
         let mut s = connect_from(OPERATOR, addr).await.unwrap();
         let req = format!(
-            "GET /debug/pprof/profile?seconds=2 HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {PROFILE_SECRET}\r\n\r\n"
+            "GET /debug/pprof/profile?seconds=2 HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {PROFILE_SECRET}\r\n\r\n"
         );
         s.write_all(req.as_bytes()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -49,14 +49,32 @@ async fn call(
     secret: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    let host = to.to_string();
+    let auth = secret.map(|s| format!("Bearer {s}"));
+    let mut headers = vec![("host", host.as_str())];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    raw(from, to, method, path, &headers, body).await
+}
+
+/// One request with exactly `headers` (plus `connection` and `content-length`).
+async fn raw(
+    from: Ipv4Addr,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let Ok(mut s) = connect_from(from, to).await else {
         return (0, String::new());
     };
-    let auth = secret.map_or(String::new(), |s| format!("authorization: Bearer {s}\r\n"));
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {to}\r\nconnection: close\r\n{auth}content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
     if s.write_all(req.as_bytes()).await.is_err() {
         return (0, String::new());
     }
@@ -232,14 +250,7 @@ async fn an_operator_sharing_an_address_with_300_held_connections_is_answered() 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let connects = Arc::new(AtomicUsize::new(0));
     let crowd: Vec<_> = (0..300)
-        .map(|i| {
-            tokio::spawn(hold(
-                addr,
-                i < 100,
-                connects.clone(),
-                stopped.clone(),
-            ))
-        })
+        .map(|i| tokio::spawn(hold(addr, i < 100, connects.clone(), stopped.clone())))
         .collect();
     while connects.load(Ordering::Relaxed) < 300 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -322,16 +333,25 @@ async fn a_trickled_body_is_cut_at_its_deadline_not_per_chunk_and_answered_408()
     let server = spawn_with(|b| b.limits(short_body_deadline()).log_control(control));
     let addr = server.handle.local_addr();
     // 100 bytes at one per 200 ms would take 20 s; each chunk is well within the 1 s limit.
-    let (status, text, sent) =
-        put_body(addr, "/debug/log-level", 100, 100, Duration::from_millis(200)).await;
+    let (status, text, sent) = put_body(
+        addr,
+        "/debug/log-level",
+        100,
+        100,
+        Duration::from_millis(200),
+    )
+    .await;
     assert_eq!(status, 408, "{text}");
     assert!(text.contains("\"error\":\"timeout\""), "{text}");
-    assert!(text.contains("body read timeout of 1000 ms"), "{text}");
+    assert!(text.contains("within 1 s"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("connection: close"),
         "{text}"
     );
-    assert!(sent < 100, "answered only after the whole body: {sent} bytes");
+    assert!(
+        sent < 100,
+        "answered only after the whole body: {sent} bytes"
+    );
 }
 
 #[tokio::test]
@@ -372,4 +392,191 @@ async fn a_body_that_stops_is_answered_408() {
         "{text}"
     );
     drop(dir);
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_421_and_addresses_localhost_and_named_hosts_pass() {
+    let server = spawn_with(|b| b.allowed_hosts(["admin.internal", "*.svc.cluster.local"]));
+    let addr = server.handle.local_addr();
+    let port = addr.port();
+    let auth = format!("Bearer {ADMIN_SECRET}");
+    // A page on another name that resolves to this address (DNS rebinding) names that name.
+    for host in [
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        format!("localhost.evil.example:{port}"),
+        format!("svc.cluster.local:{port}"),
+    ] {
+        let (s, body) = raw(OTHER, addr, "GET", "/health/live", &[("host", &host)], "").await;
+        assert_eq!(s, 421, "{host}: {body}");
+        let message = error_message(&body, "unknown_host");
+        assert!(
+            message.contains("PRODBG_ALLOWED_HOSTS")
+                && message.contains("evil") == host.contains("evil"),
+            "{message}"
+        );
+        let (s, body) = raw(
+            OTHER,
+            addr,
+            "GET",
+            "/debug/overrides",
+            &[("host", &host), ("authorization", &auth)],
+            "",
+        )
+        .await;
+        assert_eq!(s, 421, "{host}: {body}");
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.2:{port}"),
+        format!("[::1]:{port}"),
+        format!("localhost:{port}"),
+        format!("Admin.Internal:{port}"),
+        format!("app.ns.svc.cluster.local:{port}"),
+    ] {
+        let (s, body) = raw(OTHER, addr, "GET", "/health/live", &[("host", &host)], "").await;
+        assert_eq!(s, 200, "{host}: {body}");
+        let (s, body) = raw(
+            OTHER,
+            addr,
+            "GET",
+            "/debug/overrides",
+            &[("host", &host), ("authorization", &auth)],
+            "",
+        )
+        .await;
+        assert_eq!(s, 200, "{host}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn allowed_hosts_come_from_prodbg_allowed_hosts_too() {
+    // Only this test of the binary reads the environment.
+    std::env::set_var("PRODBG_ALLOWED_HOSTS", "ops.example, *.mesh.local");
+    let built = prodbg::Admin::from_env()
+        .bind("127.0.0.1:0")
+        .token("ops", Scope::Admin, ADMIN_SECRET)
+        .spawn();
+    std::env::remove_var("PRODBG_ALLOWED_HOSTS");
+    let handle = built.unwrap();
+    let addr = handle.local_addr();
+    for (host, want) in [
+        ("ops.example", 200),
+        ("a.mesh.local", 200),
+        ("other.example", 421),
+    ] {
+        let (s, body) = raw(OTHER, addr, "GET", "/health/live", &[("host", host)], "").await;
+        assert_eq!(s, want, "{host}: {body}");
+    }
+    let bad = prodbg::Admin::builder()
+        .token("ops", Scope::Admin, ADMIN_SECRET)
+        .allowed_hosts(["http://x.example/"])
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("is not a host name"), "{bad}");
+    tokio::task::spawn_blocking(move || handle.shutdown())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_link_from_another_site_may_read_but_not_start_profile_scope_work() {
+    let server = spawn();
+    let addr = server.handle.local_addr();
+    let host = addr.to_string();
+    let prof = basic("prof", PROFILE_SECRET);
+    let from = |site: &'static str| {
+        vec![
+            ("host", host.as_str()),
+            ("authorization", prof.as_str()),
+            ("sec-fetch-site", site),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+        ]
+    };
+    for site in ["cross-site", "same-site"] {
+        for path in ["/debug/pprof/profile?seconds=1", "/debug/bundle?seconds=1"] {
+            let (s, body) = raw(OTHER, addr, "GET", path, &from(site), "").await;
+            assert_eq!(s, 403, "{site} {path}: {body}");
+            assert!(
+                error_message(&body, "forbidden").contains("cannot start profile-scope work"),
+                "{body}"
+            );
+        }
+        // Reading is what a link is for.
+        let (s, body) = raw(OTHER, addr, "GET", "/debug/overrides", &from(site), "").await;
+        assert_eq!(s, 200, "{site}: {body}");
+    }
+    // Typed into the address bar (or the console's own page): the profile runs.
+    let (s, body) = raw(
+        OTHER,
+        addr,
+        "GET",
+        "/debug/pprof/profile?seconds=1&format=folded",
+        &from("none"),
+        "",
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_write_with_browser_credentials_needs_origin_or_sec_fetch_site() {
+    let server = spawn_with(|b| {
+        b.endpoint(
+            Method::PUT,
+            "/debug/test/echo",
+            Scope::Admin,
+            "echoes its body",
+            |body: String| async move { body },
+        )
+    });
+    let addr = server.handle.local_addr();
+    let host = addr.to_string();
+    let own = format!("http://{host}");
+    let basic_ops = basic("ops", ADMIN_SECRET);
+    let bearer = format!("Bearer {ADMIN_SECRET}");
+    let put = |headers: Vec<(&'static str, String)>| {
+        let host = host.clone();
+        async move {
+            let mut all = vec![("host", host)];
+            all.extend(headers);
+            let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            raw(OTHER, addr, "PUT", "/debug/test/echo", &refs, "x").await
+        }
+    };
+    // Basic alone: what an old browser would send for another site's form.
+    let (s, body) = put(vec![("authorization", basic_ops.clone())]).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        error_message(&body, "forbidden").contains("Authorization: Bearer"),
+        "{body}"
+    );
+    for ok in [
+        vec![("authorization", bearer.clone())],
+        vec![
+            ("authorization", basic_ops.clone()),
+            ("origin", own.clone()),
+        ],
+        vec![
+            ("authorization", basic_ops.clone()),
+            ("sec-fetch-site", "same-origin".into()),
+        ],
+    ] {
+        let (s, body) = put(ok.clone()).await;
+        assert_eq!((s, body.as_str()), (200, "x"), "{ok:?}");
+    }
+    // go tool pprof's symbol lookup: a POST with URL credentials (Basic) and neither header.
+    let prof = basic("prof", PROFILE_SECRET);
+    let (s, body) = raw(
+        OTHER,
+        addr,
+        "POST",
+        "/debug/pprof/symbol",
+        &[("host", &host), ("authorization", &prof)],
+        "0x1",
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
 }

@@ -44,8 +44,8 @@ pub(crate) async fn body_deadline(
         StatusCode::REQUEST_TIMEOUT,
         "timeout",
         format!(
-            "the request body was not received within the server's body read timeout of {} ms",
-            limit.as_millis()
+            "the request body was not received within {} (the body read timeout, counted from the request's arrival)",
+            human(limit)
         ),
     )
     .into_response();
@@ -53,6 +53,15 @@ pub(crate) async fn body_deadline(
     out.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     out
+}
+
+/// `d` in whole seconds when it is, else in milliseconds.
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
 }
 
 /// The error a body read gets past its deadline.

@@ -13,6 +13,7 @@ mod guard;
 mod io;
 mod listen;
 mod lockout;
+mod origin;
 mod pprof_index;
 mod red;
 mod refuse;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use axum::Router;
 
 pub(crate) use listen::serve;
+pub(crate) use origin::AllowedHosts;
 pub(crate) use sampler::record_vitals;
 pub(crate) use state::{ServerConfig, ServerState};
 

@@ -8,6 +8,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
 use super::lockout::{Lockout, LockoutLimits};
+use super::origin::AllowedHosts;
 use super::red::ServerMetrics;
 use super::table::RouteRow;
 use crate::config::Limits;
@@ -31,6 +32,8 @@ pub(crate) struct ServerConfig {
     /// The host's registry (its own metrics); the server adds its RED metrics and each
     /// probe's collector.
     pub(crate) registry: Registry,
+    /// The host names requests may name besides IP literals and localhost.
+    pub(crate) allowed_hosts: AllowedHosts,
     /// Whether `/health/*` answers without a token.
     pub(crate) health_public: bool,
     /// Whether `/metrics` answers without a token.
@@ -53,6 +56,7 @@ pub(crate) struct ServerState {
     /// Request slots only `admin`-scope tokens take, once `fair`'s global cap is full.
     pub(crate) admin_reserve: Arc<Semaphore>,
     pub(crate) lockout: Lockout,
+    pub(crate) allowed_hosts: AllowedHosts,
     pub(crate) red: ServerMetrics,
     pub(crate) registry: Registry,
     pub(crate) probes: Vec<Arc<dyn Probe>>,
@@ -85,6 +89,7 @@ impl ServerState {
             audit,
             limits,
             mut registry,
+            allowed_hosts,
             health_public,
             metrics_public,
             probes,
@@ -110,6 +115,7 @@ impl ServerState {
                 max_failures: limits.auth_failures_per_minute,
                 ..LockoutLimits::default()
             }),
+            allowed_hosts,
             limits,
             red,
             registry,
