@@ -68,7 +68,7 @@ async fn a_custom_post_records_the_digest_the_redacted_body_and_the_previous_val
     let body = r#"{"mode":"fast","user":"bob","password":"hunter2","retries":3}"#;
     let r = client()
         .post(server.url(CONFIG))
-        .header("authorization", basic("ops", ADMIN_SECRET))
+        .bearer_auth(ADMIN_SECRET)
         .header("content-type", "application/json")
         .body(body)
         .send()

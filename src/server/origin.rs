@@ -121,8 +121,8 @@ pub(crate) enum Site {
 ///   `fetch`) — and [`check_navigation`] keeps such a navigation off profile-scope routes;
 /// - without it, an `Origin` header on a `POST`/`PUT`/`DELETE` must name this host;
 /// - neither header: a `POST`/`PUT`/`DELETE` with Basic credentials (what a browser adds by
-///   itself) is refused, except Go's symbol lookup under `/debug/pprof/` (`go tool pprof`
-///   sends URL credentials as Basic); one with a bearer token or none (curl, scripts) passes —
+///   itself) is refused, except Go's symbol lookup `POST /debug/pprof/symbol` (`go tool
+///   pprof` sends URL credentials as Basic); one with a bearer token or none (curl, scripts) passes —
 ///   no page can make a browser add an `Authorization: Bearer` header to another origin's
 ///   request.
 pub(crate) fn check_origin(req: &Request) -> Result<Site, ApiError> {
@@ -154,10 +154,10 @@ pub(crate) fn check_origin(req: &Request) -> Result<Site, ApiError> {
             a.split_once(' ')
                 .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
         });
-        // Go's pprof protocol (`POST /debug/pprof/symbol`, a lookup that changes nothing) is
-        // what `go tool pprof` sends with URL credentials, as Basic.
-        let go_protocol = req.uri().path().starts_with("/debug/pprof/");
-        if basic && !go_protocol {
+        // Go's symbol lookup (a POST that changes nothing) is what `go tool pprof` sends with
+        // URL credentials, as Basic.
+        let symbol_lookup = req.uri().path() == "/debug/pprof/symbol";
+        if basic && !symbol_lookup {
             return Err(ApiError::forbidden(format!(
                 "a {} with Basic credentials must carry an Origin or Sec-Fetch-Site header, as every current browser sends, since a browser adds Basic credentials by itself; from a script send the token as Authorization: Bearer <secret>",
                 req.method()
