@@ -22,7 +22,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 const REQUESTS: usize = 300;
 /// Rounds of the shared-address scenario, and requests per round.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 10;
 const PER_ROUND: usize = 20;
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const OPERATOR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -143,6 +143,7 @@ async fn shared_address(to: SocketAddr) {
     for round in 1..=ROUNDS {
         let mut times = Vec::with_capacity(PER_ROUND);
         let mut answered = 0;
+        let mut other = Vec::new();
         for i in 0..PER_ROUND {
             let (path, auth) = if i % 2 == 0 {
                 ("/health/live", false)
@@ -151,14 +152,18 @@ async fn shared_address(to: SocketAddr) {
             };
             let (status, took) = timed(ATTACKER, to, path, auth).await;
             answered += usize::from(status == 200);
+            if status != 200 {
+                other.push(status);
+            }
             times.push(took);
         }
         times.sort();
         println!(
-            "shared 127.0.0.1, 300 held (100 slowloris) round {round}: answered {answered}/{PER_ROUND}  p50 {:7.2} ms  p99 {:7.2} ms  max {:7.2} ms",
+            "shared 127.0.0.1, 300 held (100 slowloris) round {round}: answered {answered}/{PER_ROUND}  p50 {:7.2} ms  p99 {:7.2} ms  max {:7.2} ms{}",
             ms(times[PER_ROUND / 2]),
             ms(times[PER_ROUND * 99 / 100]),
             ms(times[PER_ROUND - 1]),
+            if other.is_empty() { String::new() } else { format!("  (others: {other:?}; 0 = closed unanswered)") },
         );
         all.extend(times);
         tokio::time::sleep(Duration::from_millis(500)).await;

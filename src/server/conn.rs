@@ -22,6 +22,10 @@ use tower::ServiceExt;
 use super::io::{after, Activity, Deadlines, GuardedIo, InFlight};
 use super::slots::Slot;
 
+/// Longest an evicted connection that is not answering a request may take to close (flushing
+/// the tail of its last response).
+const EVICT_GRACE: Duration = Duration::from_millis(250);
+
 /// What every connection task needs, shared.
 #[derive(Debug)]
 pub(super) struct ConnConfig {
@@ -29,6 +33,28 @@ pub(super) struct ConnConfig {
     pub deadlines: Deadlines,
     pub max_lifetime: Duration,
     pub lifetime_grace: Duration,
+}
+
+/// Bytes of a new connection looked at for a complete request head.
+const HEAD_PEEK: usize = 2048;
+
+/// Whether a complete request head (`\r\n\r\n`) is already among the first [`HEAD_PEEK`]
+/// bytes waiting on `stream`: then the connection is about to be answered and is no candidate
+/// for eviction. Never waits.
+pub(super) fn head_arrived(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; HEAD_PEEK];
+    // SAFETY: recv(2) on the stream's own open descriptor into a local buffer of `buf.len()`
+    // bytes; MSG_PEEK leaves the data for hyper, MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).is_ok_and(|n| buf[..n].windows(4).any(|w| w == b"\r\n\r\n"))
 }
 
 /// Serves one connection until it closes, times out, outlives its cap or the server stops.
@@ -100,13 +126,12 @@ pub(super) async fn serve(
                 drain = Some(Box::pin(sleep_until(after(cfg.lifetime_grace))));
             }
             _ = &mut evicted, if drain.is_none() => {
-                if !busy.busy() {
-                    tracing::debug!(target: "prodbg", %peer, "connection evicted for a newer one of its client");
-                    return;
-                }
-                // A request began as it was chosen: answer it, then close.
+                tracing::debug!(target: "prodbg", %peer, "connection evicted for a newer one of its client");
+                // Idle: closes at once, once the last response is flushed. Unfinished head: cut
+                // after EVICT_GRACE. A request that began as it was chosen: answered, then closed.
                 conn.as_mut().graceful_shutdown();
-                drain = Some(Box::pin(sleep_until(after(cfg.lifetime_grace))));
+                let grace = if busy.busy() { cfg.lifetime_grace } else { EVICT_GRACE };
+                drain = Some(Box::pin(sleep_until(after(grace))));
             }
             _ = async { if let Some(d) = drain.as_mut() { d.await } }, if drain.is_some() => return,
         }

@@ -161,7 +161,7 @@ pub(crate) async fn guard(
     if let Some(details) = response.extensions_mut().remove::<AuditDetails>() {
         pending.record_mut().details = details.0;
     }
-    let denied = matches!(status.as_u16(), 401 | 403 | 429);
+    let denied = matches!(status.as_u16(), 401 | 403 | 421 | 429);
     let folding = match &label {
         Some(l) if l.open && status.as_u16() < 400 => Folding::Always,
         _ if denied => {

@@ -98,7 +98,7 @@ pub(crate) async fn serve(
                 }
             },
         };
-        match slots.try_admit(peer.ip()) {
+        match slots.try_admit(peer.ip(), conn::head_arrived(&stream)) {
             Ok(Admitted { slot, evicted }) => {
                 if evicted {
                     if let Some(n) = evictions.note() {
@@ -115,6 +115,8 @@ pub(crate) async fn serve(
                     shutdown.clone(),
                 );
                 tasks.spawn(task);
+                // Let the new connection start before the next accept.
+                tokio::task::yield_now().await;
             }
             Err(why) => {
                 if let Some(n) = refusals.note() {

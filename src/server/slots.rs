@@ -56,16 +56,23 @@ pub(super) struct Ticket {
 }
 
 impl Default for Ticket {
-    /// A new connection: evictable from now (it has not sent a complete request head).
+    /// A new connection that has not sent a complete request head: evictable from now.
     fn default() -> Ticket {
-        Ticket {
-            state: AtomicU64::new(stamp()),
-            evict: Notify::new(),
-        }
+        Ticket::new(false)
     }
 }
 
 impl Ticket {
+    /// A new connection; one whose complete request head has already arrived counts as busy
+    /// (it is answered as soon as its task runs, however many connections its client opens
+    /// meanwhile).
+    fn new(head_arrived: bool) -> Ticket {
+        Ticket {
+            state: AtomicU64::new(if head_arrived { BUSY } else { stamp() }),
+            evict: Notify::new(),
+        }
+    }
+
     /// A request is being answered: not evictable until [`idle`](Self::idle).
     pub(super) fn busy(&self) {
         let _ = self
@@ -154,8 +161,13 @@ impl Slots {
     }
 
     /// Takes a slot for `ip` (evicting one of its idle or unfinished connections if it is at
-    /// its cap), or says which cap refused it.
-    pub(super) fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refused> {
+    /// its cap), or says which cap refused it. `head_arrived`: the connection's complete request
+    /// head is already in the socket's buffer.
+    pub(super) fn try_admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        head_arrived: bool,
+    ) -> Result<Admitted, Refused> {
         let key = client_key(ip);
         let mut open = self.lock();
         let Table { total, clients } = &mut *open;
@@ -183,7 +195,7 @@ impl Slots {
         {
             return Err(Refused::Global);
         }
-        let ticket = Arc::new(Ticket::default());
+        let ticket = Arc::new(Ticket::new(head_arrived));
         *total += 1;
         clients.entry(key).or_default().push(ticket.clone());
         Ok(Admitted {
@@ -232,7 +244,7 @@ mod tests {
     }
 
     fn admit(slots: &Arc<Slots>, addr: &str) -> Result<Slot, Refused> {
-        slots.try_admit(ip(addr)).map(|a| a.slot)
+        slots.try_admit(ip(addr), false).map(|a| a.slot)
     }
 
     #[test]
@@ -242,7 +254,7 @@ mod tests {
         let b = admit(&slots, "10.0.0.1").unwrap();
         b.ticket().busy();
         b.ticket().idle(); // b became idle after a arrived: a is the older candidate
-        let c = slots.try_admit(ip("10.0.0.1")).unwrap();
+        let c = slots.try_admit(ip("10.0.0.1"), false).unwrap();
         assert!(c.evicted);
         assert_eq!(a.ticket().state.load(Ordering::Acquire), EVICTED);
         assert_eq!(slots.counts(), (2, 1));
@@ -257,13 +269,25 @@ mod tests {
         );
         let _d = admit(&slots, "10.0.0.2").unwrap();
         c.slot.ticket().idle();
-        let e = slots.try_admit(ip("10.0.0.1")).unwrap();
+        let e = slots.try_admit(ip("10.0.0.1"), false).unwrap();
         assert!(e.evicted);
         assert_eq!(c.slot.ticket().state.load(Ordering::Acquire), EVICTED);
         drop((b, c));
         assert_eq!(slots.counts(), (2, 2));
         drop(e);
         assert_eq!(slots.counts(), (1, 1));
+    }
+
+    #[test]
+    fn a_connection_whose_head_has_arrived_is_not_evicted() {
+        let slots = Slots::new(10, 2, 0);
+        let ready = slots.try_admit(ip("10.0.0.1"), true).unwrap().slot;
+        let idle = admit(&slots, "10.0.0.1").unwrap();
+        let burst: Vec<_> = (0..5).map(|_| admit(&slots, "10.0.0.1").unwrap()).collect();
+        assert_eq!(idle.ticket().state.load(Ordering::Acquire), EVICTED);
+        assert_eq!(ready.ticket().state.load(Ordering::Acquire), BUSY);
+        assert_eq!(slots.counts(), (2, 1));
+        drop(burst);
     }
 
     #[test]
@@ -312,7 +336,7 @@ mod tests {
     fn table_empties_when_all_close() {
         let slots = Slots::new(1000, 16, 16);
         let held: Vec<_> = (0..900u32)
-            .filter_map(|i| slots.try_admit(IpAddr::from(i.to_be_bytes())).ok())
+            .filter_map(|i| slots.try_admit(IpAddr::from(i.to_be_bytes()), false).ok())
             .collect();
         assert_eq!(held.len(), 900);
         drop(held);
