@@ -35,28 +35,6 @@ pub(super) struct ConnConfig {
     pub lifetime_grace: Duration,
 }
 
-/// Bytes of a new connection looked at for a complete request head.
-const HEAD_PEEK: usize = 2048;
-
-/// Whether a complete request head (`\r\n\r\n`) is already among the first [`HEAD_PEEK`]
-/// bytes waiting on `stream`: then the connection is about to be answered and is no candidate
-/// for eviction. Never waits.
-pub(super) fn head_arrived(stream: &TcpStream) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut buf = [0u8; HEAD_PEEK];
-    // SAFETY: recv(2) on the stream's own open descriptor into a local buffer of `buf.len()`
-    // bytes; MSG_PEEK leaves the data for hyper, MSG_DONTWAIT never blocks.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    usize::try_from(n).is_ok_and(|n| buf[..n].windows(4).any(|w| w == b"\r\n\r\n"))
-}
-
 /// Serves one connection until it closes, times out, outlives its cap or the server stops.
 pub(super) async fn serve(
     stream: TcpStream,
@@ -87,7 +65,7 @@ pub(super) async fn serve(
     }
 
     let activity = Arc::new(Activity::new(ticket.clone()));
-    let activity_probe = activity.clone();
+    let busy = activity.clone();
     let io = TokioIo::new(GuardedIo::new(stream, activity.clone(), cfg.deadlines));
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let in_flight = activity.begin();
@@ -102,7 +80,6 @@ pub(super) async fn serve(
         }
     });
     let conn = cfg.http.serve_connection(io, service);
-    let busy = activity_probe;
     tokio::pin!(conn);
     let lifetime = sleep_until(end_of_life);
     tokio::pin!(lifetime);

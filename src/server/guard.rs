@@ -1,6 +1,6 @@
-//! The middleware every request passes: admission (rate limit, concurrency cap),
-//! the host check, authentication (Bearer or Basic), the cross-origin check, the request timeout, per-route
-//! authorization, JSON error bodies and the audit record.
+//! The middleware every request passes: the host check, admission (rate limit, concurrency
+//! cap, the admin reserve), authentication (Bearer or Basic), the cross-origin check, the
+//! request timeout, per-route authorization, JSON error bodies and the audit record.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

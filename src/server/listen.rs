@@ -2,6 +2,7 @@
 //! graceful shutdown. Request-level policy (auth, request timeout, audit) is the router's.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,7 +99,7 @@ pub(crate) async fn serve(
                 }
             },
         };
-        match slots.try_admit(peer.ip(), conn::head_arrived(&stream)) {
+        match slots.try_admit(peer.ip(), stream.as_raw_fd()) {
             Ok(Admitted { slot, evicted }) => {
                 if evicted {
                     if let Some(n) = evictions.note() {

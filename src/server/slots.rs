@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -46,29 +47,54 @@ fn stamp() -> u64 {
     ORDER.fetch_add(1, Ordering::Relaxed)
 }
 
-/// What the slot table knows of one connection: whether it may be evicted (idle, or its
-/// request head not yet complete: it has shown no credential) and since when, and the signal
-/// that tells its task to close.
+/// Bytes of a connection looked at for a complete request head.
+const HEAD_PEEK: usize = 2048;
+
+/// Whether a complete request head (`\r\n\r\n`) is among the first [`HEAD_PEEK`] bytes
+/// waiting, unread, on socket `fd`: then the connection is about to be answered and is no
+/// candidate for eviction. Never waits; `false` for anything but a socket with such bytes.
+fn head_waiting(fd: RawFd) -> bool {
+    let mut buf = [0u8; HEAD_PEEK];
+    // SAFETY: recv(2) into a local buffer of `buf.len()` bytes. MSG_PEEK leaves the data for
+    // hyper and MSG_DONTWAIT never blocks; a descriptor that is closed (or, at worst, reused)
+    // only gives a wrong yes/no, never touches memory.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).is_ok_and(|n| buf[..n].windows(4).any(|w| w == b"\r\n\r\n"))
+}
+
+/// What the slot table knows of one connection: its socket, whether it may be evicted (idle,
+/// or its request head not yet complete: it has shown no credential) and since when, and the
+/// signal that tells its task to close.
 #[derive(Debug)]
 pub(super) struct Ticket {
+    fd: RawFd,
     state: AtomicU64,
     evict: Notify,
 }
 
 impl Default for Ticket {
-    /// A new connection that has not sent a complete request head: evictable from now.
+    /// A connection without a socket to look at, evictable from now.
     fn default() -> Ticket {
-        Ticket::new(false)
+        Ticket::new(-1)
     }
 }
 
 impl Ticket {
-    /// A new connection; one whose complete request head has already arrived counts as busy
-    /// (it is answered as soon as its task runs, however many connections its client opens
-    /// meanwhile).
-    fn new(head_arrived: bool) -> Ticket {
+    /// A new connection on socket `fd`; one whose complete request head has already arrived
+    /// counts as busy (it is answered as soon as its task runs, however many connections its
+    /// client opens meanwhile).
+    fn new(fd: RawFd) -> Ticket {
+        let state = if head_waiting(fd) { BUSY } else { stamp() };
         Ticket {
-            state: AtomicU64::new(if head_arrived { BUSY } else { stamp() }),
+            fd,
+            state: AtomicU64::new(state),
             evict: Notify::new(),
         }
     }
@@ -160,14 +186,9 @@ impl Slots {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes a slot for `ip` (evicting one of its idle or unfinished connections if it is at
-    /// its cap), or says which cap refused it. `head_arrived`: the connection's complete request
-    /// head is already in the socket's buffer.
-    pub(super) fn try_admit(
-        self: &Arc<Self>,
-        ip: IpAddr,
-        head_arrived: bool,
-    ) -> Result<Admitted, Refused> {
+    /// Takes a slot for the connection on socket `fd` from `ip` (evicting one of its idle or
+    /// unfinished connections if it is at its cap), or says which cap refused it.
+    pub(super) fn try_admit(self: &Arc<Self>, ip: IpAddr, fd: RawFd) -> Result<Admitted, Refused> {
         let key = client_key(ip);
         let mut open = self.lock();
         let Table { total, clients } = &mut *open;
@@ -175,18 +196,29 @@ impl Slots {
         let mut evicted = false;
         if held >= self.per_client {
             let list = clients.get_mut(&key).ok_or(Refused::PerClient)?;
-            let (i, victim) = list
+            let mut candidates: Vec<(u64, usize)> = list
                 .iter()
                 .enumerate()
-                .map(|(i, t)| (i, t.state.load(Ordering::Acquire)))
-                .filter(|(_, s)| *s < BUSY)
-                .min_by_key(|(_, s)| *s)
-                .ok_or(Refused::PerClient)?;
-            // Lost a race with the start of a request: that connection is busy now.
-            list[i]
-                .state
-                .compare_exchange(victim, EVICTED, Ordering::AcqRel, Ordering::Acquire)
-                .map_err(|_| Refused::PerClient)?;
+                .map(|(i, t)| (t.state.load(Ordering::Acquire), i))
+                .filter(|(s, _)| *s < BUSY)
+                .collect();
+            candidates.sort_unstable();
+            let mut chosen = None;
+            for (s, i) in candidates {
+                let t = &list[i];
+                // A head that arrived since: about to be answered, spared.
+                let to = if head_waiting(t.fd) { BUSY } else { EVICTED };
+                // A lost race means a request started on it: busy now, spared too.
+                let swapped = t
+                    .state
+                    .compare_exchange(s, to, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                if swapped && to == EVICTED {
+                    chosen = Some(i);
+                    break;
+                }
+            }
+            let i = chosen.ok_or(Refused::PerClient)?;
             list.swap_remove(i).evict.notify_one();
             *total -= 1;
             evicted = true;
@@ -195,7 +227,7 @@ impl Slots {
         {
             return Err(Refused::Global);
         }
-        let ticket = Arc::new(Ticket::new(head_arrived));
+        let ticket = Arc::new(Ticket::new(fd));
         *total += 1;
         clients.entry(key).or_default().push(ticket.clone());
         Ok(Admitted {
@@ -244,7 +276,7 @@ mod tests {
     }
 
     fn admit(slots: &Arc<Slots>, addr: &str) -> Result<Slot, Refused> {
-        slots.try_admit(ip(addr), false).map(|a| a.slot)
+        slots.try_admit(ip(addr), -1).map(|a| a.slot)
     }
 
     #[test]
@@ -254,7 +286,7 @@ mod tests {
         let b = admit(&slots, "10.0.0.1").unwrap();
         b.ticket().busy();
         b.ticket().idle(); // b became idle after a arrived: a is the older candidate
-        let c = slots.try_admit(ip("10.0.0.1"), false).unwrap();
+        let c = slots.try_admit(ip("10.0.0.1"), -1).unwrap();
         assert!(c.evicted);
         assert_eq!(a.ticket().state.load(Ordering::Acquire), EVICTED);
         assert_eq!(slots.counts(), (2, 1));
@@ -269,7 +301,7 @@ mod tests {
         );
         let _d = admit(&slots, "10.0.0.2").unwrap();
         c.slot.ticket().idle();
-        let e = slots.try_admit(ip("10.0.0.1"), false).unwrap();
+        let e = slots.try_admit(ip("10.0.0.1"), -1).unwrap();
         assert!(e.evicted);
         assert_eq!(c.slot.ticket().state.load(Ordering::Acquire), EVICTED);
         drop((b, c));
@@ -280,14 +312,41 @@ mod tests {
 
     #[test]
     fn a_connection_whose_head_has_arrived_is_not_evicted() {
-        let slots = Slots::new(10, 2, 0);
-        let ready = slots.try_admit(ip("10.0.0.1"), true).unwrap().slot;
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut early = std::net::TcpStream::connect(addr).unwrap();
+        early
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let (early_srv, _) = listener.accept().unwrap();
+        let mut late = std::net::TcpStream::connect(addr).unwrap();
+        let (late_srv, _) = listener.accept().unwrap();
+        let slots = Slots::new(10, 3, 0);
+        let a = slots
+            .try_admit(ip("10.0.0.1"), early_srv.as_raw_fd())
+            .unwrap();
+        let b = slots
+            .try_admit(ip("10.0.0.1"), late_srv.as_raw_fd())
+            .unwrap();
         let idle = admit(&slots, "10.0.0.1").unwrap();
-        let burst: Vec<_> = (0..5).map(|_| admit(&slots, "10.0.0.1").unwrap()).collect();
+        assert_eq!(a.slot.ticket().state.load(Ordering::Acquire), BUSY);
+        // `late` sends its head only now: it is spared at eviction time.
+        late.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        while !head_waiting(late_srv.as_raw_fd()) {
+            std::thread::yield_now();
+        }
+        let c = slots.try_admit(ip("10.0.0.1"), -1).unwrap();
+        assert!(c.evicted);
         assert_eq!(idle.ticket().state.load(Ordering::Acquire), EVICTED);
-        assert_eq!(ready.ticket().state.load(Ordering::Acquire), BUSY);
-        assert_eq!(slots.counts(), (2, 1));
-        drop(burst);
+        assert_eq!(b.slot.ticket().state.load(Ordering::Acquire), BUSY);
+        // Nothing left to evict: every other connection is about to be answered.
+        c.slot.ticket().busy();
+        assert_eq!(admit(&slots, "10.0.0.1").unwrap_err(), Refused::PerClient);
+        drop((a, b, c, idle));
+        assert_eq!(slots.counts(), (0, 0));
     }
 
     #[test]
@@ -336,7 +395,7 @@ mod tests {
     fn table_empties_when_all_close() {
         let slots = Slots::new(1000, 16, 16);
         let held: Vec<_> = (0..900u32)
-            .filter_map(|i| slots.try_admit(IpAddr::from(i.to_be_bytes()), false).ok())
+            .filter_map(|i| slots.try_admit(IpAddr::from(i.to_be_bytes()), -1).ok())
             .collect();
         assert_eq!(held.len(), 900);
         drop(held);
