@@ -21,7 +21,7 @@ use crate::seam::{Access, Overrides, ProbeContext, Route};
 use crate::security::audit::{AuditError, AuditKey, AuditLog, FsyncPolicy, Rotation};
 use crate::security::tokens::{parse_tokens, Token, TokenSet};
 use crate::security::Scope;
-use crate::server::{ServerConfig, ServerState};
+use crate::server::{AllowedHosts, ServerConfig, ServerState};
 
 /// Default listen address: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:6060";
@@ -49,6 +49,7 @@ pub struct AdminBuilder {
     limits: Limits,
     health_public: bool,
     metrics_public: bool,
+    allowed_hosts: Vec<String>,
     registry: Registry,
     probes: HostProbes,
     error: Option<Error>,
@@ -69,6 +70,7 @@ impl Admin {
             limits: Limits::default(),
             health_public: true,
             metrics_public: false,
+            allowed_hosts: Vec::new(),
             registry: Registry::default(),
             probes: HostProbes::default(),
             error: None,
@@ -188,7 +190,8 @@ impl AdminBuilder {
 
     /// Reads `PRODBG_ADDR` (listen address), `PRODBG_TOKENS` (see
     /// [`tokens_from_env`](Self::tokens_from_env)), `PRODBG_AUDIT_FILE` (audit file path) and
-    /// `PRODBG_FLIGHT_RECORDER` (`off`, or `on[,hz=N][,retention=5m]`).
+    /// `PRODBG_FLIGHT_RECORDER` (`off`, or `on[,hz=N][,retention=5m]`) and
+    /// `PRODBG_ALLOWED_HOSTS` (see [`allowed_hosts`](Self::allowed_hosts)).
     /// Unset variables leave the current setting.
     pub fn env(mut self) -> Self {
         if let Ok(text) = std::env::var("PRODBG_FLIGHT_RECORDER") {
@@ -207,7 +210,34 @@ impl AdminBuilder {
                 self.audit_file = Some(PathBuf::from(path));
             }
         }
+        if let Ok(list) = std::env::var("PRODBG_ALLOWED_HOSTS") {
+            self = self.allowed_hosts(list.split(',').filter(|n| !n.trim().is_empty()));
+        }
         self.tokens_from_env("PRODBG_TOKENS")
+    }
+
+    /// Host names the server answers to besides IP literals, `localhost` (and `*.localhost`)
+    /// and the bind address's own name: a request whose `Host` names anything else is refused
+    /// with 421 (DNS rebinding). E.g. `["admin.internal", "*.svc.cluster.local"]`; `"*"` turns
+    /// the check off. Also read from `PRODBG_ALLOWED_HOSTS` (comma-separated) by
+    /// [`env`](Self::env).
+    pub fn allowed_hosts<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for name in names {
+            let name = name.as_ref().trim();
+            if name.is_empty() || name.contains(['/', ' ', ',', '@']) {
+                self.keep_error(Error::Config(format!(
+                    "allowed host {:?} is not a host name (expected e.g. admin.internal or *.svc.cluster.local)",
+                    name.chars().take(64).collect::<String>()
+                )));
+                return self;
+            }
+            self.allowed_hosts.push(name.to_string());
+        }
+        self
     }
 
     /// The HMAC-SHA256 key that chains the audit records (at least 16 bytes; `hex:…` or 32+ hex
@@ -500,11 +530,15 @@ impl AdminBuilder {
             results: Default::default(),
         };
         let probes = crate::probes::register(&cx, self.probes)?;
+        // The name the server was bound by (`myhost:6060`) is one it answers to.
+        let bound_name = self.addr.rsplit_once(':').map(|(host, _)| host.to_string());
+        let allowed_hosts = AllowedHosts::new(self.allowed_hosts.iter().cloned().chain(bound_name));
         let (state, router) = crate::server::build(ServerConfig {
             service_name: cx.service_name.clone(),
             tokens,
             audit,
             limits,
+            allowed_hosts,
             registry: self.registry,
             health_public: self.health_public,
             metrics_public: self.metrics_public,

@@ -10,7 +10,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Longest a client may take to send the request line and headers (slowloris). Default 5 s.
     pub header_read_timeout: Duration,
-    /// Longest a client may take to send the request body. Default 10 s.
+    /// Longest a client may take to send the whole request body, from the request's arrival
+    /// (not per chunk); past it the request is answered 408. Default 10 s.
     pub body_read_timeout: Duration,
     /// Largest request body accepted, in bytes. Default 64 KiB.
     pub max_body_bytes: usize,
@@ -18,12 +19,16 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Requests answered at once; more get 429. Default 16.
     pub max_concurrent_requests: usize,
+    /// Requests of `admin`-scope tokens answered beyond `max_concurrent_requests`, so tokens of
+    /// lower scope filling every slot never make the operator wait. Default 4.
+    pub reserved_for_admin: usize,
     /// Open connections at once; more get a `503` and are closed (never a silent drop).
     /// Default 128: each holds one of the *host's* file descriptors.
     pub max_connections: usize,
-    /// Open connections per client IP (IPv6: per /64); more get a `503`. Default 16. Behind
-    /// `kubectl port-forward` or a sidecar every operator is one IP: raise it there, keeping it
-    /// at most `max_connections - reserved_for_new_clients`.
+    /// Open connections per client IP (IPv6: per /64). A client at its cap that opens another
+    /// has its oldest connection that is idle or still sending its request head closed to make
+    /// room; only when all are answering requests is the new one refused with a `503`.
+    /// Default 16. Keep it at most `max_connections - reserved_for_new_clients`.
     pub max_connections_per_client: usize,
     /// The last this many connection slots go only to clients holding fewer than 2, so a new
     /// operator gets in while one client fills the rest. Default 16.
@@ -59,6 +64,7 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             max_header_bytes: 16 * 1024,
             max_concurrent_requests: 16,
+            reserved_for_admin: 4,
             max_connections: 128,
             max_connections_per_client: 16,
             reserved_for_new_clients: 16,

@@ -176,8 +176,21 @@ async fn post(server: &Server, headers: &[(&str, String)]) -> (u16, String) {
 async fn cross_origin_browser_requests_are_refused() {
     let server = with_mutation();
     let own = format!("http://{}", server.handle.local_addr());
-    // curl, Go, Prometheus: no Origin, no Sec-Fetch-*.
-    assert_eq!(post(&server, &[]).await, (200, "changed".to_string()));
+    // curl and scripts with a bearer token: no Origin, no Sec-Fetch-*.
+    let r = client()
+        .post(server.url("/debug/test/mutate"))
+        .bearer_auth(ADMIN_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Basic credentials (what a browser adds by itself) on a POST need Origin or Sec-Fetch-Site.
+    let (s, body) = post(&server, &[]).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        error_message(&body, "forbidden").contains("Origin or Sec-Fetch-Site"),
+        "{body}"
+    );
     for ok in [
         vec![("origin", own.clone())],
         vec![

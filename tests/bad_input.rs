@@ -769,25 +769,26 @@ fn malformed_requests_below_http_are_refused_and_the_server_keeps_serving() {
     let addr = server.handle.local_addr();
     let mut query_non_utf8 = b"GET /debug/memory?".to_vec();
     query_non_utf8.extend_from_slice(&[0xff, 0xfe]);
-    query_non_utf8.extend_from_slice(b"=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    query_non_utf8
+        .extend_from_slice(b"=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     let mut path_non_utf8 = b"GET /debug/".to_vec();
     path_non_utf8.extend_from_slice(&[0xc3, 0x28]);
-    path_non_utf8.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    path_non_utf8.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("binary garbage", vec![0, 1, 2, 3, 0xff, b'\r', b'\n', b'\r', b'\n']),
         ("no version", b"GET /debug/memory\r\n\r\n".to_vec()),
-        ("bad version", b"GET /debug/memory HTTP/9.9\r\nHost: x\r\n\r\n".to_vec()),
+        ("bad version", b"GET /debug/memory HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n".to_vec()),
         ("raw non-UTF-8 in the query", query_non_utf8),
         ("raw non-UTF-8 in the path", path_non_utf8),
-        ("space in the target", b"GET /debug/mem ory HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
-        ("header without colon", b"GET /debug/memory HTTP/1.1\r\nHost: x\r\nBroken\r\n\r\n".to_vec()),
+        ("space in the target", b"GET /debug/mem ory HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec()),
+        ("header without colon", b"GET /debug/memory HTTP/1.1\r\nHost: 127.0.0.1\r\nBroken\r\n\r\n".to_vec()),
         (
             "two content lengths",
-            b"PUT /debug/log-level HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(),
+            b"PUT /debug/log-level HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(),
         ),
         (
             "bad content length",
-            b"PUT /debug/log-level HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(),
+            b"PUT /debug/log-level HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n".to_vec(),
         ),
     ];
     for (what, bytes) in cases {

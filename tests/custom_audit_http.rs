@@ -68,7 +68,7 @@ async fn a_custom_post_records_the_digest_the_redacted_body_and_the_previous_val
     let body = r#"{"mode":"fast","user":"bob","password":"hunter2","retries":3}"#;
     let r = client()
         .post(server.url(CONFIG))
-        .header("authorization", basic("ops", ADMIN_SECRET))
+        .bearer_auth(ADMIN_SECRET)
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -278,7 +278,7 @@ async fn a_custom_body_sent_too_slowly_gets_408_and_is_audited() {
         .await
         .unwrap();
     let head = format!(
-        "POST {CONFIG} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {ADMIN_SECRET}\r\ncontent-length: 10\r\n\r\n{{\""
+        "POST {CONFIG} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {ADMIN_SECRET}\r\ncontent-length: 10\r\n\r\n{{\""
     );
     s.write_all(head.as_bytes()).await.unwrap();
     let mut answer = Vec::new();

@@ -97,7 +97,7 @@ async fn go_tool_pprof_reads_cpu_and_allocs_profiles_through_basic_auth() {
     // allocs: heap sampling switched on (admin), a known function holding 16 MiB.
     let r = client()
         .post(server.url("/debug/pprof/heap/activate"))
-        .header("authorization", basic("ops", ADMIN_SECRET))
+        .bearer_auth(ADMIN_SECRET)
         .send()
         .await
         .unwrap();
@@ -114,7 +114,7 @@ async fn go_tool_pprof_reads_cpu_and_allocs_profiles_through_basic_auth() {
     drop(held);
     let r = client()
         .post(server.url("/debug/pprof/heap/deactivate"))
-        .header("authorization", basic("ops", ADMIN_SECRET))
+        .bearer_auth(ADMIN_SECRET)
         .send()
         .await
         .unwrap();

@@ -552,7 +552,7 @@ fn raw_get(addr: std::net::SocketAddr, path: &str, secret: Option<&str>) -> u16 
         .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -575,7 +575,7 @@ async fn slow_clients_are_cut_off_and_do_not_block_others() {
         s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
         let start = Instant::now();
         // Trickle a request head, one byte every 300 ms, for up to 20 s.
-        for b in b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+        for b in b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
             if s.write_all(&[*b]).is_err() {
                 return start.elapsed();
             }

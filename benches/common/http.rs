@@ -26,7 +26,7 @@ impl Client {
     pub fn get(&mut self, path: &str) -> usize {
         write!(
             self.reader.get_mut(),
-            "GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {SECRET}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {SECRET}\r\n\r\n"
         )
         .unwrap();
         let mut line = String::new();

@@ -22,6 +22,10 @@ use tower::ServiceExt;
 use super::io::{after, Activity, Deadlines, GuardedIo, InFlight};
 use super::slots::Slot;
 
+/// Longest an evicted connection that is not answering a request may take to close (flushing
+/// the tail of its last response).
+const EVICT_GRACE: Duration = Duration::from_millis(250);
+
 /// What every connection task needs, shared.
 #[derive(Debug)]
 pub(super) struct ConnConfig {
@@ -40,7 +44,11 @@ pub(super) async fn serve(
     cfg: Arc<ConnConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let ticket = slot.ticket();
     let _slot = slot;
+    // Set when the slot table gives this connection's place to a newer one of its client.
+    let evicted = ticket.evicted();
+    tokio::pin!(evicted);
     let end_of_life = after(cfg.max_lifetime);
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
@@ -53,9 +61,11 @@ pub(super) async fn serve(
     tokio::select! {
         r = first_byte => if !matches!(r, Ok(Ok(1..))) { return },
         _ = &mut stop => return,
+        _ = &mut evicted => return,
     }
 
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity::new(ticket.clone()));
+    let busy = activity.clone();
     let io = TokioIo::new(GuardedIo::new(stream, activity.clone(), cfg.deadlines));
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let in_flight = activity.begin();
@@ -91,6 +101,14 @@ pub(super) async fn serve(
             _ = &mut stop, if drain.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 drain = Some(Box::pin(sleep_until(after(cfg.lifetime_grace))));
+            }
+            _ = &mut evicted, if drain.is_none() => {
+                tracing::debug!(target: "prodbg", %peer, "connection evicted for a newer one of its client");
+                // Idle: closes at once, once the last response is flushed. Unfinished head: cut
+                // after EVICT_GRACE. A request that began as it was chosen: answered, then closed.
+                conn.as_mut().graceful_shutdown();
+                let grace = if busy.busy() { cfg.lifetime_grace } else { EVICT_GRACE };
+                drain = Some(Box::pin(sleep_until(after(grace))));
             }
             _ = async { if let Some(d) = drain.as_mut() { d.await } }, if drain.is_some() => return,
         }

@@ -1,6 +1,6 @@
-//! The middleware every request passes: admission (rate limit, concurrency cap),
-//! authentication (Bearer or Basic), the cross-origin check, the request timeout, per-route
-//! authorization, JSON error bodies and the audit record.
+//! The middleware every request passes: the host check, admission (rate limit, concurrency
+//! cap, the admin reserve), authentication (Bearer or Basic), the cross-origin check, the
+//! request timeout, per-route authorization, JSON error bodies and the audit record.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -8,14 +8,16 @@ use std::time::{Instant, SystemTime};
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::lockout::Denied;
+use super::origin::{check_host, check_navigation, check_origin, clip, Site};
 use super::state::ServerState;
-use crate::seam::fair::Permit;
+use crate::seam::fair::{Busy, Permit};
 use crate::seam::{ApiError, AuditDetails, Caller};
 use crate::security::audit::{AuditRecord, Folding};
 use crate::security::tokens::{Token, TokenSet};
@@ -85,7 +87,9 @@ pub(crate) async fn guard(
     let method = req.method().as_str().to_string();
 
     let mut bad_credentials = false;
-    let mut response = match admit(&shared, peer, &req) {
+    let admitted =
+        check_host(&req, &shared.allowed_hosts).and_then(|()| admit(&shared, peer, &req));
+    let mut response = match admitted {
         Err(e) => {
             // Credentials that were presented and are wrong: a failed login. A request without
             // any (a browser's first try before it sends Basic) is answered 401 with the
@@ -103,7 +107,8 @@ pub(crate) async fn guard(
             // the browser sent in the audit record.
             match check_origin(&req) {
                 Err(e) => e.into_response(),
-                Ok(()) => {
+                Ok(site) => {
+                    req.extensions_mut().insert(site);
                     let timeout = shared.limits.request_timeout;
                     let answer = tokio::time::timeout(timeout, next.run(req)).await;
                     drop(permit);
@@ -157,7 +162,7 @@ pub(crate) async fn guard(
     if let Some(details) = response.extensions_mut().remove::<AuditDetails>() {
         pending.record_mut().details = details.0;
     }
-    let denied = matches!(status.as_u16(), 401 | 403 | 429);
+    let denied = matches!(status.as_u16(), 401 | 403 | 421 | 429);
     let anonymous = pending.record_mut().token_id.is_none();
     let folding = match &label {
         Some(l) if l.open && status.as_u16() < 400 => Folding::Always,
@@ -196,7 +201,7 @@ fn admit(
     shared: &ServerState,
     peer: Option<SocketAddr>,
     req: &Request,
-) -> Result<(Identity, Option<Permit>), ApiError> {
+) -> Result<(Identity, Option<Held>), ApiError> {
     let identity = match req.headers().get(header::AUTHORIZATION) {
         None => Identity::Anonymous,
         Some(value) => {
@@ -219,14 +224,43 @@ fn admit(
         }
     };
     let permit = match &identity {
-        Identity::Token(t) => Some(shared.fair.try_admit(Some(t.name()))?),
+        Identity::Token(t) => Some(take_slot(shared, t)?),
         Identity::Anonymous => None,
     };
     Ok((identity, permit))
 }
 
+/// A request slot for `token`: the fair share's, or — for an `admin`-scope token when every
+/// shared slot is taken — one of the `reserved_for_admin` slots no other scope can take.
+fn take_slot(shared: &ServerState, token: &Token) -> Result<Held, ApiError> {
+    match shared.fair.try_admit(Some(token.name())) {
+        Ok(p) => Ok(Held {
+            _shared: Some(p),
+            _reserved: None,
+        }),
+        Err(busy @ Busy::Global { .. }) if token.allows(Scope::Admin) => {
+            match shared.admin_reserve.clone().try_acquire_owned() {
+                Ok(r) => Ok(Held {
+                    _shared: None,
+                    _reserved: Some(r),
+                }),
+                Err(_) => Err(busy.into()),
+            }
+        }
+        Err(busy) => Err(busy.into()),
+    }
+}
+
+/// The request slot a request holds until it is answered.
+#[derive(Debug)]
+struct Held {
+    _shared: Option<Permit>,
+    _reserved: Option<OwnedSemaphorePermit>,
+}
+
 /// Per-route middleware: checks the caller's scope against the route's rule.
 pub(crate) async fn authorize(State(rule): State<RouteRule>, req: Request, next: Next) -> Response {
+    let site = req.extensions().get::<Site>().copied();
     let verdict = match (rule.scope, req.extensions().get::<Identity>()) {
         (None, _) => Ok(()),
         (Some(needed), Some(Identity::Token(t))) if t.allows(needed) => Ok(()),
@@ -239,6 +273,7 @@ pub(crate) async fn authorize(State(rule): State<RouteRule>, req: Request, next:
             "this endpoint needs a token with scope {needed}: {SEND_CREDENTIALS}"
         ))),
     };
+    let verdict = verdict.and_then(|()| check_navigation(site, rule.scope));
     let mut response = match verdict {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
@@ -336,56 +371,6 @@ const BASIC: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::ne
         .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
 );
 
-/// The CSRF defence. A browser that holds Basic credentials for this server sends them with
-/// any request a page of another site makes it send, so requests that a browser marks as
-/// coming from another origin are refused with 403:
-///
-/// - `Sec-Fetch-Site` (every current browser sends it): `same-origin` and `none` (typed URL,
-///   bookmark) pass; `same-site` (another port of the same host counts as same-site) and
-///   `cross-site` pass only for a top-level `GET` navigation (a link clicked elsewhere), never
-///   for a method that changes something nor for a sub-resource (`<img>`, `<iframe>`,
-///   `fetch`), so no other page can start a profile either;
-/// - without it, an `Origin` header on a `POST`/`PUT`/`DELETE` must name this host;
-/// - neither header (curl, Go, Prometheus): not a browser, nothing ambient to abuse.
-fn check_origin(req: &Request) -> Result<(), ApiError> {
-    let headers = req.headers();
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let refuse = |what: String| {
-        ApiError::forbidden(format!(
-            "cross-origin request refused ({what}): a page of another origin cannot use this browser's credentials here; open the console at this server's own /debug/ or use curl"
-        ))
-    };
-    match get("sec-fetch-site") {
-        Some("same-origin" | "none") => return Ok(()),
-        Some(site) => {
-            let top_level = get("sec-fetch-mode") == Some("navigate")
-                && get("sec-fetch-dest").is_none_or(|d| d == "document");
-            if safe && *req.method() == Method::GET && top_level {
-                return Ok(());
-            }
-            return Err(refuse(format!("Sec-Fetch-Site: {}", clip(site, 32))));
-        }
-        None => {}
-    }
-    if safe {
-        return Ok(());
-    }
-    let Some(origin) = get("origin") else {
-        return Ok(());
-    };
-    let host = get("host").unwrap_or("");
-    let same = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
-    if same {
-        Ok(())
-    } else {
-        Err(refuse(format!("Origin: {}", clip(origin, 64))))
-    }
-}
-
 fn metric_method(method: &str) -> &'static str {
     match method {
         "GET" => "GET",
@@ -396,15 +381,4 @@ fn metric_method(method: &str) -> &'static str {
         "OPTIONS" => "OPTIONS",
         _ => "other",
     }
-}
-
-fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }

@@ -23,11 +23,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant, Sleep};
 
-/// Requests in flight on one connection, shared by its service and its [`GuardedIo`].
+use super::slots::Ticket;
+
+/// Requests in flight on one connection, shared by its service and its [`GuardedIo`]; it
+/// tells the slot table (through the connection's [`Ticket`]) when the connection is busy.
 #[derive(Debug, Default)]
 pub(super) struct Activity {
     in_flight: AtomicUsize,
     reader: Mutex<Option<Waker>>,
+    ticket: Arc<Ticket>,
 }
 
 /// Held from the service call until the response body is dropped.
@@ -35,13 +39,25 @@ pub(super) struct Activity {
 pub(super) struct InFlight(Arc<Activity>);
 
 impl Activity {
+    /// The activity of the connection holding `ticket`.
+    pub(super) fn new(ticket: Arc<Ticket>) -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            reader: Mutex::new(None),
+            ticket,
+        }
+    }
+
     /// Marks a request as in flight until the guard drops.
     pub(super) fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.ticket.busy();
+        }
         InFlight(self.clone())
     }
 
-    fn busy(&self) -> bool {
+    /// Whether a request is being answered.
+    pub(super) fn busy(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0
     }
 
@@ -56,6 +72,7 @@ impl Activity {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.ticket.idle();
             // The reader may be parked without a deadline: wake it to start the idle timer.
             let waker = self
                 .0

@@ -2,6 +2,7 @@
 //! graceful shutdown. Request-level policy (auth, request timeout, audit) is the router's.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use tokio::task::JoinSet;
 use super::conn::{self, ConnConfig};
 use super::io::Deadlines;
 use super::refuse;
-use super::slots::{Refused, Slots};
+use super::slots::{Admitted, Refused, Slots};
 use crate::config::Limits;
 
 /// Pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOBUFS…).
@@ -37,7 +38,7 @@ pub(crate) async fn serve(
         limits.reserved_for_new_clients,
     );
     let per_ip_answer = refuse::response(&format!(
-        "this client already holds {} connections to the admin server, its limit; close idle ones or retry shortly",
+        "this client already holds {} connections to the admin server, its limit, each answering a request; retry when one ends",
         limits.max_connections_per_client
     ));
     let global_answer = refuse::response(&format!(
@@ -67,6 +68,7 @@ pub(crate) async fn serve(
     });
     let mut tasks = JoinSet::new();
     let mut refusals = Tally::default();
+    let mut evictions = Tally::default();
     let mut accept_errors = Tally::default();
     let mut stop_rx = shutdown.clone();
     let stop = async move {
@@ -97,8 +99,13 @@ pub(crate) async fn serve(
                 }
             },
         };
-        match slots.try_admit(peer.ip()) {
-            Ok(slot) => {
+        match slots.try_admit(peer.ip(), stream.as_raw_fd()) {
+            Ok(Admitted { slot, evicted }) => {
+                if evicted {
+                    if let Some(n) = evictions.note() {
+                        tracing::warn!(target: "prodbg", client = %peer.ip(), evicted = n, "a client at its connection cap opened another: its oldest idle or unfinished connection was closed to admit it");
+                    }
+                }
                 let _ = stream.set_nodelay(true);
                 let task = conn::serve(
                     stream,
@@ -109,6 +116,8 @@ pub(crate) async fn serve(
                     shutdown.clone(),
                 );
                 tasks.spawn(task);
+                // Let the new connection start before the next accept.
+                tokio::task::yield_now().await;
             }
             Err(why) => {
                 if let Some(n) = refusals.note() {

@@ -7,11 +7,13 @@ mod audit_endpoint;
 mod bundle;
 mod conn;
 mod console;
+mod deadline;
 mod exposition;
 mod guard;
 mod io;
 mod listen;
 mod lockout;
+mod origin;
 mod pprof_index;
 mod red;
 mod refuse;
@@ -27,6 +29,7 @@ use std::sync::Arc;
 use axum::Router;
 
 pub(crate) use listen::serve;
+pub(crate) use origin::AllowedHosts;
 pub(crate) use sampler::record_vitals;
 pub(crate) use state::{ServerConfig, ServerState};
 

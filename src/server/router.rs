@@ -57,8 +57,9 @@ pub(crate) fn build(state: Arc<ServerState>, routes: Vec<(RouteRow, Route)>) -> 
                 .layer::<_, Infallible>(tower_http::limit::RequestBodyLimitLayer::new(
                     limits.max_body_bytes,
                 ))
-                .layer::<_, Infallible>(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                .layer(from_fn_with_state(
                     limits.body_read_timeout,
+                    super::deadline::body_deadline,
                 ))
                 .layer(from_fn_with_state(rule, authorize)),
         );

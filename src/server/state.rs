@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
 
 use super::lockout::{Lockout, LockoutLimits};
+use super::origin::AllowedHosts;
 use super::red::ServerMetrics;
 use super::table::RouteRow;
 use crate::config::Limits;
@@ -30,6 +32,8 @@ pub(crate) struct ServerConfig {
     /// The host's registry (its own metrics); the server adds its RED metrics and each
     /// probe's collector.
     pub(crate) registry: Registry,
+    /// The host names requests may name besides IP literals and localhost.
+    pub(crate) allowed_hosts: AllowedHosts,
     /// Whether `/health/*` answers without a token.
     pub(crate) health_public: bool,
     /// Whether `/metrics` answers without a token.
@@ -49,7 +53,10 @@ pub(crate) struct ServerState {
     pub(crate) audit: AuditLog,
     pub(crate) limits: Limits,
     pub(crate) fair: Arc<FairShare>,
+    /// Request slots only `admin`-scope tokens take, once `fair`'s global cap is full.
+    pub(crate) admin_reserve: Arc<Semaphore>,
     pub(crate) lockout: Lockout,
+    pub(crate) allowed_hosts: AllowedHosts,
     pub(crate) red: ServerMetrics,
     pub(crate) registry: Registry,
     pub(crate) probes: Vec<Arc<dyn Probe>>,
@@ -82,6 +89,7 @@ impl ServerState {
             audit,
             limits,
             mut registry,
+            allowed_hosts,
             health_public,
             metrics_public,
             probes,
@@ -102,10 +110,12 @@ impl ServerState {
             tokens,
             audit,
             fair,
+            admin_reserve: Arc::new(Semaphore::new(limits.reserved_for_admin)),
             lockout: Lockout::new(LockoutLimits {
                 max_failures: limits.auth_failures_per_minute,
                 ..LockoutLimits::default()
             }),
+            allowed_hosts,
             limits,
             red,
             registry,
