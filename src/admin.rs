@@ -32,6 +32,7 @@ pub struct Admin {
     state: Arc<ServerState>,
     router: Router,
     addr: String,
+    incidents: Option<Arc<crate::incidents::Incidents>>,
 }
 
 /// Configures an admin server. Errors in arguments are kept and returned by
@@ -51,6 +52,8 @@ pub struct AdminBuilder {
     metrics_public: bool,
     registry: Registry,
     probes: HostProbes,
+    incident_dir: Option<PathBuf>,
+    incident_limits: crate::incidents::IncidentLimits,
     error: Option<Error>,
 }
 
@@ -71,6 +74,8 @@ impl Admin {
             metrics_public: false,
             registry: Registry::default(),
             probes: HostProbes::default(),
+            incident_dir: None,
+            incident_limits: Default::default(),
             error: None,
         }
     }
@@ -86,6 +91,11 @@ impl Admin {
     /// server's own thread.
     pub fn router(&self) -> Router {
         self.router.clone()
+    }
+
+    /// [`AdminHandle::trigger_incident`], for a mounted router.
+    pub fn trigger_incident(&self, rule: &str, reason: &str, detail: serde_json::Value) -> bool {
+        trigger(self.incidents.as_deref(), rule, reason, detail)
     }
 
     /// Binds the listen address and starts serving on a new OS thread with its own Tokio
@@ -150,6 +160,7 @@ impl Admin {
             local_addr,
             shutdown: tx,
             thread: Some(thread),
+            incidents: self.incidents,
         })
     }
 }
@@ -187,10 +198,18 @@ impl AdminBuilder {
     }
 
     /// Reads `PRODBG_ADDR` (listen address), `PRODBG_TOKENS` (see
-    /// [`tokens_from_env`](Self::tokens_from_env)), `PRODBG_AUDIT_FILE` (audit file path) and
-    /// `PRODBG_FLIGHT_RECORDER` (`off`, or `on[,hz=N][,retention=5m]`).
+    /// [`tokens_from_env`](Self::tokens_from_env)), `PRODBG_AUDIT_FILE` (audit file path),
+    /// `PRODBG_FLIGHT_RECORDER` (`off`, or `on[,hz=N][,retention=5m]`) and
+    /// `PRODBG_INCIDENT_DIR` (see [`incident_dir`](Self::incident_dir)).
     /// Unset variables leave the current setting.
     pub fn env(mut self) -> Self {
+        if let Ok(path) = std::env::var("PRODBG_INCIDENT_DIR") {
+            if path.trim().is_empty() {
+                self.keep_error(Error::Config("PRODBG_INCIDENT_DIR is set but empty".into()));
+            } else {
+                self.incident_dir = Some(PathBuf::from(path));
+            }
+        }
         if let Ok(text) = std::env::var("PRODBG_FLIGHT_RECORDER") {
             match crate::probes::cpu::FlightRecorder::parse(&text) {
                 Ok(f) => self.probes.flight = f,
@@ -342,6 +361,25 @@ impl AdminBuilder {
         } else {
             self.probes.deadlock_interval = Some(interval);
         }
+        self
+    }
+
+    /// Keeps incidents in `dir` (created with mode 0700; each incident a 0600 `tar.gz`):
+    /// `POST /debug/incidents`, a panic that ends the process and a crash (SIGSEGV, SIGBUS,
+    /// SIGILL, SIGFPE, SIGABRT, reported at the next start) each write one, and
+    /// `GET /debug/incidents` lists them, also after a restart. Put it on a volume that
+    /// outlives the pod (docs/incidents.md). A directory that cannot be created or written is
+    /// an error of [`build`](Self::build). Off unless called.
+    pub fn incident_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.incident_dir = Some(dir.into());
+        self
+    }
+
+    /// Bounds of the incident directory and of captures (default
+    /// [`IncidentLimits::default`](crate::IncidentLimits::default): 20 incidents, 256 MiB,
+    /// 6 automatic captures an hour).
+    pub fn incident_limits(mut self, limits: crate::incidents::IncidentLimits) -> Self {
+        self.incident_limits = limits;
         self
     }
 
@@ -499,6 +537,18 @@ impl AdminBuilder {
             fair: fair.clone(),
             results: Default::default(),
         };
+        let incidents = match self.incident_dir.take() {
+            Some(dir) => Some(
+                crate::incidents::Incidents::open(
+                    &dir,
+                    self.incident_limits.clone(),
+                    cx.service_name.clone(),
+                )
+                .map_err(Error::Config)?,
+            ),
+            None => None,
+        };
+        self.probes.incidents = incidents.clone();
         let probes = crate::probes::register(&cx, self.probes)?;
         let (state, router) = crate::server::build(ServerConfig {
             service_name: cx.service_name.clone(),
@@ -512,10 +562,18 @@ impl AdminBuilder {
             fair,
             results: cx.results.clone(),
         });
+        if let Some(inc) = &incidents {
+            let gather: std::sync::Weak<dyn crate::incidents::Gather> = Arc::downgrade(&state) as _;
+            inc.set_gather(gather);
+            #[cfg(any(feature = "cpu", feature = "threads"))]
+            crate::incidents::crash::install(inc);
+        }
+        crate::incidents::panic_hook::install(incidents.as_ref());
         Ok(Admin {
             state,
             router,
             addr: self.addr,
+            incidents,
         })
     }
 
@@ -551,6 +609,7 @@ pub struct AdminHandle {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
+    incidents: Option<Arc<crate::incidents::Incidents>>,
 }
 
 impl AdminHandle {
@@ -562,6 +621,15 @@ impl AdminHandle {
     /// `http://<addr>`, the base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.local_addr)
+    }
+
+    /// Asks for an incident of kind `trigger` now, for the host's own rule named `rule`
+    /// (the `trigger` label of `prodbg_incidents_total`): `reason` is its one line, `detail`
+    /// (thresholds, values) is written as `trigger.json`. Returns at once: `true` when the
+    /// capture was accepted, `false` when it was skipped (no incident directory, another
+    /// capture running, or the hourly cap reached; each skip is counted and logged).
+    pub fn trigger_incident(&self, rule: &str, reason: &str, detail: serde_json::Value) -> bool {
+        trigger(self.incidents.as_deref(), rule, reason, detail)
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the grace period), and joins the
@@ -584,6 +652,24 @@ impl Drop for AdminHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn trigger(
+    incidents: Option<&crate::incidents::Incidents>,
+    rule: &str,
+    reason: &str,
+    mut detail: serde_json::Value,
+) -> bool {
+    let Some(inc) = incidents else {
+        return false;
+    };
+    if let serde_json::Value::Object(map) = &mut detail {
+        map.insert("rule".into(), rule.into());
+    } else {
+        detail = serde_json::json!({ "rule": rule, "detail": detail });
+    }
+    inc.capture(crate::incidents::Kind::Trigger, reason, Some(detail))
+        .is_ok()
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, Error> {

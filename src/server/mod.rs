@@ -9,6 +9,7 @@ mod conn;
 mod console;
 mod exposition;
 mod guard;
+mod incident_capture;
 mod io;
 mod listen;
 mod lockout;
