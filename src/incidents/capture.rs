@@ -171,6 +171,11 @@ impl Incidents {
         &self.inner.store
     }
 
+    /// Whether a capture is running now.
+    pub(crate) fn busy(&self) -> bool {
+        self.inner.busy.load(Ordering::Acquire)
+    }
+
     /// The counters.
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters

@@ -98,6 +98,8 @@ struct Listing {
     max_per_hour: u32,
     /// Bytes held now.
     bytes: u64,
+    /// Whether a capture is running now.
+    capturing: bool,
     /// Captures skipped because another was running, since start (count).
     skipped_busy: u64,
     /// Automatic captures skipped past the hourly cap, since start (count).
@@ -119,6 +121,7 @@ fn listing(inc: &Incidents) -> Listing {
         max_bytes: limits.max_bytes,
         max_per_hour: limits.max_per_hour,
         bytes: incidents.iter().map(|m| m.size).sum(),
+        capturing: inc.busy(),
         skipped_busy: c.skipped_busy.load(Relaxed),
         skipped_hourly_cap: c.skipped_cap.load(Relaxed),
         failed: c.failed.load(Relaxed),
