@@ -179,39 +179,54 @@ fn emit(site: &'static Site, message: &str, thread: &str, location: &str, stack:
     });
 }
 
-/// The panicking thread's stack from the code that panicked outwards, one frame a line.
+/// The panicking thread's stack from the code that panicked outwards, one frame a line
+/// (`function (file:line)`; addresses left out, and files of the standard library and of
+/// registry crates, to fit an event's field).
 #[cfg(any(feature = "cpu", feature = "threads"))]
 fn stack_text() -> String {
     let addrs = super::own_stack::here(MAX_FRAMES + 32);
     let lines = super::own_stack::lines(&addrs, false);
-    // Drop the hook's and the panic machinery's frames: keep what follows the last of them
-    // (these names appear only above the code that panicked).
+    // The hook's and the panic machinery's frames come first: skip to the first of the
+    // machinery's, then past all of them.
     let machinery = |l: &str| {
         [
             "std::panicking::",
             "core::panicking::",
             "rust_begin_unwind",
+            "__rust_end_short_backtrace",
             "core::result::unwrap_failed",
-            "core::option::expect_failed",
             "core::option::unwrap_failed",
+            "core::option::expect_failed",
+            "std::panic::panic_any",
         ]
         .iter()
         .any(|m| l.contains(m))
     };
-    let last = lines
-        .iter()
-        .rposition(|l| machinery(l))
-        .map_or(0, |i| i + 1);
-    let kept = if last < lines.len() {
-        &lines[last..]
-    } else {
-        &lines[..]
+    let start = match lines.iter().position(|l| machinery(l)) {
+        Some(first) => first + lines[first..].iter().take_while(|l| machinery(l)).count(),
+        None => 0,
     };
-    kept.iter()
+    lines[start..]
+        .iter()
         .take(MAX_FRAMES)
-        .cloned()
+        .map(|l| compact(l))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `0x… function (file:line)` → `function (file:line)`, without the place for the standard
+/// library's and registry crates' files.
+#[cfg(any(feature = "cpu", feature = "threads"))]
+fn compact(line: &str) -> String {
+    let rest = line.split_once(' ').map_or(line, |(_, r)| r);
+    match rest.rsplit_once(" (") {
+        Some((name, place))
+            if place.starts_with("/rustc/") || place.contains("/.cargo/registry/") =>
+        {
+            name.to_string()
+        }
+        _ => rest.to_string(),
+    }
 }
 
 #[cfg(not(any(feature = "cpu", feature = "threads")))]
