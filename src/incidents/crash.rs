@@ -1,15 +1,19 @@
 //! Crash reports: on SIGSEGV, SIGBUS, SIGILL, SIGFPE and SIGABRT an async-signal-safe handler
-//! writes the faulting thread's stack, the build id and the loaded modules to a file opened in
-//! the incident directory when it was installed; then it puts the previous disposition back
-//! and re-raises, so core dumps and the host's own handlers work as before. At the next start
-//! [`install`] finds that file, symbolizes it against the modules it names and lists it as an
-//! incident of kind `crash` (`crash.txt`, `crash.json`, and the raw report).
+//! writes the faulting thread's registers and raw stack (up to [`MAX_STACK`] bytes from its
+//! stack pointer), the build id and the loaded modules to a file opened in the incident
+//! directory when it was installed; then it puts the previous disposition back and re-raises,
+//! so core dumps and the host's own handlers work as before. At the next start [`install`]
+//! finds that file, unwinds the saved stack with framehop against the same binaries (mapped
+//! where this run loaded them), symbolizes it and lists it as an incident of kind `crash`
+//! (`crash.txt`, `crash.json`, and the raw report).
 //!
 //! The handler runs on the thread's alternate signal stack (`SA_ONSTACK`): Rust's `std` gives
-//! every thread it starts one, and [`install`] gives the installing thread one if it has none.
-//! It allocates nothing, takes no lock and calls only `write`, `open`, `read`, `close`,
-//! `prctl`, `clock_gettime`, `sigaction` and `raise`. Its buffers are static, the module list
-//! is formatted beforehand (again whenever modules are loaded), and only the first crashing
+//! every thread it starts one (a few KiB, which is why the unwinding waits for the next start),
+//! and [`install`] gives the installing thread one if it has none. It allocates nothing, takes
+//! no lock and calls only `write`, `open`, `read`, `close`, `prctl`, `clock_gettime`, `fsync`,
+//! `sigaction` and `raise`; the stack is copied by `write` itself, which fails with `EFAULT`
+//! instead of faulting past the stack's end. Its buffers are static, the module list is
+//! formatted beforehand (again whenever modules are loaded), and only the first crashing
 //! thread writes.
 //!
 //! A pending report file `crash-<pid>-<random>.raw` exists while the process runs, locked
@@ -30,6 +34,8 @@ use serde::Serialize;
 
 use super::{Incidents, Kind};
 use crate::stack::dwarf::{symbolize_file, SymbolizeOptions};
+use crate::stack::modules::{loader_generation, LoaderGeneration, ModuleKind, ModuleSet};
+use crate::stack::unwind::InterruptedRegs;
 
 /// The signals handled.
 pub(crate) const SIGNALS: [libc::c_int; 5] = [
@@ -39,8 +45,10 @@ pub(crate) const SIGNALS: [libc::c_int; 5] = [
     libc::SIGFPE,
     libc::SIGABRT,
 ];
-/// Frames unwound in the handler.
-const MAX_FRAMES: usize = 128;
+/// Stack bytes saved from the faulting thread's stack pointer up.
+pub(crate) const MAX_STACK: usize = 256 * 1024;
+/// Frames unwound from a saved stack.
+const MAX_FRAMES: usize = 256;
 /// Size of the alternate stack given to the installing thread when it has none, bytes.
 const ALT_STACK: usize = 64 * 1024;
 /// The first line of a report.
@@ -58,18 +66,16 @@ static MODULES: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Static scratch space of the handler, used by the one thread that won [`WRITING`].
 struct Scratch {
-    frames: UnsafeCell<[u64; MAX_FRAMES]>,
     line: UnsafeCell<[u8; 512]>,
     chunk: UnsafeCell<[u8; 4096]>,
     old: UnsafeCell<[libc::sigaction; 5]>,
 }
 
-// SAFETY: `frames`, `line` and `chunk` are touched only by the thread that won `WRITING`;
+// SAFETY: `line` and `chunk` are touched only by the thread that won `WRITING`;
 // `old` is written once under `INSTALL` before any handler is installed, then only read.
 unsafe impl Sync for Scratch {}
 
 static SCRATCH: Scratch = Scratch {
-    frames: UnsafeCell::new([0; MAX_FRAMES]),
     line: UnsafeCell::new([0; 512]),
     chunk: UnsafeCell::new([0; 4096]),
     // SAFETY: all-zero is a valid `sigaction` (SIG_DFL, empty mask).
@@ -88,21 +94,25 @@ pub(crate) fn install(incidents: &Arc<Incidents>) {
     });
 }
 
-/// Refreshes the unwinder's modules and stacks, and the module lines when modules changed.
-/// Never from a handler.
+/// Keeps the module list current (a library `dlopen`ed since) and the panic hook's unwinder's
+/// view of modules and threads. Never from a handler.
 pub(crate) fn refresh() {
-    let Some(u) = super::own_stack::prepared() else {
-        return;
-    };
-    if u.refresh_modules().unwrap_or(false) {
+    static SEEN: std::sync::Mutex<Option<LoaderGeneration>> = std::sync::Mutex::new(None);
+    let now = loader_generation();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if FD.load(Ordering::SeqCst) >= 0 && *seen != Some(now) {
         publish_modules();
+        *seen = Some(now);
     }
-    let _ = u.refresh_stacks();
-    u.reclaim();
+    drop(seen);
+    if let Some(u) = super::own_stack::prepared() {
+        let _ = u.refresh_modules();
+        let _ = u.refresh_stacks();
+        u.reclaim();
+    }
 }
 
 fn arm(dir: &Path) -> Result<(), String> {
-    super::own_stack::unwinder().ok_or("the modules could not be read")?;
     publish_modules();
     let mut r = [0u8; 4];
     let _ = getrandom::fill(&mut r);
@@ -165,20 +175,19 @@ fn ensure_alt_stack() {
     unsafe { libc::sigaltstack(&st, std::ptr::null_mut()) };
 }
 
-/// Formats the unwinder's modules as report lines and publishes them for the handler.
+/// Formats the loaded modules as report lines and publishes them for the handler.
 fn publish_modules() {
-    let Some(u) = super::own_stack::prepared() else {
+    let Ok(modules) = ModuleSet::snapshot() else {
         return;
     };
     let mut text = String::new();
-    let build = u
-        .current()
+    let build = modules
         .modules()
-        .modules()
-        .first()
+        .iter()
+        .find(|m| m.kind == ModuleKind::Executable)
         .and_then(|m| m.build_id_hex());
     text.push_str(&format!("build_id {}\n", build.as_deref().unwrap_or("-")));
-    for m in u.current().modules().modules() {
+    for m in modules.modules() {
         let Some(path) = &m.path else { continue };
         text.push_str(&format!(
             "module {:x} {:x} {:x} {} {}\n",
@@ -323,18 +332,15 @@ unsafe fn write_report(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *const 
         .dec(ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000);
     l.bytes(b"\nthread ").bytes(&name[..name_len]).bytes(b"\n");
     l.flush(fd);
-    let frames = SCRATCH.frames.get();
-    let depth = match super::own_stack::prepared() {
-        // SAFETY: `uc` is this handler's context; the frames buffer is ours.
-        Some(u) => unsafe { u.unwind_own(uc, &mut *frames).depth },
-        None => 0,
-    };
-    for i in 0..depth {
-        // SAFETY: `i < depth <= MAX_FRAMES`.
-        let a = unsafe { (*frames)[i] };
-        l.bytes(b"frame ").hex(a).bytes(b"\n");
-        l.flush(fd);
-    }
+    // SAFETY: the handler's context.
+    let regs = unsafe { InterruptedRegs::from_ucontext(uc) };
+    l.bytes(b"regs ")
+        .hex(regs.pc)
+        .bytes(b" ")
+        .hex(regs.sp)
+        .bytes(b" ");
+    l.hex(regs.fp).bytes(b" ").hex(regs.lr).bytes(b"\n");
+    l.flush(fd);
     let modules = MODULES.load(Ordering::SeqCst);
     if !modules.is_null() {
         // SAFETY: published lists are leaked, never freed.
@@ -363,7 +369,20 @@ unsafe fn write_report(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *const 
         // SAFETY: closing what we opened.
         unsafe { libc::close(maps) };
     }
-    write_all(fd, b"end\n");
+    // Last, the raw stack from SP up, one page at a time until unmapped memory (EFAULT).
+    l.bytes(b"stack ").hex(regs.sp).bytes(b"\n");
+    l.flush(fd);
+    let mut at = regs.sp as usize;
+    let end = at.saturating_add(MAX_STACK);
+    while at < end {
+        let page_end = ((at | 4095) + 1).min(end);
+        // SAFETY: write reads user memory itself and fails with EFAULT where it is unmapped.
+        let n = unsafe { libc::write(fd, at as *const libc::c_void, page_end - at) };
+        if n <= 0 {
+            break;
+        }
+        at += n as usize;
+    }
     // SAFETY: fsync is async-signal-safe.
     unsafe { libc::fsync(fd) };
 }
@@ -393,6 +412,8 @@ pub(crate) struct Report {
     pub(crate) stack: Vec<String>,
     /// Modules whose build id differs now (symbols for them may be wrong).
     pub(crate) changed_modules: Vec<String>,
+    /// Bytes of the crashed thread's stack saved, from its stack pointer up.
+    pub(crate) stack_bytes: usize,
     #[serde(skip)]
     pub(crate) time_ms: i64,
 }
@@ -405,14 +426,24 @@ struct ModuleLine {
     path: PathBuf,
 }
 
-/// Parses and symbolizes a report's text; `None` if it is not one.
-pub(crate) fn parse(text: &str) -> Option<Report> {
+/// Parses, unwinds and symbolizes a report; `None` if it is not one.
+pub(crate) fn parse(raw: &[u8]) -> Option<Report> {
+    // The text part, then `stack 0x<sp>\n` and the raw stack bytes to the end.
+    let (text, stack) = match find(raw, b"\nstack 0x") {
+        Some(i) => {
+            let rest = &raw[i + 1..];
+            let nl = rest.iter().position(|b| *b == b'\n')?;
+            (&raw[..i + 1], Some((&rest[..nl], &rest[nl + 1..])))
+        }
+        None => (raw, None),
+    };
+    let text = std::str::from_utf8(text).ok()?;
     let mut lines = text.lines();
     if lines.next()?.as_bytes() != MAGIC.trim_ascii_end() {
         return None;
     }
     let mut r = Report::default();
-    let mut frames = Vec::new();
+    let mut regs = None;
     let mut modules = Vec::new();
     for line in lines {
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
@@ -427,7 +458,12 @@ pub(crate) fn parse(text: &str) -> Option<Report> {
             "time_ms" => r.time_ms = num(),
             "thread" => r.thread = value.to_string(),
             "build_id" => r.build_id = value.to_string(),
-            "frame" => frames.push(hex(value)),
+            "regs" => {
+                let v: Vec<u64> = value.split(' ').map(hex).collect();
+                if v.len() == 4 {
+                    regs = Some([v[0], v[1], v[2], v[3]]);
+                }
+            }
             "module" => {
                 let f: Vec<&str> = value.splitn(5, ' ').collect();
                 if f.len() == 5 {
@@ -447,10 +483,98 @@ pub(crate) fn parse(text: &str) -> Option<Report> {
     r.signal_name = signal_name(r.signal);
     r.time =
         crate::encode::time::format(UNIX_EPOCH + Duration::from_millis(r.time_ms.max(0) as u64));
+    let frames = match (regs, stack) {
+        (Some(regs), Some((sp_line, bytes))) => {
+            let sp = std::str::from_utf8(sp_line)
+                .ok()
+                .and_then(|l| u64::from_str_radix(l.trim_start_matches("stack 0x"), 16).ok())
+                .unwrap_or(regs[1]);
+            r.stack_bytes = bytes.len();
+            unwind_saved(regs, sp, bytes, &modules)
+        }
+        (Some(regs), None) => vec![regs[0]],
+        _ => Vec::new(),
+    };
     let (stack, changed) = symbolize(&frames, &modules);
     r.stack = stack;
     r.changed_modules = changed;
     Some(r)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Unwinds a saved stack with this run's unwinder: the crashed run's code addresses are moved
+/// to where this run loaded the same module file (by path) for each step, and stack reads come
+/// from the saved bytes. Returns the crashed run's addresses, pc first.
+fn unwind_saved(regs: [u64; 4], sp: u64, bytes: &[u8], modules: &[ModuleLine]) -> Vec<u64> {
+    use framehop::Unwinder as _;
+    let Ok(prepared) = crate::stack::unwind::PreparedUnwinder::prepare() else {
+        return vec![regs[0]];
+    };
+    // (old start, old end, old bias, new bias) per module loaded from the same file now.
+    let moves: Vec<(u64, u64, u64, u64)> = modules
+        .iter()
+        .filter_map(|m| {
+            let now = prepared
+                .modules()
+                .modules()
+                .iter()
+                .find(|n| n.path.as_deref() == Some(m.path.as_path()))?;
+            Some((m.start, m.end, m.bias, now.bias))
+        })
+        .collect();
+    let to_new = |a: u64| {
+        moves
+            .iter()
+            .find(|(s, e, _, _)| (*s..*e).contains(&a))
+            .map_or(a, |(_, _, old, new)| {
+                a.wrapping_sub(*old).wrapping_add(*new)
+            })
+    };
+    let to_old = |a: u64| {
+        moves
+            .iter()
+            .find(|(s, e, old, new)| {
+                let o = a.wrapping_sub(*new).wrapping_add(*old);
+                (*s..*e).contains(&o)
+            })
+            .map_or(a, |(_, _, old, new)| {
+                a.wrapping_sub(*new).wrapping_add(*old)
+            })
+    };
+    let mut read = |addr: u64| -> Result<u64, ()> {
+        let off = addr.checked_sub(sp).ok_or(())? as usize;
+        let word = bytes.get(off..off + 8).ok_or(())?;
+        Ok(to_new(u64::from_le_bytes(word.try_into().map_err(|_| ())?)))
+    };
+    let mut cache = crate::stack::unwind::NativeCache::new_in();
+    #[cfg(target_arch = "x86_64")]
+    let start = framehop::x86_64::UnwindRegsX86_64::new(to_new(regs[0]), regs[1], regs[2]);
+    #[cfg(target_arch = "aarch64")]
+    let start = framehop::aarch64::UnwindRegsAarch64::new_with_ptr_auth_mask(
+        framehop::aarch64::PtrAuthMask::from_max_known_address(
+            prepared.unwinder().max_known_code_address(),
+        ),
+        to_new(regs[3]),
+        regs[1],
+        regs[2],
+    );
+    let mut frames = prepared
+        .unwinder()
+        .iter_frames(to_new(regs[0]), start, &mut cache, &mut read);
+    let mut out = Vec::new();
+    while out.len() < MAX_FRAMES {
+        match frames.next() {
+            Ok(Some(f)) => out.push(to_old(f.address())),
+            _ => break,
+        }
+    }
+    if out.is_empty() {
+        out.push(regs[0]);
+    }
+    out
 }
 
 /// Names each frame with the module files the report lists (the crashed run's addresses,
@@ -563,13 +687,13 @@ fn collect_previous(incidents: &Incidents) {
             use std::io::Read;
             let mut raw = Vec::new();
             let _ = (&file).take(MAX_REPORT).read_to_end(&mut raw);
-            let text = String::from_utf8_lossy(&raw).into_owned();
-            match parse(&text) {
+            match parse(&raw) {
                 Some(r) => {
                     let top = r
                         .stack
                         .iter()
                         .find(|l| !is_machinery(l))
+                        .or(r.stack.first())
                         .map(|l| l.split_once(' ').map_or(l.as_str(), |(_, n)| n).to_string())
                         .unwrap_or_else(|| "an unknown function".into());
                     let reason = format!(
@@ -618,17 +742,22 @@ fn time_or_now(t: SystemTime) -> SystemTime {
     }
 }
 
-/// Frames of the signal machinery above the code that crashed (libc's `raise`, `abort`…).
+/// Frames skipped when naming where a crash happened: the signal machinery above the code
+/// that crashed (libc's `raise`, `abort` …) and the standard library's helpers inlined into it.
 fn is_machinery(line: &str) -> bool {
+    let name = line.split_once(' ').map_or(line, |(_, n)| n);
     [
         "[unknown]",
+        "core::",
+        "std::",
+        "alloc::",
+        "__",
+        "gsignal",
         "raise",
         "abort",
         "pthread_kill",
-        "__restore_rt",
         "killpg",
     ]
     .iter()
-    .any(|m| line.contains(m))
-        || line.contains("prodbg::incidents::crash")
+    .any(|m| name.starts_with(m))
 }
