@@ -327,6 +327,7 @@ fn params_of(method: &str, path: &str) -> Vec<(&'static str, Kind)> {
         ],
         ("GET", "/debug/errors") => vec![("format", Kind::Choice(DUMP_FORMATS))],
         ("GET", "/debug/timeline") => vec![("since", Kind::Duration), ("until", Kind::Duration)],
+        ("POST", "/debug/incidents") => vec![("seconds", Kind::Int(60))],
         _ => vec![],
     }
 }

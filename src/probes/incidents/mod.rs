@@ -138,14 +138,18 @@ async fn list(State(s): St, RawQuery(q): RawQuery) -> Result<Json<Listing>, ApiE
 /// Takes a manual incident and answers once it is on disk.
 async fn take(State(s): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["seconds", "reason"])?;
-    let inc = Arc::clone(configured(&s)?);
-    let default = inc.store().limits().profile_seconds;
-    let seconds = params.u64_in("seconds", 1..=60, default)?;
+    // 0: not given (the range starts at 1).
+    let seconds = params.u64_in("seconds", 1..=60, 0)?;
     let reason = params
         .text("reason", MAX_REASON_BYTES)?
         .filter(|r| !r.trim().is_empty())
         .unwrap_or("taken on request")
         .to_string();
+    let inc = Arc::clone(configured(&s)?);
+    let seconds = match seconds {
+        0 => inc.store().limits().profile_seconds,
+        s => s,
+    };
     let window = Duration::from_secs(seconds);
     let timeout = window + Duration::from_secs(50);
     let waiting = Arc::clone(&inc);
