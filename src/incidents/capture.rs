@@ -22,13 +22,15 @@ use super::store::Store;
 use super::IncidentLimits;
 use crate::seam::BoxFuture;
 
+/// An incident's parts: `(file, bytes or why not)` each.
+pub(crate) type Parts = Vec<(String, Result<Vec<u8>, String>)>;
+
 /// What the server provides the worker: the parts of an incident, and what to do once one is
 /// on disk.
 pub(crate) trait Gather: Send + Sync + 'static {
     /// Every part as `(file, bytes or why not)`; `window` is the fresh profiles' length, `None`
     /// to leave them out (a process about to end cannot wait for them).
-    fn gather(&self, window: Option<Duration>)
-        -> BoxFuture<Vec<(String, Result<Vec<u8>, String>)>>;
+    fn gather(&self, window: Option<Duration>) -> BoxFuture<Parts>;
 
     /// Called once `meta` is on disk (the audit record).
     fn written(&self, meta: &Meta);

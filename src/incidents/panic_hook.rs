@@ -82,7 +82,7 @@ fn on_panic(info: &PanicHookInfo<'_>) {
     let thread = std::thread::current();
     let thread_name = thread.name().unwrap_or("<unnamed>").to_string();
     let site = site(file, line);
-    let stack = site.stack.get_or_init(|| stack_text());
+    let stack = site.stack.get_or_init(stack_text);
     let location = format!("{file}:{line}:{col}");
     emit(site, message, &thread_name, &location, stack);
     if will_end_process() {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::state::ServerState;
+use crate::incidents::capture::Parts;
 use crate::incidents::{Gather, Meta};
 use crate::seam::BoxFuture;
 use crate::security::audit::{AuditRecord, Folding};
@@ -13,10 +14,7 @@ use crate::security::audit::{AuditRecord, Folding};
 const FRESH: &[&str] = &["cpu.pb.gz", "cpu.svg", "wall.pb.gz", "wall.svg"];
 
 impl Gather for ServerState {
-    fn gather(
-        &self,
-        window: Option<Duration>,
-    ) -> BoxFuture<Vec<(String, Result<Vec<u8>, String>)>> {
+    fn gather(&self, window: Option<Duration>) -> BoxFuture<Parts> {
         let mut parts = super::bundle::parts(self, window.unwrap_or(Duration::from_secs(1)));
         if window.is_none() {
             parts.retain(|p| !p.files.iter().all(|f| FRESH.contains(&f.as_str())));
