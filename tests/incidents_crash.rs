@@ -107,6 +107,16 @@ async fn crash_incident_names(dir: &Path, signal: &str, function: &str) {
         "the stack goes on past the crashing function: {report}"
     );
     assert_eq!(json["signal_name"], signal, "{json}");
+    let (_, metrics) = get(&server.url("/metrics"), Some(common::READ_SECRET)).await;
+    assert!(
+        metrics.contains("prodbg_incidents_total{trigger=\"crash\"} 1"),
+        "{metrics}"
+    );
+    let audited = server
+        .audit_lines()
+        .into_iter()
+        .any(|r| r["method"] == "CAPTURE" && r["details"]["kind"] == "crash");
+    assert!(audited, "{:?}", server.audit_lines());
     assert!(
         json["build_id"].as_str().is_some_and(|b| b.len() >= 16),
         "{json}"

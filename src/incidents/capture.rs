@@ -7,6 +7,17 @@
 //! The worker gathers the parts through the server's [`Gather`], writes the archive, then logs
 //! a `WARN` event (target `prodbg::incidents`), counts it for `prodbg_incidents_total` and lets
 //! the server write its audit record.
+//!
+//! # Plugging in a trigger engine
+//!
+//! A rule (CPU share, RSS against the cgroup limit, a blocked Tokio worker, a saturated pool,
+//! an error rate …) keeps its own warm-up and cooldown, reads what it watches (the probes'
+//! vitals, as the timeline does each second), and on crossing calls
+//! `incidents.capture(Kind::Trigger, reason, Some(detail))` with `detail` a JSON object holding
+//! `rule` (its name: the `trigger` label of `prodbg_incidents_total`), its thresholds and the
+//! values seen. The cap per hour, one-at-a-time, `trigger.json`, the audit record and the
+//! `WARN` event are handled here; a skipped capture is counted, and the rule should start its
+//! cooldown either way. `AdminHandle::trigger_incident` is the same call for a host's own rule.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,6 +67,24 @@ impl std::fmt::Display for Skipped {
                 "{n} automatic incidents were already captured this hour (IncidentLimits::max_per_hour)"
             ),
             Skipped::Closed => f.write_str("the incident worker has stopped"),
+        }
+    }
+}
+
+/// Why [`Incidents::capture_wait`] has no incident to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CaptureError {
+    /// Not taken.
+    Skipped(Skipped),
+    /// Taken, but not written (or not within the time waited).
+    Failed(String),
+}
+
+impl std::fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaptureError::Skipped(s) => s.fmt(f),
+            CaptureError::Failed(e) => f.write_str(e),
         }
     }
 }
@@ -211,16 +240,16 @@ impl Incidents {
         detail: Option<Value>,
         window: Option<Duration>,
         timeout: Duration,
-    ) -> Result<Meta, String> {
+    ) -> Result<Meta, CaptureError> {
         let (done, rx) = sync_channel(1);
         self.submit(kind, reason.into(), detail, window, Some(done))
-            .map_err(|s| s.to_string())?;
+            .map_err(CaptureError::Skipped)?;
         match rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(_) => Err(format!(
+            Ok(r) => r.map_err(CaptureError::Failed),
+            Err(_) => Err(CaptureError::Failed(format!(
                 "the incident was not written within {} s",
                 timeout.as_secs()
-            )),
+            ))),
         }
     }
 
@@ -302,7 +331,12 @@ impl Incidents {
             pid: std::process::id(),
             service: self.inner.service.to_string(),
         };
-        finish(&self.inner, meta, files)
+        let written = finish(&self.inner, meta, files)?;
+        count(&self.inner, kind.as_str().to_string());
+        if let Some(g) = self.inner.gather.get().and_then(Weak::upgrade) {
+            g.written(&written);
+        }
+        Ok(written)
     }
 }
 
@@ -389,18 +423,23 @@ fn take(inner: &Inner, runtime: &tokio::runtime::Runtime, job: &Job) -> Result<M
     let label = trigger_label(job.kind, job.detail.as_ref());
     let written = finish(inner, meta, files);
     if let Ok(m) = &written {
-        *inner
-            .counters
-            .taken
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(label)
-            .or_insert(0) += 1;
+        count(inner, label);
         if let Some(g) = &gather {
             g.written(m);
         }
     }
     written
+}
+
+/// Counts one incident written under `label`.
+fn count(inner: &Inner, label: String) {
+    *inner
+        .counters
+        .taken
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(label)
+        .or_insert(0) += 1;
 }
 
 /// Writes the archive and logs the outcome; `taken` is counted by the caller.

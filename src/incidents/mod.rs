@@ -28,7 +28,7 @@ pub(crate) mod own_stack;
 pub(crate) mod panic_hook;
 pub(crate) mod store;
 
-pub(crate) use capture::{Gather, Incidents, Skipped};
+pub(crate) use capture::{CaptureError, Gather, Incidents, Skipped};
 pub(crate) use meta::{Kind, Meta};
 
 use std::time::Duration;

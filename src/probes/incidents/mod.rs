@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::encode::prometheus::Families;
 use crate::incidents::meta::{valid_id, ID_FORMAT};
-use crate::incidents::{IncidentLimits, Incidents, Kind, Meta, Skipped};
+use crate::incidents::{CaptureError, IncidentLimits, Incidents, Kind, Meta, Skipped};
 use crate::seam::{
     ready, Access, Action, ApiError, AuditDetails, BoxFuture, Card, FieldKind, Figure, Glance,
     Params, Probe, ProbeContext, ProbeSpec, Route, RouteSpec, Row, Shows, Table, Value,
@@ -167,10 +167,10 @@ async fn take(State(s): St, RawQuery(q): RawQuery) -> Result<Response, ApiError>
             Json(meta),
         )
             .into_response()),
-        Err(e) if e == Skipped::Busy.to_string() => Err(ApiError::conflict(format!(
+        Err(e @ CaptureError::Skipped(Skipped::Busy)) => Err(ApiError::conflict(format!(
             "{e}; try again in a few seconds"
         ))),
-        Err(e) => Err(ApiError::internal(e)),
+        Err(e) => Err(ApiError::internal(e.to_string())),
     }
 }
 
