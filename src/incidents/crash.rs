@@ -761,3 +761,40 @@ fn is_machinery(line: &str) -> bool {
     .iter()
     .any(|m| name.starts_with(m))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handlers_formatter_writes_hex_and_decimal_without_allocating() {
+        let mut buf = [0u8; 512];
+        let mut l = Line {
+            buf: &mut buf,
+            len: 0,
+        };
+        l.hex(0)
+            .bytes(b" ")
+            .hex(0xdead_beef)
+            .bytes(b" ")
+            .dec(-6)
+            .bytes(b" ");
+        l.dec(0).bytes(b" ").dec(i64::MAX);
+        let n = l.len;
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            "0x0 0xdeadbeef -6 0 9223372036854775807"
+        );
+    }
+
+    #[test]
+    fn a_report_without_a_stack_still_parses_and_names_its_signal() {
+        let text = "PRODBG-CRASH 1\nsignal 11\ncode 1\naddr 0x8\npid 41\ntid 42\ntime_ms 1796612832000\nthread worker-3\nregs 0x1000 0x2000 0x0 0x0\nbuild_id abcd\nmaps\n";
+        let r = parse(text.as_bytes()).unwrap();
+        assert_eq!(r.signal_name, "SIGSEGV");
+        assert_eq!((r.pid, r.tid, r.thread.as_str()), (41, 42, "worker-3"));
+        assert_eq!(r.stack, vec!["0x1000 [unknown]".to_string()]);
+        assert!(r.time.starts_with("2026-12-"), "{}", r.time);
+        assert!(parse(b"not a report").is_none());
+    }
+}

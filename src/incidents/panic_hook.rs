@@ -21,7 +21,7 @@ use tracing::metadata::Kind as MetaKind;
 use tracing::subscriber::Interest;
 use tracing::{Level, Metadata};
 
-use super::{Incidents, Kind};
+use super::{CaptureError, Incidents, Kind, Skipped};
 
 /// Panic locations with a callsite (an error group) of their own.
 pub(crate) const MAX_LOCATIONS: usize = 256;
@@ -98,8 +98,26 @@ fn on_panic(info: &PanicHookInfo<'_>) {
                 .chars()
                 .take(300)
                 .collect();
-            if let Err(e) = inc.capture_wait(Kind::Panic, reason, Some(detail), None, FATAL_WAIT) {
-                tracing::warn!(target: "prodbg::incidents", error = %e, "no incident for the panic that ends the process");
+            // A capture already running is waited for (within the same bound), then ours.
+            let deadline = std::time::Instant::now() + FATAL_WAIT;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match inc.capture_wait(
+                    Kind::Panic,
+                    reason.clone(),
+                    Some(detail.clone()),
+                    None,
+                    left,
+                ) {
+                    Err(CaptureError::Skipped(Skipped::Busy)) if !left.is_zero() => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "prodbg::incidents", error = %e, "no incident for the panic that ends the process");
+                        break;
+                    }
+                    Ok(_) => break,
+                }
             }
         }
     }

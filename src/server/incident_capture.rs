@@ -10,6 +10,9 @@ use crate::incidents::{Gather, Meta};
 use crate::seam::BoxFuture;
 use crate::security::audit::{AuditRecord, Folding};
 
+/// How long a part may take beyond the fresh profiles' window.
+const PART_GRACE: Duration = Duration::from_secs(20);
+
 /// Files of the fresh (windowed) profiles, left out when there is no time for them.
 const FRESH: &[&str] = &["cpu.pb.gz", "cpu.svg", "wall.pb.gz", "wall.svg"];
 
@@ -18,6 +21,19 @@ impl Gather for ServerState {
         let mut parts = super::bundle::parts(self, window.unwrap_or(Duration::from_secs(1)));
         if window.is_none() {
             parts.retain(|p| !p.files.iter().all(|f| FRESH.contains(&f.as_str())));
+        }
+        // A part that never ends (a dump waiting on a wedged runtime) must not hold every
+        // later capture: each gets the window plus a grace period.
+        let limit = window.unwrap_or(Duration::ZERO) + PART_GRACE;
+        for part in &mut parts {
+            let bytes = std::mem::replace(&mut part.bytes, Box::pin(async { Ok(Vec::new()) }));
+            part.bytes = Box::pin(async move {
+                tokio::time::timeout(limit, bytes)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("not done within {} s: left out", limit.as_secs()))
+                    })
+            });
         }
         Box::pin(async move {
             super::bundle::produce(parts)
