@@ -142,7 +142,10 @@ fn arm(dir: &Path) -> Result<(), String> {
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
         // SAFETY: valid pointers to a sigaction and its mask.
         unsafe {
-            libc::sigemptyset(&mut sa.sa_mask);
+            // Every other signal waits while the report is written: a profiler's sample
+            // (SIGPROF, a thread-dump signal) nesting on the same small alternate stack could
+            // overflow it.
+            libc::sigfillset(&mut sa.sa_mask);
             if libc::sigaction(sig, &sa, &mut old[i]) != 0 {
                 return Err(format!(
                     "sigaction({sig}) failed: {}",
