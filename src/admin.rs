@@ -32,6 +32,7 @@ pub struct Admin {
     state: Arc<ServerState>,
     router: Router,
     addr: String,
+    incidents: Option<Arc<crate::incidents::Incidents>>,
 }
 
 /// Configures an admin server. Errors in arguments are kept and returned by
@@ -52,6 +53,8 @@ pub struct AdminBuilder {
     allowed_hosts: Vec<String>,
     registry: Registry,
     probes: HostProbes,
+    incident_dir: Option<PathBuf>,
+    incident_limits: crate::incidents::IncidentLimits,
     error: Option<Error>,
 }
 
@@ -73,6 +76,8 @@ impl Admin {
             allowed_hosts: Vec::new(),
             registry: Registry::default(),
             probes: HostProbes::default(),
+            incident_dir: None,
+            incident_limits: Default::default(),
             error: None,
         }
     }
@@ -88,6 +93,11 @@ impl Admin {
     /// server's own thread.
     pub fn router(&self) -> Router {
         self.router.clone()
+    }
+
+    /// [`AdminHandle::trigger_incident`], for a mounted router.
+    pub fn trigger_incident(&self, rule: &str, reason: &str, detail: serde_json::Value) -> bool {
+        trigger(self.incidents.as_deref(), rule, reason, detail)
     }
 
     /// Binds the listen address and starts serving on a new OS thread with its own Tokio
@@ -152,6 +162,7 @@ impl Admin {
             local_addr,
             shutdown: tx,
             thread: Some(thread),
+            incidents: self.incidents,
         })
     }
 }
@@ -189,11 +200,19 @@ impl AdminBuilder {
     }
 
     /// Reads `PRODBG_ADDR` (listen address), `PRODBG_TOKENS` (see
-    /// [`tokens_from_env`](Self::tokens_from_env)), `PRODBG_AUDIT_FILE` (audit file path) and
-    /// `PRODBG_FLIGHT_RECORDER` (`off`, or `on[,hz=N][,retention=5m]`) and
-    /// `PRODBG_ALLOWED_HOSTS` (see [`allowed_hosts`](Self::allowed_hosts)).
+    /// [`tokens_from_env`](Self::tokens_from_env)), `PRODBG_AUDIT_FILE` (audit file path),
+    /// `PRODBG_FLIGHT_RECORDER` (`off`, or `on[,hz=N][,retention=5m]`),
+    /// `PRODBG_ALLOWED_HOSTS` (see [`allowed_hosts`](Self::allowed_hosts)) and
+    /// `PRODBG_INCIDENT_DIR` (see [`incident_dir`](Self::incident_dir)).
     /// Unset variables leave the current setting.
     pub fn env(mut self) -> Self {
+        if let Ok(path) = std::env::var("PRODBG_INCIDENT_DIR") {
+            if path.trim().is_empty() {
+                self.keep_error(Error::Config("PRODBG_INCIDENT_DIR is set but empty".into()));
+            } else {
+                self.incident_dir = Some(PathBuf::from(path));
+            }
+        }
         if let Ok(text) = std::env::var("PRODBG_FLIGHT_RECORDER") {
             match crate::probes::cpu::FlightRecorder::parse(&text) {
                 Ok(f) => self.probes.flight = f,
@@ -375,6 +394,25 @@ impl AdminBuilder {
         self
     }
 
+    /// Keeps incidents in `dir` (created with mode 0700; each incident a 0600 `tar.gz`):
+    /// `POST /debug/incidents`, a panic that ends the process and a crash (SIGSEGV, SIGBUS,
+    /// SIGILL, SIGFPE, SIGABRT, reported at the next start) each write one, and
+    /// `GET /debug/incidents` lists them, also after a restart. Put it on a volume that
+    /// outlives the pod (docs/incidents.md). A directory that cannot be created or written is
+    /// an error of [`build`](Self::build). Off unless called.
+    pub fn incident_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.incident_dir = Some(dir.into());
+        self
+    }
+
+    /// Bounds of the incident directory and of captures (default
+    /// [`IncidentLimits::default`](crate::IncidentLimits::default): 20 incidents, 256 MiB,
+    /// 6 automatic captures an hour).
+    pub fn incident_limits(mut self, limits: crate::incidents::IncidentLimits) -> Self {
+        self.incident_limits = limits;
+        self
+    }
+
     /// Replaces the timeouts and caps.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -529,6 +567,18 @@ impl AdminBuilder {
             fair: fair.clone(),
             results: Default::default(),
         };
+        let incidents = match self.incident_dir.take() {
+            Some(dir) => Some(
+                crate::incidents::Incidents::open(
+                    &dir,
+                    self.incident_limits.clone(),
+                    cx.service_name.clone(),
+                )
+                .map_err(Error::Config)?,
+            ),
+            None => None,
+        };
+        self.probes.incidents = incidents.clone();
         let probes = crate::probes::register(&cx, self.probes)?;
         // The name the server was bound by (`myhost:6060`) is one it answers to.
         let bound_name = self.addr.rsplit_once(':').map(|(host, _)| host.to_string());
@@ -546,10 +596,18 @@ impl AdminBuilder {
             fair,
             results: cx.results.clone(),
         });
+        if let Some(inc) = &incidents {
+            let gather: std::sync::Weak<dyn crate::incidents::Gather> = Arc::downgrade(&state) as _;
+            inc.set_gather(gather);
+            #[cfg(any(feature = "cpu", feature = "threads"))]
+            crate::incidents::crash::install(inc);
+        }
+        crate::incidents::panic_hook::install(incidents.as_ref());
         Ok(Admin {
             state,
             router,
             addr: self.addr,
+            incidents,
         })
     }
 
@@ -585,6 +643,7 @@ pub struct AdminHandle {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
+    incidents: Option<Arc<crate::incidents::Incidents>>,
 }
 
 impl AdminHandle {
@@ -596,6 +655,15 @@ impl AdminHandle {
     /// `http://<addr>`, the base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.local_addr)
+    }
+
+    /// Asks for an incident of kind `trigger` now, for the host's own rule named `rule`
+    /// (the `trigger` label of `prodbg_incidents_total`): `reason` is its one line, `detail`
+    /// (thresholds, values) is written as `trigger.json`. Returns at once: `true` when the
+    /// capture was accepted, `false` when it was skipped (no incident directory, another
+    /// capture running, or the hourly cap reached; each skip is counted and logged).
+    pub fn trigger_incident(&self, rule: &str, reason: &str, detail: serde_json::Value) -> bool {
+        trigger(self.incidents.as_deref(), rule, reason, detail)
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the grace period), and joins the
@@ -618,6 +686,24 @@ impl Drop for AdminHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn trigger(
+    incidents: Option<&crate::incidents::Incidents>,
+    rule: &str,
+    reason: &str,
+    mut detail: serde_json::Value,
+) -> bool {
+    let Some(inc) = incidents else {
+        return false;
+    };
+    if let serde_json::Value::Object(map) = &mut detail {
+        map.insert("rule".into(), rule.into());
+    } else {
+        detail = serde_json::json!({ "rule": rule, "detail": detail });
+    }
+    inc.capture(crate::incidents::Kind::Trigger, reason, Some(detail))
+        .is_ok()
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, Error> {

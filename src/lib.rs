@@ -40,6 +40,7 @@ mod admin;
 mod config;
 mod encode;
 mod error;
+mod incidents;
 #[cfg(feature = "heap")]
 mod jemalloc;
 mod layer;
@@ -55,6 +56,7 @@ mod test_support;
 pub use admin::{Admin, AdminBuilder, AdminHandle, DEFAULT_ADDR};
 pub use config::Limits;
 pub use error::Error;
+pub use incidents::IncidentLimits;
 pub use probes::cpu::FlightRecorder;
 pub use seam::AuditDetails;
 pub use security::{generate_secret, verify_audit_log, Scope};

@@ -334,6 +334,7 @@ fn params_of(method: &str, path: &str) -> Vec<(&'static str, Kind)> {
             ("pool", Kind::Text(256)),
             ("format", Kind::Choice(PROFILE_FORMATS)),
         ],
+        ("POST", "/debug/incidents") => vec![("seconds", Kind::Int(60))],
         _ => vec![],
     }
 }

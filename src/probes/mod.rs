@@ -12,6 +12,7 @@ mod errors;
 mod fds;
 mod health;
 pub(crate) mod heap;
+mod incidents;
 pub(crate) mod log_level;
 mod memory;
 #[cfg(any(feature = "cpu", feature = "heap"))]
@@ -46,6 +47,7 @@ pub(crate) struct HostProbes {
     pub(crate) flight: cpu::FlightRecorder,
     pub(crate) build_info: BTreeMap<String, String>,
     pub(crate) custom: Vec<Route>,
+    pub(crate) incidents: Option<Arc<crate::incidents::Incidents>>,
 }
 
 /// A probe compiled in with `$feature`, else its 501 stand-in built from `$spec`.
@@ -90,6 +92,7 @@ pub(crate) fn register(
         ),
         Arc::new(process::Process::new(cx, host.build_info)),
         Arc::new(fds::Fds::new(cx)),
+        Arc::new(incidents::IncidentsProbe::new(cx, host.incidents)),
         Arc::new(custom::Custom::new(cx, host.custom)),
     ])
 }

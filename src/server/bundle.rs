@@ -84,56 +84,30 @@ async fn bundle(
     let created = SystemTime::now();
     let window = Duration::from_secs(seconds);
 
-    let mut parts: Vec<BundlePart> = state.probes.iter().flat_map(|p| p.bundle(window)).collect();
-    let metrics = super::exposition::render(&state, false)
-        .map(String::into_bytes)
-        .map_err(|e| e.message);
-    parts.push(BundlePart::new("metrics.txt", async move { metrics }));
-    let timeline = super::timeline::last(&state, super::timeline::DEFAULT_SINCE, Duration::ZERO);
-    parts.push(BundlePart::json("timeline.json", &timeline));
-    let timed = parts.into_iter().map(|part| async move {
-        let started = Instant::now();
-        let result = part.bytes.await;
-        (part.files, started.elapsed(), result)
-    });
-    let produced = futures_util::future::join_all(timed).await;
+    let produced = produce(parts(&state, window)).await;
 
     let mut files = Vec::new();
     let mut manifest_parts = Vec::new();
-    for (names, took, result) in produced {
+    for (file, took, body) in produced {
         let duration_ms = took.as_secs_f64() * 1e3;
-        let count = names.len();
-        let bodies: Vec<Result<Vec<u8>, String>> = match result {
-            Ok(bodies) if bodies.len() == count => bodies.into_iter().map(Ok).collect(),
-            Ok(bodies) => vec![
-                Err(format!(
-                    "the part yielded {} files for {count} names",
-                    bodies.len()
-                ));
-                count
-            ],
-            Err(e) => vec![Err(e); count],
-        };
-        for (file, body) in names.into_iter().zip(bodies) {
-            match body {
-                Ok(bytes) => {
-                    manifest_parts.push(ManifestPart {
-                        file: file.clone(),
-                        ok: true,
-                        error: None,
-                        bytes: bytes.len(),
-                        duration_ms,
-                    });
-                    files.push((file, bytes));
-                }
-                Err(e) => manifest_parts.push(ManifestPart {
-                    file,
-                    ok: false,
-                    error: Some(e),
-                    bytes: 0,
+        match body {
+            Ok(bytes) => {
+                manifest_parts.push(ManifestPart {
+                    file: file.clone(),
+                    ok: true,
+                    error: None,
+                    bytes: bytes.len(),
                     duration_ms,
-                }),
+                });
+                files.push((file, bytes));
             }
+            Err(e) => manifest_parts.push(ManifestPart {
+                file,
+                ok: false,
+                error: Some(e),
+                bytes: 0,
+                duration_ms,
+            }),
         }
     }
     let manifest = Manifest {
@@ -156,6 +130,47 @@ async fn bundle(
         crate::seam::download::attachment(&name),
     );
     Ok(response)
+}
+
+/// Every probe's parts with windowed ones over `window`, then `metrics.txt` and the last 10
+/// minutes' `timeline.json`: what a bundle and an incident hold.
+pub(super) fn parts(state: &ServerState, window: Duration) -> Vec<BundlePart> {
+    let mut parts: Vec<BundlePart> = state.probes.iter().flat_map(|p| p.bundle(window)).collect();
+    let metrics = super::exposition::render(state, false)
+        .map(String::into_bytes)
+        .map_err(|e| e.message);
+    parts.push(BundlePart::new("metrics.txt", async move { metrics }));
+    let timeline = super::timeline::last(state, super::timeline::DEFAULT_SINCE, Duration::ZERO);
+    parts.push(BundlePart::json("timeline.json", &timeline));
+    parts
+}
+
+/// Runs every part at once; one `(file, time its part took, bytes or why not)` per file.
+pub(super) async fn produce(
+    parts: Vec<BundlePart>,
+) -> Vec<(String, Duration, Result<Vec<u8>, String>)> {
+    let timed = parts.into_iter().map(|part| async move {
+        let started = Instant::now();
+        let result = part.bytes.await;
+        (part.files, started.elapsed(), result)
+    });
+    let mut out = Vec::new();
+    for (names, took, result) in futures_util::future::join_all(timed).await {
+        let count = names.len();
+        let bodies: Vec<Result<Vec<u8>, String>> = match result {
+            Ok(bodies) if bodies.len() == count => bodies.into_iter().map(Ok).collect(),
+            Ok(bodies) => vec![
+                Err(format!(
+                    "the part yielded {} files for {count} names",
+                    bodies.len()
+                ));
+                count
+            ],
+            Err(e) => vec![Err(e); count],
+        };
+        out.extend(names.into_iter().zip(bodies).map(|(f, b)| (f, took, b)));
+    }
+    out
 }
 
 fn tar_gz(

@@ -10,6 +10,7 @@ mod console;
 mod deadline;
 mod exposition;
 mod guard;
+mod incident_capture;
 mod io;
 mod listen;
 mod lockout;

@@ -21,7 +21,7 @@ use std::io;
 use crate::stack::cache_pool::CachePool;
 use crate::stack::modules::loader_generation;
 use crate::stack::published::{Published, ReadGuard};
-use crate::stack::stack_bounds::{thread_pointer, StackMap};
+use crate::stack::stack_bounds::{thread_pointer, StackBounds, StackMap};
 use crate::stack::unwind::{
     unwind_from_regs, InterruptedRegs, PreparedUnwinder, StopReason, UnwindResult,
 };
@@ -93,4 +93,40 @@ impl SignalUnwinder {
         // which stays mapped while the thread runs this handler (crate::stack::stack_bounds).
         unsafe { unwind_from_regs(regs, prepared.unwinder(), &mut cache, bounds, out) }
     }
+
+    /// [`unwind_signal`](Self::unwind_signal) for a thread the stack map may not know yet (one
+    /// started since the last [`refresh_stacks`](Self::refresh_stacks)): its stack top is then
+    /// the thread pointer, when it lies above SP by at most [`MAX_GUESSED_STACK`] (glibc keeps
+    /// a thread's descriptor at the top of that thread's own stack mapping). For crash reports
+    /// and a panicking thread's own stack, where a guessed bound beats a leaf alone.
+    /// Async-signal-safe.
+    ///
+    /// # Safety
+    /// As [`unwind_signal`](Self::unwind_signal): `uc` is this thread's own context (from the
+    /// running handler, or `getcontext` on this thread).
+    pub(crate) unsafe fn unwind_own(
+        &self,
+        uc: *const libc::ucontext_t,
+        out: &mut [u64],
+    ) -> UnwindResult {
+        // SAFETY: caller's contract.
+        let regs = unsafe { InterruptedRegs::from_ucontext(uc) };
+        let tp = thread_pointer();
+        let bounds = self.stacks.read().bounds(regs.sp, tp).or_else(|| {
+            (tp > regs.sp && tp - regs.sp <= MAX_GUESSED_STACK).then_some(StackBounds {
+                lo: regs.sp,
+                hi: tp,
+            })
+        });
+        let Some(mut cache) = self.caches.claim((tp >> 12) as usize) else {
+            return UnwindResult::leaf_only(regs.pc, out, StopReason::NoCache);
+        };
+        let prepared = self.unwinder.read();
+        // SAFETY: `bounds` is this thread's own stack from SP up (the map's mapping, or up to
+        // its descriptor inside the same mapping), mapped while the thread runs.
+        unsafe { unwind_from_regs(regs, prepared.unwinder(), &mut cache, bounds, out) }
+    }
 }
+
+/// The deepest stack [`SignalUnwinder::unwind_own`] reads up to a thread pointer, bytes.
+pub(crate) const MAX_GUESSED_STACK: u64 = 64 << 20;
