@@ -55,6 +55,7 @@ pub struct AdminBuilder {
     probes: HostProbes,
     incident_dir: Option<PathBuf>,
     incident_limits: crate::incidents::IncidentLimits,
+    incident_triggers: crate::recorder::triggers::Triggers,
     error: Option<Error>,
 }
 
@@ -78,6 +79,7 @@ impl Admin {
             probes: HostProbes::default(),
             incident_dir: None,
             incident_limits: Default::default(),
+            incident_triggers: Default::default(),
             error: None,
         }
     }
@@ -203,7 +205,8 @@ impl AdminBuilder {
     /// [`tokens_from_env`](Self::tokens_from_env)), `PRODBG_AUDIT_FILE` (audit file path),
     /// `PRODBG_FLIGHT_RECORDER` (`off`, or `on[,hz=N][,retention=5m]`),
     /// `PRODBG_ALLOWED_HOSTS` (see [`allowed_hosts`](Self::allowed_hosts)) and
-    /// `PRODBG_INCIDENT_DIR` (see [`incident_dir`](Self::incident_dir)).
+    /// `PRODBG_INCIDENT_DIR` (see [`incident_dir`](Self::incident_dir)) and
+    /// `PRODBG_INCIDENT_TRIGGERS` (`off`, or the rules to keep, e.g. `cpu,pool_saturated`).
     /// Unset variables leave the current setting.
     pub fn env(mut self) -> Self {
         if let Ok(path) = std::env::var("PRODBG_INCIDENT_DIR") {
@@ -211,6 +214,12 @@ impl AdminBuilder {
                 self.keep_error(Error::Config("PRODBG_INCIDENT_DIR is set but empty".into()));
             } else {
                 self.incident_dir = Some(PathBuf::from(path));
+            }
+        }
+        if let Ok(text) = std::env::var("PRODBG_INCIDENT_TRIGGERS") {
+            match crate::recorder::triggers::Triggers::parse(&text) {
+                Ok(t) => self.incident_triggers = t,
+                Err(e) => self.keep_error(Error::Config(e)),
             }
         }
         if let Ok(text) = std::env::var("PRODBG_FLIGHT_RECORDER") {
@@ -413,6 +422,16 @@ impl AdminBuilder {
         self
     }
 
+    /// The automatic rules that take an incident when the service crosses them (CPU, memory,
+    /// Tokio, pools, deadlocks, errors: [`Triggers`](crate::Triggers) lists them and their
+    /// defaults). On by default once [`incident_dir`](Self::incident_dir) is set;
+    /// `Triggers::none()` turns them off. An unknown rule name is an error of
+    /// [`build`](Self::build).
+    pub fn incident_triggers(mut self, triggers: crate::recorder::triggers::Triggers) -> Self {
+        self.incident_triggers = triggers;
+        self
+    }
+
     /// Replaces the timeouts and caps.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -579,6 +598,11 @@ impl AdminBuilder {
             None => None,
         };
         self.probes.incidents = incidents.clone();
+        let watch = match &incidents {
+            Some(inc) => crate::incidents::watch::watch(&self.incident_triggers, inc.clone())
+                .map_err(Error::Config)?,
+            None => None,
+        };
         let probes = crate::probes::register(&cx, self.probes)?;
         // The name the server was bound by (`myhost:6060`) is one it answers to.
         let bound_name = self.addr.rsplit_once(':').map(|(host, _)| host.to_string());
@@ -595,6 +619,7 @@ impl AdminBuilder {
             probes,
             fair,
             results: cx.results.clone(),
+            watch,
         });
         if let Some(inc) = &incidents {
             let gather: std::sync::Weak<dyn crate::incidents::Gather> = Arc::downgrade(&state) as _;

@@ -58,6 +58,7 @@ pub use config::Limits;
 pub use error::Error;
 pub use incidents::IncidentLimits;
 pub use probes::cpu::FlightRecorder;
+pub use recorder::triggers::{Triggers, RULES as TRIGGER_RULES};
 pub use seam::AuditDetails;
 pub use security::{generate_secret, verify_audit_log, Scope};
 

@@ -27,6 +27,7 @@ pub(crate) mod meta;
 pub(crate) mod own_stack;
 pub(crate) mod panic_hook;
 pub(crate) mod store;
+pub(crate) mod watch;
 
 pub(crate) use capture::{CaptureError, Gather, Incidents, Skipped};
 pub(crate) use meta::{Kind, Meta};

@@ -60,13 +60,20 @@ fn sample(state: &ServerState, vitals: &mut Vitals) {
         state.red.answered() as f64,
     );
     let now_ms = unix_ms(SystemTime::now());
-    let readings = vitals.readings().iter().map(|r| Reading {
-        name: &r.name,
-        unit: r.unit.as_str(),
-        counter: r.counter,
-        value: r.value,
-    });
-    state.timeline().tick(now_ms, readings);
+    let readings: Vec<Reading<'_>> = vitals
+        .readings()
+        .iter()
+        .map(|r| Reading {
+            name: &r.name,
+            unit: r.unit.as_str(),
+            counter: r.counter,
+            value: r.value,
+        })
+        .collect();
+    state.timeline().tick(now_ms, readings.iter().copied());
+    if let Some(watch) = &state.watch {
+        let _ = catch_unwind(AssertUnwindSafe(|| watch(&readings)));
+    }
 }
 
 /// `t` in milliseconds since the Unix epoch (0 before it).

@@ -12,7 +12,7 @@ use super::origin::AllowedHosts;
 use super::red::ServerMetrics;
 use super::table::RouteRow;
 use crate::config::Limits;
-use crate::recorder::timeline::Timeline;
+use crate::recorder::timeline::{Reading, Timeline};
 use crate::seam::fair::FairShare;
 use crate::seam::{Access, Probe, Results};
 use crate::security::audit::AuditLog;
@@ -44,7 +44,12 @@ pub(crate) struct ServerConfig {
     pub(crate) fair: Arc<FairShare>,
     /// The last flamegraphs the probes kept, for the console.
     pub(crate) results: Results,
+    /// Called with each second's readings after the timeline took them (the trigger rules).
+    pub(crate) watch: Option<VitalsWatch>,
 }
+
+/// What watches the vital signs each second: it gets the readings the timeline stored.
+pub(crate) type VitalsWatch = Box<dyn Fn(&[Reading<'_>]) + Send + Sync>;
 
 /// Shared state of one admin server (or one mounted router).
 pub(crate) struct ServerState {
@@ -61,6 +66,8 @@ pub(crate) struct ServerState {
     pub(crate) registry: Registry,
     pub(crate) probes: Vec<Arc<dyn Probe>>,
     pub(crate) results: Results,
+    /// Called with each second's readings (see [`ServerConfig::watch`]).
+    pub(crate) watch: Option<VitalsWatch>,
     /// The vital signs over the last hour, fed each second by the sampler (`sampler.rs`).
     timeline: Mutex<Timeline>,
     /// The endpoint table, set once the router is built.
@@ -95,6 +102,7 @@ impl ServerState {
             probes,
             fair,
             results,
+            watch,
         } = config;
         let red = ServerMetrics::new(&mut registry);
         registry.register_collector(Box::new(AuditCollector::new(audit.clone())));
@@ -121,6 +129,7 @@ impl ServerState {
             registry,
             probes,
             results,
+            watch,
             timeline: Mutex::new(Timeline::new()),
             table: OnceLock::new(),
             health_public,

@@ -124,6 +124,17 @@ impl Probe for Deadlocks {
         Some(Box::new(DeadlockCollector(d)))
     }
 
+    /// Lock cycles found since start (a level that only rises: the `deadlock` trigger's series).
+    fn vitals(&self, out: &mut crate::seam::Vitals) {
+        if let Some(d) = &self.detector {
+            out.gauge(
+                "deadlocks_found",
+                crate::seam::Unit::Count,
+                d.detected_total() as f64,
+            );
+        }
+    }
+
     fn bundle(&self, _window: Duration) -> Vec<BundlePart> {
         let Some(d) = self.detector.clone() else {
             return vec![BundlePart::failed(

@@ -110,6 +110,11 @@ impl Probe for ErrorsProbe {
             if let Some(n) = counts.warn {
                 out.counter("warnings", Unit::PerSecond, n as f64);
             }
+            out.gauge(
+                "error_callsites",
+                Unit::Count,
+                crate::layer::error_groups::error_callsites(h.shared()) as f64,
+            );
         }
     }
 

@@ -226,6 +226,10 @@ impl Probe for Pools {
             if let Some(n) = p.waiting {
                 out.gauge(format!("pool.{name}.waiting"), Unit::Count, n as f64);
             }
+            if let Some(s) = p.saturated() {
+                let s = if s { 1.0 } else { 0.0 };
+                out.gauge(format!("pool.{name}.saturated"), Unit::Count, s);
+            }
         }
     }
 

@@ -1,0 +1,265 @@
+//! The automatic trigger rules over real HTTP: a host made to cross a rule gets an incident of
+//! kind `trigger` on disk whose evidence names the planted function, once per cooldown.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use prodbg::{IncidentLimits, Triggers};
+
+fn untar_incident(gz: &[u8]) -> HashMap<String, Vec<u8>> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let mut files = HashMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        let short = name
+            .split_once('/')
+            .map_or(name.clone(), |(_, f)| f.to_string());
+        files.insert(short, bytes);
+    }
+    files
+}
+
+async fn listing(server: &Server) -> serde_json::Value {
+    let (status, body) = get(&server.url("/debug/incidents"), Some(PROFILE_SECRET)).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits (bounded: a hang guard, not a timing assertion) for the first incident of `kind`
+/// that is on disk, and returns its files and its listing entry.
+async fn first_incident(server: &Server) -> (serde_json::Value, HashMap<String, Vec<u8>>) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let entry = loop {
+        let l = listing(server).await;
+        let found = l["incidents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["kind"] == "trigger"))
+            .cloned();
+        if let (Some(e), false) = (found, l["capturing"] == true) {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no trigger incident: {l}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let id = entry["id"].as_str().unwrap();
+    let gz = client()
+        .get(server.url(&format!("/debug/incidents/{id}")))
+        .bearer_auth(PROFILE_SECRET)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    (entry, untar_incident(&gz))
+}
+
+/// Only `rule`, at once after spawn, once an hour.
+fn only(rule: &str) -> Triggers {
+    Triggers::only(&[rule])
+        .warm_up(Duration::ZERO)
+        .cooldown(Duration::from_secs(3600))
+}
+
+fn limits() -> IncidentLimits {
+    IncidentLimits {
+        profile_seconds: 1,
+        ..IncidentLimits::default()
+    }
+}
+
+/// Burns CPU on two threads until `stop`.
+#[inline(never)]
+fn planted_cpu_burner(stop: &AtomicBool) -> u64 {
+    let mut x = 1u64;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    x
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_rule_fires_and_its_incident_names_the_hot_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = dir.path().join("incidents");
+    let triggers = only("cpu").set("cpu", Some(0.3), Some(Duration::from_secs(2)));
+    let server = spawn_with(move |b| {
+        b.incident_dir(&inc)
+            .incident_limits(limits())
+            .incident_triggers(triggers)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let burners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || planted_cpu_burner(&stop))
+        })
+        .collect();
+    let (entry, files) = first_incident(&server).await;
+    stop.store(true, Ordering::Relaxed);
+    for b in burners {
+        b.join().unwrap();
+    }
+    assert!(entry["reason"].as_str().unwrap().contains("cpu"), "{entry}");
+    let trigger: serde_json::Value = serde_json::from_slice(&files["trigger.json"]).unwrap();
+    assert_eq!(trigger["detail"]["rule"], "cpu", "{trigger}");
+    assert!(
+        trigger["detail"]["value"].as_f64().unwrap()
+            >= trigger["detail"]["threshold"].as_f64().unwrap()
+    );
+    let folded = |file: &str| {
+        let p = decode_pprof(&files[file]);
+        p.string_table.join("\n")
+    };
+    assert!(
+        folded("cpu-recorded.pb.gz").contains("planted_cpu_burner"),
+        "the flight recorder's minutes before the trigger name the burner"
+    );
+    // One per cooldown: the rule stays crossed no longer, and no second incident came.
+    let l = listing(&server).await;
+    let triggers = l["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "trigger")
+        .count();
+    assert_eq!(triggers, 1, "{l}");
+}
+
+#[cfg(feature = "pools-sqlx")]
+mod pool {
+    use super::*;
+    use prodbg::pools::{AcquireRecorder, Held, PoolRegistry};
+    use sqlx::pool::PoolConnection;
+    use sqlx::Sqlite;
+
+    /// Takes every connection and keeps them.
+    #[inline(never)]
+    async fn planted_pool_hog(
+        acquires: &AcquireRecorder,
+        pool: &sqlx::SqlitePool,
+    ) -> Vec<Held<PoolConnection<Sqlite>>> {
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            kept.push(acquires.acquire(pool).await.unwrap());
+        }
+        kept
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saturated_pool_fires_and_its_incident_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let inc = dir.path().join("incidents");
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let registry = PoolRegistry::new();
+        let _listed = registry.register("orders-db", prodbg::pools::sqlx(&pool));
+        let acquires = registry.acquires("orders-db");
+        let triggers =
+            only("pool_saturated").set("pool_saturated", None, Some(Duration::from_secs(2)));
+        let reg = registry.clone();
+        let server = spawn_with(move |b| {
+            b.incident_dir(&inc)
+                .incident_limits(limits())
+                .incident_triggers(triggers)
+                .pool_registry(reg)
+        });
+        let kept = planted_pool_hog(&acquires, &pool).await;
+        // A caller waits: the pool is saturated.
+        let waiter = {
+            let (acquires, pool) = (acquires.clone(), pool.clone());
+            tokio::spawn(async move { acquires.acquire(&pool).await.map(drop) })
+        };
+        let (entry, files) = first_incident(&server).await;
+        assert!(
+            entry["reason"]
+                .as_str()
+                .unwrap()
+                .contains("pool.orders-db.saturated"),
+            "{entry}"
+        );
+        let pools: serde_json::Value = serde_json::from_slice(&files["pools.json"]).unwrap();
+        let text = pools.to_string();
+        assert!(
+            text.contains("planted_pool_hog"),
+            "the incident names the holder: {text}"
+        );
+        drop(kept);
+        waiter.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_rules_are_refused_at_spawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = builder()
+        .incident_dir(dir.path().join("i"))
+        .incident_triggers(Triggers::default().without("cpus"))
+        .spawn()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown incident trigger \"cpus\""), "{err}");
+}
+
+#[inline(never)]
+fn planted_error_source(order: u32) {
+    tracing::error!(order, "planted_error_source could not charge the card");
+}
+
+#[inline(never)]
+fn another_error_source() {
+    tracing::error!("another_error_source failed too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_error_callsite_fires_once_per_cooldown() {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = dir.path().join("incidents");
+    let spans = spans_handle();
+    let server = spawn_with(move |b| {
+        b.incident_dir(&inc)
+            .incident_limits(limits())
+            .incident_triggers(only("new_error"))
+            .spans(spans)
+    });
+    // Let the rules see the table without the new callsite first.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    planted_error_source(7);
+    let (entry, files) = first_incident(&server).await;
+    assert!(
+        entry["reason"].as_str().unwrap().contains("first ERROR"),
+        "{entry}"
+    );
+    let trigger: serde_json::Value = serde_json::from_slice(&files["trigger.json"]).unwrap();
+    assert_eq!(trigger["detail"]["rule"], "new_error", "{trigger}");
+    let errors = String::from_utf8_lossy(&files["errors.json"]).into_owned();
+    assert!(
+        errors.contains("planted_error_source could not charge the card"),
+        "{errors}"
+    );
+    // A second new callsite within the cooldown takes no second incident.
+    another_error_source();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let l = listing(&server).await;
+    let n = l["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "trigger")
+        .count();
+    assert_eq!(n, 1, "one per cooldown: {l}");
+}
