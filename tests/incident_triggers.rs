@@ -11,30 +11,22 @@ use std::time::{Duration, Instant};
 use common::*;
 use prodbg::{IncidentLimits, Triggers};
 
-fn untar_incident(gz: &[u8]) -> HashMap<String, Vec<u8>> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
-    let mut files = HashMap::new();
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let name = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
-        let short = name
-            .split_once('/')
-            .map_or(name.clone(), |(_, f)| f.to_string());
-        files.insert(short, bytes);
-    }
-    files
-}
-
 async fn listing(server: &Server) -> serde_json::Value {
     let (status, body) = get(&server.url("/debug/incidents"), Some(PROFILE_SECRET)).await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
 
-/// Waits (bounded: a hang guard, not a timing assertion) for the first incident of `kind`
-/// that is on disk, and returns its files and its listing entry.
+/// Whether the profile `file` of an incident names `function`.
+fn names(files: &HashMap<String, Vec<u8>>, file: &str, function: &str) -> bool {
+    decode_pprof(&files[file])
+        .string_table
+        .iter()
+        .any(|s| s.contains(function))
+}
+
+/// Waits (bounded: a hang guard, not a timing assertion) for the first `trigger` incident on
+/// disk, and returns its listing entry and its files.
 async fn first_incident(server: &Server) -> (serde_json::Value, HashMap<String, Vec<u8>>) {
     let deadline = Instant::now() + Duration::from_secs(90);
     let entry = loop {
@@ -262,4 +254,141 @@ async fn a_new_error_callsite_fires_once_per_cooldown() {
         .filter(|i| i["kind"] == "trigger")
         .count();
     assert_eq!(n, 1, "one per cooldown: {l}");
+}
+
+/// Keeps `mib` MiB of touched memory while `hold` lasts, sleeping inside this function.
+#[inline(never)]
+fn planted_memory_hog(mib: usize, hold: Duration) -> usize {
+    let mut v = vec![0u8; mib << 20];
+    for page in v.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    std::thread::sleep(hold);
+    std::hint::black_box(&v).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_growth_fires_and_its_incident_names_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = dir.path().join("incidents");
+    let triggers =
+        only("memory_growth").set("memory_growth", Some(0.5), Some(Duration::from_secs(1)));
+    let server = spawn_with(move |b| {
+        b.incident_dir(&inc)
+            .incident_limits(limits())
+            .incident_triggers(triggers)
+    });
+    // The rule's window needs the low first.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let hog = std::thread::Builder::new()
+        .name("memory-hog".into())
+        .spawn(|| planted_memory_hog(600, Duration::from_secs(8)))
+        .unwrap();
+    let (entry, files) = first_incident(&server).await;
+    assert!(
+        entry["reason"].as_str().unwrap().contains("rss_bytes"),
+        "{entry}"
+    );
+    let trigger: serde_json::Value = serde_json::from_slice(&files["trigger.json"]).unwrap();
+    assert_eq!(trigger["detail"]["rule"], "memory_growth", "{trigger}");
+    assert!(trigger["detail"]["value"].as_f64().unwrap() >= 256.0 * 1024.0 * 1024.0);
+    assert!(
+        names(&files, "wall-recorded.pb.gz", "planted_memory_hog"),
+        "the wall-clock history shows the thread holding the memory"
+    );
+    hog.join().unwrap();
+}
+
+/// Blocks a Tokio worker (the bug: a blocking call inside async code).
+#[inline(never)]
+fn planted_blocking_call(hold: Duration) {
+    std::thread::sleep(hold);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_tokio_queue_fires_and_its_incident_names_the_blocking_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = dir.path().join("incidents");
+    let app = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = app.handle().clone();
+    let triggers = only("tokio_queue").set("tokio_queue", Some(50.0), Some(Duration::from_secs(2)));
+    let h = handle.clone();
+    let server = spawn_with(move |b| {
+        b.incident_dir(&inc)
+            .incident_limits(limits())
+            .incident_triggers(triggers)
+            .tokio_runtime("app", h)
+    });
+    // Both workers stuck in a blocking call; tasks spawned from outside wait in the global queue.
+    for _ in 0..2 {
+        handle.spawn(async { planted_blocking_call(Duration::from_secs(8)) });
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..200 {
+        handle.spawn(async {});
+    }
+    let (entry, files) = first_incident(&server).await;
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap()
+            .contains("tokio.app.global_queue"),
+        "{entry}"
+    );
+    assert!(
+        names(&files, "wall-recorded.pb.gz", "planted_blocking_call"),
+        "the wall-clock history shows the workers in the blocking call"
+    );
+    app.shutdown_background();
+}
+
+#[inline(never)]
+fn planted_error_storm(n: u32) {
+    for i in 0..n {
+        tracing::error!(attempt = i, "planted_error_storm: upstream refused");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_rate_spike_fires_against_its_own_average() {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = dir.path().join("incidents");
+    let spans = spans_handle();
+    let triggers = only("error_rate").set("error_rate", Some(10.0), Some(Duration::from_secs(2)));
+    let server = spawn_with(move |b| {
+        b.incident_dir(&inc)
+            .incident_limits(limits())
+            .incident_triggers(triggers)
+            .spans(spans)
+    });
+    // A quiet baseline (no error at all), then a storm of 200 a second.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                planted_error_storm(20);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let (entry, files) = first_incident(&server).await;
+    stop.store(true, Ordering::Relaxed);
+    storm.join().unwrap();
+    let trigger: serde_json::Value = serde_json::from_slice(&files["trigger.json"]).unwrap();
+    assert_eq!(trigger["detail"]["rule"], "error_rate", "{trigger}");
+    assert!(
+        trigger["detail"]["value"].as_f64().unwrap() >= 1.0,
+        "{entry}"
+    );
+    let errors = String::from_utf8_lossy(&files["errors.json"]).into_owned();
+    assert!(
+        errors.contains("planted_error_storm: upstream refused"),
+        "{errors}"
+    );
 }

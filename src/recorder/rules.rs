@@ -31,8 +31,8 @@ pub(crate) enum Check {
         min_value: f64,
         sustain: Duration,
     },
-    /// At least `factor` × its average over the last `window` and at least `floor`, for
-    /// `sustain`.
+    /// At least `factor` × its average over the last `window` (the seconds before the spike
+    /// began) and at least `floor`, for `sustain`.
     Spike {
         factor: f64,
         window: Duration,
@@ -148,9 +148,14 @@ impl Rules {
                 }
                 let inst = instances.entry(name.to_string()).or_default();
                 let crossed = crossing(&rule.check, inst, *value);
-                inst.points.push_back(*value);
-                if inst.points.len() > window_points(&rule.check) {
-                    inst.points.pop_front();
+                // A spike is measured against the average from before it began: its own
+                // values stay out of the window while it lasts.
+                let spiking = crossed.is_some() && matches!(rule.check, Check::Spike { .. });
+                if !spiking {
+                    inst.points.push_back(*value);
+                    if inst.points.len() > window_points(&rule.check) {
+                        inst.points.pop_front();
+                    }
                 }
                 inst.last = Some(*value);
                 let Some(threshold) = crossed else {

@@ -253,3 +253,19 @@ pub fn spans_handle() -> prodbg::spans::SpansHandle {
         })
         .clone()
 }
+
+/// An archive's files by name, each without its first path component (an incident's
+/// `<id>/meta.json` is `meta.json`).
+pub fn untar_incident(gz: &[u8]) -> std::collections::HashMap<String, Vec<u8>> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let mut files = std::collections::HashMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        let short = name.split_once('/').map_or(name.as_str(), |(_, f)| f);
+        files.insert(short.to_string(), bytes);
+    }
+    files
+}
