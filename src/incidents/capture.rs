@@ -33,8 +33,8 @@ use super::store::Store;
 use super::IncidentLimits;
 use crate::seam::BoxFuture;
 
-/// An incident's parts: `(file, bytes or why not)` each.
-pub(crate) type Parts = Vec<(String, Result<Vec<u8>, String>)>;
+/// An incident's parts: `(file, how long its part took, bytes or why not)` each.
+pub(crate) type Parts = Vec<(String, Duration, Result<Vec<u8>, String>)>;
 
 /// What the server provides the worker: the parts of an incident, and what to do once one is
 /// on disk.
@@ -153,6 +153,8 @@ struct ManifestPart {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     bytes: usize,
+    /// How long its part took, from the capture's start (parts run at once).
+    duration_ms: f64,
 }
 
 impl Incidents {
@@ -389,16 +391,18 @@ fn take(inner: &Inner, runtime: &tokio::runtime::Runtime, job: &Job) -> Result<M
         };
         parts.push((
             "trigger.json".to_string(),
+            Duration::ZERO,
             serde_json::to_vec_pretty(&t).map_err(|e| e.to_string()),
         ));
     }
     let manifest: Vec<ManifestPart> = parts
         .iter()
-        .map(|(file, r)| ManifestPart {
+        .map(|(file, took, r)| ManifestPart {
             file: file.clone(),
             ok: r.is_ok(),
             error: r.as_ref().err().cloned(),
             bytes: r.as_ref().map_or(0, Vec::len),
+            duration_ms: took.as_secs_f64() * 1e3,
         })
         .collect();
     let mut files = vec![(
@@ -408,7 +412,7 @@ fn take(inner: &Inner, runtime: &tokio::runtime::Runtime, job: &Job) -> Result<M
     files.extend(
         parts
             .into_iter()
-            .filter_map(|(f, r)| r.ok().map(|b| (f, b))),
+            .filter_map(|(f, _, r)| r.ok().map(|b| (f, b))),
     );
     let meta = Meta {
         id: new_id(job.kind, time),

@@ -35,13 +35,7 @@ impl Gather for ServerState {
                     })
             });
         }
-        Box::pin(async move {
-            super::bundle::produce(parts)
-                .await
-                .into_iter()
-                .map(|(file, _, body)| (file, body))
-                .collect()
-        })
+        Box::pin(async move { super::bundle::produce(parts).await })
     }
 
     fn written(&self, meta: &Meta) {
