@@ -19,6 +19,7 @@ use crate::probes::{HostProbes, ReadinessCheck};
 use crate::seam::fair::{FairLimits, FairShare};
 use crate::seam::{Access, Overrides, ProbeContext, Route};
 use crate::security::audit::{AuditError, AuditKey, AuditLog, FsyncPolicy, Rotation};
+use crate::security::tokens::strength::weakness;
 use crate::security::tokens::{parse_tokens, Token, TokenSet};
 use crate::security::Scope;
 use crate::server::{ServerConfig, ServerState};
@@ -173,23 +174,35 @@ impl AdminBuilder {
         self
     }
 
-    /// Adds tokens from the environment variable `var`, in the `PRODBG_TOKENS` format:
-    /// comma-separated `name:scope:secret` entries, e.g.
-    /// `ops:admin:<secret>,grafana:read:<secret>`. An unset variable adds nothing.
+    /// Adds tokens from the environment variable `var`, or from the file named by `{var}_FILE`
+    /// (a Kubernetes secret mount, a systemd credential), in the `PRODBG_TOKENS` format:
+    /// `name:scope:secret` entries separated by commas (or, in a file, newlines), e.g.
+    /// `ops:admin:<secret>,grafana:read:<secret>`. Neither set adds nothing; both set is an
+    /// error. `var` is removed from the environment once read (see [`env`](Self::env)).
     pub fn tokens_from_env(mut self, var: &str) -> Self {
-        if let Ok(list) = std::env::var(var) {
-            match parse_tokens(&list) {
+        let file_var = format!("{var}_FILE");
+        match crate::config::env::secret(var, &file_var) {
+            Ok(Some(list)) => match parse_tokens(&list.replace(['\n', '\r'], ",")) {
                 Ok(tokens) => self.add_tokens(tokens),
                 Err(e) => self.keep_error(Error::Config(format!("{var}: {e}"))),
-            }
+            },
+            Ok(None) => {}
+            Err(e) => self.keep_error(e),
         }
         self
     }
 
-    /// Reads `PRODBG_ADDR` (listen address), `PRODBG_TOKENS` (see
-    /// [`tokens_from_env`](Self::tokens_from_env)), `PRODBG_AUDIT_FILE` (audit file path) and
+    /// Reads `PRODBG_ADDR` (listen address), `PRODBG_TOKENS` or `PRODBG_TOKENS_FILE` (see
+    /// [`tokens_from_env`](Self::tokens_from_env)), `PRODBG_AUDIT_FILE` (audit file path),
+    /// `PRODBG_AUDIT_KEY` or `PRODBG_AUDIT_KEY_FILE` (see [`audit_key`](Self::audit_key)) and
     /// `PRODBG_FLIGHT_RECORDER` (`off`, or `on[,hz=N][,retention=5m]`).
     /// Unset variables leave the current setting.
+    ///
+    /// `PRODBG_TOKENS` and `PRODBG_AUDIT_KEY` are removed from the environment once read (and,
+    /// on Linux, wiped from `/proc/<pid>/environ`), so child processes do not inherit them.
+    /// Removing a variable races with other threads reading the environment outside Rust's
+    /// lock (C code calling `getenv`): call this at the start of `main`, before starting
+    /// threads.
     pub fn env(mut self) -> Self {
         if let Ok(text) = std::env::var("PRODBG_FLIGHT_RECORDER") {
             match crate::probes::cpu::FlightRecorder::parse(&text) {
@@ -207,19 +220,37 @@ impl AdminBuilder {
                 self.audit_file = Some(PathBuf::from(path));
             }
         }
+        match crate::config::env::secret(AuditKey::ENV, "PRODBG_AUDIT_KEY_FILE") {
+            Ok(Some(key)) if key.trim().is_empty() => {}
+            Ok(Some(key)) => self.set_audit_key(&key, AuditKey::ENV),
+            Ok(None) => {}
+            Err(e) => self.keep_error(e),
+        }
         self.tokens_from_env("PRODBG_TOKENS")
     }
 
-    /// The HMAC-SHA256 key that chains the audit records (at least 16 bytes; `hex:…` or 32+ hex
-    /// digits are decoded as hex). Without it the key comes from `PRODBG_AUDIT_KEY`; with
-    /// neither the chain is plain SHA-256, which detects accidental damage only (see the README's
-    /// audit section). prodbg never writes, logs or echoes the key.
+    /// The HMAC-SHA256 key that chains the audit records (`hex:…` or 32+ hex digits are
+    /// decoded as hex; at least 128 bits, estimated as for token secrets). Without it the key
+    /// comes from `PRODBG_AUDIT_KEY`; with neither the chain is plain SHA-256, which detects
+    /// accidental damage only (see the README's audit section). prodbg never writes, logs or
+    /// echoes the key.
     pub fn audit_key(mut self, key: &str) -> Self {
-        match AuditKey::parse(key) {
-            Ok(k) => self.audit_key = Some(k),
-            Err(e) => self.keep_error(Error::Config(format!("audit key: {e}"))),
-        }
+        self.set_audit_key(key, "audit key");
         self
+    }
+
+    /// Parses and checks a key given as text by `origin` (named in errors, never the key).
+    fn set_audit_key(&mut self, key: &str, origin: &str) {
+        let text = key.trim();
+        match AuditKey::parse(text) {
+            Ok(k) => match weakness(text.strip_prefix("hex:").unwrap_or(text)) {
+                None => self.audit_key = Some(k),
+                Some(why) => self.keep_error(Error::Config(format!(
+                    "{origin}: the key is too easy to guess: {why}"
+                ))),
+            },
+            Err(e) => self.keep_error(Error::Config(format!("{origin}: {e}"))),
+        }
     }
 
     /// When the audit file is fsync'd: every record (`Always`: each request waits for the disk

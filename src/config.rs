@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub(crate) mod env;
+
 /// Timeouts and caps that keep the admin server from hurting its host.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
