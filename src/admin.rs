@@ -18,7 +18,9 @@ use crate::error::Error;
 use crate::probes::{HostProbes, ReadinessCheck};
 use crate::seam::fair::{FairLimits, FairShare};
 use crate::seam::{Access, Overrides, ProbeContext, Route};
-use crate::security::audit::{AuditError, AuditKey, AuditLog, FsyncPolicy, Rotation};
+use crate::security::audit::{
+    sighup_at_default_action, AuditError, AuditKey, AuditLog, FsyncPolicy, Rotation,
+};
 use crate::security::tokens::strength::weakness;
 use crate::security::tokens::{parse_tokens, Token, TokenSet};
 use crate::security::Scope;
@@ -45,7 +47,8 @@ pub struct AdminBuilder {
     audit_key: Option<AuditKey>,
     audit_fsync: FsyncPolicy,
     audit_rotation: Rotation,
-    audit_sighup: bool,
+    /// `None`: install the SIGHUP hook when SIGHUP is at its default action.
+    audit_sighup: Option<bool>,
     service_name: String,
     limits: Limits,
     health_public: bool,
@@ -65,7 +68,7 @@ impl Admin {
             audit_key: None,
             audit_fsync: FsyncPolicy::default(),
             audit_rotation: Rotation::default(),
-            audit_sighup: false,
+            audit_sighup: None,
             service_name: default_service_name(),
             limits: Limits::default(),
             health_public: true,
@@ -112,6 +115,16 @@ impl Admin {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::Start(format!("cannot read the bound address: {e}")))?;
+        if !local_addr.ip().is_loopback() {
+            tracing::warn!(
+                target: "prodbg",
+                addr = %local_addr,
+                "the prodbg admin server listens on a non-loopback address over plain HTTP: its \
+                 tokens (Bearer or Basic) cross the network in cleartext, readable by anyone on \
+                 the path; put TLS in front of it or reach it through a tunnel (kubectl \
+                 port-forward, ssh -L)"
+            );
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("prodbg-blocking")
@@ -270,11 +283,14 @@ impl AdminBuilder {
         self
     }
 
-    /// Reopens the audit file on SIGHUP (logrotate's `postrotate kill -HUP`). Off by default:
-    /// a rename is noticed within a second anyway, and a host that handles SIGHUP itself (Tokio's
-    /// `signal`) keeps its handler — then the hook refuses to install and `build` says so.
+    /// Whether SIGHUP reopens the audit file (logrotate's `postrotate kill -HUP`; a rename is
+    /// noticed within a second without it). By default, with an audit file, the hook is
+    /// installed when SIGHUP is at its default action — which would terminate the host — and
+    /// left out when the host handles or ignores SIGHUP itself. `true` requires it (a host
+    /// that already handles SIGHUP, as with Tokio's `signal`, then gets an error from `build`
+    /// and calls `AuditLog::reopen` itself); `false` leaves SIGHUP alone.
     pub fn audit_reopen_on_sighup(mut self, on: bool) -> Self {
-        self.audit_sighup = on;
+        self.audit_sighup = Some(on);
         self
     }
 
@@ -499,7 +515,7 @@ impl AdminBuilder {
                     .file(&path)
                     .fsync(self.audit_fsync)
                     .rotation(self.audit_rotation)
-                    .reopen_on_sighup(self.audit_sighup);
+                    .reopen_on_sighup(self.audit_sighup.unwrap_or_else(sighup_at_default_action));
                 if let Some(key) = self.audit_key.take() {
                     b = b.key(key);
                 }

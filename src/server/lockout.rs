@@ -22,6 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::slots::client_key;
+use crate::security::tokens::ANY;
 
 /// Limits for [`Lockout`].
 #[derive(Debug, Clone)]
@@ -91,8 +92,6 @@ pub(crate) struct Lockout {
     seen: Mutex<HashMap<IpAddr, Seen>>,
 }
 
-/// Every token's bit.
-const ANY: u64 = u64::MAX;
 
 impl Lockout {
     pub(crate) fn new(limits: LockoutLimits) -> Lockout {

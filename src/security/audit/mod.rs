@@ -64,6 +64,7 @@ pub use key::{AuditKey, KeyError};
 use log::AuditLogBuilder;
 pub(crate) use log::{AuditError, AuditLog, DetailsSlot};
 pub use options::{FsyncPolicy, Rotation};
+pub(crate) use sighup::at_default_action as sighup_at_default_action;
 pub(crate) use record::AuditRecord;
 pub use record::Checkpoint;
 #[cfg(test)]
