@@ -693,8 +693,11 @@ fn redact_segment(seg: &str, after_secret_name: bool) -> (Option<String>, bool) 
     for p in params {
         out.push(';');
         match p.split_once('=') {
-            Some((k, v)) if !v.is_empty() && (is_secret_name(k) || looks_like_secret(v)
-                || k.eq_ignore_ascii_case("jsessionid")) =>
+            Some((k, v))
+                if !v.is_empty()
+                    && (is_secret_name(k)
+                        || looks_like_secret(v)
+                        || k.eq_ignore_ascii_case("jsessionid")) =>
             {
                 changed = true;
                 out.push_str(k);
@@ -718,7 +721,11 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 out.push((h * 16 + l) as u8);
                 i += 3;
@@ -873,8 +880,23 @@ pub(crate) fn redact_args(args: &[String]) -> Vec<String> {
 
 /// Single-dash options that start with `p` and are not mysql's `-p<password>`.
 const P_WORDS: &[&str] = &[
-    "pthread", "pedantic", "pedantic-errors", "pipe", "pg", "pie", "print", "print0",
-    "printf", "prune", "perm", "path", "profile", "parallel", "pid", "port", "ports",
+    "pthread",
+    "pedantic",
+    "pedantic-errors",
+    "pipe",
+    "pg",
+    "pie",
+    "print",
+    "print0",
+    "printf",
+    "prune",
+    "perm",
+    "path",
+    "profile",
+    "parallel",
+    "pid",
+    "port",
+    "ports",
 ];
 
 /// mysql's `-pPASSWORD` (no space): `-p` with more attached, unless it is a port (`-p2222`,

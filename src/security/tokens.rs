@@ -325,9 +325,10 @@ mod tests {
 
     #[test]
     fn parses_entries_with_scopes_and_colons_in_secret() {
-        let tokens =
-            parse_tokens("ops:admin:abc:def:0123456789abcdef, graf:profile:0123456789abcdefghijklmnop")
-                .unwrap();
+        let tokens = parse_tokens(
+            "ops:admin:abc:def:0123456789abcdef, graf:profile:0123456789abcdefghijklmnop",
+        )
+        .unwrap();
         assert_eq!(tokens.len(), 2);
         assert_eq!(tokens[0].name(), "ops");
         assert_eq!(tokens[0].scope(), Scope::Admin);

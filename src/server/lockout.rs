@@ -92,7 +92,6 @@ pub(crate) struct Lockout {
     seen: Mutex<HashMap<IpAddr, Seen>>,
 }
 
-
 impl Lockout {
     pub(crate) fn new(limits: LockoutLimits) -> Lockout {
         Lockout {
@@ -294,7 +293,11 @@ mod tests {
     fn a_locked_client_gets_in_only_with_a_token_seen_from_it() {
         let l = Lockout::new(LockoutLimits::default());
         let attacker = ip("10.1.1.1");
-        assert_eq!(judge(&l, attacker, Some(1)), Ok(1), "token 1 seen from here");
+        assert_eq!(
+            judge(&l, attacker, Some(1)),
+            Ok(1),
+            "token 1 seen from here"
+        );
         let mut locked = 0;
         for _ in 0..1000 {
             match judge(&l, attacker, None) {
@@ -405,7 +408,11 @@ mod tests {
         });
         let t0 = Instant::now();
         for i in 0..10_000u64 {
-            let _ = l.judge_at(ip("10.1.1.1"), check(None), t0 + Duration::from_secs(61 * i));
+            let _ = l.judge_at(
+                ip("10.1.1.1"),
+                check(None),
+                t0 + Duration::from_secs(61 * i),
+            );
         }
         assert_eq!(l.tracked(), 1);
         assert!(l.order_len() <= 2 * 8 + 16);

@@ -64,11 +64,11 @@ pub use key::{AuditKey, KeyError};
 use log::AuditLogBuilder;
 pub(crate) use log::{AuditError, AuditLog, DetailsSlot};
 pub use options::{FsyncPolicy, Rotation};
-pub(crate) use sighup::at_default_action as sighup_at_default_action;
 pub(crate) use record::AuditRecord;
 pub use record::Checkpoint;
 #[cfg(test)]
 use record::{Outcome, ResumeReason};
+pub(crate) use sighup::at_default_action as sighup_at_default_action;
 pub use verify::{
     rotated_files, verify_audit_files, verify_audit_log, FileSummary, GapNote, KindCounts,
     Location, ResumeNote, VerifyError, VerifyReport,

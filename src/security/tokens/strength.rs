@@ -51,7 +51,7 @@ pub(crate) fn weakness(secret: &str) -> Option<String> {
     let bits = estimated_bits(secret);
     if bits < MIN_BITS {
         return Some(format!(
-            "it carries about {} bits; at least {MIN_BITS} are needed (32 hex digits, 22 base64 \
+            "it carries about {} bits; at least {MIN_BITS} bits are needed (32 hex digits, 22 base64 \
              characters or 20 mixed printable ones; `openssl rand -hex 32` or \
              prodbg::generate_secret() make one)",
             bits.floor()
