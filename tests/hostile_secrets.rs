@@ -12,7 +12,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use common::*;
@@ -29,7 +29,11 @@ struct ChildHost {
     child: Child,
     addr: SocketAddr,
     _stdin: ChildStdin,
-    _stdout: BufReader<ChildStdout>,
+    /// Keeps reading the child's output, so its writes never fail.
+    _reader: (
+        std::thread::JoinHandle<()>,
+        std::sync::mpsc::Receiver<String>,
+    ),
     _dir: tempfile::TempDir,
 }
 
@@ -52,24 +56,38 @@ impl ChildHost {
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().unwrap();
         let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        // Lines read on a thread, so a child that never listens fails the test instead of
+        // hanging it (a generous bound, not a timing assertion).
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         let mut seen = String::new();
         let addr = loop {
-            let mut line = String::new();
-            if stdout.read_line(&mut line).unwrap() == 0 {
-                let status = child.wait().unwrap();
-                panic!("the child host ended ({status}) before listening:\n{seen}");
+            match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+                // libtest prints it after `test <name> ... ` on the same line.
+                Ok(line) => match line.split_once("LISTENING ") {
+                    Some((_, a)) => break a.trim().parse().unwrap(),
+                    None => seen.push_str(&(line + "\n")),
+                },
+                Err(e) => {
+                    let _ = child.kill();
+                    let status = child.wait().unwrap();
+                    panic!("the child host never listened ({e}, {status}):\n{seen}");
+                }
             }
-            if let Some(a) = line.trim().strip_prefix("LISTENING ") {
-                break a.parse().unwrap();
-            }
-            seen.push_str(&line);
         };
         ChildHost {
             child,
             addr,
             _stdin: stdin,
-            _stdout: stdout,
+            _reader: (reader, rx),
             _dir: dir,
         }
     }
