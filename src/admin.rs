@@ -18,7 +18,10 @@ use crate::error::Error;
 use crate::probes::{HostProbes, ReadinessCheck};
 use crate::seam::fair::{FairLimits, FairShare};
 use crate::seam::{Access, Overrides, ProbeContext, Route};
-use crate::security::audit::{AuditError, AuditKey, AuditLog, FsyncPolicy, Rotation};
+use crate::security::audit::{
+    sighup_at_default_action, AuditError, AuditKey, AuditLog, FsyncPolicy, Rotation,
+};
+use crate::security::tokens::strength::weakness;
 use crate::security::tokens::{parse_tokens, Token, TokenSet};
 use crate::security::Scope;
 use crate::server::{AllowedHosts, ServerConfig, ServerState};
@@ -45,7 +48,8 @@ pub struct AdminBuilder {
     audit_key: Option<AuditKey>,
     audit_fsync: FsyncPolicy,
     audit_rotation: Rotation,
-    audit_sighup: bool,
+    /// `None`: install the SIGHUP hook when SIGHUP is at its default action.
+    audit_sighup: Option<bool>,
     service_name: String,
     limits: Limits,
     health_public: bool,
@@ -69,7 +73,7 @@ impl Admin {
             audit_key: None,
             audit_fsync: FsyncPolicy::default(),
             audit_rotation: Rotation::default(),
-            audit_sighup: false,
+            audit_sighup: None,
             service_name: default_service_name(),
             limits: Limits::default(),
             health_public: true,
@@ -125,6 +129,16 @@ impl Admin {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::Start(format!("cannot read the bound address: {e}")))?;
+        if !local_addr.ip().is_loopback() {
+            tracing::warn!(
+                target: "prodbg",
+                addr = %local_addr,
+                "the prodbg admin server listens on a non-loopback address over plain HTTP: its \
+                 tokens (Bearer or Basic) cross the network in cleartext, readable by anyone on \
+                 the path; put TLS in front of it or reach it through a tunnel (kubectl \
+                 port-forward, ssh -L)"
+            );
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("prodbg-blocking")
@@ -188,26 +202,38 @@ impl AdminBuilder {
         self
     }
 
-    /// Adds tokens from the environment variable `var`, in the `PRODBG_TOKENS` format:
-    /// comma-separated `name:scope:secret` entries, e.g.
-    /// `ops:admin:<secret>,grafana:read:<secret>`. An unset variable adds nothing.
+    /// Adds tokens from the environment variable `var`, or from the file named by `{var}_FILE`
+    /// (a Kubernetes secret mount, a systemd credential), in the `PRODBG_TOKENS` format:
+    /// `name:scope:secret` entries separated by commas (or, in a file, newlines), e.g.
+    /// `ops:admin:<secret>,grafana:read:<secret>`. Neither set adds nothing; both set is an
+    /// error. `var` is removed from the environment once read (see [`env`](Self::env)).
     pub fn tokens_from_env(mut self, var: &str) -> Self {
-        if let Ok(list) = std::env::var(var) {
-            match parse_tokens(&list) {
+        let file_var = format!("{var}_FILE");
+        match crate::config::env::secret(var, &file_var) {
+            Ok(Some(list)) => match parse_tokens(&list.replace(['\n', '\r'], ",")) {
                 Ok(tokens) => self.add_tokens(tokens),
                 Err(e) => self.keep_error(Error::Config(format!("{var}: {e}"))),
-            }
+            },
+            Ok(None) => {}
+            Err(e) => self.keep_error(e),
         }
         self
     }
 
-    /// Reads `PRODBG_ADDR` (listen address), `PRODBG_TOKENS` (see
+    /// Reads `PRODBG_ADDR` (listen address), `PRODBG_TOKENS` or `PRODBG_TOKENS_FILE` (see
     /// [`tokens_from_env`](Self::tokens_from_env)), `PRODBG_AUDIT_FILE` (audit file path),
+    /// `PRODBG_AUDIT_KEY` or `PRODBG_AUDIT_KEY_FILE` (see [`audit_key`](Self::audit_key)),
     /// `PRODBG_FLIGHT_RECORDER` (`off`, or `on[,hz=N][,retention=5m]`),
-    /// `PRODBG_ALLOWED_HOSTS` (see [`allowed_hosts`](Self::allowed_hosts)) and
+    /// `PRODBG_ALLOWED_HOSTS` (see [`allowed_hosts`](Self::allowed_hosts)),
     /// `PRODBG_INCIDENT_DIR` (see [`incident_dir`](Self::incident_dir)) and
     /// `PRODBG_INCIDENT_TRIGGERS` (`off`, or the rules to keep, e.g. `cpu,pool_saturated`).
     /// Unset variables leave the current setting.
+    ///
+    /// `PRODBG_TOKENS` and `PRODBG_AUDIT_KEY` are removed from the environment once read (and,
+    /// on Linux, wiped from `/proc/<pid>/environ`), so child processes do not inherit them.
+    /// Removing a variable races with other threads reading the environment outside Rust's
+    /// lock (C code calling `getenv`): call this at the start of `main`, before starting
+    /// threads.
     pub fn env(mut self) -> Self {
         if let Ok(path) = std::env::var("PRODBG_INCIDENT_DIR") {
             if path.trim().is_empty() {
@@ -241,6 +267,12 @@ impl AdminBuilder {
         if let Ok(list) = std::env::var("PRODBG_ALLOWED_HOSTS") {
             self = self.allowed_hosts(list.split(',').filter(|n| !n.trim().is_empty()));
         }
+        match crate::config::env::secret(AuditKey::ENV, "PRODBG_AUDIT_KEY_FILE") {
+            Ok(Some(key)) if key.trim().is_empty() => {}
+            Ok(Some(key)) => self.set_audit_key(&key, AuditKey::ENV),
+            Ok(None) => {}
+            Err(e) => self.keep_error(e),
+        }
         self.tokens_from_env("PRODBG_TOKENS")
     }
 
@@ -268,16 +300,28 @@ impl AdminBuilder {
         self
     }
 
-    /// The HMAC-SHA256 key that chains the audit records (at least 16 bytes; `hex:…` or 32+ hex
-    /// digits are decoded as hex). Without it the key comes from `PRODBG_AUDIT_KEY`; with
-    /// neither the chain is plain SHA-256, which detects accidental damage only (see the README's
-    /// audit section). prodbg never writes, logs or echoes the key.
+    /// The HMAC-SHA256 key that chains the audit records (`hex:…` or 32+ hex digits are
+    /// decoded as hex; at least 128 bits, estimated as for token secrets). Without it the key
+    /// comes from `PRODBG_AUDIT_KEY`; with neither the chain is plain SHA-256, which detects
+    /// accidental damage only (see the README's audit section). prodbg never writes, logs or
+    /// echoes the key.
     pub fn audit_key(mut self, key: &str) -> Self {
-        match AuditKey::parse(key) {
-            Ok(k) => self.audit_key = Some(k),
-            Err(e) => self.keep_error(Error::Config(format!("audit key: {e}"))),
-        }
+        self.set_audit_key(key, "audit key");
         self
+    }
+
+    /// Parses and checks a key given as text by `origin` (named in errors, never the key).
+    fn set_audit_key(&mut self, key: &str, origin: &str) {
+        let text = key.trim();
+        match AuditKey::parse(text) {
+            Ok(k) => match weakness(text.strip_prefix("hex:").unwrap_or(text)) {
+                None => self.audit_key = Some(k),
+                Some(why) => self.keep_error(Error::Config(format!(
+                    "{origin}: the key is too easy to guess: {why}"
+                ))),
+            },
+            Err(e) => self.keep_error(Error::Config(format!("{origin}: {e}"))),
+        }
     }
 
     /// When the audit file is fsync'd: every record (`Always`: each request waits for the disk
@@ -297,11 +341,14 @@ impl AdminBuilder {
         self
     }
 
-    /// Reopens the audit file on SIGHUP (logrotate's `postrotate kill -HUP`). Off by default:
-    /// a rename is noticed within a second anyway, and a host that handles SIGHUP itself (Tokio's
-    /// `signal`) keeps its handler — then the hook refuses to install and `build` says so.
+    /// Whether SIGHUP reopens the audit file (logrotate's `postrotate kill -HUP`; a rename is
+    /// noticed within a second without it). By default, with an audit file, the hook is
+    /// installed when SIGHUP is at its default action — which would terminate the host — and
+    /// left out when the host handles or ignores SIGHUP itself. `true` requires it (a host
+    /// that already handles SIGHUP, as with Tokio's `signal`, then gets an error from `build`
+    /// and calls `AuditLog::reopen` itself); `false` leaves SIGHUP alone.
     pub fn audit_reopen_on_sighup(mut self, on: bool) -> Self {
-        self.audit_sighup = on;
+        self.audit_sighup = Some(on);
         self
     }
 
@@ -555,7 +602,7 @@ impl AdminBuilder {
                     .file(&path)
                     .fsync(self.audit_fsync)
                     .rotation(self.audit_rotation)
-                    .reopen_on_sighup(self.audit_sighup);
+                    .reopen_on_sighup(self.audit_sighup.unwrap_or_else(sighup_at_default_action));
                 if let Some(key) = self.audit_key.take() {
                     b = b.key(key);
                 }

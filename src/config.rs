@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub(crate) mod env;
+
 /// Timeouts and caps that keep the admin server from hurting its host.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -44,9 +46,10 @@ pub struct Limits {
     /// Requests one token may have in flight; more get 429, so one token cannot starve the
     /// others. Default 8.
     pub max_requests_per_token: usize,
-    /// Invalid credentials per client IP per minute before that client's *invalid* attempts get
-    /// 429. A valid token is never refused by it and health probes never touch it. `0`
-    /// disables. Default 20.
+    /// Invalid credentials per client IP per minute before that client is locked for the rest
+    /// of the minute: its credentials are then checked only against the tokens already used
+    /// validly from its address, and anything else (a correct guess included) gets 429. Health
+    /// probes never touch it. `0` disables. Default 20.
     pub auth_failures_per_minute: u32,
     /// Longest `seconds=` a CPU or heap-growth profile may ask for. Default 60, and always less
     /// than `request_timeout`.

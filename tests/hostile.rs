@@ -157,6 +157,11 @@ async fn operator_is_answered_under_1000_idle_and_200_slowloris_connections() {
 async fn a_thousand_bad_tokens_never_lock_out_the_valid_one_or_the_health_probe() {
     let server = spawn();
     let addr = server.handle.local_addr();
+    // The operator behind the attacker's address used its token before the attack.
+    assert_eq!(
+        get_from(ATTACKER, addr, "/debug/overrides", Some(READ_SECRET)).await,
+        200
+    );
     let mut locked = 0;
     for _ in 0..1000 {
         let s = get_from(

@@ -270,12 +270,17 @@ impl<'a> Recorder<'a> {
         if self.keep {
             let room = self.room();
             if room > 0 {
-                let cut = value.len() > room;
-                let v = if cut {
-                    labels::truncate(value, room)
+                // A value about to be cut is redacted whole first: cut first, a URL ending
+                // before its `@` would show its password as a host.
+                let redacted;
+                let whole = if value.len() > room {
+                    redacted = redact_env(field.name(), value);
+                    redacted.as_str()
                 } else {
                     value
                 };
+                let cut = whole.len() > room;
+                let v = labels::truncate(whole, room);
                 let hdr = v.len() as u16 | if cut { TRUNCATED } else { 0 };
                 self.push(index(field), KIND_STR, hdr, v.as_bytes());
                 if cut {
@@ -353,7 +358,23 @@ impl<'a> Recorder<'a> {
             cut: false,
         };
         let _ = w.write_fmt(value);
-        let cut = w.cut;
+        let mut cut = w.cut;
+        if cut {
+            // Redacted whole before it is cut (see `put_str`): formatted again, up to a bound.
+            let mut full = String::new();
+            let capped = fmt::Write::write_fmt(
+                &mut Capped {
+                    out: &mut full,
+                    limit: MAX_REDACTED_BYTES,
+                },
+                value,
+            );
+            let redacted = redact_env(field.name(), &full);
+            cut = capped.is_err() || redacted.len() > room;
+            self.buf.truncate(start + HEADER);
+            self.buf
+                .extend_from_slice(labels::truncate(&redacted, room).as_bytes());
+        }
         let n = self.buf.len() - start - HEADER;
         let hdr = n as u16 | if cut { TRUNCATED } else { 0 };
         self.buf[start + 2..start + HEADER].copy_from_slice(&hdr.to_le_bytes());
@@ -410,6 +431,27 @@ impl fmt::Write for StackStr {
         self.buf[self.len..self.len + v.len()].copy_from_slice(v.as_bytes());
         self.len += v.len();
         if v.len() < s.len() {
+            Err(fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// How much of a formatted value that will be cut is formatted again to be redacted whole.
+const MAX_REDACTED_BYTES: usize = 16 * 1024;
+
+/// Appends to a string up to `limit` bytes, cutting at a character boundary.
+struct Capped<'a> {
+    out: &'a mut String,
+    limit: usize,
+}
+
+impl fmt::Write for Capped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.limit.saturating_sub(self.out.len());
+        self.out.push_str(labels::truncate(s, room));
+        if s.len() > room {
             Err(fmt::Error)
         } else {
             Ok(())
@@ -512,7 +554,66 @@ pub(crate) fn decode(buf: &[u8], names: &FieldSet, redact: Option<RedactFn>) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::copy_short;
+    use super::{copy_short, decode, Recorder, Special, MAX_VALUE_BYTES};
+    use tracing::callsite::{Callsite, Identifier};
+    use tracing::field::{FieldSet, Visit};
+    use tracing::metadata::Kind;
+    use tracing::subscriber::Interest;
+    use tracing::{Level, Metadata};
+
+    struct Site;
+    impl Callsite for Site {
+        fn set_interest(&self, _: Interest) {}
+        fn metadata(&self) -> &Metadata<'_> {
+            &META
+        }
+    }
+    static SITE: Site = Site;
+    static META: Metadata<'static> = Metadata::new(
+        "cut",
+        "prodbg::test",
+        Level::INFO,
+        None,
+        None,
+        None,
+        FieldSet::new(&["url", "message"], Identifier(&SITE)),
+        Kind::EVENT,
+    );
+
+    struct Shown(String);
+    impl std::fmt::Debug for Shown {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    /// A value longer than the cut is redacted whole first: a URL whose password runs past
+    /// the cut would otherwise end before its `@` and show the password as a host.
+    #[test]
+    fn values_are_redacted_before_they_are_cut() {
+        let password = "Hunter2-".repeat(40);
+        let url = format!("postgres://app:{password}@db:5432/app");
+        let text = format!("connecting to {url} failed, retrying {}", "x".repeat(300));
+        assert!(url.find('@').unwrap() > MAX_VALUE_BYTES);
+        let fields = META.fields();
+        let mut buf = Vec::new();
+        let mut rec = Recorder::new(&mut buf, 4096, true, Special::NONE);
+        rec.record_str(&fields.field("url").unwrap(), &url);
+        rec.record_debug(&fields.field("message").unwrap(), &Shown(text));
+        assert_eq!(rec.truncated, 1, "the message is cut");
+        let shown = decode(&buf, fields, None);
+        assert_eq!(
+            shown.get("url"),
+            Some("postgres://app:[redacted]@db:5432/app")
+        );
+        let message = shown.get("message").unwrap();
+        assert!(
+            message.starts_with("connecting to postgres://app:[redacted]@db:5432/app failed")
+                && message.ends_with('…'),
+            "{message}"
+        );
+        assert!(!message.contains("Hunter2"), "{message}");
+    }
 
     #[test]
     fn copy_short_copies_every_length_exactly() {

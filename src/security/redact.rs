@@ -1,6 +1,6 @@
 //! Redaction of secrets from command lines, environment variables and free-form values
-//! (`/debug/process`, the bundle's copy, span fields, audit queries, the copy of a host
-//! endpoint's request body in its audit record).
+//! (`/debug/process`, the bundle's copy, span fields, audit paths and queries, the copy of a
+//! host endpoint's request body in its audit record).
 //!
 //! Two signals, either enough: a **name** that suggests a secret (`DB_PASS`, `--db-password`,
 //! `SMTP_PASS`, `*_CREDS`, `*_PRIVATE_KEY`, `OTEL_EXPORTER_OTLP_HEADERS`, `sig=` …) redacts
@@ -8,7 +8,10 @@
 //! password of a URL's userinfo, secret query parameters, webhook URLs (Slack, Discord,
 //! Office 365), JWTs, PEM private keys, well-known token prefixes (`ghp_`, `xoxb-`, `AKIA`,
 //! …), and long random strings (base64 with `+`/`/`, hex ≥ 32). URLs keep their shape
-//! (`postgres://app:[redacted]@db/app`) so an operator still sees where things point.
+//! (`postgres://app:[redacted]@db/app`, also when the password holds `/`, `#` or `@`) so an
+//! operator still sees where things point. A JSON value (`SPRING_APPLICATION_JSON`,
+//! `VCAP_SERVICES`) is judged member by member, and a quoted value after a secret name
+//! (`"password": "two words"`, `password="x y"`) goes whole, JSON cut short included.
 //! Ordinary values — `PATH`, `RUST_LOG`, `HOME`, numbers, short words, file paths — stay
 //! readable. It is a heuristic: it errs on the side of redacting, and a secret with an
 //! innocent name and an innocent-looking value (a short word) is not caught.
@@ -33,6 +36,11 @@ const STRONG: &[&str] = &[
     "cookie",
     "webhook",
     "signature",
+    // Redis (`--requirepass`, `--masterauth`), Java keytool (`-storepass`, `-keypass`).
+    "requirepass",
+    "masterauth",
+    "storepass",
+    "keypass",
 ];
 
 /// Matched as whole words of a name (split at `_`, `-`, `.`, camelCase).
@@ -213,6 +221,145 @@ pub(crate) fn redact_value(value: &str) -> Cow<'_, str> {
     if value.contains("-----BEGIN") && value.contains("PRIVATE KEY") {
         return Cow::Owned(REDACTED.to_string());
     }
+    if let Some(json) = redact_json_text(value) {
+        return json;
+    }
+    match redact_keyed(value) {
+        Cow::Borrowed(_) => redact_words(value),
+        Cow::Owned(keyed) => Cow::Owned(redact_words(&keyed).into_owned()),
+    }
+}
+
+/// Longest text parsed as a JSON document by [`redact_value`]; a longer one is judged by
+/// [`redact_keyed`] and word by word.
+const MAX_JSON_BYTES: usize = 256 * 1024;
+
+/// A whole JSON object or array, judged by [`redact_json`]; `None` when `value` is not one.
+/// The document is written back compact (members sorted by name) only when something changed.
+fn redact_json_text(value: &str) -> Option<Cow<'_, str>> {
+    let t = value.trim();
+    if !(t.starts_with('{') || t.starts_with('[')) || value.len() > MAX_JSON_BYTES {
+        return None;
+    }
+    let mut doc: serde_json::Value = serde_json::from_str(t).ok()?;
+    if !doc.is_object() && !doc.is_array() {
+        return None;
+    }
+    Some(if redact_json(&mut doc) {
+        Cow::Owned(doc.to_string())
+    } else {
+        Cow::Borrowed(value)
+    })
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'
+}
+
+/// The end (exclusive) of the quoted text that starts after the quote at `open`: the next
+/// unescaped `quote`, or the end of the text when it was cut.
+fn closing_quote(b: &[u8], open: usize, quote: u8) -> usize {
+    let mut i = open + 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            c if c == quote => return i,
+            _ => i += 1,
+        }
+    }
+    b.len()
+}
+
+/// The end (exclusive) of the bracketed value starting at `open` (`{…}` or `[…]`, strings
+/// inside skipped), or the end of the text when it was cut.
+fn closing_bracket(b: &[u8], open: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = open;
+    while i < b.len() {
+        match b[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            b'"' => i = closing_quote(b, i, b'"'),
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// Redacts what follows a secret name and `:` or `=` when word-by-word judgement could not
+/// hold all of it: a quoted value (`"password": "two words"`, `password='x y'`, a Rust
+/// `Debug` struct's `password: "…"`), and after a quoted name (JSON) any value, objects and
+/// arrays included (`"credentials": {…}`). Text cut short (a span field, invalid JSON) is
+/// redacted up to its end. Bare values after bare names are left to [`redact_words`].
+fn redact_keyed(value: &str) -> Cow<'_, str> {
+    let b = value.as_bytes();
+    let mut out = String::new();
+    let mut last = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b':' && b[i] != b'=' {
+            i += 1;
+            continue;
+        }
+        let mut k_end = i;
+        while k_end > last && b[k_end - 1] == b' ' {
+            k_end -= 1;
+        }
+        let quoted_key = k_end > last && matches!(b[k_end - 1], b'"' | b'\'');
+        let key = if quoted_key {
+            let q = b[k_end - 1] as char;
+            value[last..k_end - 1]
+                .rfind(q)
+                .map(|s| &value[last + s + 1..k_end - 1])
+        } else {
+            let mut s = k_end;
+            while s > last && is_name_byte(b[s - 1]) {
+                s -= 1;
+            }
+            (s < k_end).then(|| &value[s..k_end])
+        };
+        let mut v = i + 1;
+        while v < b.len() && b[v] == b' ' {
+            v += 1;
+        }
+        if v >= b.len() || !key.is_some_and(is_secret_name) {
+            i += 1;
+            continue;
+        }
+        let (start, end) = match b[v] {
+            q @ (b'"' | b'\'') => (v + 1, closing_quote(b, v, q)),
+            b'{' | b'[' if quoted_key => (v, closing_bracket(b, v)),
+            b'n' if quoted_key && value[v..].starts_with("null") => (v, v),
+            _ if quoted_key => {
+                let end = value[v..]
+                    .find([',', '}', ']', ' ', '\n'])
+                    .map_or(b.len(), |e| v + e);
+                (v, end)
+            }
+            _ => (v, v),
+        };
+        if end > start {
+            out.push_str(&value[last..start]);
+            out.push_str(REDACTED);
+            last = end;
+        }
+        i = end.max(i + 1);
+    }
+    if last == 0 {
+        return Cow::Borrowed(value);
+    }
+    out.push_str(&value[last..]);
+    Cow::Owned(out)
+}
+
+/// [`redact_value`]'s word-by-word pass.
+fn redact_words(value: &str) -> Cow<'_, str> {
     let mut out = String::new();
     let mut changed = false;
     let mut last = 0;
@@ -225,8 +372,11 @@ pub(crate) fn redact_value(value: &str) -> Cow<'_, str> {
             matches!(p.as_str(), "bearer" | "basic" | "token")
                 || p.strip_suffix(':').is_some_and(is_secret_name)
         });
-        let red = if after_keyword {
-            Some(REDACTED.to_string())
+        let red = if word.contains(REDACTED) {
+            None // already done by `redact_keyed`
+        } else if after_keyword {
+            let kept = &word[word.trim_end_matches([',', ';']).len()..];
+            Some(format!("{REDACTED}{kept}"))
         } else {
             redact_word(word)
         };
@@ -338,8 +488,7 @@ fn redact_word(word: &str) -> Option<String> {
 /// webhook paths, secret-looking path segments, and secret query/fragment parameters.
 fn redact_url(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
-    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(auth_end);
+    let (authority, tail) = rest.split_at(authority_end(rest));
     let mut out = format!("{scheme}://");
     let mut changed = false;
     let host = match authority.rsplit_once('@') {
@@ -420,6 +569,33 @@ fn redact_url(url: &str) -> Option<String> {
     changed.then_some(out)
 }
 
+/// Where a URL's authority (`user:password@host:port`) ends in `rest`, the text after `://`.
+///
+/// Normally at the first `/`, `?` or `#`; but a password typed unencoded may hold those and
+/// `@` (`app:p/ss#w@rd@db/app`), so when a `user:` comes first and a later `@` follows, the
+/// authority runs to the last `@` and the host after it. A `host:port/…` (digits, then `/`) is
+/// read the normal way. It errs on the side of redacting: an `@` in the path or query of a
+/// URL with a userinfo password hides the host as well.
+fn authority_end(rest: &str) -> usize {
+    let first = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(colon) = rest[..first].find(':') else {
+        return first;
+    };
+    let Some(at) = rest.rfind('@') else {
+        return first;
+    };
+    let after_colon = &rest[colon + 1..first];
+    let port = !after_colon.is_empty()
+        && after_colon.bytes().all(|b| b.is_ascii_digit())
+        && rest[first..].starts_with('/');
+    if at < first || port || rest.starts_with('[') || rest[..colon].contains('@') {
+        return first;
+    }
+    rest[at..]
+        .find(['/', '?', '#'])
+        .map_or(rest.len(), |i| at + i)
+}
+
 /// Redacts a query string (`a=1&token=x` → `a=1&token=[redacted]`): values of secret-named
 /// parameters (`password`, `token`, `sig`, `X-Amz-Signature`, `key`, …) and secret-looking
 /// values.
@@ -460,6 +636,109 @@ pub(crate) fn redact_query(query: &str) -> Cow<'_, str> {
     }
 }
 
+/// Redacts a URL path as an audit record keeps it: a segment that looks like a secret (a JWT,
+/// a token prefix, 32+ hex digits, a long random string — judged percent-decoded), a
+/// `name=value` segment or `;name=value` parameter with a secret name (`/reset/token=…`,
+/// `;jsessionid=…`), and the segment after a secret-named one (`/token/abc123`,
+/// `/api-keys/AbC…`) unless that one is a plain lowercase word. Unchanged paths are returned
+/// borrowed.
+pub(crate) fn redact_path(path: &str) -> Cow<'_, str> {
+    let mut out = String::with_capacity(path.len());
+    let mut changed = false;
+    let mut after_secret_name = false;
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let (red, secret_name) = redact_segment(seg, after_secret_name);
+        after_secret_name = secret_name;
+        match red {
+            Some(r) => {
+                changed = true;
+                out.push_str(&r);
+            }
+            None => out.push_str(seg),
+        }
+    }
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(path)
+    }
+}
+
+/// One path segment: `Some` when redacted; and whether it names a secret (so the next one may
+/// hold it).
+fn redact_segment(seg: &str, after_secret_name: bool) -> (Option<String>, bool) {
+    if seg.is_empty() {
+        return (None, false);
+    }
+    let decoded = percent_decode(seg);
+    let mut params = decoded.split(';');
+    let head = params.next().unwrap_or("");
+    let plain_word = head
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b == b'-' || b == b'_' || b == b'.');
+    if looks_like_secret(head)
+        || (after_secret_name && !plain_word)
+        || head
+            .split_once('=')
+            .is_some_and(|(k, v)| !v.is_empty() && (is_secret_name(k) || looks_like_secret(v)))
+    {
+        return (Some(REDACTED.to_string()), false);
+    }
+    let secret_name = head.len() <= 64 && is_secret_name(head);
+    let mut out = head.to_string();
+    let mut changed = false;
+    for p in params {
+        out.push(';');
+        match p.split_once('=') {
+            Some((k, v))
+                if !v.is_empty()
+                    && (is_secret_name(k)
+                        || looks_like_secret(v)
+                        || k.eq_ignore_ascii_case("jsessionid")) =>
+            {
+                changed = true;
+                out.push_str(k);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            _ => out.push_str(p),
+        }
+    }
+    // Keep the segment as sent (percent-encoded) unless a parameter was redacted.
+    (changed.then_some(out), secret_name)
+}
+
+/// `%XX` decoded (invalid escapes and non-UTF-8 results kept as they are).
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_or(Cow::Borrowed(s), Cow::Owned)
+}
+
 /// Redacts an environment variable's value: all of it when the name suggests a secret (an
 /// empty value stays empty, to show it is unset), else what [`redact_value`] finds.
 pub(crate) fn redact_env(name: &str, value: &str) -> String {
@@ -474,26 +753,34 @@ pub(crate) fn redact_env(name: &str, value: &str) -> String {
 /// whose name suggests a secret (`password`, `apiKey`, `db_token`, …) becomes `"[redacted]"`
 /// whatever its type (an empty string or `null` stays, to show it is unset); every other string
 /// is judged by [`redact_value`]. Numbers, booleans and names stay readable.
-pub(crate) fn redact_json(value: &mut serde_json::Value) {
+/// Returns whether anything was redacted.
+pub(crate) fn redact_json(value: &mut serde_json::Value) -> bool {
     use serde_json::Value;
     match value {
         Value::Object(members) => {
+            let mut changed = false;
             for (name, v) in members.iter_mut() {
                 let unset = v.is_null() || v.as_str().is_some_and(str::is_empty);
                 if is_secret_name(name) && !unset {
                     *v = Value::String(REDACTED.to_string());
+                    changed = true;
                 } else {
-                    redact_json(v);
+                    changed |= redact_json(v);
                 }
             }
+            changed
         }
-        Value::Array(items) => items.iter_mut().for_each(redact_json),
-        Value::String(s) => {
-            if let Cow::Owned(r) = redact_value(s) {
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, v| redact_json(v) | changed),
+        Value::String(s) => match redact_value(s) {
+            Cow::Owned(r) => {
                 *s = r;
+                true
             }
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            Cow::Borrowed(_) => false,
+        },
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
@@ -556,8 +843,14 @@ pub(crate) fn redact_args(args: &[String]) -> Vec<String> {
                 });
                 continue;
             }
+            if dashes == "-" && is_attached_password(name) {
+                out.push(format!("-p{REDACTED}"));
+                continue;
+            }
             next = if dashes == "-" && name == "p" {
                 Next::PortOrSecret
+            } else if dashes == "-" && name == "a" {
+                Next::Secret // redis-cli -a <password>
             } else if name == "u" || name == "user" {
                 Next::UserPass
             } else if is_secret_name(name) {
@@ -585,6 +878,44 @@ pub(crate) fn redact_args(args: &[String]) -> Vec<String> {
     out
 }
 
+/// Single-dash options that start with `p` and are not mysql's `-p<password>`.
+const P_WORDS: &[&str] = &[
+    "pthread",
+    "pedantic",
+    "pedantic-errors",
+    "pipe",
+    "pg",
+    "pie",
+    "print",
+    "print0",
+    "printf",
+    "prune",
+    "perm",
+    "path",
+    "profile",
+    "parallel",
+    "pid",
+    "port",
+    "ports",
+];
+
+/// mysql's `-pPASSWORD` (no space): `-p` with more attached, unless it is a port (`-p2222`,
+/// `-p8080:80`) or a known option word (`-pthread`, `-pedantic`, `-print`, …). The option
+/// names that are secret names (`-password`) are handled before.
+fn is_attached_password(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('p') else {
+        return false;
+    };
+    if rest.is_empty() || is_secret_name(name) || P_WORDS.contains(&name) {
+        return false;
+    }
+    let port = rest.bytes().any(|b| b.is_ascii_digit())
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b':' || b == b'.');
+    !port
+}
+
 fn redact_secret(v: &str) -> String {
     if v.is_empty() {
         String::new()
@@ -601,8 +932,9 @@ mod tests {
         Args(&'static [&'static str], &'static [&'static str]),
         Env(&'static str, &'static str, &'static str),
         Value(&'static str, &'static str),
+        Path(&'static str, &'static str),
     }
-    use Case::{Args, Env, Value};
+    use Case::{Args, Env, Path, Value};
 
     const R: &str = REDACTED;
 
@@ -680,9 +1012,53 @@ mod tests {
             Value("https://app.example.com/cb#access_token=xyz&token_type=bearer", "https://app.example.com/cb#access_token=[redacted]&token_type=bearer"),
             // A closer the value opened goes with it; one that wraps the word stays.
             Value("password=[x]", "password=[redacted]"),
-            Value("password=\"hunter2\", retrying", "password=[redacted], retrying"),
+            Value("password=\"hunter2\", retrying", "password=\"[redacted]\", retrying"),
             Value("(password=hunter2)", "(password=[redacted])"),
             Value("[token=abc]", "[token=[redacted]]"),
+            // JSON-valued variables: members judged by name, strings by value; cut JSON too.
+            Env("SPRING_APPLICATION_JSON", r#"{"spring.datasource.url":"jdbc:postgresql://db/app","spring.datasource.password":"hunter two","server.port":8080}"#,
+                r#"{"server.port":8080,"spring.datasource.password":"[redacted]","spring.datasource.url":"jdbc:postgresql://db/app"}"#),
+            Env("VCAP_SERVICES", r#"{"p-mysql":[{"name":"db","credentials":{"password":"hunter2","uri":"mysql://u:hunter2@h/db"}}],"redis":[{"name":"cache","url":"redis://:s3cr3t@cache:6379"}]}"#,
+                r#"{"p-mysql":[{"credentials":"[redacted]","name":"db"}],"redis":[{"name":"cache","url":"redis://:[redacted]@cache:6379"}]}"#),
+            Env("APP_CONFIG", r#"[{"apiKey": 12345, "region": "eu"}]"#, r#"[{"apiKey":"[redacted]","region":"eu"}]"#),
+            Env("PLAIN_JSON", r#"{"region":"eu","workers":4}"#, r#"{"region":"eu","workers":4}"#),
+            Value(r#"{"user":"bob","password":"two words","nested":{"token":"abc"#, r#"{"user":"bob","password":"[redacted]","nested":{"token":"[redacted]"#),
+            Value(r#"{"db": {"credentials": {"user": "u", "pass": "x y"}}, "n": 1"#, r#"{"db": {"credentials": [redacted]}, "n": 1"#),
+            Value("Config { host: \"db\", password: \"two words\" }", "Config { host: \"db\", password: \"[redacted]\" }"),
+            Value("password=\"hunter 2\" user=bob", "password=\"[redacted]\" user=bob"),
+            // URL passwords holding `/`, `#`, `@`, `?`.
+            Env("DATABASE_URL", "postgres://app:p/ss#w@rd@db:5432/app", "postgres://app:[redacted]@db:5432/app"),
+            Env("DATABASE_URL", "postgres://app:p@ss@db/app", "postgres://app:[redacted]@db/app"),
+            Env("CACHE_URL", "redis://:ab/cd?ef@cache:6379/0", "redis://:[redacted]@cache:6379/0"),
+            Env("AMQP_URL", "amqp://guest:a#b@rabbit/vhost", "amqp://guest:[redacted]@rabbit/vhost"),
+            Env("SERVICE_URL", "https://api.example.com:8443/v1/users?mail=a@b.example", "https://api.example.com:8443/v1/users?mail=a@b.example"),
+            Env("UPSTREAM", "http://[::1]:8080/x@y", "http://[::1]:8080/x@y"),
+            // mysql `-pPASS`, redis `-a X` and `--requirepass X`, keytool `-storepass X`.
+            Args(&["mysql", "-uroot", "-phunter2", "app"], &["mysql", "-uroot", "-p[redacted]", "app"]),
+            Args(&["ssh", "-p2222", "host"], &["ssh", "-p2222", "host"]),
+            Args(&["cc", "-pthread", "-pedantic", "-print"], &["cc", "-pthread", "-pedantic", "-print"]),
+            Args(&["-password", "hunter2"], &["-password", R]),
+            Args(&["redis-cli", "-a", "hunter2", "ping"], &["redis-cli", "-a", R, "ping"]),
+            Args(&["redis-server", "--requirepass", "hunter2", "--port", "6379"], &["redis-server", "--requirepass", R, "--port", "6379"]),
+            Args(&["redis-server", "--masterauth=hunter2"], &["redis-server", "--masterauth=[redacted]"]),
+            Args(&["keytool", "-storepass", "changeit", "-keypass", "changeit"], &["keytool", "-storepass", R, "-keypass", R]),
+            Args(&["app", "--config-json", r#"{"db":{"password":"x"}}"#], &["app", "--config-json", r#"{"db":{"password":"[redacted]"}}"#]),
+            // Request paths (audit records).
+            Path("/debug/pprof/profile", "/debug/pprof/profile"),
+            Path("/debug/log-level", "/debug/log-level"),
+            Path("/debug/tokio/tasks", "/debug/tokio/tasks"),
+            Path("/debug/incidents/20261206T223000Z-cpu-1", "/debug/incidents/20261206T223000Z-cpu-1"),
+            Path("/api/v1/users/12345/orders", "/api/v1/users/12345/orders"),
+            Path("/reset/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "/reset/[redacted]"),
+            Path("/hook/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U/x", "/hook/[redacted]/x"),
+            Path("/dl/q8Xr9mZLk3pW0aVb7N2cYt4Hs6Ju1Ef5gRw", "/dl/[redacted]"),
+            Path("/dl/q8Xr%2F9mZ%2BLk3pW0aVb7N2cYt4Hs6Ju1E", "/dl/[redacted]"),
+            Path("/login/token=hunter2/next", "/login/[redacted]/next"),
+            Path("/app;jsessionid=ABC123DEF456", "/app;jsessionid=[redacted]"),
+            Path("/token/abc123", "/token/[redacted]"),
+            Path("/token/refresh", "/token/refresh"),
+            Path("/password-reset/Zx81Qa", "/password-reset/[redacted]"),
+            Path("/gh/ghp_abcdefghijklmnopqrstuvwxyz0123456789", "/gh/[redacted]"),
         ]
     }
 
@@ -712,6 +1088,12 @@ mod tests {
                     let got = redact_value(value);
                     if got != *want {
                         failures.push(format!("#{i} value {value:?}: got {got:?}, want {want:?}"));
+                    }
+                }
+                Path(path, want) => {
+                    let got = redact_path(path);
+                    if got != *want {
+                        failures.push(format!("#{i} path {path:?}: got {got:?}, want {want:?}"));
                     }
                 }
             }

@@ -12,12 +12,16 @@ use std::fmt;
 use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::error::Error;
 
-/// Shortest secret accepted, in bytes. Shorter secrets are guessable.
+/// Shortest secret accepted, in bytes. Shorter secrets are guessable; longer ones must also
+/// carry 128 bits by [`strength::estimated_bits`].
 pub(crate) const MIN_SECRET_LEN: usize = 16;
+/// Most tokens one server holds (each is compared on every request; the lockout remembers
+/// which ones each address used, as a 64-bit set).
+pub(crate) const MAX_TOKENS: usize = 64;
 /// Longest secret accepted, in bytes.
 pub(crate) const MAX_SECRET_LEN: usize = 512;
 /// Longest token name accepted, in bytes.
@@ -90,7 +94,8 @@ impl fmt::Debug for Token {
 
 impl Token {
     /// Makes a token. The name must be 1–64 characters of `[A-Za-z0-9_.-]`; the secret
-    /// 16–512 bytes without whitespace or commas. Errors never contain the secret.
+    /// 16–512 bytes without whitespace or commas, carrying at least 128 bits by
+    /// [`strength::estimated_bits`] with 8 distinct characters. Errors never contain the secret.
     pub(crate) fn new(name: &str, scope: Scope, secret: &str) -> Result<Token, Error> {
         validate_name(name)?;
         validate_secret(name, secret)?;
@@ -179,6 +184,9 @@ pub fn generate_secret() -> Result<String, Error> {
     Ok(hex::encode(bytes))
 }
 
+/// Every token's bit for [`TokenSet::verify_among`].
+pub(crate) const ANY: u64 = u64::MAX;
+
 /// The configured tokens, checked in constant time.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TokenSet {
@@ -189,6 +197,12 @@ impl TokenSet {
     /// Wraps a list of tokens; two tokens with the same secret are refused (the audit log
     /// could not tell who called), naming both tokens but never the secret.
     pub(crate) fn new(tokens: Vec<Token>) -> Result<TokenSet, Error> {
+        if tokens.len() > MAX_TOKENS {
+            return Err(Error::Config(format!(
+                "{} tokens are configured; at most {MAX_TOKENS} are accepted",
+                tokens.len()
+            )));
+        }
         for (i, a) in tokens.iter().enumerate() {
             if let Some(b) = tokens[i + 1..].iter().find(|b| b.digest == a.digest) {
                 return Err(Error::Config(format!(
@@ -209,12 +223,21 @@ impl TokenSet {
     ///
     /// Every token's digest is compared, whatever matches, so the time taken does not tell
     /// which token (or how much of one) matched.
+    #[cfg(test)]
     pub(crate) fn verify(&self, presented: &[u8]) -> Option<&Token> {
+        self.verify_among(presented, ANY).map(|(t, _)| t)
+    }
+
+    /// [`verify`](Self::verify) against only the tokens whose position is set in `allowed`
+    /// (bit `i`: the `i`-th token; [`ANY`]: all). Every token's digest is compared whatever
+    /// `allowed` holds; returns the token and its position.
+    pub(crate) fn verify_among(&self, presented: &[u8], allowed: u64) -> Option<(&Token, usize)> {
         let d = digest(presented);
         let mut found = None;
-        for t in &self.tokens {
-            if bool::from(t.digest.ct_eq(&d)) {
-                found = Some(t);
+        for (i, t) in self.tokens.iter().enumerate() {
+            let permitted = Choice::from(((allowed >> i) & 1) as u8);
+            if bool::from(t.digest.ct_eq(&d) & permitted) {
+                found = Some((t, i));
             }
         }
         found
@@ -226,10 +249,22 @@ impl TokenSet {
     /// digest and in constant time, with the matching token's name — or with a digest no name
     /// has when no secret matched — so a wrong name and a wrong secret take the same path and
     /// give the same answer.
+    #[cfg(test)]
     pub(crate) fn verify_basic(&self, user: &[u8], password: &[u8]) -> Option<&Token> {
+        self.verify_basic_among(user, password, ANY).map(|(t, _)| t)
+    }
+
+    /// [`verify_basic`](Self::verify_basic) against only the tokens set in `allowed` (see
+    /// [`verify_among`](Self::verify_among)).
+    pub(crate) fn verify_basic_among(
+        &self,
+        user: &[u8],
+        password: &[u8],
+        allowed: u64,
+    ) -> Option<(&Token, usize)> {
         const NO_NAME: [u8; 32] = [0; 32];
-        let found = self.verify(password);
-        let expected = found.map_or(&NO_NAME, |t| &t.name_digest);
+        let found = self.verify_among(password, allowed);
+        let expected = found.map_or(&NO_NAME, |(t, _)| &t.name_digest);
         let name_ok = digest(user).ct_eq(expected);
         found.filter(|_| bool::from(name_ok))
     }
@@ -270,11 +305,17 @@ fn validate_secret(name: &str, secret: &str) -> Result<(), Error> {
             "token {name:?}: the secret must not contain whitespace, commas or control characters"
         )));
     }
+    if let Some(why) = strength::weakness(secret) {
+        return Err(Error::Config(format!(
+            "token {name:?}: the secret is too easy to guess: {why}"
+        )));
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod props;
+pub(crate) mod strength;
 
 #[cfg(test)]
 mod tests {
@@ -284,9 +325,10 @@ mod tests {
 
     #[test]
     fn parses_entries_with_scopes_and_colons_in_secret() {
-        let tokens =
-            parse_tokens("ops:admin:abc:def:0123456789abcdef, graf:profile:0123456789abcdefgh")
-                .unwrap();
+        let tokens = parse_tokens(
+            "ops:admin:abc:def:0123456789abcdef, graf:profile:0123456789abcdefghijklmnop",
+        )
+        .unwrap();
         assert_eq!(tokens.len(), 2);
         assert_eq!(tokens[0].name(), "ops");
         assert_eq!(tokens[0].scope(), Scope::Admin);

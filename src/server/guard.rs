@@ -20,6 +20,7 @@ use super::state::ServerState;
 use crate::seam::fair::{Busy, Permit};
 use crate::seam::{ApiError, AuditDetails, Caller};
 use crate::security::audit::{AuditRecord, Folding};
+use crate::security::redact::{redact_path, redact_query};
 use crate::security::tokens::{Token, TokenSet};
 use crate::security::Scope;
 
@@ -79,8 +80,9 @@ pub(crate) async fn guard(
         request_id: request_id.clone(),
         client: peer.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
         method: req.method().as_str().to_string(),
-        path: req.uri().path().to_string(),
-        query: req.uri().query().map(str::to_string),
+        // Redacted before the audit log clips them (a secret cut short is not recognised).
+        path: redact_path(req.uri().path()).into_owned(),
+        query: req.uri().query().map(|q| redact_query(q).into_owned()),
         ..AuditRecord::default()
     });
     req.extensions_mut().insert(pending.details_slot());
@@ -205,9 +207,9 @@ fn admit(
     let identity = match req.headers().get(header::AUTHORIZATION) {
         None => Identity::Anonymous,
         Some(value) => {
-            let token = verify_credentials(&shared.tokens, value);
             let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
-            match shared.lockout.judge(ip, token) {
+            let verify = |allowed| verify_credentials(&shared.tokens, value, allowed);
+            match shared.lockout.judge(ip, verify) {
                 Ok(t) => Identity::Token(Arc::new(t.clone())),
                 Err(Denied::Unauthorized) => {
                     return Err(ApiError::unauthorized(format!(
@@ -216,7 +218,7 @@ fn admit(
                 }
                 Err(Denied::LockedOut { retry_after }) => {
                     return Err(ApiError::too_many(format!(
-                        "too many invalid credentials from this client; a valid token is still accepted; retry after {} s",
+                        "too many invalid credentials from this client: until the lock ends only tokens already used from this address are accepted; retry after {} s",
                         retry_after.as_secs().max(1)
                     )))
                 }
@@ -346,19 +348,23 @@ pub(crate) async fn not_found(req: Request<Body>) -> Response {
     }
 }
 
-/// The token an `Authorization` header names: `Bearer <secret>` or
-/// `Basic base64(name:secret)` of a configured token; `None` for anything else (the caller
-/// answers 401 without saying which part was wrong).
-fn verify_credentials<'t>(tokens: &'t TokenSet, value: &HeaderValue) -> Option<&'t Token> {
+/// The token an `Authorization` header names, and its position: `Bearer <secret>` or
+/// `Basic base64(name:secret)` of a configured token among those set in `allowed`; `None` for
+/// anything else (the caller answers 401 or 429 without saying which part was wrong).
+fn verify_credentials<'t>(
+    tokens: &'t TokenSet,
+    value: &HeaderValue,
+    allowed: u64,
+) -> Option<(&'t Token, usize)> {
     let (scheme, rest) = value.to_str().ok()?.split_once(' ')?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        tokens.verify(rest.as_bytes())
+        tokens.verify_among(rest.as_bytes(), allowed)
     } else if scheme.eq_ignore_ascii_case("basic") {
         let decoded = BASIC.decode(rest).ok()?;
         // RFC 7617: the user-id cannot contain ':'; the password may.
         let colon = decoded.iter().position(|b| *b == b':')?;
-        tokens.verify_basic(&decoded[..colon], &decoded[colon + 1..])
+        tokens.verify_basic_among(&decoded[..colon], &decoded[colon + 1..], allowed)
     } else {
         None
     }

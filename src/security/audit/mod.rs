@@ -76,6 +76,7 @@ pub(crate) use record::AuditRecord;
 pub use record::Checkpoint;
 #[cfg(test)]
 use record::{Outcome, ResumeReason};
+pub(crate) use sighup::at_default_action as sighup_at_default_action;
 pub use verify::{
     rotated_files, verify_audit_files, verify_audit_files_with, verify_audit_log,
     verify_audit_log_with, FileSummary, GapNote, KindCounts, Location, ResumeNote, StrictProblem,

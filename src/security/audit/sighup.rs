@@ -1,5 +1,7 @@
-//! The opt-in SIGHUP hook: the handler only bumps a counter (async-signal-safe); the writer
+//! The SIGHUP hook: the handler only bumps a counter (async-signal-safe); the writer
 //! compares it before each write and on each tick, and reopens the file when it changed.
+//! The admin server installs it by default when SIGHUP is at its default action (which
+//! terminates the process), so a `kill -HUP` meant for the audit log never kills the host.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,6 +11,15 @@ static HUP_INSTALLED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sighup(_: libc::c_int) {
     HUP_GEN.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Whether SIGHUP is at its default action (terminate): no handler, not ignored.
+pub(crate) fn at_default_action() -> bool {
+    // SAFETY: `sigaction` with a null new action only reads the current one into `old`, a
+    // zeroed (valid) struct we own.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    let read = unsafe { libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) };
+    read == 0 && old.sa_sigaction == libc::SIG_DFL
 }
 
 pub(super) fn install() -> Result<(), String> {
