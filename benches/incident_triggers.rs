@@ -86,10 +86,10 @@ fn quiet(rt: &tokio::runtime::Runtime, minutes: u64, spans: prodbg::spans::Spans
                         let _ = sqlx::query("select 1").execute(&mut **conn).await;
                         std::hint::black_box(compute_step(200_000));
                         drop(conn);
-                        if n % 50 == 0 {
+                        if n.is_multiple_of(50) {
                             tracing::warn!(order = n, "slow order");
                         }
-                        if n % 500 == 0 {
+                        if n.is_multiple_of(500) {
                             tracing::error!(order = n, "order failed: card declined");
                         }
                     }
