@@ -72,22 +72,22 @@ async fn ten_thousand_of_each_anonymous_answer_and_denial_write_at_most_10_kb_of
     // route (403): one pipelined keep-alive connection each, all at once.
     let kinds: Vec<(&str, Head)> = vec![
         ("M0001 /debug/memory", |_| {
-            "M0001 /debug/memory HTTP/1.1\r\nhost: x\r\n\r\n".into()
+            "M0001 /debug/memory HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".into()
         }),
         ("POST /health/live", |_| {
-            "POST /health/live HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n".into()
+            "POST /health/live HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\n\r\n".into()
         }),
         ("GET /health/live?x=N", |i| {
-            format!("GET /health/live?x={i} HTTP/1.1\r\nhost: x\r\n\r\n")
+            format!("GET /health/live?x={i} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
         }),
         ("GET /debug/memory", |_| {
-            "GET /debug/memory HTTP/1.1\r\nhost: x\r\n\r\n".into()
+            "GET /debug/memory HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".into()
         }),
         ("GET /debug/memory, wrong token", |i| {
-            format!("GET /debug/memory HTTP/1.1\r\nhost: x\r\nauthorization: Bearer guess-{i:012}-0123456789abcdef\r\n\r\n")
+            format!("GET /debug/memory HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer guess-{i:012}-0123456789abcdef\r\n\r\n")
         }),
         ("POST /debug/pprof/heap/activate as viewer", |_| {
-            format!("POST /debug/pprof/heap/activate HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {READ_SECRET}\r\ncontent-length: 0\r\n\r\n")
+            format!("POST /debug/pprof/heap/activate HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {READ_SECRET}\r\ncontent-length: 0\r\n\r\n")
         }),
     ];
     // Two connections per kind: 12, within the per-client cap of 16.
