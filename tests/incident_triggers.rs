@@ -392,3 +392,89 @@ async fn an_error_rate_spike_fires_against_its_own_average() {
         "{errors}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rss_near_the_memory_limit_fires_and_its_incident_names_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = dir.path().join("incidents");
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap()
+        * 4096;
+    // A budget 300 MiB above what the process holds now; the hog takes 600 MiB.
+    let triggers = only("memory_limit").memory_limit(rss + (300 << 20)).set(
+        "memory_limit",
+        Some(0.9),
+        Some(Duration::from_secs(1)),
+    );
+    let server = spawn_with(move |b| {
+        b.incident_dir(&inc)
+            .incident_limits(limits())
+            .incident_triggers(triggers)
+    });
+    let hog = std::thread::Builder::new()
+        .name("memory-hog".into())
+        .spawn(|| planted_memory_hog(600, Duration::from_secs(8)))
+        .unwrap();
+    let (entry, files) = first_incident(&server).await;
+    assert!(
+        entry["reason"].as_str().unwrap().contains("memory limit"),
+        "{entry}"
+    );
+    let trigger: serde_json::Value = serde_json::from_slice(&files["trigger.json"]).unwrap();
+    assert_eq!(trigger["detail"]["rule"], "memory_limit", "{trigger}");
+    assert!(
+        names(&files, "wall-recorded.pb.gz", "planted_memory_hog"),
+        "the wall-clock history shows the thread holding the memory"
+    );
+    hog.join().unwrap();
+}
+
+/// Keeps a Tokio worker busy: work between yields, never a rest.
+#[inline(never)]
+async fn planted_busy_loop(stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut x = 1u64;
+        for _ in 0..50_000 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_tokio_runtime_fires_and_its_incident_names_the_busy_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = dir.path().join("incidents");
+    let app = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = app.handle().clone();
+    let triggers = only("tokio_busy").set("tokio_busy", Some(0.8), Some(Duration::from_secs(2)));
+    let h = handle.clone();
+    let server = spawn_with(move |b| {
+        b.incident_dir(&inc)
+            .incident_limits(limits())
+            .incident_triggers(triggers)
+            .tokio_runtime("busy", h)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    handle.spawn(planted_busy_loop(stop.clone()));
+    let (entry, files) = first_incident(&server).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap()
+            .contains("tokio.busy.busy_ratio"),
+        "{entry}"
+    );
+    assert!(
+        names(&files, "cpu-recorded.pb.gz", "planted_busy_loop"),
+        "the CPU history names the task that keeps the worker busy"
+    );
+    app.shutdown_background();
+}

@@ -13,7 +13,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// | rule | watches | fires when | default |
 /// |---|---|---|---|
 /// | `cpu` | process CPU | at or above a share of its cores (cgroup quota, else the CPUs it may run on) | 90 % for 30 s |
-/// | `memory_limit` | RSS | at or above a share of the cgroup memory limit (only with a limit) | 90 % for 10 s |
+/// | `memory_limit` | RSS | at or above a share of the cgroup memory limit, or of [`memory_limit`](Self::memory_limit) (no rule without one) | 90 % for 10 s |
 /// | `memory_growth` | RSS | 50 % above its lowest of the last 10 minutes, and at least 256 MiB | for 10 s |
 /// | `tokio_busy` | each registered runtime's workers' busy share | pinned | 95 % for 30 s |
 /// | `tokio_queue` | each runtime's global queue | deep | 1 000 tasks for 10 s |
@@ -30,6 +30,7 @@ pub struct Triggers {
     changes: Vec<(String, Option<f64>, Option<Duration>)>,
     warm_up: Duration,
     cooldown: Duration,
+    memory_limit: Option<u64>,
 }
 
 impl Default for Triggers {
@@ -39,6 +40,7 @@ impl Default for Triggers {
             changes: Vec::new(),
             warm_up: Duration::from_secs(60),
             cooldown: Duration::from_secs(600),
+            memory_limit: None,
         }
     }
 }
@@ -111,6 +113,14 @@ impl Triggers {
         Ok(Triggers::only(&names))
     }
 
+    /// The memory the `memory_limit` rule measures RSS against, in bytes, in place of the
+    /// cgroup's `memory.max` (for a host whose limit prodbg cannot read, e.g. under cgroup v1,
+    /// or that wants a budget of its own).
+    pub fn memory_limit(mut self, bytes: u64) -> Triggers {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
     /// Time after spawn before any rule fires (default 60 s).
     pub fn warm_up(mut self, d: Duration) -> Triggers {
         self.warm_up = d;
@@ -163,7 +173,9 @@ impl Triggers {
                     "process CPU at its cores' limit",
                 ),
                 "memory_limit" => {
-                    let Some(limit) = memory_limit else { continue };
+                    let Some(limit) = self.memory_limit.or(memory_limit) else {
+                        continue;
+                    };
                     (
                         "rss_bytes",
                         Check::Above {
