@@ -61,6 +61,29 @@ fn only(rule: &str) -> Triggers {
         .cooldown(Duration::from_secs(3600))
 }
 
+/// A host with `triggers` (and what `more` adds), its incidents in a temporary directory that
+/// lives as long as the returned guard.
+fn host(
+    triggers: Triggers,
+    more: impl FnOnce(prodbg::AdminBuilder) -> prodbg::AdminBuilder,
+) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = dir.path().join("incidents");
+    let server = spawn_with(move |b| {
+        more(
+            b.incident_dir(&inc)
+                .incident_limits(limits())
+                .incident_triggers(triggers),
+        )
+    });
+    (dir, server)
+}
+
+/// An incident's `trigger.json`.
+fn trigger_json(files: &HashMap<String, Vec<u8>>) -> serde_json::Value {
+    serde_json::from_slice(&files["trigger.json"]).unwrap()
+}
+
 fn limits() -> IncidentLimits {
     IncidentLimits {
         profile_seconds: 1,
@@ -82,14 +105,8 @@ fn planted_cpu_burner(stop: &AtomicBool) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_rule_fires_and_its_incident_names_the_hot_function() {
-    let dir = tempfile::tempdir().unwrap();
-    let inc = dir.path().join("incidents");
     let triggers = only("cpu").set("cpu", Some(0.3), Some(Duration::from_secs(2)));
-    let server = spawn_with(move |b| {
-        b.incident_dir(&inc)
-            .incident_limits(limits())
-            .incident_triggers(triggers)
-    });
+    let (_dir, server) = host(triggers, |b| b);
     let stop = Arc::new(AtomicBool::new(false));
     let burners: Vec<_> = (0..2)
         .map(|_| {
@@ -103,7 +120,7 @@ async fn the_cpu_rule_fires_and_its_incident_names_the_hot_function() {
         b.join().unwrap();
     }
     assert!(entry["reason"].as_str().unwrap().contains("cpu"), "{entry}");
-    let trigger: serde_json::Value = serde_json::from_slice(&files["trigger.json"]).unwrap();
+    let trigger = trigger_json(&files);
     assert_eq!(trigger["detail"]["rule"], "cpu", "{trigger}");
     assert!(
         trigger["detail"]["value"].as_f64().unwrap()
@@ -150,8 +167,6 @@ mod pool {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_saturated_pool_fires_and_its_incident_names_the_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let inc = dir.path().join("incidents");
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(60))
@@ -164,12 +179,7 @@ mod pool {
         let triggers =
             only("pool_saturated").set("pool_saturated", None, Some(Duration::from_secs(2)));
         let reg = registry.clone();
-        let server = spawn_with(move |b| {
-            b.incident_dir(&inc)
-                .incident_limits(limits())
-                .incident_triggers(triggers)
-                .pool_registry(reg)
-        });
+        let (_dir, server) = host(triggers, |b| b.pool_registry(reg));
         let kept = planted_pool_hog(&acquires, &pool).await;
         // A caller waits: the pool is saturated.
         let waiter = {
@@ -219,15 +229,8 @@ fn another_error_source() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_error_callsite_fires_once_per_cooldown() {
-    let dir = tempfile::tempdir().unwrap();
-    let inc = dir.path().join("incidents");
     let spans = spans_handle();
-    let server = spawn_with(move |b| {
-        b.incident_dir(&inc)
-            .incident_limits(limits())
-            .incident_triggers(only("new_error"))
-            .spans(spans)
-    });
+    let (_dir, server) = host(only("new_error"), |b| b.spans(spans));
     // Let the rules see the table without the new callsite first.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     planted_error_source(7);
@@ -236,7 +239,7 @@ async fn a_new_error_callsite_fires_once_per_cooldown() {
         entry["reason"].as_str().unwrap().contains("first ERROR"),
         "{entry}"
     );
-    let trigger: serde_json::Value = serde_json::from_slice(&files["trigger.json"]).unwrap();
+    let trigger = trigger_json(&files);
     assert_eq!(trigger["detail"]["rule"], "new_error", "{trigger}");
     let errors = String::from_utf8_lossy(&files["errors.json"]).into_owned();
     assert!(
@@ -269,15 +272,9 @@ fn planted_memory_hog(mib: usize, hold: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_growth_fires_and_its_incident_names_the_holder() {
-    let dir = tempfile::tempdir().unwrap();
-    let inc = dir.path().join("incidents");
     let triggers =
         only("memory_growth").set("memory_growth", Some(0.5), Some(Duration::from_secs(1)));
-    let server = spawn_with(move |b| {
-        b.incident_dir(&inc)
-            .incident_limits(limits())
-            .incident_triggers(triggers)
-    });
+    let (_dir, server) = host(triggers, |b| b);
     // The rule's window needs the low first.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let hog = std::thread::Builder::new()
@@ -289,7 +286,7 @@ async fn memory_growth_fires_and_its_incident_names_the_holder() {
         entry["reason"].as_str().unwrap().contains("rss_bytes"),
         "{entry}"
     );
-    let trigger: serde_json::Value = serde_json::from_slice(&files["trigger.json"]).unwrap();
+    let trigger = trigger_json(&files);
     assert_eq!(trigger["detail"]["rule"], "memory_growth", "{trigger}");
     assert!(trigger["detail"]["value"].as_f64().unwrap() >= 256.0 * 1024.0 * 1024.0);
     assert!(
@@ -307,8 +304,6 @@ fn planted_blocking_call(hold: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deep_tokio_queue_fires_and_its_incident_names_the_blocking_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let inc = dir.path().join("incidents");
     let app = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -317,12 +312,7 @@ async fn a_deep_tokio_queue_fires_and_its_incident_names_the_blocking_call() {
     let handle = app.handle().clone();
     let triggers = only("tokio_queue").set("tokio_queue", Some(50.0), Some(Duration::from_secs(2)));
     let h = handle.clone();
-    let server = spawn_with(move |b| {
-        b.incident_dir(&inc)
-            .incident_limits(limits())
-            .incident_triggers(triggers)
-            .tokio_runtime("app", h)
-    });
+    let (_dir, server) = host(triggers, |b| b.tokio_runtime("app", h));
     // Both workers stuck in a blocking call; tasks spawned from outside wait in the global queue.
     for _ in 0..2 {
         handle.spawn(async { planted_blocking_call(Duration::from_secs(8)) });
@@ -355,16 +345,9 @@ fn planted_error_storm(n: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_rate_spike_fires_against_its_own_average() {
-    let dir = tempfile::tempdir().unwrap();
-    let inc = dir.path().join("incidents");
     let spans = spans_handle();
     let triggers = only("error_rate").set("error_rate", Some(10.0), Some(Duration::from_secs(2)));
-    let server = spawn_with(move |b| {
-        b.incident_dir(&inc)
-            .incident_limits(limits())
-            .incident_triggers(triggers)
-            .spans(spans)
-    });
+    let (_dir, server) = host(triggers, |b| b.spans(spans));
     // A quiet baseline (no error at all), then a storm of 200 a second.
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -380,7 +363,7 @@ async fn an_error_rate_spike_fires_against_its_own_average() {
     let (entry, files) = first_incident(&server).await;
     stop.store(true, Ordering::Relaxed);
     storm.join().unwrap();
-    let trigger: serde_json::Value = serde_json::from_slice(&files["trigger.json"]).unwrap();
+    let trigger = trigger_json(&files);
     assert_eq!(trigger["detail"]["rule"], "error_rate", "{trigger}");
     assert!(
         trigger["detail"]["value"].as_f64().unwrap() >= 1.0,
@@ -395,8 +378,6 @@ async fn an_error_rate_spike_fires_against_its_own_average() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rss_near_the_memory_limit_fires_and_its_incident_names_the_holder() {
-    let dir = tempfile::tempdir().unwrap();
-    let inc = dir.path().join("incidents");
     let rss = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
@@ -408,11 +389,7 @@ async fn rss_near_the_memory_limit_fires_and_its_incident_names_the_holder() {
         Some(0.9),
         Some(Duration::from_secs(1)),
     );
-    let server = spawn_with(move |b| {
-        b.incident_dir(&inc)
-            .incident_limits(limits())
-            .incident_triggers(triggers)
-    });
+    let (_dir, server) = host(triggers, |b| b);
     let hog = std::thread::Builder::new()
         .name("memory-hog".into())
         .spawn(|| planted_memory_hog(600, Duration::from_secs(8)))
@@ -422,7 +399,7 @@ async fn rss_near_the_memory_limit_fires_and_its_incident_names_the_holder() {
         entry["reason"].as_str().unwrap().contains("memory limit"),
         "{entry}"
     );
-    let trigger: serde_json::Value = serde_json::from_slice(&files["trigger.json"]).unwrap();
+    let trigger = trigger_json(&files);
     assert_eq!(trigger["detail"]["rule"], "memory_limit", "{trigger}");
     assert!(
         names(&files, "wall-recorded.pb.gz", "planted_memory_hog"),
@@ -445,8 +422,6 @@ async fn planted_busy_loop(stop: Arc<AtomicBool>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_tokio_runtime_fires_and_its_incident_names_the_busy_task() {
-    let dir = tempfile::tempdir().unwrap();
-    let inc = dir.path().join("incidents");
     let app = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -455,12 +430,7 @@ async fn a_pinned_tokio_runtime_fires_and_its_incident_names_the_busy_task() {
     let handle = app.handle().clone();
     let triggers = only("tokio_busy").set("tokio_busy", Some(0.8), Some(Duration::from_secs(2)));
     let h = handle.clone();
-    let server = spawn_with(move |b| {
-        b.incident_dir(&inc)
-            .incident_limits(limits())
-            .incident_triggers(triggers)
-            .tokio_runtime("busy", h)
-    });
+    let (_dir, server) = host(triggers, |b| b.tokio_runtime("busy", h));
     let stop = Arc::new(AtomicBool::new(false));
     handle.spawn(planted_busy_loop(stop.clone()));
     let (entry, files) = first_incident(&server).await;

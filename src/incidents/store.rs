@@ -230,23 +230,9 @@ fn tar_gz(
     files: &[(String, Vec<u8>)],
     at: SystemTime,
 ) -> io::Result<Vec<u8>> {
-    let mtime = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
     let all = std::iter::once(("meta.json", meta))
         .chain(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
-    for (name, bytes) in all {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o600);
-        h.set_mtime(mtime);
-        h.set_cksum();
-        tar.append_data(&mut h, format!("{id}/{name}"), bytes)?;
-    }
-    tar.into_inner()?.finish()
+    crate::encode::archive::tar_gz(id, all, at)
 }
 
 /// The `meta.json` of an archive (its first entry).

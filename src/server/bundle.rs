@@ -178,21 +178,7 @@ fn tar_gz(
     files: &[(String, Vec<u8>)],
     created: SystemTime,
 ) -> std::io::Result<Vec<u8>> {
-    let mtime = created
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
     let all = std::iter::once(("manifest.json", manifest))
         .chain(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
-    for (name, bytes) in all {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o600);
-        h.set_mtime(mtime);
-        h.set_cksum();
-        tar.append_data(&mut h, format!("prodbg-bundle/{name}"), bytes)?;
-    }
-    tar.into_inner()?.finish()
+    crate::encode::archive::tar_gz("prodbg-bundle", all, created)
 }
