@@ -130,16 +130,13 @@ impl ErrorGroups {
     pub(crate) fn len(&self) -> usize {
         self.lock().groups.len()
     }
-}
 
-/// How many callsites have logged an `ERROR` and are still in the table (`0` when the layer
-/// keeps no groups): a rise is a callsite's first `ERROR`.
-pub(crate) fn error_callsites(sh: &super::shared::Shared) -> usize {
-    sh.errors.as_ref().map_or(0, |g| {
-        g.lock()
+    /// How many callsites in the table have logged an `ERROR`: a rise is a callsite's first.
+    pub(crate) fn error_callsites(&self) -> usize {
+        self.lock()
             .groups
             .values()
-            .filter(|grp| *grp.meta.level() == tracing::Level::ERROR)
+            .filter(|g| *g.meta.level() == tracing::Level::ERROR)
             .count()
-    })
+    }
 }

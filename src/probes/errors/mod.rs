@@ -113,7 +113,10 @@ impl Probe for ErrorsProbe {
             out.gauge(
                 "error_callsites",
                 Unit::Count,
-                crate::layer::error_groups::error_callsites(h.shared()) as f64,
+                h.shared()
+                    .errors
+                    .as_ref()
+                    .map_or(0, |g| g.error_callsites()) as f64,
             );
         }
     }

@@ -149,18 +149,19 @@ impl Shared {
         }
     }
 
-    /// A held connection came back.
-    pub(super) fn release(&self, claim: Option<Claim>) {
-        let Some(table) = self.holders.get() else {
-            return;
-        };
+    /// A held connection came back. For a hold that had been reported as a leak, its site and
+    /// since when it was held (clock ticks), for the "returned" event.
+    pub(super) fn release(
+        &self,
+        claim: Option<Claim>,
+    ) -> Option<(&'static std::panic::Location<'static>, u64)> {
+        let table = self.holders.get()?;
         match claim {
-            None => table.release_untracked(),
-            Some(claim) => {
-                if let Some((site, since)) = table.release(claim) {
-                    super::leaks::returned(self, site, since);
-                }
+            None => {
+                table.release_untracked();
+                None
             }
+            Some(claim) => table.release(claim),
         }
     }
 }

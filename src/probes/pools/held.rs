@@ -187,7 +187,9 @@ struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.shared.release(self.claim.take());
+        if let Some((site, since)) = self.shared.release(self.claim.take()) {
+            super::leaks::returned(&self.shared, site, since);
+        }
     }
 }
 
