@@ -1,5 +1,7 @@
 //! The builder, the running server's handle, and the server thread.
 
+mod tls;
+
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct Admin {
     router: Router,
     addr: String,
     incidents: Option<Arc<crate::incidents::Incidents>>,
+    tls: Option<crate::server::TlsHandle>,
+    allow_plaintext: bool,
 }
 
 /// Configures an admin server. Errors in arguments are kept and returned by
@@ -60,6 +64,7 @@ pub struct AdminBuilder {
     incident_dir: Option<PathBuf>,
     incident_limits: crate::incidents::IncidentLimits,
     incident_triggers: crate::recorder::triggers::Triggers,
+    tls: tls::TlsOptions,
     error: Option<Error>,
 }
 
@@ -84,6 +89,7 @@ impl Admin {
             incident_dir: None,
             incident_limits: Default::default(),
             incident_triggers: Default::default(),
+            tls: Default::default(),
             error: None,
         }
     }
@@ -110,7 +116,7 @@ impl Admin {
     /// runtime. Binding errors (address taken, not local) are returned here, and so is a
     /// configuration without any token, which could answer nothing but the health probes.
     pub fn spawn(self) -> Result<AdminHandle, Error> {
-        if self.state.tokens.is_empty() {
+        if self.state.tokens.is_empty() && !self.state.cert_clients {
             return Err(Error::Config(
                 "no token is configured, so every endpoint but /health/* would answer 401: add one \
                  with .token(\"ops\", Scope::Admin, secret) or PRODBG_TOKENS=ops:admin:<secret> \
@@ -119,6 +125,16 @@ impl Admin {
             ));
         }
         let addr = resolve(&self.addr)?;
+        if !addr.ip().is_loopback() && self.tls.is_none() && !self.allow_plaintext {
+            return Err(Error::Config(format!(
+                "refusing to serve plain HTTP on {}, which is not a loopback address: tokens, \
+                 profiles and environment would cross the network in cleartext. Serve TLS \
+                 (feature `tls`: .tls_files(cert, key) or PRODBG_TLS_CERT and PRODBG_TLS_KEY), \
+                 or, where something else encrypts the traffic (a mesh sidecar, a VPN), say \
+                 .allow_plaintext() or PRODBG_ALLOW_PLAINTEXT=1",
+                self.addr
+            )));
+        }
         let listener = StdListener::bind(addr).map_err(|source| Error::Bind {
             addr: self.addr.clone(),
             source,
@@ -129,14 +145,14 @@ impl Admin {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::Start(format!("cannot read the bound address: {e}")))?;
-        if !local_addr.ip().is_loopback() {
+        if !local_addr.ip().is_loopback() && self.tls.is_none() {
             tracing::warn!(
                 target: "prodbg",
                 addr = %local_addr,
-                "the prodbg admin server listens on a non-loopback address over plain HTTP: its \
-                 tokens (Bearer or Basic) cross the network in cleartext, readable by anyone on \
-                 the path; put TLS in front of it or reach it through a tunnel (kubectl \
-                 port-forward, ssh -L)"
+                "the prodbg admin server listens on a non-loopback address over plain HTTP, as \
+                 allowed by allow_plaintext: its tokens (Bearer or Basic), profiles and \
+                 environment cross the network in cleartext, readable by anyone on the path \
+                 unless something else (a mesh sidecar, a VPN) encrypts it"
             );
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -150,15 +166,25 @@ impl Admin {
         let router = self.router;
         let state = Arc::clone(&self.state);
         let sampler_state = Arc::clone(&self.state);
+        let tls = self.tls.clone();
+        #[cfg(feature = "tls")]
+        let reload = self
+            .tls
+            .clone()
+            .map(|t| crate::tls::reload::watch(t, self.state.audit.clone(), rx.clone()));
         let thread = std::thread::Builder::new()
             .name("prodbg-admin".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     // The timeline's sampler ends with the server: it watches the same signal.
                     let sampler = tokio::spawn(crate::server::record_vitals(sampler_state, rx.clone()));
+                    #[cfg(feature = "tls")]
+                    if let Some(reload) = reload {
+                        tokio::spawn(reload);
+                    }
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(l) => {
-                            crate::server::serve(l, router, limits, rx)
+                            crate::server::serve(l, router, limits, tls, rx)
                                 .await
                         }
                         Err(e) => tracing::error!(target: "prodbg", error = %e, "cannot register the listener"),
@@ -173,9 +199,11 @@ impl Admin {
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(|e| Error::Start(format!("cannot spawn the admin thread: {e}")))?;
-        tracing::info!(target: "prodbg", addr = %local_addr, "prodbg admin server listening");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(target: "prodbg", addr = %local_addr, scheme, "prodbg admin server listening");
         Ok(AdminHandle {
             local_addr,
+            scheme,
             shutdown: tx,
             thread: Some(thread),
             incidents: self.incidents,
@@ -226,8 +254,12 @@ impl AdminBuilder {
     /// `PRODBG_FLIGHT_RECORDER` (`off`, or `on[,hz=N][,retention=5m]`),
     /// `PRODBG_ALLOWED_HOSTS` (see [`allowed_hosts`](Self::allowed_hosts)),
     /// `PRODBG_INCIDENT_DIR` (see [`incident_dir`](Self::incident_dir)) and
-    /// `PRODBG_INCIDENT_TRIGGERS` (`off`, or the rules to keep, e.g. `cpu,pool_saturated`).
-    /// Unset variables leave the current setting.
+    /// `PRODBG_INCIDENT_TRIGGERS` (`off`, or the rules to keep, e.g. `cpu,pool_saturated`),
+    /// `PRODBG_ALLOW_PLAINTEXT` (see [`allow_plaintext`](Self::allow_plaintext)) and, with
+    /// feature `tls`, `PRODBG_TLS_CERT` and `PRODBG_TLS_KEY` (paths, see
+    /// [`tls_files`](Self::tls_files)), `PRODBG_TLS_CLIENT_CA`, `PRODBG_TLS_CLIENTS`
+    /// (`name:scope,…`, see [`tls_client`](Self::tls_client)) and
+    /// `PRODBG_TLS_CLIENT_OPTIONAL`. Unset variables leave the current setting.
     ///
     /// `PRODBG_TOKENS` and `PRODBG_AUDIT_KEY` are removed from the environment once read (and,
     /// on Linux, wiped from `/proc/<pid>/environ`), so child processes do not inherit them.
@@ -257,6 +289,7 @@ impl AdminBuilder {
         if let Ok(addr) = std::env::var("PRODBG_ADDR") {
             self.addr = addr;
         }
+        self.tls_env();
         if let Ok(path) = std::env::var("PRODBG_AUDIT_FILE") {
             if path.trim().is_empty() {
                 self.keep_error(Error::Config("PRODBG_AUDIT_FILE is set but empty".into()));
@@ -562,7 +595,7 @@ impl AdminBuilder {
             return Err(e);
         }
         let addr = resolve(&self.addr)?;
-        if !addr.ip().is_loopback() && self.tokens.is_empty() {
+        if !addr.ip().is_loopback() && self.tokens.is_empty() && !self.tls.has_clients() {
             return Err(Error::Config(format!(
                 "refusing to listen on {}, which is not a loopback address, without a token: \
                  add one with .token(..) or PRODBG_TOKENS",
@@ -617,13 +650,30 @@ impl AdminBuilder {
             }
             None => AuditLog::in_memory(),
         };
+        #[cfg(feature = "tls")]
+        let tls = match self.tls.settings()? {
+            Some(settings) => Some(crate::tls::Tls::new(settings).map_err(Error::Config)?),
+            None => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let tls: Option<crate::server::TlsHandle> = None;
+        #[cfg(feature = "tls")]
+        let cert_names: Vec<String> = tls
+            .iter()
+            .flat_map(|t| t.settings.clients.names().map(str::to_string))
+            .collect();
+        #[cfg(not(feature = "tls"))]
+        let cert_names: Vec<String> = Vec::new();
         let fair = Arc::new(FairShare::new(
             FairLimits {
                 max_concurrent: limits.max_concurrent_requests,
                 per_token: limits.max_requests_per_token,
                 ..FairLimits::default()
             },
-            self.tokens.iter().map(|t| t.name()),
+            self.tokens
+                .iter()
+                .map(|t| t.name())
+                .chain(cert_names.iter().map(String::as_str)),
         ));
         let tokens = TokenSet::new(self.tokens)?;
         let cx = ProbeContext {
@@ -667,6 +717,7 @@ impl AdminBuilder {
             fair,
             results: cx.results.clone(),
             watch,
+            cert_clients: !cert_names.is_empty(),
         });
         if let Some(inc) = &incidents {
             let gather: std::sync::Weak<dyn crate::incidents::Gather> = Arc::downgrade(&state) as _;
@@ -680,6 +731,8 @@ impl AdminBuilder {
             router,
             addr: self.addr,
             incidents,
+            tls,
+            allow_plaintext: self.tls.allow_plaintext,
         })
     }
 
@@ -713,6 +766,7 @@ impl AdminBuilder {
 #[derive(Debug)]
 pub struct AdminHandle {
     local_addr: SocketAddr,
+    scheme: &'static str,
     shutdown: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
     incidents: Option<Arc<crate::incidents::Incidents>>,
@@ -724,9 +778,9 @@ impl AdminHandle {
         self.local_addr
     }
 
-    /// `http://<addr>`, the base URL.
+    /// `http://<addr>`, or `https://<addr>` with TLS: the base URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        format!("{}://{}", self.scheme, self.local_addr)
     }
 
     /// Asks for an incident of kind `trigger` now, for the host's own rule named `rule`

@@ -12,6 +12,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Longest a client may take to send the request line and headers (slowloris). Default 5 s.
     pub header_read_timeout: Duration,
+    /// Longest a TLS handshake may take, from the connection's first byte (feature `tls`); the
+    /// connection holds its slot meanwhile and counts as unfinished for eviction. Default 5 s.
+    pub tls_handshake_timeout: Duration,
     /// Longest a client may take to send the whole request body, from the request's arrival
     /// (not per chunk); past it the request is answered 408. Default 10 s.
     pub body_read_timeout: Duration,
@@ -63,6 +66,7 @@ impl Default for Limits {
         Limits {
             request_timeout: Duration::from_secs(90),
             header_read_timeout: Duration::from_secs(5),
+            tls_handshake_timeout: Duration::from_secs(5),
             body_read_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             max_header_bytes: 16 * 1024,

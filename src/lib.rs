@@ -52,6 +52,8 @@ mod server;
 mod stack;
 #[cfg(test)]
 mod test_support;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use admin::{Admin, AdminBuilder, AdminHandle, DEFAULT_ADDR};
 pub use config::Limits;

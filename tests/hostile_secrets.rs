@@ -439,14 +439,18 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
     }
 }
 
-/// Binding off loopback over plain HTTP warns that the tokens travel in cleartext; a loopback
-/// bind does not.
+/// Binding off loopback over plain HTTP (allowed by `allow_plaintext`) warns that the tokens
+/// travel in cleartext; a loopback bind does not.
 #[tokio::test]
 async fn a_plaintext_non_loopback_bind_warns_at_spawn() {
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let handle = tracing::subscriber::with_default(subscriber, || {
-        builder().bind("0.0.0.0:0").spawn().unwrap()
+        builder()
+            .bind("0.0.0.0:0")
+            .allow_plaintext()
+            .spawn()
+            .unwrap()
     });
     let warned: Vec<String> = capture
         .0

@@ -54,10 +54,21 @@ fn bad_address_is_a_clear_error() {
 fn refuses_non_loopback_without_token() {
     let err = Admin::builder().bind("0.0.0.0:0").spawn().unwrap_err();
     assert!(err.to_string().contains("not a loopback address"), "{err}");
-    // With a token it starts.
+    // With a token, plain HTTP off loopback is still refused unless the host says so.
+    let err = Admin::builder()
+        .bind("0.0.0.0:0")
+        .token("ops", Scope::Admin, ADMIN_SECRET)
+        .spawn()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("refusing to serve plain HTTP") && msg.contains("allow_plaintext"),
+        "{msg}"
+    );
     let h = Admin::builder()
         .bind("0.0.0.0:0")
         .token("ops", Scope::Admin, ADMIN_SECRET)
+        .allow_plaintext()
         .spawn()
         .unwrap();
     h.shutdown();

@@ -107,6 +107,22 @@ impl Token {
         })
     }
 
+    /// The token a verified TLS client certificate named `name` stands for. Its digest is
+    /// random and it is in no [`TokenSet`]: no secret ever matches it.
+    #[cfg(feature = "tls")]
+    pub(crate) fn for_certificate(name: &str, scope: Scope) -> Result<Token, Error> {
+        validate_name(name)?;
+        let mut digest = [0u8; 32];
+        getrandom::fill(&mut digest)
+            .map_err(|e| Error::Start(format!("no randomness for a certificate token: {e}")))?;
+        Ok(Token {
+            name: name.to_string(),
+            scope,
+            digest,
+            name_digest: self::digest(name.as_bytes()),
+        })
+    }
+
     /// The token's name, as recorded in the audit log.
     pub(crate) fn name(&self) -> &str {
         &self.name

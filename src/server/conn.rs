@@ -1,5 +1,5 @@
-//! One accepted connection: first-byte wait, HTTP/1.1 with the guarded IO, lifetime cap and
-//! graceful close.
+//! One accepted connection: first-byte wait, the TLS handshake on a TLS listener, HTTP/1.1
+//! with the guarded IO, lifetime cap and graceful close.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,9 +33,17 @@ pub(super) struct ConnConfig {
     pub deadlines: Deadlines,
     pub max_lifetime: Duration,
     pub lifetime_grace: Duration,
+    /// The TLS state on a TLS listener.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    #[cfg(feature = "tls")]
+    pub handshake_timeout: Duration,
 }
 
 /// Serves one connection until it closes, times out, outlives its cap or the server stops.
+/// On a TLS listener the handshake comes first, under the same slot, eviction and shutdown,
+/// within `tls_handshake_timeout`; a plaintext request there is answered with a 400 saying
+/// to use `https://`.
 pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -65,11 +73,78 @@ pub(super) async fn serve(
     }
 
     let activity = Arc::new(Activity::new(ticket.clone()));
+    let io = GuardedIo::new(stream, activity.clone(), cfg.deadlines);
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &cfg.tls {
+        if !crate::tls::accept::is_tls(probe[0]) {
+            super::refuse::plaintext_to_tls(io).await;
+            return;
+        }
+        let handshake = tokio::time::timeout(cfg.handshake_timeout, tls.accept(io));
+        let (io, who) = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => {
+                    tracing::debug!(target: "prodbg", %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(target: "prodbg", %peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+            _ = &mut stop => return,
+            _ = &mut evicted => return,
+        };
+        let who = who.map(super::guard::CertIdentity);
+        let ends = Ends {
+            evicted,
+            stop,
+            end_of_life,
+        };
+        return http(TokioIo::new(io), who, peer, activity, app, &cfg, ends).await;
+    }
+    let ends = Ends {
+        evicted,
+        stop,
+        end_of_life,
+    };
+    http(TokioIo::new(io), None, peer, activity, app, &cfg, ends).await;
+}
+
+/// What ends a connection besides its client: eviction, the server's stop, its lifetime.
+struct Ends<'a, E, S> {
+    evicted: Pin<&'a mut E>,
+    stop: Pin<&'a mut S>,
+    end_of_life: tokio::time::Instant,
+}
+
+/// HTTP/1.1 over `io` (the guarded TCP stream, or TLS over it) until the connection ends.
+async fn http<I, E, S>(
+    io: I,
+    cert: Option<super::guard::CertIdentity>,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    app: Router,
+    cfg: &ConnConfig,
+    ends: Ends<'_, E, S>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: std::future::Future<Output = ()>,
+    S: std::future::Future<Output = ()>,
+{
+    let Ends {
+        mut evicted,
+        mut stop,
+        end_of_life,
+    } = ends;
     let busy = activity.clone();
-    let io = TokioIo::new(GuardedIo::new(stream, activity.clone(), cfg.deadlines));
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let in_flight = activity.begin();
         req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(c) = &cert {
+            req.extensions_mut().insert(c.clone());
+        }
         let answer = app.clone().oneshot(req);
         async move {
             let response = answer.await?;
@@ -98,11 +173,11 @@ pub(super) async fn serve(
                 conn.as_mut().graceful_shutdown();
                 drain = Some(Box::pin(sleep_until(after(cfg.lifetime_grace))));
             }
-            _ = &mut stop, if drain.is_none() => {
+            _ = stop.as_mut(), if drain.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 drain = Some(Box::pin(sleep_until(after(cfg.lifetime_grace))));
             }
-            _ = &mut evicted, if drain.is_none() => {
+            _ = evicted.as_mut(), if drain.is_none() => {
                 tracing::debug!(target: "prodbg", %peer, "connection evicted for a newer one of its client");
                 // Idle: closes at once, once the last response is flushed. Unfinished head: cut
                 // after EVICT_GRACE. A request that began as it was chosen: answered, then closed.

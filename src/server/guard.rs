@@ -33,6 +33,11 @@ pub(crate) enum Identity {
     Token(Arc<Token>),
 }
 
+/// The token a verified TLS client certificate stands for, put on each request of its
+/// connection by the connection task.
+#[derive(Debug, Clone)]
+pub(crate) struct CertIdentity(pub(crate) Arc<Token>);
+
 /// What a route needs, attached to each route when the router is built.
 #[derive(Debug, Clone)]
 pub(crate) struct RouteRule {
@@ -101,6 +106,13 @@ pub(crate) async fn guard(
         }
         Ok((identity, permit)) => {
             if let Identity::Token(t) = &identity {
+                let by_cert = req
+                    .extensions()
+                    .get::<CertIdentity>()
+                    .is_some_and(|c| Arc::ptr_eq(&c.0, t));
+                if by_cert {
+                    pending.record_mut().via = Some("client-cert".to_string());
+                }
                 pending.record_mut().token_id = Some(t.name().to_string());
                 req.extensions_mut().insert(Caller::token(t.name()));
             }
@@ -205,7 +217,10 @@ fn admit(
     req: &Request,
 ) -> Result<(Identity, Option<Held>), ApiError> {
     let identity = match req.headers().get(header::AUTHORIZATION) {
-        None => Identity::Anonymous,
+        None => match req.extensions().get::<CertIdentity>() {
+            Some(cert) => Identity::Token(cert.0.clone()),
+            None => Identity::Anonymous,
+        },
         Some(value) => {
             let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
             let verify = |allowed| verify_credentials(&shared.tokens, value, allowed);

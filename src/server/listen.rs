@@ -25,11 +25,12 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` is true (or its sender is dropped), then drains
 /// connections for up to `limits.shutdown_grace` and drops the rest. Every request carries
-/// `ConnectInfo<SocketAddr>`.
+/// `ConnectInfo<SocketAddr>`. With `tls`, every connection is HTTPS.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<super::TlsHandle>,
     shutdown: watch::Receiver<bool>,
 ) {
     let slots = Slots::new(
@@ -65,7 +66,13 @@ pub(crate) async fn serve(
         },
         max_lifetime: limits.max_connection_lifetime,
         lifetime_grace: limits.request_timeout,
+        #[cfg(feature = "tls")]
+        tls: tls.clone(),
+        #[cfg(feature = "tls")]
+        handshake_timeout: limits.tls_handshake_timeout,
     });
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
     let mut tasks = JoinSet::new();
     let mut refusals = Tally::default();
     let mut evictions = Tally::default();
@@ -128,6 +135,18 @@ pub(crate) async fn serve(
                     Refused::PerClient => per_ip_answer.clone(),
                     Refused::Global => global_answer.clone(),
                 };
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &cfg.tls {
+                    refuse::refuse_tls(
+                        stream,
+                        answer,
+                        tls.clone(),
+                        limits.tls_handshake_timeout,
+                        &lingering,
+                        &mut tasks,
+                    );
+                    continue;
+                }
                 refuse::refuse(stream, answer, &lingering, &mut tasks);
             }
         }

@@ -36,6 +36,13 @@ pub(crate) use state::{ServerConfig, ServerState};
 
 use crate::seam::{ProbeSpec, Route};
 
+/// The TLS state a listener serves with (feature `tls`; without it, no value exists).
+#[cfg(feature = "tls")]
+pub(crate) type TlsHandle = Arc<crate::tls::Tls>;
+/// The TLS state a listener serves with (feature `tls`; without it, no value exists).
+#[cfg(not(feature = "tls"))]
+pub(crate) type TlsHandle = std::convert::Infallible;
+
 /// The server's own endpoints, listed like a probe's.
 const SERVER: ProbeSpec = ProbeSpec {
     name: "server",

@@ -1,4 +1,5 @@
-//! The answer to an over-cap connection: a minimal 503 with a JSON body, then close.
+//! The answer to an over-cap connection: a minimal 503 with a JSON body, then close; and on a
+//! TLS listener, the answer to a plaintext request.
 //!
 //! The accept loop writes it without waiting (`try_write`: a fresh socket's send buffer takes
 //! it whole). A bounded number of refusals then linger in a task — half-close, read and discard
@@ -25,12 +26,23 @@ const MAX_DISCARD: usize = 64 * 1024;
 
 /// A complete `HTTP/1.1 503` response with `{"error":"too_many_connections","message":…}`.
 pub(super) fn response(message: &str) -> Arc<[u8]> {
+    answer(
+        "503 Service Unavailable\r\nretry-after: 1",
+        "too_many_connections",
+        message,
+    )
+}
+
+/// A complete `HTTP/1.1 <status>` response with `{"error":<code>,"message":<message>}` that
+/// closes the connection.
+fn answer(status: &str, code: &str, message: &str) -> Arc<[u8]> {
     let body = format!(
-        "{{\"error\":\"too_many_connections\",\"message\":{}}}",
+        "{{\"error\":{},\"message\":{}}}",
+        json_string(code),
         json_string(message)
     );
     let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\ncache-control: no-store\r\n\r\n",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\ncache-control: no-store\r\n\r\n",
         body.len()
     );
     Arc::from((head + &body).into_bytes())
@@ -92,6 +104,69 @@ async fn finish(mut stream: TcpStream, answer: Arc<[u8]>, mut sent: usize) -> st
     Ok(())
 }
 
+/// Answers a plaintext request on a TLS listener with a 400 saying to use `https://`, then
+/// closes after reading (and discarding) what the client sent, within [`LINGER`].
+#[cfg(feature = "tls")]
+pub(super) async fn plaintext_to_tls<IO>(mut io: IO)
+where
+    IO: tokio::io::AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let text = answer(
+        "400 Bad Request",
+        "tls_required",
+        crate::tls::accept::PLAINTEXT_REFUSAL,
+    );
+    let _ = tokio::time::timeout(LINGER, async {
+        io.write_all(&text).await?;
+        io.shutdown().await?;
+        let mut buf = [0u8; 2048];
+        let mut discarded = 0;
+        while discarded < MAX_DISCARD {
+            match io.read(&mut buf).await? {
+                0 => break,
+                n => discarded += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// [`refuse`] on a TLS listener: the 503 goes over TLS, so the client reads it rather than
+/// a handshake failure. The handshake costs CPU, so only as many refusals as may linger do it
+/// (each within the handshake timeout); past that bound the connection is closed at once.
+#[cfg(feature = "tls")]
+pub(super) fn refuse_tls(
+    stream: TcpStream,
+    answer: Arc<[u8]>,
+    tls: Arc<crate::tls::Tls>,
+    handshake_timeout: Duration,
+    lingering: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(permit) = lingering.clone().try_acquire_owned() else {
+        return; // dropped: closed now
+    };
+    tasks.spawn(async move {
+        let _permit = permit;
+        let Ok(Ok((mut io, _))) = tokio::time::timeout(handshake_timeout, tls.accept(stream)).await
+        else {
+            return;
+        };
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut buf = [0u8; 2048];
+            // The request head first, when it comes at once: a client that is still sending
+            // while the answer and close arrive may see a reset instead.
+            let _ = tokio::time::timeout(LINGER / 4, io.read(&mut buf)).await;
+            io.write_all(&answer).await?;
+            io.shutdown().await
+        })
+        .await;
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +177,7 @@ mod tests {
         let text = std::str::from_utf8(&r).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(head.contains("\r\nretry-after: 1\r\n"));
         assert!(head.contains("\r\nconnection: close"));
         assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();

@@ -46,6 +46,8 @@ pub(crate) struct ServerConfig {
     pub(crate) results: Results,
     /// Called with each second's readings after the timeline took them (the trigger rules).
     pub(crate) watch: Option<VitalsWatch>,
+    /// Whether verified TLS client certificates stand for tokens (then no token is needed).
+    pub(crate) cert_clients: bool,
 }
 
 /// What watches the vital signs each second: it gets the readings the timeline stored.
@@ -68,6 +70,8 @@ pub(crate) struct ServerState {
     pub(crate) results: Results,
     /// Called with each second's readings (see [`ServerConfig::watch`]).
     pub(crate) watch: Option<VitalsWatch>,
+    /// See [`ServerConfig::cert_clients`].
+    pub(crate) cert_clients: bool,
     /// The vital signs over the last hour, fed each second by the sampler (`sampler.rs`).
     timeline: Mutex<Timeline>,
     /// The endpoint table, set once the router is built.
@@ -103,6 +107,7 @@ impl ServerState {
             fair,
             results,
             watch,
+            cert_clients,
         } = config;
         let red = ServerMetrics::new(&mut registry);
         registry.register_collector(Box::new(AuditCollector::new(audit.clone())));
@@ -130,6 +135,7 @@ impl ServerState {
             probes,
             results,
             watch,
+            cert_clients,
             timeline: Mutex::new(Timeline::new()),
             table: OnceLock::new(),
             health_public,

@@ -264,6 +264,15 @@ impl AuditLog {
         written
     }
 
+    /// Records that the TLS files were loaded again (or rejected). Never fails nor blocks.
+    pub(crate) fn tls_reload(&self, mut rec: super::record::TlsReload) {
+        rec.ts = now_ts();
+        let ts = rec.ts.clone();
+        if let Ok(json) = serde_json::to_vec(&AuditEntry::TlsReload(rec)) {
+            self.submit(json, "tls_reload", ts, false);
+        }
+    }
+
     /// Writes one serialized entry now (no thread) or queues it for the thread.
     fn submit(&self, json: Vec<u8>, kind: &'static str, ts: String, ack: bool) -> Option<Written> {
         if !self.owner.threaded() {

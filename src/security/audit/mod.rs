@@ -72,8 +72,8 @@ use log::AuditLogBuilder;
 pub(crate) use log::{AuditError, AuditLog, DetailsSlot};
 pub(crate) use options::AuditStats;
 pub use options::{FsyncPolicy, Rotation};
-pub(crate) use record::AuditRecord;
 pub use record::Checkpoint;
+pub(crate) use record::{AuditRecord, TlsReload};
 #[cfg(test)]
 use record::{Outcome, ResumeReason};
 pub(crate) use sighup::at_default_action as sighup_at_default_action;

@@ -47,6 +47,10 @@ pub(crate) struct AuditRecord {
     pub client: String,
     /// The name of the token used, if a valid one was presented. Never the secret.
     pub token_id: Option<String>,
+    /// How the token was presented when not by a header: `client-cert` for a verified TLS
+    /// client certificate standing for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     /// HTTP method.
     pub method: String,
     /// Request path (the log clips it to 512 bytes).
@@ -178,6 +182,54 @@ pub(super) struct Gap {
     pub cut_bytes: u64,
 }
 
+/// The admin server's TLS files were loaded again after a change (`"kind":"tls_reload"`):
+/// new handshakes use them (`loaded`), or they failed to load and the previous certificate
+/// stays (`rejected`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TlsReload {
+    /// When.
+    pub ts: String,
+    /// `loaded` or `rejected`.
+    pub outcome: String,
+    /// The files watched.
+    pub files: Vec<String>,
+    /// The new certificate's serial number (hex), when loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The new certificate's expiry (RFC 3339), when loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// Why the files were rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TlsReload {
+    /// New handshakes use the certificate `serial`, valid until `not_after`.
+    pub(crate) fn loaded(files: Vec<String>, serial: &str, not_after: &str) -> TlsReload {
+        TlsReload {
+            ts: String::new(),
+            outcome: "loaded".into(),
+            files,
+            serial: Some(serial.into()),
+            not_after: Some(not_after.into()),
+            error: None,
+        }
+    }
+
+    /// The files failed to load for `error`.
+    pub(crate) fn rejected(files: Vec<String>, error: &str) -> TlsReload {
+        TlsReload {
+            ts: String::new(),
+            outcome: "rejected".into(),
+            files,
+            serial: None,
+            not_after: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
 /// Any line of the audit file, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -192,6 +244,8 @@ pub(super) enum AuditEntry {
     Resumed(Resumed),
     /// Records lost to write errors.
     Gap(Gap),
+    /// The TLS files were loaded again.
+    TlsReload(TlsReload),
 }
 
 impl AuditEntry {
@@ -203,6 +257,7 @@ impl AuditEntry {
             AuditEntry::Checkpoint(_) => "checkpoint",
             AuditEntry::Resumed(_) => "resumed",
             AuditEntry::Gap(_) => "gap",
+            AuditEntry::TlsReload(_) => "tls_reload",
         }
     }
 }

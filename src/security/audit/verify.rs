@@ -219,6 +219,7 @@ impl VerifyOptions {
 
 /// Records per kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KindCounts {
     /// `request` records.
     pub request: u64,
@@ -230,6 +231,8 @@ pub struct KindCounts {
     pub resumed: u64,
     /// `gap` records.
     pub gap: u64,
+    /// `tls_reload` records.
+    pub tls_reload: u64,
 }
 
 /// A `resumed` record found.
@@ -314,7 +317,7 @@ impl fmt::Display for VerifyReport {
         let k = &self.kinds;
         write!(
             f,
-            "ok: {} records in {} file(s) (request {}, summary {} folding {} requests, checkpoint {}, resumed {}, gap {}); head seq {} {}; {}",
+            "ok: {} records in {} file(s) (request {}, summary {} folding {} requests, checkpoint {}, resumed {}, gap {}, tls_reload {}); head seq {} {}; {}",
             self.records,
             self.files.len(),
             k.request,
@@ -323,6 +326,7 @@ impl fmt::Display for VerifyReport {
             k.checkpoint,
             k.resumed,
             k.gap,
+            k.tls_reload,
             self.head_seq,
             self.head_hash,
             if self.keyed { "keyed (HMAC-SHA256)" } else { "UNKEYED: detects accidents only, not forgery" },
@@ -599,6 +603,7 @@ fn verify_files(
                         lost_records: lost_in_truncation,
                     });
                 }
+                AuditEntry::TlsReload(_) => report.kinds.tls_reload += 1,
                 AuditEntry::Gap(g) => {
                     report.kinds.gap += 1;
                     report.lost_records += g.count;
