@@ -6,6 +6,9 @@
 #![cfg(all(feature = "heap", feature = "cpu"))]
 
 mod common;
+#[cfg(feature = "tls")]
+#[path = "common/tls.rs"]
+mod pki;
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -58,6 +61,9 @@ impl Drop for Scratch {
     }
 }
 
+/// One CPU profile at a time per process: the tests of this binary take turns.
+static ONE_PROFILE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn pprof_top(dir: &Path, url: String) -> (String, String) {
     let dir = dir.to_path_buf();
     let out = tokio::task::spawn_blocking(move || go_tool_pprof(&dir, &["-top", &url]))
@@ -74,6 +80,7 @@ async fn pprof_top(dir: &Path, url: String) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_tool_pprof_reads_cpu_and_allocs_profiles_through_basic_auth() {
+    let _turn = ONE_PROFILE.lock().await;
     let scratch = Scratch::new();
     let server = spawn_with(|b| b.service_name("go-pprof-test"));
     let addr = server.handle.local_addr();
@@ -162,5 +169,66 @@ async fn go_tool_pprof_reads_cpu_and_allocs_profiles_through_basic_auth() {
         saved.len(),
         2,
         "pprof saves each fetched profile: {saved:?}"
+    );
+}
+
+/// `go tool pprof` over `https://`. Go's `go tool pprof` fetches http(s) URLs itself and
+/// ignores pprof's `-tls_ca`/`-tls_cert`/`-tls_key` flags (cmd/pprof's fetcher; the standalone
+/// google/pprof honours them), so it trusts the CA the way every Go program on Linux can:
+/// `SSL_CERT_FILE`, with the profile token as Basic credentials in the URL. Without the CA it
+/// refuses the server.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_tool_pprof_reads_a_cpu_profile_over_https_trusting_the_ca() {
+    let _turn = ONE_PROFILE.lock().await;
+    let scratch = Scratch::new();
+    let ca = pki::Ca::new("prodbg test CA");
+    let cert = ca.server(0x81);
+    let server = spawn_with(|b| {
+        b.service_name("go-pprof-tls-test")
+            .tls(&cert.cert, &cert.key)
+    });
+    let ca_file = scratch.0.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let addr = server.handle.local_addr();
+    let url = format!("https://prof:{PROFILE_SECRET}@{addr}/debug/pprof/profile?seconds=2");
+
+    let run = |url: String, trust: bool| {
+        let (dir, ca_file) = (scratch.0.clone(), ca_file.clone());
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &Path)> = if trust {
+                vec![("SSL_CERT_FILE", ca_file.as_path())]
+            } else {
+                Vec::new()
+            };
+            go_tool_pprof_env(&dir, &env, &["-top", &url])
+        })
+    };
+    let untrusted = run(url.replace("seconds=2", "seconds=1"), false)
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(
+        !untrusted.status.success() && stderr.contains("unknown authority"),
+        "without the CA go tool pprof must refuse the server:\n{stderr}"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let hot = {
+        let stop = stop.clone();
+        std::thread::spawn(move || prodbg_gopprof_hot_z3(&stop))
+    };
+    let out = run(url, true).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    hot.join().unwrap();
+    let top = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "go tool pprof failed:\n{stderr}\n{top}"
+    );
+    assert!(
+        top.contains("prodbg_gopprof_hot_z3"),
+        "hot function not in -top:\n{top}"
     );
 }

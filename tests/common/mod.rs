@@ -208,6 +208,15 @@ pub fn decode_pprof(gz: &[u8]) -> pprof::protos::Profile {
 /// pprof saves each profile it fetches), nothing else of the caller's. A missing `go` fails
 /// the test with the install line.
 pub fn go_tool_pprof(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    go_tool_pprof_env(dir, &[], args)
+}
+
+/// [`go_tool_pprof`] with `env` added to its clean environment (e.g. `SSL_CERT_FILE`).
+pub fn go_tool_pprof_env(
+    dir: &std::path::Path,
+    env: &[(&str, &std::path::Path)],
+    args: &[&str],
+) -> std::process::Output {
     use std::process::Command;
     let go = ["go", "/usr/bin/go", "/usr/lib/go/bin/go"]
         .into_iter()
@@ -224,6 +233,7 @@ pub fn go_tool_pprof(dir: &std::path::Path, args: &[&str]) -> std::process::Outp
         .env("HOME", dir.join("home"))
         .env("GOCACHE", dir.join("gocache"))
         .env("PPROF_TMPDIR", dir.join("pprof"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)
         .args(["tool", "pprof"])
         .args(args)

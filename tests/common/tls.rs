@@ -33,14 +33,22 @@ impl Pair {
     }
 }
 
-/// A CA that signs servers and clients.
+/// A CA that signs servers and clients (or, made [`from_pem`](Ca::from_pem), only trusts).
 pub struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Option<CertifiedIssuer<'static, KeyPair>>,
     /// The CA certificate, PEM.
     pub pem: String,
 }
 
 impl Ca {
+    /// A CA known by its certificate only: it makes clients that trust it, and signs nothing.
+    pub fn from_pem(pem: &str) -> Ca {
+        Ca {
+            issuer: None,
+            pem: pem.to_string(),
+        }
+    }
+
     pub fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -48,7 +56,10 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         let pem = issuer.pem();
-        Ca { issuer, pem }
+        Ca {
+            issuer: Some(issuer),
+            pem,
+        }
     }
 
     /// A server certificate for 127.0.0.1, ::1 and localhost with serial `serial`.
@@ -83,7 +94,11 @@ impl Ca {
 
     fn sign(&self, params: CertificateParams) -> Pair {
         let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let issuer = self
+            .issuer
+            .as_ref()
+            .expect("a CA made from_pem signs nothing");
+        let cert = params.signed_by(&key, issuer).unwrap();
         Pair {
             cert: cert.pem(),
             key: key.serialize_pem(),
