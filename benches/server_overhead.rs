@@ -2,9 +2,12 @@
 //! - idle overhead: a CPU-bound host workload with the admin server spawned ÷ without it;
 //! - `/health/live` and `/metrics` latency (p50/p99) and requests/s, with the host idle and with
 //!   the host saturating both cores;
-//! - RSS the admin server adds when idle.
+//! - RSS the admin server adds when idle;
+//! - with feature `tls`: TLS handshake time (p50/p99; full, and resumed from the session
+//!   cache), and `/health/live` latency on one keep-alive connection over TLS and plain HTTP,
+//!   side by side in interleaved rounds.
 //!
-//! `cargo bench --bench server_overhead`
+//! `cargo bench --bench server_overhead --features tls`
 
 pub mod common;
 
@@ -94,6 +97,106 @@ fn main() {
         stop.store(true, Ordering::Relaxed);
         burners.into_iter().for_each(|b| b.join().unwrap());
     }
+    drop(admin);
+    #[cfg(feature = "tls")]
+    tls_costs();
+}
+
+/// Handshakes and request latency over TLS next to plain HTTP.
+#[cfg(feature = "tls")]
+fn tls_costs() {
+    use common::tls;
+    const HANDSHAKES: usize = 200;
+    let (ca, cert, key) = tls::pki();
+    let https = Admin::builder()
+        .bind("127.0.0.1:0")
+        .token("bench", Scope::Admin, SECRET)
+        .tls(&cert, &key)
+        .spawn()
+        .unwrap();
+    let plain = spawn();
+    let addr = https.local_addr();
+    let pct = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[v.len() * 99 / 100])
+    };
+    // The baseline: a new plain TCP connection and its first answer.
+    let mut first = Vec::new();
+    for _ in 0..HANDSHAKES {
+        let t = Instant::now();
+        common::http::Client::connect(plain.local_addr()).get("/health/live");
+        first.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let (p50, p99) = pct(first);
+    println!(
+        "new plain connection + first /health/live: p50 {p50:>6.0} µs, p99 {p99:>6.0} µs ({HANDSHAKES} sequential)"
+    );
+    for resume in [false, true] {
+        let config = tls::client_config(&ca, resume);
+        let (mut times, mut firsts, mut resumed) = (Vec::new(), Vec::new(), 0);
+        for i in 0..=HANDSHAKES {
+            let (stream, took, was_resumed) = tls::connect(addr, &config);
+            // One request reads the session tickets the server sends after the handshake.
+            let t = Instant::now();
+            common::http::Client::over(stream).get("/health/live");
+            if i > 0 {
+                times.push(took.as_secs_f64() * 1e6);
+                firsts.push((took + t.elapsed()).as_secs_f64() * 1e6);
+                resumed += usize::from(was_resumed);
+            }
+        }
+        let kind = if resume { "resumed" } else { "full" };
+        let (p50, p99) = pct(times);
+        println!(
+            "TLS handshake, {kind:<8} (TCP connect included): p50 {p50:>6.0} µs, p99 {p99:>6.0} µs ({HANDSHAKES} sequential; {resumed} of them resumed)"
+        );
+        let (p50, p99) = pct(firsts);
+        println!(
+            "new TLS connection ({kind}) + first /health/live: p50 {p50:>6.0} µs, p99 {p99:>6.0} µs"
+        );
+    }
+    let config = tls::client_config(&ca, true);
+    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>)> =
+        vec![("plain HTTP", vec![], vec![]), ("TLS", vec![], vec![])];
+    for _ in 0..ROUNDS {
+        for row in rows.iter_mut() {
+            let mut lat = Vec::new();
+            let start = Instant::now();
+            if row.0 == "TLS" {
+                let mut c = common::http::Client::over(tls::connect(addr, &config).0);
+                while start.elapsed() < Duration::from_millis(500) {
+                    let t = Instant::now();
+                    c.get("/health/live");
+                    lat.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            } else {
+                let mut c = common::http::Client::connect(plain.local_addr());
+                while start.elapsed() < Duration::from_millis(500) {
+                    let t = Instant::now();
+                    c.get("/health/live");
+                    lat.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            let (p50, p99) = pct(lat);
+            row.1.push(p50);
+            row.2.push(p99);
+        }
+    }
+    let ratio: Vec<f64> = rows[1]
+        .1
+        .iter()
+        .zip(&rows[0].1)
+        .map(|(t, p)| t / p)
+        .collect();
+    for (label, p50s, p99s) in rows {
+        let (lo, med, hi) = min_median_max(p50s);
+        let (_, p99, _) = min_median_max(p99s);
+        println!(
+            "/health/live over {label:<10}: p50 {med:>5.0} µs (rounds {lo:.0}–{hi:.0}), p99 {p99:>5.0} µs (median of {ROUNDS} interleaved 0.5 s rounds, one keep-alive connection)"
+        );
+    }
+    let (lo, med, hi) = min_median_max(ratio);
+    println!("/health/live p50 TLS ÷ plain: {med:.2} (min {lo:.2}, max {hi:.2})");
 }
 
 fn spawn() -> prodbg::AdminHandle {

@@ -8,17 +8,25 @@ use prodbg::AdminHandle;
 
 use super::admin::SECRET;
 
-/// A minimal keep-alive HTTP/1.1 client, so the client's own cost stays small and steady.
-pub struct Client {
-    reader: BufReader<TcpStream>,
+/// A minimal keep-alive HTTP/1.1 client, so the client's own cost stays small and steady;
+/// over TCP, or over any stream (TLS).
+pub struct Client<S: Read + Write = TcpStream> {
+    reader: BufReader<S>,
 }
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
+        Client::over(s)
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client on an open `stream`.
+    pub fn over(stream: S) -> Client<S> {
         Client {
-            reader: BufReader::new(s),
+            reader: BufReader::new(stream),
         }
     }
 

@@ -7,4 +7,6 @@ pub mod env;
 pub mod http;
 pub mod memory;
 pub mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod work;

@@ -112,10 +112,15 @@ fn unix(secs: i64) -> SystemTime {
 /// The crypto provider every configuration uses: *ring*, chosen explicitly, so a host whose
 /// dependency graph also enables rustls' aws-lc-rs gets the same server. rustls 0.23.48
 /// deprecates it for lacking post-quantum key exchange; prodbg keeps it for its build (no C
-/// library to compile beyond ring's own, no cmake) — docs/tls.md says so.
+/// library to compile beyond ring's own, no cmake) — docs/tls.md says so. Key exchange
+/// prefers X25519, then P-256, then P-384 (ring's default list starts with P-384, whose key
+/// agreement costs about 14 times X25519's here: `cargo bench --bench server_overhead`).
 #[allow(deprecated)]
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::{default_provider, kx_group};
+    let mut provider = default_provider();
+    provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    Arc::new(provider)
 }
 
 /// Reads and checks `settings` into a server configuration sharing `sessions`.
