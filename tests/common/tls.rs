@@ -1,5 +1,6 @@
 //! A test PKI made with rcgen: a CA, server certificates for 127.0.0.1 and localhost, client
 //! certificates by name, and clients (reqwest, curl) that trust it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

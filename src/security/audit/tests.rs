@@ -23,6 +23,7 @@ fn rec(i: usize) -> AuditRecord {
         request_id: format!("r{i}"),
         client: "127.0.0.1:40000".into(),
         token_id: Some("ops".into()),
+        via: None,
         method: "GET".into(),
         path: "/debug/memory".into(),
         query: None,
