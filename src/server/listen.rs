@@ -37,6 +37,7 @@ pub(crate) async fn serve(
         limits.max_connections,
         limits.max_connections_per_client,
         limits.reserved_for_new_clients,
+        tls.is_some(),
     );
     let per_ip_answer = refuse::response(&format!(
         "this client already holds {} connections to the admin server, its limit, each answering a request; retry when one ends",

@@ -69,12 +69,30 @@ fn head_waiting(fd: RawFd) -> bool {
     usize::try_from(n).is_ok_and(|n| buf[..n].windows(4).any(|w| w == b"\r\n\r\n"))
 }
 
-/// What the slot table knows of one connection: its socket, whether it may be evicted (idle,
-/// or its request head not yet complete: it has shown no credential) and since when, and the
-/// signal that tells its task to close.
+/// Whether any byte waits, unread, on socket `fd`. Never waits.
+fn bytes_waiting(fd: RawFd) -> bool {
+    let mut buf = [0u8; 1];
+    // SAFETY: as in `head_waiting`, with a one-byte local buffer.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0
+}
+
+/// What the slot table knows of one connection: its socket, whether it speaks TLS, whether it
+/// may be evicted (idle, or its request head not yet complete: it has shown no credential) and
+/// since when, whether it has been answered before, and the signal that tells its task to
+/// close.
 #[derive(Debug)]
 pub(super) struct Ticket {
     fd: RawFd,
+    tls: bool,
+    served: std::sync::atomic::AtomicBool,
     state: AtomicU64,
     evict: Notify,
 }
@@ -82,20 +100,39 @@ pub(super) struct Ticket {
 impl Default for Ticket {
     /// A connection without a socket to look at, evictable from now.
     fn default() -> Ticket {
-        Ticket::new(-1)
+        Ticket::new(-1, false)
     }
 }
 
 impl Ticket {
     /// A new connection on socket `fd`; one whose complete request head has already arrived
     /// counts as busy (it is answered as soon as its task runs, however many connections its
-    /// client opens meanwhile).
-    fn new(fd: RawFd) -> Ticket {
-        let state = if head_waiting(fd) { BUSY } else { stamp() };
+    /// client opens meanwhile). A TLS connection starts evictable: its first bytes are a
+    /// handshake, which shows no credential.
+    fn new(fd: RawFd, tls: bool) -> Ticket {
+        let state = if !tls && head_waiting(fd) {
+            BUSY
+        } else {
+            stamp()
+        };
         Ticket {
             fd,
+            tls,
+            served: std::sync::atomic::AtomicBool::new(false),
             state: AtomicU64::new(state),
             evict: Notify::new(),
+        }
+    }
+
+    /// Whether a request is arriving on this evictable connection, so that it is about to be
+    /// answered and is spared: a complete plaintext head waiting, or — on TLS, where the bytes
+    /// are ciphertext — any bytes waiting on a connection that has been answered before (its
+    /// handshake is done; what comes is its next request).
+    fn arriving(&self) -> bool {
+        if self.tls {
+            self.served.load(Ordering::Acquire) && bytes_waiting(self.fd)
+        } else {
+            head_waiting(self.fd)
         }
     }
 
@@ -110,6 +147,7 @@ impl Ticket {
 
     /// The last response ended: evictable from now.
     pub(super) fn idle(&self) {
+        self.served.store(true, Ordering::Release);
         let now = stamp();
         let _ = self
             .state
@@ -146,6 +184,7 @@ pub(super) struct Slots {
     max: usize,
     per_client: usize,
     reserve: usize,
+    tls: bool,
     open: Mutex<Table>,
 }
 
@@ -172,12 +211,13 @@ pub(super) struct Admitted {
 }
 
 impl Slots {
-    /// `reserve` is clamped below `max`.
-    pub(super) fn new(max: usize, per_client: usize, reserve: usize) -> Arc<Slots> {
+    /// `reserve` is clamped below `max`; `tls`: the listener's connections speak TLS.
+    pub(super) fn new(max: usize, per_client: usize, reserve: usize, tls: bool) -> Arc<Slots> {
         Arc::new(Slots {
             max,
             per_client,
             reserve: reserve.min(max.saturating_sub(1)),
+            tls,
             open: Mutex::new(Table::default()),
         })
     }
@@ -206,8 +246,8 @@ impl Slots {
             let mut chosen = None;
             for (s, i) in candidates {
                 let t = &list[i];
-                // A head that arrived since: about to be answered, spared.
-                let to = if head_waiting(t.fd) { BUSY } else { EVICTED };
+                // A request that arrived since: about to be answered, spared.
+                let to = if t.arriving() { BUSY } else { EVICTED };
                 // A lost race means a request started on it: busy now, spared too.
                 let swapped = t
                     .state
@@ -227,7 +267,7 @@ impl Slots {
         {
             return Err(Refused::Global);
         }
-        let ticket = Arc::new(Ticket::new(fd));
+        let ticket = Arc::new(Ticket::new(fd, self.tls));
         *total += 1;
         clients.entry(key).or_default().push(ticket.clone());
         Ok(Admitted {
@@ -281,7 +321,7 @@ mod tests {
 
     #[test]
     fn per_client_cap_evicts_the_oldest_idle_and_refuses_when_all_are_busy() {
-        let slots = Slots::new(10, 2, 0);
+        let slots = Slots::new(10, 2, 0, false);
         let a = admit(&slots, "10.0.0.1").unwrap();
         let b = admit(&slots, "10.0.0.1").unwrap();
         b.ticket().busy();
@@ -323,7 +363,7 @@ mod tests {
         let (early_srv, _) = listener.accept().unwrap();
         let mut late = std::net::TcpStream::connect(addr).unwrap();
         let (late_srv, _) = listener.accept().unwrap();
-        let slots = Slots::new(10, 3, 0);
+        let slots = Slots::new(10, 3, 0, false);
         let a = slots
             .try_admit(ip("10.0.0.1"), early_srv.as_raw_fd())
             .unwrap();
@@ -350,8 +390,47 @@ mod tests {
     }
 
     #[test]
+    fn on_tls_bytes_on_an_answered_connection_spare_it_and_a_handshake_does_not() {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut answered = std::net::TcpStream::connect(addr).unwrap();
+        let (answered_srv, _) = listener.accept().unwrap();
+        let mut handshaking = std::net::TcpStream::connect(addr).unwrap();
+        let (handshaking_srv, _) = listener.accept().unwrap();
+        let slots = Slots::new(10, 2, 0, true);
+        let a = slots
+            .try_admit(ip("10.0.0.1"), answered_srv.as_raw_fd())
+            .unwrap();
+        // `a` answered one request and is idle: the older of the two.
+        a.slot.ticket().busy();
+        a.slot.ticket().idle();
+        // Its handshake is waiting, unread: not a request, so the connection starts evictable.
+        handshaking.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+        while !bytes_waiting(handshaking_srv.as_raw_fd()) {
+            std::thread::yield_now();
+        }
+        let h = slots
+            .try_admit(ip("10.0.0.1"), handshaking_srv.as_raw_fd())
+            .unwrap();
+        assert!(h.slot.ticket().state.load(Ordering::Acquire) < BUSY);
+        // `a`'s next request arrives (ciphertext): spared; the handshake is evicted instead.
+        answered.write_all(b"\x17\x03\x03\x00\x20ciphertext").unwrap();
+        while !bytes_waiting(answered_srv.as_raw_fd()) {
+            std::thread::yield_now();
+        }
+        let c = slots.try_admit(ip("10.0.0.1"), -1).unwrap();
+        assert!(c.evicted);
+        assert_eq!(h.slot.ticket().state.load(Ordering::Acquire), EVICTED);
+        assert_eq!(a.slot.ticket().state.load(Ordering::Acquire), BUSY);
+        drop((a, h, c));
+        assert_eq!(slots.counts(), (0, 0));
+    }
+
+    #[test]
     fn an_evicted_connection_is_told_even_before_it_waits() {
-        let slots = Slots::new(10, 1, 0);
+        let slots = Slots::new(10, 1, 0, false);
         let a = admit(&slots, "10.0.0.1").unwrap();
         let _b = admit(&slots, "10.0.0.1").unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -367,7 +446,7 @@ mod tests {
 
     #[test]
     fn reserve_admits_only_light_clients() {
-        let slots = Slots::new(8, 6, 4);
+        let slots = Slots::new(8, 6, 4, false);
         let held: Vec<_> = (0..4).map(|_| admit(&slots, "10.0.0.1").unwrap()).collect();
         // 4 open = max - reserve: 10.0.0.1 may not dip into the reserve even below its own cap.
         assert_eq!(admit(&slots, "10.0.0.1").unwrap_err(), Refused::Global);
@@ -381,7 +460,7 @@ mod tests {
 
     #[test]
     fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
-        let slots = Slots::new(10, 1, 0);
+        let slots = Slots::new(10, 1, 0, false);
         let a = admit(&slots, "2001:db8:1:2::1").unwrap();
         a.ticket().busy();
         assert!(admit(&slots, "2001:db8:1:2:ffff::9").is_err());
@@ -393,7 +472,7 @@ mod tests {
 
     #[test]
     fn table_empties_when_all_close() {
-        let slots = Slots::new(1000, 16, 16);
+        let slots = Slots::new(1000, 16, 16, false);
         let held: Vec<_> = (0..900u32)
             .filter_map(|i| slots.try_admit(IpAddr::from(i.to_be_bytes()), -1).ok())
             .collect();
