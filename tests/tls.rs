@@ -439,3 +439,73 @@ fn bad_certificates_keys_and_cas_are_clear_errors_at_spawn() {
     assert!(!warned.iter().any(|w| w.contains("expire")), "{warned:?}");
     handle.shutdown();
 }
+
+/// `Admin::from_env()` reads the TLS variables (the only test of this binary that touches the
+/// environment: the others build without `env()`).
+#[tokio::test]
+async fn the_tls_variables_configure_https_and_client_certificates() {
+    let ca = Ca::new("prodbg test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = ca.server(0x54).write(dir.path(), "server");
+    std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
+    let set = |vars: &[(&str, &std::path::Path)]| {
+        for (name, value) in vars {
+            std::env::set_var(name, value);
+        }
+    };
+    let clear = || {
+        for v in [
+            "PRODBG_TLS_CERT",
+            "PRODBG_TLS_KEY",
+            "PRODBG_TLS_CLIENT_CA",
+            "PRODBG_TLS_CLIENTS",
+            "PRODBG_TLS_CLIENT_OPTIONAL",
+        ] {
+            std::env::remove_var(v);
+        }
+    };
+    set(&[("PRODBG_TLS_CERT", &c)]);
+    let e = Admin::builder()
+        .bind("127.0.0.1:0")
+        .env()
+        .spawn()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("PRODBG_TLS_CERT is set without PRODBG_TLS_KEY"),
+        "{e}"
+    );
+    set(&[
+        ("PRODBG_TLS_KEY", &k),
+        ("PRODBG_TLS_CLIENT_CA", &dir.path().join("ca.pem")),
+    ]);
+    std::env::set_var("PRODBG_TLS_CLIENTS", "oncall:admin,prometheus:read");
+    std::env::set_var("PRODBG_TLS_CLIENT_OPTIONAL", "1");
+    let handle = Admin::builder().bind("127.0.0.1:0").env().spawn().unwrap();
+    clear();
+    let url = format!("{}/metrics", handle.url());
+    assert!(url.starts_with("https://"), "{url}");
+    let r = ca
+        .reqwest(Some(&ca.client("prometheus")))
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Optional client certificates: no certificate connects, and needs a token.
+    let r = ca.reqwest(None).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    handle.shutdown();
+    std::env::set_var("PRODBG_TLS_CLIENTS", "prometheus:root");
+    let e = Admin::builder()
+        .bind("127.0.0.1:0")
+        .env()
+        .spawn()
+        .unwrap_err()
+        .to_string();
+    clear();
+    assert!(
+        e.contains("PRODBG_TLS_CLIENTS") && e.contains("unknown scope"),
+        "{e}"
+    );
+}

@@ -407,7 +407,9 @@ mod tests {
         a.slot.ticket().busy();
         a.slot.ticket().idle();
         // Its handshake is waiting, unread: not a request, so the connection starts evictable.
-        handshaking.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+        handshaking
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+            .unwrap();
         while !bytes_waiting(handshaking_srv.as_raw_fd()) {
             std::thread::yield_now();
         }
@@ -416,7 +418,9 @@ mod tests {
             .unwrap();
         assert!(h.slot.ticket().state.load(Ordering::Acquire) < BUSY);
         // `a`'s next request arrives (ciphertext): spared; the handshake is evicted instead.
-        answered.write_all(b"\x17\x03\x03\x00\x20ciphertext").unwrap();
+        answered
+            .write_all(b"\x17\x03\x03\x00\x20ciphertext")
+            .unwrap();
         while !bytes_waiting(answered_srv.as_raw_fd()) {
             std::thread::yield_now();
         }
