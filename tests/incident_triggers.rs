@@ -11,15 +11,33 @@ use std::time::{Duration, Instant};
 use common::*;
 use prodbg::{IncidentLimits, Triggers};
 
+/// One test at a time: each capture symbolizes the process's shared flight recorder, and
+/// captures of several tests at once in one debug-built process (as `cargo test` runs them)
+/// overran the capture's time bound.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn listing(server: &Server) -> serde_json::Value {
     let (status, body) = get(&server.url("/debug/incidents"), Some(PROFILE_SECRET)).await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
 
+/// The part `file` of an incident; a missing one fails with the manifest, which says why.
+fn part<'a>(files: &'a HashMap<String, Vec<u8>>, file: &str) -> &'a [u8] {
+    files.get(file).unwrap_or_else(|| {
+        panic!(
+            "the incident has no {file}; manifest.json: {}",
+            files
+                .get("manifest.json")
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .unwrap_or_default()
+        )
+    })
+}
+
 /// Whether the profile `file` of an incident names `function`.
 fn names(files: &HashMap<String, Vec<u8>>, file: &str, function: &str) -> bool {
-    decode_pprof(&files[file])
+    decode_pprof(part(files, file))
         .string_table
         .iter()
         .any(|s| s.contains(function))
@@ -105,6 +123,7 @@ fn planted_cpu_burner(stop: &AtomicBool) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_rule_fires_and_its_incident_names_the_hot_function() {
+    let _turn = TURN.lock().await;
     let triggers = only("cpu").set("cpu", Some(0.3), Some(Duration::from_secs(2)));
     let (_dir, server) = host(triggers, |b| b);
     let stop = Arc::new(AtomicBool::new(false));
@@ -127,7 +146,7 @@ async fn the_cpu_rule_fires_and_its_incident_names_the_hot_function() {
             >= trigger["detail"]["threshold"].as_f64().unwrap()
     );
     let folded = |file: &str| {
-        let p = decode_pprof(&files[file]);
+        let p = decode_pprof(part(&files, file));
         p.string_table.join("\n")
     };
     assert!(
@@ -167,6 +186,7 @@ mod pool {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_saturated_pool_fires_and_its_incident_names_the_holder() {
+        let _turn = TURN.lock().await;
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(60))
@@ -207,6 +227,7 @@ mod pool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_rules_are_refused_at_spawn() {
+    let _turn = TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let err = builder()
         .incident_dir(dir.path().join("i"))
@@ -229,6 +250,7 @@ fn another_error_source() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_error_callsite_fires_once_per_cooldown() {
+    let _turn = TURN.lock().await;
     let spans = spans_handle();
     let (_dir, server) = host(only("new_error"), |b| b.spans(spans));
     // Let the rules see the table without the new callsite first.
@@ -272,6 +294,7 @@ fn planted_memory_hog(mib: usize, hold: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_growth_fires_and_its_incident_names_the_holder() {
+    let _turn = TURN.lock().await;
     let triggers =
         only("memory_growth").set("memory_growth", Some(0.5), Some(Duration::from_secs(1)));
     let (_dir, server) = host(triggers, |b| b);
@@ -304,6 +327,7 @@ fn planted_blocking_call(hold: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deep_tokio_queue_fires_and_its_incident_names_the_blocking_call() {
+    let _turn = TURN.lock().await;
     let app = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -345,6 +369,7 @@ fn planted_error_storm(n: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_rate_spike_fires_against_its_own_average() {
+    let _turn = TURN.lock().await;
     let spans = spans_handle();
     let triggers = only("error_rate").set("error_rate", Some(10.0), Some(Duration::from_secs(2)));
     let (_dir, server) = host(triggers, |b| b.spans(spans));
@@ -378,6 +403,7 @@ async fn an_error_rate_spike_fires_against_its_own_average() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rss_near_the_memory_limit_fires_and_its_incident_names_the_holder() {
+    let _turn = TURN.lock().await;
     let rss = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
@@ -422,6 +448,7 @@ async fn planted_busy_loop(stop: Arc<AtomicBool>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_tokio_runtime_fires_and_its_incident_names_the_busy_task() {
+    let _turn = TURN.lock().await;
     let app = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
